@@ -1,0 +1,1 @@
+//! Shared helpers of the benchmark suite (see `benches/README.md`).

@@ -1,0 +1,204 @@
+//! Encoding of values that may carry file descriptors.
+//!
+//! Every message and every spawned process's argument is postcard. Shared objects (a
+//! [`Connection`](crate::conn::Connection), a [`Segment`](crate::shm::Segment), and everything
+//! ipc-sync builds on segments) hold file descriptors, which cannot be bytes: they travel beside
+//! the bytes, as `SCM_RIGHTS` ancillary data. While [`encode`] runs, a thread-local table collects
+//! a duplicate of each descriptor that is serialized and writes its index into the bytes; while
+//! [`decode`] runs, the received descriptors are offered in a table and taken back by index.
+//!
+//! Outside these two functions there is no table, so serializing a shared object (for example
+//! into ipc-sync's shared-memory `Queue`, where descriptors cannot follow) is an
+//! [`Error::Encode`] that says why instead of sending a number that means nothing to the reader.
+
+use std::cell::RefCell;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// The most descriptors one message may carry (the kernel's `SCM_MAX_FD` is 253).
+pub const MAX_FDS_PER_MESSAGE: usize = 253;
+
+thread_local! {
+    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    // postcard drops the text of custom serde errors; the descriptor hooks leave theirs here.
+    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn remember(msg: String) -> String {
+    LAST_ERROR.with(|e| *e.borrow_mut() = Some(msg.clone()));
+    msg
+}
+
+fn explain(e: postcard::Error) -> String {
+    match LAST_ERROR.with(|l| l.borrow_mut().take()) {
+        Some(msg) => msg,
+        None => e.to_string(),
+    }
+}
+
+const NO_TABLE: &str = "a shared object (connection, segment, lock, queue ...) can travel only \
+     as a process argument or through a Connection, which carry its file descriptor; \
+     it cannot be sent through a shared-memory queue or encoded as plain bytes";
+
+/// Encodes `value` with postcard, appending to `buf`; returns the descriptors it carries.
+pub fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec<OwnedFd>> {
+    struct Reset(Option<Vec<OwnedFd>>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OUTGOING.with(|t| *t.borrow_mut() = self.0.take());
+        }
+    }
+    // Nested encodes (a value whose Serialize impl encodes another) keep the outer table aside.
+    let _reset = Reset(OUTGOING.with(|t| t.borrow_mut().replace(Vec::new())));
+    let res = postcard::to_io(value, &mut *buf);
+    let fds = OUTGOING
+        .with(|t| t.borrow_mut().replace(Vec::new()))
+        .unwrap_or_default();
+    match res {
+        Ok(_) => {
+            if fds.len() > MAX_FDS_PER_MESSAGE {
+                return Err(Error::Encode(format!(
+                    "the value carries {} file descriptors; one message carries at most {}",
+                    fds.len(),
+                    MAX_FDS_PER_MESSAGE
+                )));
+            }
+            Ok(fds)
+        }
+        Err(e) => Err(Error::Encode(explain(e))),
+    }
+}
+
+/// Decodes a `T` from exactly `bytes`, handing it the descriptors that came with them.
+///
+/// Trailing bytes are an error (postcard alone would ignore them). Descriptors that the value did
+/// not claim are closed when this returns.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    struct Reset(Option<Vec<Option<OwnedFd>>>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            INCOMING.with(|t| *t.borrow_mut() = self.0.take());
+        }
+    }
+    let table = fds.into_iter().map(Some).collect();
+    let _reset = Reset(INCOMING.with(|t| t.borrow_mut().replace(table)));
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::Decode(explain(e)))?;
+    if !rest.is_empty() {
+        return Err(Error::Decode(format!(
+            "{} unexpected trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// Encodes `value` as plain bytes, appending to `buf`: a descriptor inside is an [`Error::Encode`].
+pub fn encode_plain<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+    struct Reset(Option<Vec<OwnedFd>>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OUTGOING.with(|t| *t.borrow_mut() = self.0.take());
+        }
+    }
+    // No table: `serialize_fd` fails with a message that says where shared objects may travel.
+    let _reset = Reset(OUTGOING.with(|t| t.borrow_mut().take()));
+    postcard::to_io(value, &mut *buf)
+        .map(drop)
+        .map_err(|e| Error::Encode(explain(e)))
+}
+
+/// Serializes a descriptor inside [`encode`]: a duplicate joins the message, its index the bytes.
+///
+/// For `Serialize` impls of types that own descriptors (`#[serde(serialize_with = ...)]`).
+pub fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> Result<S::Ok, S::Error> {
+    let index = OUTGOING.with(|t| -> Result<u32, String> {
+        let mut t = t.borrow_mut();
+        let table = t.as_mut().ok_or_else(|| NO_TABLE.to_string())?;
+        let dup = fd
+            .try_clone_to_owned()
+            .map_err(|e| format!("cannot duplicate a descriptor: {e}"))?;
+        table.push(dup);
+        Ok((table.len() - 1) as u32)
+    });
+    match index {
+        Ok(i) => i.serialize(s),
+        Err(msg) => Err(serde::ser::Error::custom(remember(msg))),
+    }
+}
+
+/// Deserializes a descriptor inside [`decode`]: takes the indexed descriptor of the message.
+pub fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Error> {
+    let index = u32::deserialize(d)? as usize;
+    INCOMING.with(|t| {
+        let mut t = t.borrow_mut();
+        let table = t
+            .as_mut()
+            .ok_or_else(|| serde::de::Error::custom(remember(NO_TABLE.into())))?;
+        table.get_mut(index).and_then(Option::take).ok_or_else(|| {
+            serde::de::Error::custom(remember(format!(
+                "descriptor {index} is missing from the message or was claimed twice"
+            )))
+        })
+    })
+}
+
+/// A file descriptor that travels with [`encode`]/[`decode`] (a wrapper for `#[derive]`).
+#[derive(Debug)]
+pub struct TransferFd(pub OwnedFd);
+
+impl Serialize for TransferFd {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_fd(self.0.as_fd(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TransferFd {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_fd(d).map(TransferFd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_travel_beside_the_bytes() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let value = (7u8, TransferFd(OwnedFd::from(a)), "x".to_string());
+        let mut buf = Vec::new();
+        let fds = encode(&value, &mut buf).unwrap();
+        assert_eq!(fds.len(), 1);
+        let back: (u8, TransferFd, String) = decode(&buf, fds).unwrap();
+        assert_eq!((back.0, back.2.as_str()), (7, "x"));
+    }
+
+    #[test]
+    fn plain_encoding_refuses_descriptors() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut buf = Vec::new();
+        let err = encode_plain(&TransferFd(OwnedFd::from(a)), &mut buf).unwrap_err();
+        assert!(
+            matches!(&err, Error::Encode(m) if m.contains("Connection")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_and_missing_descriptors_are_errors() {
+        assert!(matches!(
+            decode::<u8>(&[1, 2], vec![]),
+            Err(Error::Decode(_))
+        ));
+        assert!(matches!(
+            decode::<TransferFd>(&[0], vec![]),
+            Err(Error::Decode(_))
+        ));
+    }
+}

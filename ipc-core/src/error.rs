@@ -1,0 +1,99 @@
+//! The error type of ipc-core.
+//!
+//! One enum for the layer, shaped like Python's exceptions (`EOFError`, `AuthenticationError`,
+//! `BufferTooShort`, `TimeoutError`, `ValueError` for misuse), each message saying what happened
+//! and, where it helps, what to do.
+
+use std::fmt;
+use std::io;
+
+/// A specialised `Result` for ipc-core operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in ipc-core.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system error.
+    Io(io::Error),
+    /// The peer closed its end and everything it sent has been read (Python's `EOFError`).
+    Eof,
+    /// A frame announced more bytes than the connection's maximum message size.
+    MessageTooLarge {
+        /// Announced length in bytes.
+        len: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// The peer sent bytes that are not a valid frame, or the stream ended inside one.
+    Malformed(String),
+    /// A value could not be encoded (postcard) or could not travel (a shared object outside a
+    /// [`Connection`](crate::conn::Connection) or process argument).
+    Encode(String),
+    /// Received bytes did not decode as the expected type.
+    Decode(String),
+    /// The authentication handshake failed (wrong authkey or a peer that is not ours).
+    Authentication(String),
+    /// `recv_bytes_into` got a buffer smaller than the message; the message is returned whole.
+    BufferTooShort(Vec<u8>),
+    /// The operation did not complete before its timeout.
+    Timeout,
+    /// The object was used in a way its contract forbids (start twice, join before start, wrong
+    /// direction on a one-way pipe, use after close, ...).
+    Misuse(String),
+}
+
+impl Error {
+    pub(crate) fn misuse(msg: impl Into<String>) -> Self {
+        Error::Misuse(msg.into())
+    }
+    pub(crate) fn malformed(msg: impl Into<String>) -> Self {
+        Error::Malformed(msg.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "operating-system error: {e}"),
+            Error::Eof => f.write_str("the peer closed the connection (end of file)"),
+            Error::MessageTooLarge { len, max } => write!(
+                f,
+                "message of {len} bytes exceeds the maximum of {max} bytes \
+                 (raise it with set_max_message_size on both ends)"
+            ),
+            Error::Malformed(m) => write!(f, "malformed frame: {m}"),
+            Error::Encode(m) => write!(f, "cannot encode the value: {m}"),
+            Error::Decode(m) => write!(f, "cannot decode the received bytes: {m}"),
+            Error::Authentication(m) => write!(f, "authentication failed: {m}"),
+            Error::BufferTooShort(msg) => write!(
+                f,
+                "buffer too short for a message of {} bytes (the message is in the error)",
+                msg.len()
+            ),
+            Error::Timeout => f.write_str("timed out"),
+            Error::Misuse(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<rustix::io::Errno> for Error {
+    fn from(e: rustix::io::Errno) -> Self {
+        Error::Io(e.into())
+    }
+}

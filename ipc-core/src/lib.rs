@@ -1,0 +1,26 @@
+//! ipc-core: the first layer of multiprocessing for Rust.
+//!
+//! Real OS processes that run your functions, and what they need to talk: shared memory, futexes
+//! and connections. Higher layers (ipc-sync, ipc-pool, ipc-manager) build on these.
+//!
+//! # Map
+//! - [`process`]: start a process running a function under fork, spawn or forkserver; join it for
+//!   its typed result; terminate, kill, exit codes with Python's convention.
+//! - [`shm`]: anonymous memfd segments, named segments, a heap for small shared objects.
+//! - [`futex`]: wait and wake on an `AtomicU32` in shared memory.
+//! - [`conn`]: [`Connection`](conn::Connection)s carrying typed messages and raw bytes, descriptor
+//!   passing, listeners and clients with an authkey.
+//! - [`codec`]: postcard encoding of values that carry file descriptors.
+//! - [`Error`]: what can go wrong.
+#![deny(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+pub mod codec;
+pub mod conn;
+pub mod error;
+pub mod futex;
+pub mod process;
+pub mod shm;
+mod sys;
+
+pub use error::{Error, Result};

@@ -1,0 +1,3 @@
+//! Processes that run your functions.
+
+pub(crate) mod bootstrap;

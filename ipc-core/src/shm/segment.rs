@@ -1,0 +1,189 @@
+//! Anonymous shared-memory segments backed by a memfd.
+//!
+//! A fresh segment is `ftruncate`d, so every byte is zero: all shared types in this project take
+//! all-zero bytes as their valid initial state and never see a half-initialised window. After
+//! sizing, the segment is sealed against shrinking and growing, so no peer can truncate it under
+//! another process's mapping (which would turn reads into SIGBUS).
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+
+use rustix::fs::{MemfdFlags, SealFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, TransferFd};
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// A shared-memory segment: a memfd mapped read-write into this process.
+///
+/// Cloning is by descriptor: a `Segment` deserialized in another process (or in this one) maps the
+/// same memory, at an address of its own.
+///
+/// ```
+/// let seg = ipc_core::shm::Segment::new(4096).unwrap();
+/// assert_eq!(seg.len(), 4096);
+/// // Fresh segments are zero-filled.
+/// // SAFETY: nobody else has this segment yet.
+/// assert!(unsafe { seg.as_slice() }.iter().all(|&b| b == 0));
+/// ```
+#[derive(Debug)]
+pub struct Segment {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is process-wide memory, valid until drop on any thread; access through the
+// raw pointer is the caller's business (shared types use atomics).
+unsafe impl Send for Segment {}
+// SAFETY: as above: `&Segment` only exposes the pointer and the length.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Creates a zero-filled segment of `len` bytes (`len > 0`).
+    pub fn new(len: usize) -> Result<Segment> {
+        if len == 0 {
+            return Err(Error::misuse(
+                "a shared-memory segment needs a size above zero",
+            ));
+        }
+        let fd = create_memfd()?;
+        rustix::fs::ftruncate(&fd, len as u64)?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+        Self::map(fd, len)
+    }
+
+    /// Maps an existing memfd (or any shareable file) of exactly `len` bytes.
+    pub fn from_fd(fd: OwnedFd, len: usize) -> Result<Segment> {
+        let size = rustix::fs::fstat(&fd)?.st_size as u64;
+        if size < len as u64 || len == 0 {
+            return Err(Error::malformed(format!(
+                "segment descriptor holds {size} bytes, {len} expected"
+            )));
+        }
+        Self::map(fd, len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> Result<Segment> {
+        let ptr = sys::map_shared(fd.as_fd(), len)?;
+        Ok(Segment { fd, ptr, len })
+    }
+
+    /// The segment's size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: segments are never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The start of the mapping in this process (page aligned).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The segment's bytes as a slice.
+    ///
+    /// # Safety
+    /// No other process or thread may write the segment while the slice is alive.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes for as long as `self` lives; the caller
+        // guarantees nobody writes it meanwhile.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// A second mapping of the same memory (as a child would get it).
+    pub fn try_clone(&self) -> Result<Segment> {
+        Self::map(self.fd.try_clone()?, self.len)
+    }
+}
+
+impl AsFd for Segment {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len come from our one map_shared call; borrows of the memory end with `self`.
+        unsafe { sys::unmap(self.ptr, self.len) };
+    }
+}
+
+fn create_memfd() -> Result<OwnedFd> {
+    let base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    // NOEXEC_SEAL (Linux 6.3+) keeps the kernel from warning about executable memfds.
+    match rustix::fs::memfd_create("ipc-core", base | MemfdFlags::NOEXEC_SEAL) {
+        Ok(fd) => Ok(fd),
+        Err(rustix::io::Errno::INVAL) => Ok(rustix::fs::memfd_create("ipc-core", base)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Serialize for Segment {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        struct Fd<'a>(BorrowedFd<'a>);
+        impl Serialize for Fd<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                codec::serialize_fd(self.0, s)
+            }
+        }
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&Fd(self.fd.as_fd()))?;
+        t.serialize_element(&(self.len as u64))?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Segment {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (fd, len) = <(TransferFd, u64)>::deserialize(d)?;
+        Segment::from_fd(fd.0, len as usize).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn two_mappings_share_bytes() {
+        let a = Segment::new(8192).unwrap();
+        let b = a.try_clone().unwrap();
+        assert_ne!(a.as_ptr(), b.as_ptr());
+        // SAFETY: the segments are page aligned and 8192 bytes long, so offset 4096 holds an
+        // aligned AtomicU32 for as long as both live.
+        let (wa, wb) = unsafe {
+            (
+                &*(a.as_ptr().add(4096) as *const AtomicU32),
+                &*(b.as_ptr().add(4096) as *const AtomicU32),
+            )
+        };
+        wa.store(42, Ordering::SeqCst);
+        assert_eq!(wb.load(Ordering::SeqCst), 42);
+    }
+
+    #[test]
+    fn zero_size_is_an_error() {
+        assert!(matches!(Segment::new(0), Err(Error::Misuse(_))));
+    }
+
+    #[test]
+    fn segment_travels_through_the_codec() {
+        let a = Segment::new(100).unwrap();
+        let mut buf = Vec::new();
+        let fds = codec::encode(&a, &mut buf).unwrap();
+        let b: Segment = codec::decode(&buf, fds).unwrap();
+        assert_eq!(b.len(), 100);
+    }
+}

@@ -1,0 +1,149 @@
+//! The few operating-system calls that rustix does not wrap safely.
+//!
+//! Everything else goes through rustix's safe API. This module is the whole unsafe surface of the
+//! crate's syscalls: `fork`, `_exit`, `mmap`/`munmap`, `atexit`, the load-time hook that routes a
+//! spawned child to its function before `main`, and turning a function's offset back into a
+//! pointer.
+//!
+//! # Safety
+//! Each function documents the contract that makes its call sound; callers uphold it.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+
+/// What [`fork`] returned in this process.
+pub(crate) enum Forked {
+    /// We are the new child.
+    Child,
+    /// We are the parent; the child's pid.
+    Parent(rustix::process::Pid),
+}
+
+/// `fork(2)` through glibc, so its atfork handlers (malloc's arena locks) run.
+///
+/// # Safety
+/// In the child, only the calling thread exists. If the parent had other threads, any lock they
+/// held is held forever in the child; the caller must have checked the parent was single-threaded
+/// or the user must have accepted that risk through an `unsafe` opt-in.
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller upholds this function's contract (see above); fork itself takes no
+    // pointers.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        // A positive pid from fork is a valid, non-zero pid.
+        p => Ok(Forked::Parent(
+            rustix::process::Pid::from_raw(p).expect("fork returned a positive pid"),
+        )),
+    }
+}
+
+/// `_exit(2)`: ends the process at once, without running atexit handlers or destructors.
+///
+/// A forked child must leave this way: the parent's atexit handlers (and ours, which join the
+/// parent's children) belong to the parent.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Registers `f` to run at normal process exit (`main` returning or `std::process::exit`).
+pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `f` is a plain `extern "C" fn()` with 'static lifetime, which is what atexit takes.
+    let rc = unsafe { libc::atexit(f) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::other("atexit refused the handler"))
+    }
+}
+
+/// Maps `len` bytes of `fd` shared and read-write.
+pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<NonNull<u8>> {
+    use rustix::mm::{MapFlags, ProtFlags, mmap};
+    // SAFETY: a null hint lets the kernel pick an address that overlaps no existing mapping, so
+    // no Rust object is aliased; the mapping stays valid until `unmap` with the same length.
+    let ptr = unsafe {
+        mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            fd,
+            0,
+        )
+    }?;
+    NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Unmaps a region returned by [`map_shared`].
+///
+/// # Safety
+/// `ptr`/`len` must come from one [`map_shared`] call, unmapped once, and no reference into the
+/// region may be used afterwards.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: guaranteed by the caller: the region is ours and no longer referenced.
+    let _ = unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), len) };
+}
+
+/// The number of threads in this process, from `/proc/self/stat` (field 20).
+pub(crate) fn thread_count() -> io::Result<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace()
+        .nth(17)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other("cannot read the thread count from /proc/self/stat"))
+}
+
+/// A function's address relative to the anchor: the same in every process running this binary.
+pub(crate) fn offset_of(f: *const ()) -> isize {
+    (f as isize).wrapping_sub(anchor as *const () as isize)
+}
+
+/// The address of the function at `offset` from the anchor in this process.
+///
+/// The result is only meaningful in a process running the same executable as the one that
+/// computed the offset; calling through it is the caller's responsibility.
+pub(crate) fn address_at(offset: isize) -> *const () {
+    (anchor as *const () as isize).wrapping_add(offset) as *const ()
+}
+
+/// A fixed function that names code positions across `exec` of the same binary.
+///
+/// It is also the load-time hook (see [`BOOT_HOOK`]): referring to it from the spawn path keeps
+/// its object, and so the hook, linked into every binary that can spawn.
+extern "C" fn anchor() {
+    crate::process::bootstrap::on_load();
+}
+
+/// Runs [`anchor`] when the executable is loaded, before `main` and before a test harness.
+///
+/// In an ordinary process `on_load` returns at once. In a child started by the spawn method (an
+/// environment variable says so) it never returns: it runs the requested function and exits, so
+/// the program's own `main` never runs there (no fork bomb, no boilerplate in `main`).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static BOOT_HOOK: extern "C" fn() = anchor;
+
+/// Calls through a function pointer rebuilt from an offset.
+///
+/// # Safety
+/// `offset` must be [`offset_of`] a `Trampoline` function in the same executable, computed by a
+/// process running this same binary (spawn re-executes `/proc/self/exe`, which names the very file
+/// the parent runs, even if it was replaced on disk since).
+pub(crate) unsafe fn trampoline_at(offset: isize) -> crate::process::bootstrap::Trampoline {
+    let p = address_at(offset);
+    // SAFETY: by the caller's contract, `p` is the address of a function with exactly this
+    // signature in this executable's text.
+    unsafe { std::mem::transmute::<*const (), crate::process::bootstrap::Trampoline>(p) }
+}
+
+/// The raw descriptor number, for passing to an exec'd child through its environment.
+pub(crate) fn raw(fd: BorrowedFd<'_>) -> i32 {
+    fd.as_raw_fd()
+}
