@@ -29,16 +29,28 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+// The tables are reached with `try_with`: during thread or process exit (an atexit handler that
+// joins children runs after the exiting thread's thread-locals were destroyed) they are gone, and
+// encoding then behaves as if no table were installed instead of panicking.
+
 fn remember(msg: String) -> String {
-    LAST_ERROR.with(|e| *e.borrow_mut() = Some(msg.clone()));
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = Some(msg.clone()));
     msg
 }
 
 fn explain(e: postcard::Error) -> String {
-    match LAST_ERROR.with(|l| l.borrow_mut().take()) {
+    match LAST_ERROR.try_with(|l| l.borrow_mut().take()).ok().flatten() {
         Some(msg) => msg,
         None => e.to_string(),
     }
+}
+
+fn swap_outgoing(v: Option<Vec<OwnedFd>>) -> Option<Vec<OwnedFd>> {
+    OUTGOING.try_with(|t| std::mem::replace(&mut *t.borrow_mut(), v)).ok().flatten()
+}
+
+fn swap_incoming(v: Option<Vec<Option<OwnedFd>>>) -> Option<Vec<Option<OwnedFd>>> {
+    INCOMING.try_with(|t| std::mem::replace(&mut *t.borrow_mut(), v)).ok().flatten()
 }
 
 const NO_TABLE: &str = "a shared object (connection, segment, lock, queue ...) can travel only \
@@ -50,7 +62,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec
     struct Reset(Option<Vec<OwnedFd>>);
     impl Drop for Reset {
         fn drop(&mut self) {
-            OUTGOING.with(|t| *t.borrow_mut() = self.0.take());
+            swap_outgoing(self.0.take());
         }
     }
     // Nested encodes (a value whose Serialize impl encodes another) keep the outer table aside.
@@ -82,11 +94,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T>
     struct Reset(Option<Vec<Option<OwnedFd>>>);
     impl Drop for Reset {
         fn drop(&mut self) {
-            INCOMING.with(|t| *t.borrow_mut() = self.0.take());
+            swap_incoming(self.0.take());
         }
     }
     let table = fds.into_iter().map(Some).collect();
-    let _reset = Reset(INCOMING.with(|t| t.borrow_mut().replace(table)));
+    let _reset = Reset(swap_incoming(Some(table)));
     let (value, rest) =
         postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::Decode(explain(e)))?;
     if !rest.is_empty() {
@@ -103,11 +115,11 @@ pub fn encode_plain<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resu
     struct Reset(Option<Vec<OwnedFd>>);
     impl Drop for Reset {
         fn drop(&mut self) {
-            OUTGOING.with(|t| *t.borrow_mut() = self.0.take());
+            swap_outgoing(self.0.take());
         }
     }
     // No table: `serialize_fd` fails with a message that says where shared objects may travel.
-    let _reset = Reset(OUTGOING.with(|t| t.borrow_mut().take()));
+    let _reset = Reset(swap_outgoing(None));
     postcard::to_io(value, &mut *buf)
         .map(drop)
         .map_err(|e| Error::Encode(explain(e)))
@@ -117,7 +129,7 @@ pub fn encode_plain<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resu
 ///
 /// For `Serialize` impls of types that own descriptors (`#[serde(serialize_with = ...)]`).
 pub fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> Result<S::Ok, S::Error> {
-    let index = OUTGOING.with(|t| -> Result<u32, String> {
+    let index = OUTGOING.try_with(|t| -> Result<u32, String> {
         let mut t = t.borrow_mut();
         let table = t.as_mut().ok_or_else(|| NO_TABLE.to_string())?;
         let dup = fd
@@ -126,7 +138,7 @@ pub fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> Result<S::Ok, S:
         table.push(dup);
         Ok((table.len() - 1) as u32)
     });
-    match index {
+    match index.unwrap_or_else(|_| Err(NO_TABLE.to_string())) {
         Ok(i) => i.serialize(s),
         Err(msg) => Err(serde::ser::Error::custom(remember(msg))),
     }
@@ -135,7 +147,7 @@ pub fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> Result<S::Ok, S:
 /// Deserializes a descriptor inside [`decode`]: takes the indexed descriptor of the message.
 pub fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Error> {
     let index = u32::deserialize(d)? as usize;
-    INCOMING.with(|t| {
+    let taken = INCOMING.try_with(|t| {
         let mut t = t.borrow_mut();
         let table = t
             .as_mut()
@@ -145,7 +157,8 @@ pub fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Err
                 "descriptor {index} is missing from the message or was claimed twice"
             )))
         })
-    })
+    });
+    taken.unwrap_or_else(|_| Err(serde::de::Error::custom(NO_TABLE)))
 }
 
 /// A file descriptor that travels with [`encode`]/[`decode`] (a wrapper for `#[derive]`).
