@@ -43,13 +43,13 @@
 //! line shared by all processes using that arena.
 //!
 //! # Receiving
-//! A handle travels as `(descriptor, offset, count, element size)` through
-//! [`codec`](crate::codec). A process receiving many handles into one arena maps it once: a
-//! per-process registry keyed by the memfd's inode (`st_dev`, `st_ino`) holds weak references to
-//! the arenas mapped here. A received handle is checked before use: the descriptor must be a
-//! sealed arena (so no peer can shrink it under us, which would make reads a SIGBUS), and the
-//! block must lie inside it, be aligned for `T` and have `T`'s size. A bad message is an
-//! [`Error`], never an out-of-bounds access.
+//! A handle travels as `(descriptor, offset, count, element size)` through [`codec::encode`] and
+//! [`codec::decode`]. A process receiving many handles into one arena maps it once: a per-process
+//! registry keyed by the memfd's inode (`st_dev`, `st_ino`) holds weak references to the arenas
+//! mapped here. A received handle is checked before use: the descriptor must be a sealed arena (so
+//! no peer can shrink it under us, which would make reads a SIGBUS), and the block must lie inside
+//! it, be aligned for `T` and have `T`'s size. A bad message is an [`Error`], never an
+//! out-of-bounds access.
 //!
 //! # Zero state
 //! Every block starts all-zero: arenas are fresh `ftruncate`d memfds and blocks are never
@@ -161,6 +161,15 @@ shm_safe!(
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 
 /// Allocations larger than this many bytes get a segment of their own.
+///
+/// Such a segment is returned to the kernel as soon as its last handle (in any process) goes,
+/// where small objects share arenas and are returned only together.
+///
+/// ```
+/// use ipc_core::shm::{BIG_ALLOCATION, ShmSlice};
+/// let own = ShmSlice::<u8>::new(BIG_ALLOCATION + 1).unwrap();
+/// assert_eq!(own.arena_handles(), 1); // nothing else lives in its segment
+/// ```
 pub const BIG_ALLOCATION: usize = 256 * 1024;
 
 /// The header's size; blocks start after it, so block offsets are never below it.
@@ -497,10 +506,10 @@ fn receive_block<T: ShmSafe>(
 
 /// One zero-initialised `T` in the shared heap.
 ///
-/// Packed with other objects into few memfd segments (see the [module doc](crate::shm::heap) for the freeing scheme). Clones share
-/// the same memory; so does a copy that travelled to another process through a
-/// [`Connection`](crate::conn::Connection) or as a process argument, and many boxes of one
-/// segment arriving in a process share one mapping.
+/// Packed with other objects into few memfd segments (the [module doc](crate::shm::heap) tells how,
+/// and when memory is freed). Clones share the same memory; so does a copy that travelled to
+/// another process through a [`Connection`](crate::conn::Connection) or as a process argument, and
+/// many boxes of one segment arriving in a process share one mapping.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -683,17 +692,31 @@ impl<T: ShmSafe> ShmSlice<T> {
     }
 
     /// The number of elements.
+    ///
+    /// ```
+    /// assert_eq!(ipc_core::shm::ShmSlice::<u32>::new(7).unwrap().len(), 7);
+    /// ```
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the slice has no elements.
+    ///
+    /// ```
+    /// assert!(ipc_core::shm::ShmSlice::<u32>::new(0).unwrap().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// How many handles into this slice's arena are alive in all processes (a diagnostic; see
     /// [`ShmBox::arena_handles`]).
+    ///
+    /// ```
+    /// let s = ipc_core::shm::ShmSlice::<u8>::new(1 << 20).unwrap(); // its own segment
+    /// let t = s.clone();
+    /// assert_eq!(t.arena_handles(), 2);
+    /// ```
     pub fn arena_handles(&self) -> u64 {
         self.block.live()
     }

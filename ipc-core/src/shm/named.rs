@@ -33,6 +33,12 @@ use crate::codec::{self, TransferFd};
 use crate::error::{Error, Result};
 
 /// The longest name, in bytes (the kernel's `NAME_MAX`).
+///
+/// ```
+/// use ipc_core::shm::{MAX_NAME_LEN, NamedSegment};
+/// let too_long = "x".repeat(MAX_NAME_LEN + 1);
+/// assert!(matches!(NamedSegment::open(&too_long), Err(ipc_core::Error::Misuse(_))));
+/// ```
 pub const MAX_NAME_LEN: usize = 255;
 
 /// How often [`NamedSegment::create_unique`] and [`NamedSegment::open_or_create`] retry when
@@ -83,7 +89,8 @@ impl NamedSegment {
     /// let seg = NamedSegment::create(&name, 4096).unwrap();
     /// assert_eq!((seg.name(), seg.len()), (name.as_str(), 4096));
     /// let again = NamedSegment::create(&name, 4096).unwrap_err();
-    /// assert!(matches!(again, ipc_core::Error::Io(e) if e.kind() == std::io::ErrorKind::AlreadyExists));
+    /// use std::io::ErrorKind;
+    /// assert!(matches!(again, ipc_core::Error::Io(e) if e.kind() == ErrorKind::AlreadyExists));
     /// ```
     pub fn create(name: &str, size: usize) -> Result<NamedSegment> {
         check_name(name)?;
@@ -132,7 +139,8 @@ impl NamedSegment {
     ///
     /// ```
     /// let missing = ipc_core::shm::NamedSegment::open("ipc-core-doc-no-such-name").unwrap_err();
-    /// assert!(matches!(missing, ipc_core::Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
+    /// use std::io::ErrorKind;
+    /// assert!(matches!(missing, ipc_core::Error::Io(e) if e.kind() == ErrorKind::NotFound));
     /// ```
     pub fn open(name: &str) -> Result<NamedSegment> {
         check_name(name)?;
@@ -167,9 +175,10 @@ impl NamedSegment {
     /// ```
     /// use ipc_core::shm::NamedSegment;
     /// # let name = format!("ipc-core-doc-ooc-{}", std::process::id());
-    /// let a = NamedSegment::open_or_create(&name, 64).unwrap();
-    /// let b = NamedSegment::open_or_create(&name, 128).unwrap();
-    /// assert_eq!(b.len(), 64);
+    /// let created = NamedSegment::open_or_create(&name, 64).unwrap();
+    /// let attached = NamedSegment::open_or_create(&name, 128).unwrap();
+    /// assert_eq!(attached.len(), 64);
+    /// assert_eq!(attached.name(), created.name());
     /// ```
     pub fn open_or_create(name: &str, size: usize) -> Result<NamedSegment> {
         check_name(name)?;
@@ -224,17 +233,37 @@ impl NamedSegment {
 
     /// Keeps the name when this handle drops, so it outlives this process (Python's default,
     /// and its `track=False`). Someone must then [`unlink`](Self::unlink) it.
+    ///
+    /// ```
+    /// use ipc_core::shm::NamedSegment;
+    /// let seg = NamedSegment::create_unique(8).unwrap();
+    /// let name = seg.name().to_owned();
+    /// seg.persist();
+    /// drop(seg);
+    /// let again = NamedSegment::open(&name).unwrap(); // still there
+    /// again.unlink().unwrap();
+    /// ```
     #[doc(alias = "track")]
     pub fn persist(&self) {
         self.owns_name.store(false, Ordering::Relaxed);
     }
 
-    /// The segment's name (without a leading `/`).
+    /// The segment's name (without a leading `/`): the file `/dev/shm/<name>`.
+    ///
+    /// ```
+    /// let seg = ipc_core::shm::NamedSegment::create_unique(8).unwrap();
+    /// assert!(std::path::Path::new("/dev/shm").join(seg.name()).exists());
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The segment's size in bytes.
+    /// The segment's size in bytes: exactly what its creator asked for.
+    ///
+    /// ```
+    /// let seg = ipc_core::shm::NamedSegment::create_unique(1000).unwrap();
+    /// assert_eq!(seg.len(), 1000);
+    /// ```
     pub fn len(&self) -> usize {
         self.seg.len()
     }
@@ -249,6 +278,15 @@ impl NamedSegment {
     /// Reading or writing through it is `unsafe` for the caller: other processes may access the
     /// same bytes at any time (use atomics, or a lock), and a process that shrinks the file
     /// under the mapping makes accesses past the new end fault.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// let seg = ipc_core::shm::NamedSegment::create_unique(4096).unwrap();
+    /// // SAFETY: offset 0 of a page-aligned 4096-byte mapping holds an aligned AtomicU64, and
+    /// // only processes of this user (mode 0600) could shrink the file.
+    /// let word = unsafe { &*(seg.as_ptr() as *const AtomicU64) };
+    /// word.store(1, Ordering::SeqCst);
+    /// ```
     pub fn as_ptr(&self) -> *mut u8 {
         self.seg.as_ptr()
     }
