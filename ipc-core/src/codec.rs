@@ -33,7 +33,7 @@ thread_local! {
 // joins children runs after the exiting thread's thread-locals were destroyed) they are gone, and
 // encoding then behaves as if no table were installed instead of panicking.
 
-fn remember(msg: String) -> String {
+pub(crate) fn remember(msg: String) -> String {
     let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = Some(msg.clone()));
     msg
 }
