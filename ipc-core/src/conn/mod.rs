@@ -37,7 +37,15 @@
 //! [`Error::Decode`]: crate::Error::Decode
 //! [`Error::BufferTooShort`]: crate::Error::BufferTooShort
 
+mod address;
+mod auth;
 mod connection;
 mod io;
+mod listener;
+mod wait;
 
+pub use address::{Address, MAX_ABSTRACT_NAME};
+pub use auth::{DEFAULT_HANDSHAKE_TIMEOUT, HANDSHAKE_MAX_MESSAGE};
 pub use connection::{Connection, DEFAULT_MAX_MESSAGE, HEADER_LEN, Kind, pipe};
+pub use listener::{Listener, connect, connect_timeout};
+pub use wait::wait;

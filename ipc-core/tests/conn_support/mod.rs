@@ -129,3 +129,26 @@ pub(crate) fn within_liveness<T: Send + 'static>(f: impl FnOnce() -> T + Send + 
         }
     }
 }
+
+/// A Unix socket path no other test (or test run) uses.
+pub(crate) fn unique_path(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "ipc-conn-{tag}-{}-{}.sock",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// One address of each family, all unused.
+pub(crate) fn every_family(tag: &str) -> Vec<ipc_core::conn::Address> {
+    use ipc_core::conn::Address;
+    let path = unique_path(tag);
+    let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+    vec![
+        Address::Unix(path),
+        Address::Abstract(name),
+        Address::Tcp("127.0.0.1:0".parse().unwrap()),
+    ]
+}
