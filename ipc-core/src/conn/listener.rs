@@ -30,7 +30,7 @@ const BACKLOG: i32 = 1024;
 /// only if the file is still the one it created).
 ///
 /// ```
-/// use ipc_core::conn::{Address, Listener, connect};
+/// use ipc_core::conn::{Listener, connect};
 /// let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), Some(b"key")).unwrap();
 /// let addr = listener.address().clone(); // the port the kernel picked
 /// let client = std::thread::spawn(move || {
