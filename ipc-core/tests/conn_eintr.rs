@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ipc_core::conn::pipe;
+use ipc_core::conn::{Address, Listener, connect, pipe};
 
 static DELIVERED: AtomicUsize = AtomicUsize::new(0);
 
@@ -112,4 +112,23 @@ fn poll_keeps_its_timeout_across_signals() {
     let (ready, elapsed) = poller.join().unwrap();
     assert!(!ready.unwrap());
     assert!(elapsed >= t, "poll returned after {elapsed:?}");
+}
+
+#[test]
+fn a_blocking_accept_and_handshake_retry_after_signals() {
+    // cpython checklist 44: accept retries on EINTR (and so does the handshake's waiting).
+    install_handler();
+    let path = std::env::temp_dir().join(format!("ipc-conn-eintr-{}.sock", std::process::id()));
+    let addr = Address::Unix(path);
+    let listener = Listener::bind(&addr, Some(b"k")).unwrap();
+    let acceptor = std::thread::spawn(move || {
+        let conn = listener.accept();
+        (conn, listener)
+    });
+    let n = pester(&acceptor, Duration::from_millis(150));
+    assert!(n > 0, "no signal was delivered");
+    let client = connect(&addr, Some(b"k")).unwrap();
+    client.send(&"accepted").unwrap();
+    let (conn, _listener) = acceptor.join().unwrap();
+    assert_eq!(conn.unwrap().recv::<String>().unwrap(), "accepted");
 }
