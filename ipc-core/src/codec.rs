@@ -39,18 +39,28 @@ pub(crate) fn remember(msg: String) -> String {
 }
 
 fn explain(e: postcard::Error) -> String {
-    match LAST_ERROR.try_with(|l| l.borrow_mut().take()).ok().flatten() {
+    match LAST_ERROR
+        .try_with(|l| l.borrow_mut().take())
+        .ok()
+        .flatten()
+    {
         Some(msg) => msg,
         None => e.to_string(),
     }
 }
 
 fn swap_outgoing(v: Option<Vec<OwnedFd>>) -> Option<Vec<OwnedFd>> {
-    OUTGOING.try_with(|t| std::mem::replace(&mut *t.borrow_mut(), v)).ok().flatten()
+    OUTGOING
+        .try_with(|t| std::mem::replace(&mut *t.borrow_mut(), v))
+        .ok()
+        .flatten()
 }
 
 fn swap_incoming(v: Option<Vec<Option<OwnedFd>>>) -> Option<Vec<Option<OwnedFd>>> {
-    INCOMING.try_with(|t| std::mem::replace(&mut *t.borrow_mut(), v)).ok().flatten()
+    INCOMING
+        .try_with(|t| std::mem::replace(&mut *t.borrow_mut(), v))
+        .ok()
+        .flatten()
 }
 
 const NO_TABLE: &str = "a shared object (connection, segment, lock, queue ...) can travel only \

@@ -24,7 +24,10 @@ fn late_reporter(conn: Connection) {
 /// Starts a daemon and a non-daemon child with `method`, reports their pids, then leaves through
 /// `std::process::exit`, so the exit handler (atexit) does the cleanup, as after `main` returns.
 fn parent_that_exits((conn, method): (Connection, StartMethod)) {
-    let d = builder(method).daemon(true).spawn((), sleep_forever).unwrap();
+    let d = builder(method)
+        .daemon(true)
+        .spawn((), sleep_forever)
+        .unwrap();
     let (a, b) = pipe(true).unwrap();
     let n = builder(method).spawn(b, late_reporter).unwrap();
     conn.send(&(d.pid(), n.pid())).unwrap();
@@ -38,16 +41,24 @@ fn normal_exit_terminates_daemons_and_joins_others() {
     for parent_method in METHODS {
         for child_method in METHODS {
             let (ours, theirs) = pipe(true).unwrap();
-            let p = builder(parent_method).spawn((theirs, child_method), parent_that_exits).unwrap();
+            let p = builder(parent_method)
+                .spawn((theirs, child_method), parent_that_exits)
+                .unwrap();
             let _reap = Reap(&p);
             let (daemon, non_daemon): (i32, i32) = ours.recv().unwrap();
             let report: Connection = ours.recv().unwrap();
             let code = p.join_timeout(Duration::from_secs(60)).unwrap();
             assert_eq!(code, Some(0), "{parent_method}/{child_method}");
             // The non-daemon's report was sent before its parent finished exiting.
-            assert!(report.poll(Some(Duration::ZERO)).unwrap(), "{parent_method}/{child_method}");
+            assert!(
+                report.poll(Some(Duration::ZERO)).unwrap(),
+                "{parent_method}/{child_method}"
+            );
             assert_eq!(report.recv::<String>().unwrap(), "non-daemon finished");
-            assert!(wait_gone(daemon, Duration::from_secs(10)), "{parent_method}/{child_method}: daemon");
+            assert!(
+                wait_gone(daemon, Duration::from_secs(10)),
+                "{parent_method}/{child_method}: daemon"
+            );
             assert!(wait_gone(non_daemon, Duration::from_secs(10)));
             drop(_reap);
             assert!(matches!(p.join(), Err(JoinError::Exited(0))));
@@ -56,7 +67,10 @@ fn normal_exit_terminates_daemons_and_joins_others() {
 }
 
 fn parent_that_waits((conn, method): (Connection, StartMethod)) {
-    let d = builder(method).daemon(true).spawn((), sleep_forever).unwrap();
+    let d = builder(method)
+        .daemon(true)
+        .spawn((), sleep_forever)
+        .unwrap();
     let n = builder(method).spawn((), sleep_forever).unwrap();
     conn.send(&(d.pid(), n.pid())).unwrap();
     sleep_forever(())
@@ -69,7 +83,9 @@ fn killed_parent_takes_its_daemons_along() {
     for parent_method in METHODS {
         for child_method in METHODS {
             let (ours, theirs) = pipe(true).unwrap();
-            let p = builder(parent_method).spawn((theirs, child_method), parent_that_waits).unwrap();
+            let p = builder(parent_method)
+                .spawn((theirs, child_method), parent_that_waits)
+                .unwrap();
             let _reap = Reap(&p);
             let (daemon, non_daemon): (i32, i32) = ours.recv().unwrap();
             p.kill().unwrap();
@@ -78,8 +94,14 @@ fn killed_parent_takes_its_daemons_along() {
             let non_daemon_alive = !wait_gone(non_daemon, Duration::from_millis(200));
             common::kill_pid(daemon);
             common::kill_pid(non_daemon);
-            assert!(daemon_gone, "{parent_method}/{child_method}: the daemon outlived its parent");
-            assert!(non_daemon_alive, "{parent_method}/{child_method}: the non-daemon died too");
+            assert!(
+                daemon_gone,
+                "{parent_method}/{child_method}: the daemon outlived its parent"
+            );
+            assert!(
+                non_daemon_alive,
+                "{parent_method}/{child_method}: the non-daemon died too"
+            );
             assert!(wait_gone(non_daemon, Duration::from_secs(30)));
         }
     }

@@ -54,7 +54,9 @@ fn add_to_segment((seg, n): (Segment, u64)) -> u64 {
 fn segment_as_argument() {
     let seg = Segment::new(4096).unwrap();
     for (i, m) in METHODS.into_iter().enumerate() {
-        let h = builder(m).spawn((seg.try_clone().unwrap(), 10), add_to_segment).unwrap();
+        let h = builder(m)
+            .spawn((seg.try_clone().unwrap(), 10), add_to_segment)
+            .unwrap();
         assert_eq!(h.join().unwrap(), 10 * (i as u64 + 1), "{m}");
     }
     assert_eq!(word(&seg).load(Ordering::SeqCst), 30);
@@ -80,7 +82,11 @@ fn objects_sent_through_a_connection() {
         a.send(&seg).unwrap();
         a.send(&y).unwrap();
         drop(y);
-        assert_eq!(x.recv::<String>().unwrap(), "hello through a sent connection", "{m}");
+        assert_eq!(
+            x.recv::<String>().unwrap(),
+            "hello through a sent connection",
+            "{m}"
+        );
         assert_eq!(h.join().unwrap(), 5, "{m}");
         assert_eq!(word(&seg).load(Ordering::SeqCst), 5);
     }
@@ -100,7 +106,9 @@ fn child_passes_objects_to_grandchild() {
         for g in METHODS {
             let seg = Segment::new(64).unwrap();
             let (a, b) = pipe(true).unwrap();
-            let h = builder(m).spawn((seg.try_clone().unwrap(), b, g), pass_on).unwrap();
+            let h = builder(m)
+                .spawn((seg.try_clone().unwrap(), b, g), pass_on)
+                .unwrap();
             assert_eq!(a.recv::<u64>().unwrap(), 7, "{m}/{g}");
             assert_eq!(h.join().unwrap(), 7);
             assert_eq!(word(&seg).load(Ordering::SeqCst), 7, "{m}/{g}");
@@ -116,7 +124,9 @@ fn argument_that_cannot_travel_is_an_error() {
     struct Unserializable;
     impl serde::Serialize for Unserializable {
         fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-            Err(serde::ser::Error::custom("this value refuses to be serialized"))
+            Err(serde::ser::Error::custom(
+                "this value refuses to be serialized",
+            ))
         }
     }
     impl<'de> serde::Deserialize<'de> for Unserializable {
@@ -125,10 +135,15 @@ fn argument_that_cannot_travel_is_an_error() {
         }
     }
     for m in [StartMethod::Spawn, StartMethod::ForkServer] {
-        let err = builder(m).name("refused").spawn(Unserializable, |_| 1u8).unwrap_err();
+        let err = builder(m)
+            .name("refused")
+            .spawn(Unserializable, |_| 1u8)
+            .unwrap_err();
         assert!(matches!(err, ipc_core::Error::Encode(_)), "{m}: {err}");
         assert!(
-            ipc_core::process::active_children().iter().all(|c| c.name != "refused"),
+            ipc_core::process::active_children()
+                .iter()
+                .all(|c| c.name != "refused"),
             "{m}: no child left behind"
         );
     }

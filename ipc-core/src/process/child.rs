@@ -152,7 +152,7 @@ impl ChildInner {
                 let c = conn.take().expect("polled connection is present");
                 let ready_now = exited && !result_ready;
                 if !ready_now || c.poll(Some(Duration::ZERO))? {
-                    *outcome = Some(match c.recv_frame() {
+                    *outcome = Some(match c.recv_frame(None, c.max_message_size()) {
                         Err(Error::Eof) => Err(Error::Eof),
                         other => other,
                     });

@@ -166,6 +166,10 @@ impl Builder {
         if method == StartMethod::Fork {
             return self.fork(move || f(arg));
         }
+        // Encode first: an argument that cannot travel is the caller's error, and no child is
+        // started for it.
+        let mut arg_frame = Vec::new();
+        let fds = codec::encode(&arg, &mut arg_frame)?;
         let mut g = global::lock();
         self.check_may_start(&g)?;
         let id = g.next_child(self.name, self.daemon, method);
@@ -181,10 +185,6 @@ impl Builder {
             conn,
             reaper,
         } = launched;
-        // Encode first: an argument that cannot travel is the caller's error, and the child,
-        // which exists already, is stopped (by closing its connection) and reaped.
-        let mut arg_frame = Vec::new();
-        let fds = codec::encode(&arg, &mut arg_frame);
         let inner = Arc::new(ChildInner::new(
             pid,
             pidfd,
@@ -196,14 +196,16 @@ impl Builder {
         ));
         g.register(inner.clone());
         drop(g);
-        let sent = fds.and_then(|_| {
+        let sent = {
             let st = inner.lock();
             let c = st.conn.as_ref().expect("fresh child has its connection");
-            c.send(&boot)?;
-            c.send(&arg)
-        });
+            c.send(&boot)
+                .and_then(|()| c.send_encoded(&arg_frame, &fds))
+        };
+        drop(fds);
         if let Err(e) = sent {
-            // The child cannot run: make sure it is gone before reporting.
+            // The child cannot run (it died, or the descriptors could not be sent): make sure
+            // it is gone before reporting.
             let _ = inner.signal(rustix::process::Signal::KILL);
             let _ = inner.wait(None);
             return Err(e);
@@ -507,7 +509,9 @@ impl ParentProcess {
     /// Waits up to `timeout` for the parent to exit; true if it has.
     pub fn join_timeout(&self, timeout: Duration) -> bool {
         match &self.pidfd {
-            Some(fd) => crate::conn::wait_readable(fd.as_fd(), Some(timeout)).unwrap_or(true),
+            Some(fd) => {
+                crate::conn::wait(&[fd], Some(timeout)).map_or(true, |ready| !ready.is_empty())
+            }
             None => true,
         }
     }

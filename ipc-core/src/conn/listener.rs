@@ -1,0 +1,285 @@
+//! [`Listener`] and [`connect`]: connections between processes that did not create them
+//! together (Python's `multiprocessing.connection.Listener` and `Client`).
+//!
+//! Unix and abstract addresses use `SOCK_SEQPACKET` sockets (one system call per small message,
+//! descriptor passing); a client falls back to `SOCK_STREAM` when the listener is a stream socket
+//! of another program. TCP connections disable Nagle's algorithm, since every frame leaves in one
+//! write and waiting for more only adds latency to request/response traffic.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use super::address::Address;
+use super::auth::DEFAULT_HANDSHAKE_TIMEOUT;
+use super::connection::{Connection, deadline_after};
+use super::io::{Interest, wait_fd};
+use crate::error::{Error, Result};
+
+/// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`).
+const BACKLOG: i32 = 1024;
+
+/// A socket accepting connections at an [`Address`], authenticating each with an authkey when
+/// one is given.
+///
+/// A Unix-path listener removes its socket file when dropped (in the process that bound it, and
+/// only if the file is still the one it created).
+///
+/// ```
+/// use ipc_core::conn::{Listener, connect};
+/// let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), Some(b"key")).unwrap();
+/// let addr = listener.address().clone(); // the port the kernel picked
+/// let client = std::thread::spawn(move || {
+///     let c = connect(&addr, Some(b"key")).unwrap();
+///     c.send(&"hello").unwrap();
+/// });
+/// let conn = listener.accept().unwrap();
+/// assert_eq!(conn.recv::<String>().unwrap(), "hello");
+/// client.join().unwrap();
+/// ```
+pub struct Listener {
+    fd: OwnedFd,
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    handshake_timeout: Option<Duration>,
+    unlink: Option<SocketFile>,
+}
+
+/// The socket file a Unix-path listener created, to remove on drop.
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    pid: rustix::process::Pid,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the authkey.
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("authenticated", &self.authkey.is_some())
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish()
+    }
+}
+
+fn context(e: impl Into<std::io::Error>, what: &str, address: &Address) -> Error {
+    let e: std::io::Error = e.into();
+    Error::Io(std::io::Error::new(
+        e.kind(),
+        format!("cannot {what} {address}: {e}"),
+    ))
+}
+
+fn unix_addr(address: &Address) -> Option<Result<SocketAddrUnix>> {
+    let a = match address {
+        Address::Unix(path) => SocketAddrUnix::new(path.as_path()),
+        Address::Abstract(name) => SocketAddrUnix::new_abstract_name(name.as_bytes()),
+        Address::Tcp(_) => return None,
+    };
+    Some(a.map_err(|e| context(e, "use the address", address)))
+}
+
+impl Listener {
+    /// Binds a listener at `address`; with `authkey`, every accepted connection must pass the
+    /// handshake in both directions. An empty key is a valid key.
+    ///
+    /// An address in use (another listener, or a leftover socket file at a Unix path) is an
+    /// [`Error::Io`] of kind `AddrInUse`. TCP listeners set `SO_REUSEADDR`, so a server can
+    /// restart on its port at once.
+    pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
+        address.validate()?;
+        let authkey = authkey.map(<[u8]>::to_vec);
+        let handshake_timeout = Some(DEFAULT_HANDSHAKE_TIMEOUT);
+        let Some(sa) = unix_addr(address) else {
+            let Address::Tcp(sa) = address else {
+                unreachable!("unix_addr handles every non-TCP address")
+            };
+            let l = TcpListener::bind(sa).map_err(|e| context(e, "bind", address))?;
+            let actual = l
+                .local_addr()
+                .map_err(|e| context(e, "read the bound address of", address))?;
+            return Ok(Listener {
+                fd: OwnedFd::from(l),
+                address: Address::Tcp(actual),
+                authkey,
+                handshake_timeout,
+                unlink: None,
+            });
+        };
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        rustix::net::bind(&fd, &sa?).map_err(|e| context(e, "bind", address))?;
+        let unlink = match address {
+            Address::Unix(path) => match rustix::fs::stat(path.as_path()) {
+                Ok(st) => Some(SocketFile {
+                    path: path.clone(),
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                    pid: rustix::process::getpid(),
+                }),
+                Err(e) => {
+                    // We just created it: do not leave it behind.
+                    let _ = std::fs::remove_file(path);
+                    return Err(context(e, "inspect the socket file of", address));
+                }
+            },
+            _ => None,
+        };
+        // Built before `listen`, so that its Drop removes the socket file if `listen` fails.
+        let listener = Listener {
+            fd,
+            address: address.clone(),
+            authkey,
+            handshake_timeout,
+            unlink,
+        };
+        rustix::net::listen(&listener.fd, BACKLOG).map_err(|e| context(e, "listen on", address))?;
+        Ok(listener)
+    }
+
+    /// Waits for a connection and returns it, after the handshake when the listener has an
+    /// authkey.
+    ///
+    /// A client that fails the handshake (wrong key, garbage, silence past the handshake
+    /// timeout) is [`Error::Authentication`] or [`Error::Timeout`]; its connection is closed
+    /// and the listener stays usable, so a server loops on `accept` and carries on. Interrupted
+    /// waits (`EINTR`) are retried.
+    pub fn accept(&self) -> Result<Connection> {
+        let fd = loop {
+            match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
+                Ok(fd) => break fd,
+                Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(Errno::AGAIN) => {
+                    wait_fd(self.fd.as_fd(), Interest::Read, None)?;
+                }
+                Err(e) => return Err(context(e, "accept on", &self.address)),
+            }
+        };
+        if let Address::Tcp(_) = self.address {
+            rustix::net::sockopt::set_tcp_nodelay(&fd, true)?;
+        }
+        let conn = Connection::from_socket(fd);
+        if let Some(key) = &self.authkey {
+            let deadline = self
+                .handshake_timeout
+                .map(|t| deadline_after(Instant::now(), t));
+            conn.deliver_challenge_until(key, deadline)?;
+            conn.answer_challenge_until(key, deadline)?;
+        }
+        Ok(conn)
+    }
+
+    /// The address the listener is bound to; for TCP port 0, the port the kernel picked.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// How long [`accept`](Self::accept) gives a client to complete the handshake
+    /// (default [`DEFAULT_HANDSHAKE_TIMEOUT`]).
+    pub fn handshake_timeout(&self) -> Option<Duration> {
+        self.handshake_timeout
+    }
+
+    /// Sets how long [`accept`](Self::accept) gives a client to complete the handshake;
+    /// `None` waits as long as the client takes (one silent client then blocks the accept loop).
+    pub fn set_handshake_timeout(&mut self, timeout: Option<Duration>) {
+        self.handshake_timeout = timeout;
+    }
+}
+
+impl AsFd for Listener {
+    /// The listening socket: readable when a connection is waiting (usable with
+    /// [`wait`](super::wait)).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let Some(file) = &self.unlink else { return };
+        // A forked child that drops a copy must not remove the parent's socket, and a file that
+        // replaced ours since (another listener bound there after a restart) is not ours.
+        if rustix::process::getpid() != file.pid {
+            return;
+        }
+        if let Ok(st) = rustix::fs::stat(file.path.as_path())
+            && st.st_dev == file.dev
+            && st.st_ino == file.ino
+        {
+            let _ = std::fs::remove_file(&file.path);
+        }
+    }
+}
+
+/// Connects to a [`Listener`] at `address` (Python's `Client`), answering and then delivering
+/// the authkey challenge when `authkey` is given. The handshake must complete within
+/// [`DEFAULT_HANDSHAKE_TIMEOUT`], so the listener must accept within that time.
+///
+/// A wrong key is [`Error::Authentication`] (on both sides); the connection is closed.
+#[doc(alias = "Client")]
+pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
+    connect_timeout(address, authkey, Some(DEFAULT_HANDSHAKE_TIMEOUT))
+}
+
+/// [`connect`] with a bound on the whole operation: establishing a TCP connection and the
+/// handshake. `None` waits as long as it takes.
+pub fn connect_timeout(
+    address: &Address,
+    authkey: Option<&[u8]>,
+    timeout: Option<Duration>,
+) -> Result<Connection> {
+    address.validate()?;
+    let start = Instant::now();
+    let deadline = timeout.map(|t| deadline_after(start, t));
+    let fd = match unix_addr(address) {
+        Some(sa) => connect_unix(&sa?, address)?,
+        None => {
+            let Address::Tcp(sa) = address else {
+                unreachable!("unix_addr handles every non-TCP address")
+            };
+            let stream = match timeout {
+                // std refuses a zero timeout; the smallest positive one fails just as fast.
+                Some(t) => TcpStream::connect_timeout(sa, t.max(Duration::from_millis(1))),
+                None => TcpStream::connect(sa),
+            }
+            .map_err(|e| context(e, "connect to", address))?;
+            stream.set_nodelay(true)?;
+            OwnedFd::from(stream)
+        }
+    };
+    let conn = Connection::from_socket(fd);
+    if let Some(key) = authkey {
+        conn.answer_challenge_until(key, deadline)?;
+        conn.deliver_challenge_until(key, deadline)?;
+    }
+    Ok(conn)
+}
+
+/// Connects a Unix socket: `SOCK_SEQPACKET` first, `SOCK_STREAM` if the listener is a stream
+/// socket (`EPROTOTYPE`).
+fn connect_unix(sa: &SocketAddrUnix, address: &Address) -> Result<OwnedFd> {
+    for ty in [SocketType::SEQPACKET, SocketType::STREAM] {
+        let fd = rustix::net::socket_with(AddressFamily::UNIX, ty, SocketFlags::CLOEXEC, None)?;
+        loop {
+            match rustix::net::connect(&fd, sa) {
+                // A Unix connect interrupted by a signal may still have completed.
+                Ok(()) | Err(Errno::ISCONN) => return Ok(fd),
+                Err(Errno::INTR | Errno::AGAIN) => continue,
+                Err(Errno::PROTOTYPE) if ty == SocketType::SEQPACKET => break,
+                Err(e) => return Err(context(e, "connect to", address)),
+            }
+        }
+    }
+    Err(context(Errno::PROTOTYPE, "connect to", address))
+}
