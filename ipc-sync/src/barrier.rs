@@ -212,3 +212,133 @@ impl RawBarrier {
         self.word.load(Ordering::Acquire) & BROKEN != 0
     }
 }
+
+#[cfg(not(loom))]
+pub use typed::{Barrier, BarrierError};
+
+#[cfg(not(loom))]
+mod typed {
+    use std::fmt;
+    use std::time::{Duration, Instant};
+
+    use ipc_core::shm::ShmBox;
+    use serde::{Deserialize, Serialize};
+
+    use super::{Passage, RawBarrier};
+
+    /// Why a barrier wait did not pass (Python's `BrokenBarrierError`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum BarrierError {
+        /// The barrier is broken (abort, reset, another party's timeout, an action that
+        /// panicked, a party that died inside the barrier's bookkeeping); `reset` repairs it.
+        Broken,
+        /// This caller's timeout passed; it broke the barrier for every party.
+        Timeout,
+    }
+
+    impl fmt::Display for BarrierError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(match self {
+                BarrierError::Broken => "the barrier is broken; reset() makes it usable again",
+                BarrierError::Timeout => {
+                    "timed out waiting at the barrier; it is now broken for every party"
+                }
+            })
+        }
+    }
+    impl std::error::Error for BarrierError {}
+
+    /// `parties` processes or threads meet here, then all go on (Python's `Barrier`).
+    ///
+    /// ```
+    /// let b = ipc_sync::Barrier::new(1)?;
+    /// assert_eq!(b.wait(), Ok(0));
+    /// assert_eq!(b.wait_with(None, || println!("last one in")), Ok(0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[derive(Clone, Serialize, Deserialize)]
+    pub struct Barrier {
+        raw: ShmBox<RawBarrier>,
+    }
+
+    impl Barrier {
+        /// A barrier for `parties` (at least 1) with no default timeout.
+        pub fn new(parties: u32) -> ipc_core::Result<Barrier> {
+            Self::with_timeout(parties, None)
+        }
+
+        /// A barrier whose [`wait`](Self::wait) gives up after `timeout` (Python's
+        /// `Barrier(parties, timeout=t)`), which also bounds the wait when a party died.
+        pub fn with_timeout(parties: u32, timeout: Option<Duration>) -> ipc_core::Result<Barrier> {
+            if parties == 0 {
+                return Err(ipc_core::Error::Misuse(
+                    "a barrier needs at least one party".into(),
+                ));
+            }
+            let raw = ShmBox::<RawBarrier>::new()?;
+            raw.init(parties, timeout);
+            Ok(Barrier { raw })
+        }
+
+        /// Waits for all parties (up to the default timeout); returns the arrival index, 0 for
+        /// exactly one party of each generation.
+        pub fn wait(&self) -> Result<u32, BarrierError> {
+            self.wait_with(self.raw.default_timeout(), || {})
+        }
+
+        /// Waits for all parties for at most `timeout`.
+        pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BarrierError> {
+            self.wait_with(Some(timeout), || {})
+        }
+
+        /// Waits; if this caller arrives last, it runs `action` before anybody is released
+        /// (Python's `action`, run once per generation). A panic in the action breaks the
+        /// barrier and continues in the caller.
+        pub fn wait_with(
+            &self,
+            timeout: Option<Duration>,
+            action: impl FnOnce(),
+        ) -> Result<u32, BarrierError> {
+            match self.raw.wait(timeout.map(|t| Instant::now() + t), action) {
+                Passage::Passed(i) => Ok(i),
+                Passage::Broken => Err(BarrierError::Broken),
+                Passage::TimedOut => Err(BarrierError::Timeout),
+            }
+        }
+
+        /// Breaks the barrier: waiting and future parties fail until [`reset`](Self::reset).
+        pub fn abort(&self) {
+            self.raw.abort();
+        }
+
+        /// Returns the barrier to its initial state; parties waiting now fail with `Broken`.
+        pub fn reset(&self) {
+            self.raw.reset();
+        }
+
+        /// The number of parties.
+        pub fn parties(&self) -> u32 {
+            self.raw.parties()
+        }
+
+        /// Parties waiting in the current generation.
+        pub fn n_waiting(&self) -> u32 {
+            self.raw.n_waiting()
+        }
+
+        /// Whether the barrier is broken.
+        pub fn broken(&self) -> bool {
+            self.raw.is_broken()
+        }
+    }
+
+    impl fmt::Debug for Barrier {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Barrier")
+                .field("parties", &self.parties())
+                .field("n_waiting", &self.n_waiting())
+                .field("broken", &self.broken())
+                .finish()
+        }
+    }
+}

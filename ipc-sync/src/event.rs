@@ -118,3 +118,77 @@ impl RawEvent {
         }
     }
 }
+
+#[cfg(not(loom))]
+pub use typed::Event;
+
+#[cfg(not(loom))]
+mod typed {
+    use std::fmt;
+    use std::time::{Duration, Instant};
+
+    use ipc_core::shm::ShmBox;
+    use serde::{Deserialize, Serialize};
+
+    use super::RawEvent;
+
+    /// A flag shared by processes that they can wait for (Python's `Event`).
+    ///
+    /// ```
+    /// let ev = ipc_sync::Event::new()?;
+    /// assert!(!ev.wait_timeout(std::time::Duration::ZERO));
+    /// ev.set();
+    /// ev.wait();
+    /// assert!(ev.is_set());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[derive(Clone, Serialize, Deserialize)]
+    pub struct Event {
+        raw: ShmBox<RawEvent>,
+    }
+
+    impl Event {
+        /// A new, clear event in shared memory.
+        pub fn new() -> ipc_core::Result<Event> {
+            Ok(Event {
+                raw: ShmBox::new()?,
+            })
+        }
+
+        /// Sets the flag and wakes every waiter.
+        pub fn set(&self) {
+            self.raw.set();
+        }
+
+        /// Clears the flag.
+        pub fn clear(&self) {
+            self.raw.clear();
+        }
+
+        /// Whether the flag is set.
+        pub fn is_set(&self) -> bool {
+            self.raw.is_set()
+        }
+
+        /// Blocks until the flag is set.
+        pub fn wait(&self) {
+            self.raw.wait(None);
+        }
+
+        /// Blocks until the flag is set or `timeout` passes; whether it was set (Python's
+        /// `wait(t)`). A set that happens during the wait counts even if cleared at once.
+        pub fn wait_timeout(&self, timeout: Duration) -> bool {
+            self.raw.wait(Some(Instant::now() + timeout))
+        }
+    }
+
+    impl fmt::Debug for Event {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(if self.is_set() {
+                "Event(set)"
+            } else {
+                "Event(unset)"
+            })
+        }
+    }
+}

@@ -9,6 +9,8 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(loom))]
+mod array;
 mod barrier;
 mod condition;
 pub mod error;
@@ -19,7 +21,28 @@ mod lock;
 mod primitive;
 mod rlock;
 mod semaphore;
+#[cfg(not(loom))]
+mod shm_safe;
 mod spin;
+#[cfg(not(loom))]
+mod value;
+
+#[cfg(not(loom))]
+pub use array::{Array, ArrayGuard};
+#[cfg(not(loom))]
+pub use barrier::{Barrier, BarrierError};
+#[cfg(not(loom))]
+pub use condition::{Condition, ConditionGuard};
+#[cfg(not(loom))]
+pub use event::Event;
+#[cfg(not(loom))]
+pub use lock::{Lock, LockGuard};
+#[cfg(not(loom))]
+pub use rlock::{RLock, RLockGuard};
+#[cfg(not(loom))]
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+#[cfg(not(loom))]
+pub use value::{AtomicInt, AtomicValue, Value, ValueGuard};
 
 pub use error::{LockError, LockTimeoutError, ReleaseError, TryLockError};
 pub use spin::set_spin_limit;

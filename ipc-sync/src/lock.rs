@@ -250,3 +250,168 @@ impl RawLock {
         self.word.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(not(loom))]
+pub use typed::{Lock, LockGuard};
+
+#[cfg(not(loom))]
+mod typed {
+    use std::fmt;
+    use std::time::{Duration, Instant};
+
+    use ipc_core::shm::ShmBox;
+    use serde::{Deserialize, Serialize};
+
+    use super::{Acquire, RawLock};
+    use crate::error::{LockError, LockTimeoutError, ReleaseError, TryLockError};
+
+    /// A robust lock shared by processes; clones and copies sent to children are the same lock.
+    ///
+    /// Its 4-byte state lives in ipc-core's shared heap. Pass it to a child as a process argument
+    /// or through a `Connection` (it travels by descriptor); sending it through a [`Queue`]
+    /// is refused with a clear error.
+    ///
+    /// If the holder dies, the next acquirer gets [`LockError::OwnerDied`] holding the guard
+    /// (within about 100 ms of the death while it waits).
+    ///
+    /// ```
+    /// use ipc_sync::LockError;
+    ///
+    /// let lock = ipc_sync::Lock::new()?;
+    /// {
+    ///     // A holder that died is reported, with the lock: here we accept the state as is.
+    ///     let _guard = lock.acquire().unwrap_or_else(LockError::into_guard);
+    ///     assert!(lock.locked());
+    ///     assert!(lock.try_acquire().is_err());
+    /// }
+    /// assert!(!lock.locked());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// [`Queue`]: crate::Queue
+    #[derive(Clone, Serialize, Deserialize)]
+    pub struct Lock {
+        raw: ShmBox<RawLock>,
+    }
+
+    /// Holds a [`Lock`]; releases it when dropped.
+    #[must_use = "the lock is released as soon as the guard is dropped"]
+    pub struct LockGuard<'a> {
+        lock: &'a Lock,
+    }
+
+    fn guard_or<G, E>(a: Acquire, g: G, died: impl FnOnce(G) -> E, failed: E) -> Result<G, E> {
+        match a {
+            Acquire::Acquired => Ok(g),
+            Acquire::OwnerDied => Err(died(g)),
+            Acquire::Failed => Err(failed),
+        }
+    }
+
+    impl Lock {
+        /// A new unlocked lock in shared memory.
+        pub fn new() -> ipc_core::Result<Lock> {
+            Ok(Lock {
+                raw: ShmBox::new()?,
+            })
+        }
+
+        /// Blocks until the lock is acquired.
+        #[doc(alias = "lock")]
+        pub fn acquire(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+            match self.raw.lock(None) {
+                Acquire::OwnerDied => Err(LockError::OwnerDied(LockGuard { lock: self })),
+                _ => Ok(LockGuard { lock: self }),
+            }
+        }
+
+        /// Acquires the lock if no live process holds it (Python's `acquire(False)`).
+        #[doc(alias = "try_lock")]
+        pub fn try_acquire(&self) -> Result<LockGuard<'_>, TryLockError<LockGuard<'_>>> {
+            let a = self.raw.try_lock();
+            guard_or(
+                a,
+                LockGuard { lock: self },
+                TryLockError::OwnerDied,
+                TryLockError::WouldBlock,
+            )
+        }
+
+        /// Blocks until the lock is acquired or `timeout` passes (Python's `acquire(timeout=t)`).
+        pub fn acquire_timeout(
+            &self,
+            timeout: Duration,
+        ) -> Result<LockGuard<'_>, LockTimeoutError<LockGuard<'_>>> {
+            let a = self.raw.lock(Some(Instant::now() + timeout));
+            guard_or(
+                a,
+                LockGuard { lock: self },
+                LockTimeoutError::OwnerDied,
+                LockTimeoutError::Timeout,
+            )
+        }
+
+        /// Whether some process holds the lock (Python's `locked()`).
+        pub fn locked(&self) -> bool {
+            self.raw.is_locked()
+        }
+
+        /// The pid of the holding process, if any.
+        pub fn owner(&self) -> Option<u32> {
+            self.raw.owner()
+        }
+
+        /// Releases the lock whoever holds it, as Python's `Lock.release()` may (a lock is not
+        /// owned); refuses an unlocked lock. Pair it with [`LockGuard::leak`].
+        pub fn release(&self) -> Result<(), ReleaseError> {
+            if self.raw.unlock() {
+                Ok(())
+            } else {
+                Err(ReleaseError::NotLocked)
+            }
+        }
+
+        /// The raw state (for primitives built on this lock).
+        pub fn raw(&self) -> &RawLock {
+            &self.raw
+        }
+    }
+
+    impl LockGuard<'_> {
+        /// Keeps the lock held after the guard is gone; release it with [`Lock::release`]
+        /// (possibly from another thread or process, as Python allows).
+        pub fn leak(self) {
+            std::mem::forget(self);
+        }
+
+        /// The lock this guard holds.
+        pub fn lock(&self) -> &Lock {
+            self.lock
+        }
+    }
+
+    impl Drop for LockGuard<'_> {
+        fn drop(&mut self) {
+            self.lock.raw.unlock_held();
+        }
+    }
+
+    impl fmt::Debug for Lock {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let w = self.raw.word();
+            f.debug_struct("Lock")
+                .field("owner", &self.raw.owner())
+                .field("waiters", &(w & super::WAITERS != 0))
+                .field("recovered", &(w & super::OWNER_DIED != 0))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for LockGuard<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("LockGuard")
+                .field("lock", self.lock)
+                .finish()
+        }
+    }
+}

@@ -148,3 +148,161 @@ impl RawRLock {
         self.lock.owner()
     }
 }
+
+#[cfg(not(loom))]
+pub use typed::{RLock, RLockGuard};
+
+#[cfg(not(loom))]
+mod typed {
+    use std::fmt;
+    use std::marker::PhantomData;
+    use std::time::{Duration, Instant};
+
+    use ipc_core::shm::ShmBox;
+    use serde::{Deserialize, Serialize};
+
+    use super::RawRLock;
+    use crate::error::{LockError, LockTimeoutError, ReleaseError, TryLockError};
+    use crate::lock::Acquire;
+
+    /// A robust re-entrant lock shared by processes, owned by one thread (Python's `RLock`).
+    ///
+    /// The owning thread may acquire it again (each guard releases one level); another thread
+    /// or process blocks. [`RLock::release`] by a non-owner is an error.
+    ///
+    /// ```
+    /// let r = ipc_sync::RLock::new()?;
+    /// let a = r.acquire().unwrap_or_else(ipc_sync::LockError::into_guard);
+    /// let b = r.acquire().unwrap_or_else(ipc_sync::LockError::into_guard);
+    /// assert_eq!(r.count(), 2);
+    /// drop(b);
+    /// assert!(r.locked());
+    /// drop(a);
+    /// assert!(!r.locked());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[derive(Clone, Serialize, Deserialize)]
+    pub struct RLock {
+        raw: ShmBox<RawRLock>,
+    }
+
+    /// Holds one level of an [`RLock`]; releases it when dropped. Not `Send`: the lock belongs
+    /// to the thread that acquired it.
+    #[must_use = "the level is released as soon as the guard is dropped"]
+    pub struct RLockGuard<'a> {
+        lock: &'a RLock,
+        _owned_by_this_thread: PhantomData<*const ()>,
+    }
+
+    impl<'a> RLockGuard<'a> {
+        fn new(lock: &'a RLock) -> Self {
+            RLockGuard {
+                lock,
+                _owned_by_this_thread: PhantomData,
+            }
+        }
+
+        /// Keeps this level held after the guard is gone; release it with [`RLock::release`]
+        /// from this same thread.
+        pub fn leak(self) {
+            std::mem::forget(self);
+        }
+    }
+
+    impl RLock {
+        /// A new unlocked re-entrant lock in shared memory.
+        pub fn new() -> ipc_core::Result<RLock> {
+            Ok(RLock {
+                raw: ShmBox::new()?,
+            })
+        }
+
+        /// Blocks until the calling thread holds the lock (at once if it already does).
+        #[doc(alias = "lock")]
+        pub fn acquire(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
+            match self.raw.lock(None) {
+                Acquire::OwnerDied => Err(LockError::OwnerDied(RLockGuard::new(self))),
+                _ => Ok(RLockGuard::new(self)),
+            }
+        }
+
+        /// Acquires without waiting, if free, already ours, or held by a dead process.
+        #[doc(alias = "try_lock")]
+        pub fn try_acquire(&self) -> Result<RLockGuard<'_>, TryLockError<RLockGuard<'_>>> {
+            match self.raw.try_lock() {
+                Acquire::Acquired => Ok(RLockGuard::new(self)),
+                Acquire::OwnerDied => Err(TryLockError::OwnerDied(RLockGuard::new(self))),
+                Acquire::Failed => Err(TryLockError::WouldBlock),
+            }
+        }
+
+        /// Blocks until acquired or `timeout` passes.
+        pub fn acquire_timeout(
+            &self,
+            timeout: Duration,
+        ) -> Result<RLockGuard<'_>, LockTimeoutError<RLockGuard<'_>>> {
+            match self.raw.lock(Some(Instant::now() + timeout)) {
+                Acquire::Acquired => Ok(RLockGuard::new(self)),
+                Acquire::OwnerDied => Err(LockTimeoutError::OwnerDied(RLockGuard::new(self))),
+                Acquire::Failed => Err(LockTimeoutError::Timeout),
+            }
+        }
+
+        /// Releases one level held by the calling thread (pair with [`RLockGuard::leak`]);
+        /// [`ReleaseError::NotOwner`] if this thread does not hold it.
+        pub fn release(&self) -> Result<(), ReleaseError> {
+            if self.raw.unlock() {
+                Ok(())
+            } else {
+                Err(ReleaseError::NotOwner)
+            }
+        }
+
+        /// Whether any thread of any process holds the lock.
+        pub fn locked(&self) -> bool {
+            self.raw.is_locked()
+        }
+
+        /// Whether the calling thread holds the lock.
+        pub fn is_owned(&self) -> bool {
+            self.raw.is_owned_by_current_thread()
+        }
+
+        /// The nesting depth (exact for the owner, a snapshot for others).
+        pub fn count(&self) -> u32 {
+            self.raw.count()
+        }
+
+        /// The pid of the owning process, if any.
+        pub fn owner(&self) -> Option<u32> {
+            self.raw.owner_pid()
+        }
+
+        pub(crate) fn raw(&self) -> &RawRLock {
+            &self.raw
+        }
+    }
+
+    impl Drop for RLockGuard<'_> {
+        fn drop(&mut self) {
+            self.lock.raw.unlock();
+        }
+    }
+
+    impl fmt::Debug for RLock {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("RLock")
+                .field("owner", &self.owner())
+                .field("count", &self.count())
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for RLockGuard<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("RLockGuard")
+                .field("lock", self.lock)
+                .finish()
+        }
+    }
+}

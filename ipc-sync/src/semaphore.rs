@@ -170,3 +170,182 @@ impl RawSemaphore {
         Ok(())
     }
 }
+
+#[cfg(not(loom))]
+pub use typed::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+
+#[cfg(not(loom))]
+mod typed {
+    use std::fmt;
+    use std::time::{Duration, Instant};
+
+    use ipc_core::shm::ShmBox;
+    use serde::{Deserialize, Serialize};
+
+    use super::{RawSemaphore, VALUE_MASK};
+    use crate::error::ReleaseError;
+
+    /// A counting semaphore shared by processes (Python's `Semaphore`); releases may raise the
+    /// value past its initial value (up to 2^31 - 1).
+    ///
+    /// ```
+    /// let sem = ipc_sync::Semaphore::new(1)?;
+    /// let unit = sem.acquire();
+    /// assert!(sem.try_acquire().is_none());
+    /// drop(unit);
+    /// assert_eq!(sem.value(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[derive(Clone, Serialize, Deserialize)]
+    pub struct Semaphore {
+        raw: ShmBox<RawSemaphore>,
+    }
+
+    /// A semaphore whose value may never exceed its initial value (Python's
+    /// `BoundedSemaphore`): an extra release is [`ReleaseError::Overflow`].
+    #[derive(Clone, Serialize, Deserialize)]
+    pub struct BoundedSemaphore {
+        inner: Semaphore,
+    }
+
+    /// One unit taken from a semaphore; given back when dropped (or kept with
+    /// [`forget`](Self::forget), to be released later by anyone with `release`).
+    #[must_use = "the unit is given back as soon as the guard is dropped"]
+    pub struct SemaphoreGuard<'a> {
+        raw: &'a RawSemaphore,
+    }
+
+    impl SemaphoreGuard<'_> {
+        /// Keeps the unit taken (Python's bare `acquire()`).
+        pub fn forget(self) {
+            std::mem::forget(self);
+        }
+    }
+
+    impl Drop for SemaphoreGuard<'_> {
+        fn drop(&mut self) {
+            // The unit was ours, so giving it back cannot pass any bound.
+            let _ = self.raw.release(1);
+        }
+    }
+
+    impl Semaphore {
+        /// A semaphore holding `value` units (at most 2^31 - 1).
+        pub fn new(value: u32) -> ipc_core::Result<Semaphore> {
+            Self::with_bound(value, None)
+        }
+
+        fn with_bound(value: u32, bound: Option<u32>) -> ipc_core::Result<Semaphore> {
+            if value > VALUE_MASK {
+                return Err(ipc_core::Error::Misuse(format!(
+                    "a semaphore holds at most {VALUE_MASK} units, {value} requested"
+                )));
+            }
+            let raw = ShmBox::<RawSemaphore>::new()?;
+            // Nobody else sees the fresh state yet.
+            raw.init(value, bound);
+            Ok(Semaphore { raw })
+        }
+
+        /// Takes a unit, blocking until one is available.
+        #[doc(alias = "P")]
+        pub fn acquire(&self) -> SemaphoreGuard<'_> {
+            self.raw.acquire(None);
+            SemaphoreGuard { raw: &self.raw }
+        }
+
+        /// Takes a unit if one is available now (Python's `acquire(False)`).
+        pub fn try_acquire(&self) -> Option<SemaphoreGuard<'_>> {
+            self.raw
+                .try_acquire()
+                .then(|| SemaphoreGuard { raw: &self.raw })
+        }
+
+        /// Takes a unit, blocking at most `timeout` (Python's `acquire(timeout=t)`).
+        pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
+            self.raw
+                .acquire(Some(Instant::now() + timeout))
+                .then(|| SemaphoreGuard { raw: &self.raw })
+        }
+
+        /// Adds a unit, waking a waiter.
+        pub fn release(&self) -> Result<(), ReleaseError> {
+            self.release_n(1)
+        }
+
+        /// Adds `n` units, waking up to `n` waiters (Python's `release(n)`).
+        pub fn release_n(&self, n: u32) -> Result<(), ReleaseError> {
+            self.raw
+                .release(n)
+                .map_err(|max| ReleaseError::Overflow { max })
+        }
+
+        /// The current value (Python's `get_value()`; a snapshot).
+        #[doc(alias = "get_value")]
+        pub fn value(&self) -> u32 {
+            self.raw.value()
+        }
+    }
+
+    impl BoundedSemaphore {
+        /// A semaphore holding `value` units that may never hold more.
+        pub fn new(value: u32) -> ipc_core::Result<BoundedSemaphore> {
+            Ok(BoundedSemaphore {
+                inner: Semaphore::with_bound(value, Some(value))?,
+            })
+        }
+
+        /// Takes a unit, blocking until one is available.
+        pub fn acquire(&self) -> SemaphoreGuard<'_> {
+            self.inner.acquire()
+        }
+
+        /// Takes a unit if one is available now.
+        pub fn try_acquire(&self) -> Option<SemaphoreGuard<'_>> {
+            self.inner.try_acquire()
+        }
+
+        /// Takes a unit, blocking at most `timeout`.
+        pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
+            self.inner.acquire_timeout(timeout)
+        }
+
+        /// Gives a unit back; [`ReleaseError::Overflow`] if that would pass the initial value.
+        pub fn release(&self) -> Result<(), ReleaseError> {
+            self.inner.release()
+        }
+
+        /// The current value (a snapshot).
+        pub fn value(&self) -> u32 {
+            self.inner.value()
+        }
+
+        /// The initial (and largest) value.
+        pub fn bound(&self) -> u32 {
+            self.inner.raw.max_value()
+        }
+    }
+
+    impl fmt::Debug for Semaphore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Semaphore")
+                .field("value", &self.value())
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for BoundedSemaphore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("BoundedSemaphore")
+                .field("value", &self.value())
+                .field("bound", &self.bound())
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for SemaphoreGuard<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("SemaphoreGuard")
+        }
+    }
+}

@@ -36,8 +36,8 @@ static LIMIT: AtomicU32 = AtomicU32::new(0);
 static MULTI_CPU: OnceLock<bool> = OnceLock::new();
 
 fn limit() -> u32 {
-    let multi = *MULTI_CPU
-        .get_or_init(|| std::thread::available_parallelism().map_or(false, |n| n.get() > 1));
+    let multi =
+        *MULTI_CPU.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1));
     if multi {
         LIMIT.load(Ordering::Relaxed)
     } else {

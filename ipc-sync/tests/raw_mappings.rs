@@ -32,7 +32,7 @@ impl Shared {
     /// `off` is aligned for `T`, `off + size_of::<T>() <= 4096`, and every view of those bytes
     /// is of a type made of atomics only (shared mutation goes through atomics).
     unsafe fn at<T>(&self, map: usize, off: usize) -> &T {
-        assert!(off + size_of::<T>() <= 4096 && off % align_of::<T>() == 0);
+        assert!(off + size_of::<T>() <= 4096 && off.is_multiple_of(align_of::<T>()));
         // SAFETY: bounds and alignment checked above; the caller promises atomics-only types;
         // the mapping lives as long as `self`.
         unsafe { &*(self.maps[map].as_ptr().add(off) as *const T) }
@@ -109,10 +109,8 @@ fn lock_excludes_across_mappings() {
         t.join().unwrap();
     }
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { s.at::<AtomicU64>(1, 64) }.load(Ordering::Relaxed),
-        80_000
-    );
+    let counter = unsafe { s.at::<AtomicU64>(1, 64) };
+    assert_eq!(counter.load(Ordering::Relaxed), 80_000);
 }
 
 #[test]
