@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// The error of a blocking acquire (`acquire`, `Condition::wait`).
 #[derive(PartialEq, Eq)]
 pub enum LockError<G> {
@@ -128,7 +130,7 @@ impl<G> From<LockError<G>> for LockTimeoutError<G> {
 }
 
 /// Releasing something that was not held: Python's `RuntimeError`/`ValueError` on `release()`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReleaseError {
     /// The lock was not locked.
     NotLocked,

@@ -300,14 +300,6 @@ mod typed {
         lock: &'a Lock,
     }
 
-    fn guard_or<G, E>(a: Acquire, g: G, died: impl FnOnce(G) -> E, failed: E) -> Result<G, E> {
-        match a {
-            Acquire::Acquired => Ok(g),
-            Acquire::OwnerDied => Err(died(g)),
-            Acquire::Failed => Err(failed),
-        }
-    }
-
     impl Lock {
         /// A new unlocked lock in shared memory.
         pub fn new() -> ipc_core::Result<Lock> {
@@ -328,13 +320,12 @@ mod typed {
         /// Acquires the lock if no live process holds it (Python's `acquire(False)`).
         #[doc(alias = "try_lock")]
         pub fn try_acquire(&self) -> Result<LockGuard<'_>, TryLockError<LockGuard<'_>>> {
-            let a = self.raw.try_lock();
-            guard_or(
-                a,
-                LockGuard { lock: self },
-                TryLockError::OwnerDied,
-                TryLockError::WouldBlock,
-            )
+            // Build a guard only when the lock is ours: dropping a guard releases the lock.
+            match self.raw.try_lock() {
+                Acquire::Acquired => Ok(LockGuard { lock: self }),
+                Acquire::OwnerDied => Err(TryLockError::OwnerDied(LockGuard { lock: self })),
+                Acquire::Failed => Err(TryLockError::WouldBlock),
+            }
         }
 
         /// Blocks until the lock is acquired or `timeout` passes (Python's `acquire(timeout=t)`).
@@ -342,13 +333,11 @@ mod typed {
             &self,
             timeout: Duration,
         ) -> Result<LockGuard<'_>, LockTimeoutError<LockGuard<'_>>> {
-            let a = self.raw.lock(Some(Instant::now() + timeout));
-            guard_or(
-                a,
-                LockGuard { lock: self },
-                LockTimeoutError::OwnerDied,
-                LockTimeoutError::Timeout,
-            )
+            match self.raw.lock(Some(Instant::now() + timeout)) {
+                Acquire::Acquired => Ok(LockGuard { lock: self }),
+                Acquire::OwnerDied => Err(LockTimeoutError::OwnerDied(LockGuard { lock: self })),
+                Acquire::Failed => Err(LockTimeoutError::Timeout),
+            }
         }
 
         /// Whether some process holds the lock (Python's `locked()`).

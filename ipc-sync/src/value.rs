@@ -222,10 +222,18 @@ atomic_int!(
 /// assert_eq!(hits.load(), 5);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct AtomicValue<T: AtomicInt> {
     cell: ShmBox<T::Atomic>,
+}
+
+impl<T: AtomicInt> Clone for AtomicValue<T> {
+    fn clone(&self) -> Self {
+        AtomicValue {
+            cell: self.cell.clone(),
+        }
+    }
 }
 
 impl<T: AtomicInt> AtomicValue<T> {
