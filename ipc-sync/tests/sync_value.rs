@@ -20,16 +20,16 @@ struct Point {
 // Point, nothing process-local inside.
 unsafe impl ShmSafe for Point {}
 
-fn write_values(
-    (i, d, h, q, c, p): (
-        Value<i32>,
-        Value<f64>,
-        Value<i16>,
-        Value<i64>,
-        Value<u8>,
-        Value<Point>,
-    ),
-) {
+type Several = (
+    Value<i32>,
+    Value<f64>,
+    Value<i16>,
+    Value<i64>,
+    Value<u8>,
+    Value<Point>,
+);
+
+fn write_values((i, d, h, q, c, p): Several) {
     i.set(-7);
     d.set(2.5);
     h.set(-300);
