@@ -19,6 +19,8 @@ mod ident;
 mod liveness;
 mod lock;
 mod primitive;
+#[cfg(not(loom))]
+mod queue;
 mod rlock;
 mod semaphore;
 #[cfg(not(loom))]
@@ -37,6 +39,10 @@ pub use condition::{Condition, ConditionGuard};
 pub use event::Event;
 #[cfg(not(loom))]
 pub use lock::{Lock, LockGuard};
+#[cfg(not(loom))]
+pub use queue::{
+    DEFAULT_CAPACITY, GetError, JoinableQueue, PutError, Queue, SimpleQueue, TaskDoneError,
+};
 #[cfg(not(loom))]
 pub use rlock::{RLock, RLockGuard};
 #[cfg(not(loom))]
