@@ -79,8 +79,15 @@ pub(crate) fn pid() -> u32 {
 
 static NEXT_THREAD: AtomicU32 = AtomicU32::new(1);
 
+#[cfg(not(loom))]
 thread_local! {
     static THREAD_NO: Cell<u32> = const { Cell::new(0) };
+}
+
+// Loom runs its model threads on one OS thread: their thread-locals must be loom's.
+#[cfg(loom)]
+loom::thread_local! {
+    static THREAD_NO: Cell<u32> = Cell::new(0);
 }
 
 /// A token naming the calling thread, unique among all threads of all live processes.

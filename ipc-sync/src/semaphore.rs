@@ -16,8 +16,9 @@
 //!
 //! A waiter that slept takes its unit with CAS v -> (v-1) | WAITERS: it cannot know whether
 //! other sleepers remain, so it keeps the next release waking (as std's mutex re-locks as
-//! CONTENDED). A waiter whose deadline passes takes a unit if one is there, so a wake aimed
-//! at it is never dropped while another sleeper waits.
+//! CONTENDED), and if units are left it wakes one more sleeper (a release that came while the
+//! bit was clear woke nobody). A waiter whose deadline passes takes a unit if one is there, so a
+//! wake aimed at it is never dropped while another sleeper waits.
 //! ```
 //! The value has 31 bits: releasing past 2^31 - 1 (or past a bound) is an error, not a wrap.
 //!
@@ -126,6 +127,9 @@ impl RawSemaphore {
                     .compare_exchange(s, new, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
+                    if slept {
+                        self.pass_on(new);
+                    }
                     return true;
                 }
                 continue;
@@ -141,9 +145,37 @@ impl RawSemaphore {
             let out = futex::wait(&self.word, s | WAITERS, deadline);
             slept = true;
             if out == WaitOutcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
-                // A release may have woken us as we timed out: take its unit rather than drop it.
-                return self.try_acquire();
+                // A release may have woken us as we timed out: take its unit rather than drop
+                // it (and pass on any other unit, as below).
+                let mut s = self.word.load(Ordering::Relaxed);
+                while s & VALUE_MASK > 0 {
+                    match self.word.compare_exchange_weak(
+                        s,
+                        (s - 1) | WAITERS,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => {
+                            self.pass_on((s - 1) | WAITERS);
+                            return true;
+                        }
+                        Err(now) => s = now,
+                    }
+                }
+                return false;
             }
+        }
+    }
+
+    /// A waiter that was woken took a unit and more are left: wake the next sleeper.
+    ///
+    /// A release wakes as many sleepers as it adds units, but only if WAITERS was set, and it
+    /// clears the bit. A second release that comes before the woken waiter re-sets the bit
+    /// wakes nobody, so its unit would sit there while a sleeper sleeps: the woken waiter
+    /// hands it on (found by loom: `tests/loom_lock_condition.rs`).
+    fn pass_on(&self, after: u32) {
+        if after & VALUE_MASK > 0 {
+            futex::wake_one(&self.word);
         }
     }
 

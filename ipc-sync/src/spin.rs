@@ -26,6 +26,7 @@ use crate::primitive::spin_loop;
 /// build), see the crate's README section "Spin tuning": one `pause` costs ~30 ns on this EPYC
 /// VM, so 200 iterations are ~6 us, enough to cover a cross-vCPU hand-off; a waiter whose wait
 /// is long pays those ~6 us of CPU once per blocking call, then sleeps.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) const DEFAULT_LIMIT: u32 = 200;
 
 #[cfg(not(loom))]

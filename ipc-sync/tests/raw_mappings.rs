@@ -408,3 +408,25 @@ fn barrier_timeout_abort_and_reset() {
         assert!(matches!(t.join().unwrap(), Passage::Passed(_)));
     }
 }
+
+/// Two quick releases while two waiters sleep: both units reach a sleeper (the second release
+/// finds the WAITERS bit cleared by the first; the woken waiter passes the unit on). Loom found
+/// the lost wake-up this guards against; here real threads hammer the same window.
+#[test]
+fn semaphore_back_to_back_releases_wake_both_sleepers() {
+    for _ in 0..200 {
+        let sem = Arc::new(RawSemaphore::new(0, None));
+        let ts: Vec<_> = (0..2)
+            .map(|_| {
+                let s = sem.clone();
+                std::thread::spawn(move || s.acquire(Some(Instant::now() + LONG)))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_micros(200));
+        sem.release(1).unwrap();
+        sem.release(1).unwrap();
+        for t in ts {
+            assert!(t.join().unwrap());
+        }
+    }
+}
