@@ -18,8 +18,9 @@ fn pong((ping, pong, rounds, limit): (Event, Event, u32, u32)) {
     }
 }
 
-fn hammer((lock, rounds, limit): (Lock, u32, u32)) {
+fn hammer((lock, go, rounds, limit): (Lock, Event, u32, u32)) {
     set_spin_limit(limit);
+    go.wait();
     for _ in 0..rounds {
         drop(lock.acquire().unwrap());
     }
@@ -47,11 +48,15 @@ fn main() {
         child.join().unwrap();
 
         let lock = Lock::new().unwrap();
-        let n = 200_000;
+        let go = Event::new().unwrap();
+        let n = 2_000_000;
         let child = Builder::new()
             .start_method(StartMethod::Spawn)
-            .spawn((lock.clone(), n, limit), hammer)
+            .spawn((lock.clone(), go.clone(), n, limit), hammer)
             .unwrap();
+        // Both processes start hammering at the same moment.
+        std::thread::sleep(Duration::from_millis(20));
+        go.set();
         let t0 = Instant::now();
         for _ in 0..n {
             drop(lock.acquire().unwrap());
@@ -59,11 +64,12 @@ fn main() {
         child.join().unwrap();
         let per_op = t0.elapsed() / (2 * n);
 
-        // A wait that ends by timeout: what the spin burns before the thread sleeps.
-        let idle = Event::new().unwrap();
+        // A wait that ends by timeout: what the spin burns before the thread sleeps (fresh
+        // events, so no WAITERS bit left by an earlier waiter cuts the spin short).
+        let idle: Vec<Event> = (0..1000).map(|_| Event::new().unwrap()).collect();
         let t0 = Instant::now();
-        for _ in 0..1000 {
-            idle.wait_timeout(Duration::from_nanos(1));
+        for e in &idle {
+            e.wait_timeout(Duration::from_nanos(1));
         }
         let spin_cost = t0.elapsed() / 1000;
         println!(

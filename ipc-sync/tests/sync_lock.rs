@@ -26,6 +26,9 @@ fn lock_excludes_processes_under_every_start_method() {
     for m in METHODS {
         let lock = Lock::new().unwrap();
         let counter = Value::new(0u64).unwrap();
+        // Fill this process's pid cache before forking: a forked child must not reuse it (the
+        // cache page is MADV_WIPEONFORK).
+        drop(lock.acquire().unwrap());
         let kids: Vec<_> = (0..2)
             .map(|_| {
                 builder(m)
@@ -87,6 +90,32 @@ fn cpython_69_lock_basics_and_locked_across_processes() {
         h.kill().unwrap();
         let _ = h.join_timeout(LONG);
     }
+}
+
+// cpython checklist 70 (the part that translates): a lock's Debug output names the owning
+// process; an RLock's also its depth (cpython checklist 71).
+#[test]
+fn cpython_70_debug_shows_the_owner() {
+    let lock = Lock::new().unwrap();
+    assert_eq!(
+        format!("{lock:?}"),
+        "Lock { owner: None, waiters: false, recovered: false }"
+    );
+    let g = lock.acquire().unwrap();
+    let me = std::process::id();
+    assert_eq!(
+        format!("{g:?}"),
+        format!(
+            "LockGuard {{ lock: Lock {{ owner: Some({me}), waiters: false, recovered: false }} }}"
+        )
+    );
+    let r = RLock::new().unwrap();
+    let _a = r.acquire().unwrap();
+    let _b = r.acquire().unwrap();
+    assert_eq!(
+        format!("{r:?}"),
+        format!("RLock {{ owner: Some({me}), count: 2 }}")
+    );
 }
 
 // cpython checklist 72: `with lock` binds a true value: in Rust the guard is the proof.
