@@ -248,3 +248,16 @@ fn handles_are_send_and_sync() {
     check::<ShmBox<[u8; 3]>>();
     check::<ipc_core::shm::Segment>();
 }
+
+#[test]
+fn a_box_through_a_connection_shares_memory() {
+    let (tx, rx) = ipc_core::conn::pipe(true).unwrap();
+    let a = ShmBox::<[AtomicU32; 4]>::new().unwrap();
+    tx.send(&a).unwrap();
+    let b: ShmBox<[AtomicU32; 4]> = rx.recv().unwrap();
+    b[3].store(33, Ordering::SeqCst);
+    assert_eq!(a[3].load(Ordering::SeqCst), 33);
+    a[0].store(1, Ordering::SeqCst);
+    assert_eq!(b[0].load(Ordering::SeqCst), 1);
+    assert!(a.arena_handles() >= 2);
+}

@@ -239,3 +239,21 @@ fn named_segments_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<NamedSegment>();
 }
+
+#[test]
+fn a_forged_message_is_an_error() {
+    let n = Name::new();
+    let seg = NamedSegment::create(&n.0, 64).unwrap();
+    let forge = |len: u64, name: &str| {
+        let fd = std::os::fd::AsFd::as_fd(&seg).try_clone_to_owned().unwrap();
+        let mut buf = Vec::new();
+        let fds = codec::encode(&(codec::TransferFd(fd), len, name), &mut buf).unwrap();
+        codec::decode::<NamedSegment>(&buf, fds)
+    };
+    // Larger than the object, empty, or a name that could escape /dev/shm.
+    for (len, name) in [(65, n.0.as_str()), (0, n.0.as_str()), (64, "../etc/passwd")] {
+        let r = forge(len, name);
+        assert!(matches!(r, Err(Error::Decode(_))), "{len} {name}: {r:?}");
+    }
+    assert_eq!(forge(64, &n.0).unwrap().len(), 64);
+}
