@@ -39,6 +39,15 @@ use crate::lock::{Lock, LockGuard};
 /// assert_eq!(v.get(), 42);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// What cannot live in shared memory does not compile (Python's "invalid typecode" TypeError,
+/// cpython checklist 93): heap-owning types, and types with invalid bit patterns such as `bool`.
+/// ```compile_fail
+/// let v = ipc_sync::Value::new(String::from("heap"));
+/// ```
+/// ```compile_fail
+/// let v = ipc_sync::Value::new(true);
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Value<T: ShmSafe + Copy> {
