@@ -336,3 +336,61 @@ fn exactly_once_four_by_four() {
     assert_eq!(total, (4 * n, expect));
     assert!(q.empty());
 }
+
+fn get_until_shutdown(q: JoinableQueue<u32>) -> (Vec<u32>, bool) {
+    let mut got = Vec::new();
+    loop {
+        match q.get_timeout(LONG) {
+            Ok(x) => {
+                got.push(x);
+                q.task_done().unwrap();
+            }
+            Err(GetError::ShutDown) => return (got, true),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+// cpython checklist 68 (CPython PR #138828): shutdown(immediate=False) drains then reports
+// ShutDown; immediate=True discards the items, releases join(), and an extra task_done is an
+// error. Blocked getters in other processes wake up.
+#[test]
+fn cpython_68_shutdown() {
+    for m in METHODS {
+        let q = JoinableQueue::<u32>::new().unwrap();
+        let h = builder(m).spawn(q.clone(), get_until_shutdown).unwrap();
+        let _kill = KillOnPanic(vec![h.pid()]);
+        q.put(1).unwrap();
+        q.put(2).unwrap();
+        q.join();
+        // The child now blocks in get; a shutdown wakes it.
+        q.shutdown(false);
+        assert_eq!(h.join().unwrap(), (vec![1, 2], true), "{m}");
+        assert!(matches!(q.put(3), Err(PutError::ShutDown(3))));
+    }
+    // Draining: what is in the queue is still delivered after shutdown(false).
+    let q = Queue::<u32>::new().unwrap();
+    q.put(7).unwrap();
+    q.shutdown(false);
+    assert!(q.is_shut_down());
+    assert_eq!(q.get().unwrap(), 7);
+    assert!(matches!(q.get(), Err(GetError::ShutDown)));
+    // Immediate: discarded, join released, extra task_done refused.
+    let j = JoinableQueue::<u32>::new().unwrap();
+    for i in 0..3 {
+        j.put(i).unwrap();
+    }
+    let taken = j.get().unwrap();
+    j.shutdown(true);
+    assert!(matches!(j.get_nowait(), Err(GetError::ShutDown)));
+    assert_eq!(
+        (j.qsize(), j.unfinished_tasks()),
+        (0, 1),
+        "only the taken item is unfinished"
+    );
+    assert!(!j.join_timeout(Duration::from_millis(20)));
+    assert_eq!(taken, 0);
+    j.task_done().unwrap();
+    j.join();
+    assert!(j.task_done().is_err());
+}

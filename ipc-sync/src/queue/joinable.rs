@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::ring::{TimedOut, Wait};
+use super::ring::{Stop, Wait};
 use super::{Core, DEFAULT_CAPACITY, GetError, PutError};
 
 /// An extra `task_done` (Python's `ValueError: task_done() called too many times`).
@@ -115,7 +115,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// Blocks until every item put was marked done or `timeout` passes; whether they were.
     pub fn join_timeout(&self, timeout: Duration) -> bool {
-        self.core.ring.join(Wait::timeout(timeout)) != Err(TimedOut)
+        self.core.ring.join(Wait::timeout(timeout)) != Err(Stop::TimedOut)
     }
 
     /// Items put and not yet marked done.
@@ -141,6 +141,13 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// Closes this process's handle: its `put` and `get` fail with `Closed` from now on.
     pub fn close(&self) {
         self.core.close();
+    }
+
+    /// Shuts the queue down for every process (see [`Queue::shutdown`](crate::Queue::shutdown));
+    /// with `immediate`, the discarded items count as done, so `join` waits only for the items
+    /// consumers already took.
+    pub fn shutdown(&self, immediate: bool) {
+        self.core.ring.shutdown(immediate);
     }
 }
 

@@ -8,7 +8,10 @@
 //!
 //! Close is per handle, as in Python: `close()` says this process (this handle and its clones
 //! here) will use the queue no more; its `put` and `get` then fail with `Closed`. Other
-//! processes' handles are unaffected.
+//! processes' handles are unaffected. `shutdown(immediate)` is for everybody (Python 3.13's
+//! `Queue.shutdown`, proposed for multiprocessing in CPython PR #138828): puts fail, gets drain
+//! then fail (or fail at once, discarding the rest), and every blocked caller wakes up, so a
+//! pool of consumers can be stopped without sentinel items.
 
 mod joinable;
 pub(crate) mod ring;
@@ -37,6 +40,8 @@ pub enum PutError<T> {
     Full(T),
     /// This handle was closed.
     Closed(T),
+    /// The queue was shut down (by any process).
+    ShutDown(T),
     /// The item could not be encoded (for example it holds a shared object); the queue is
     /// untouched.
     Encode(T, ipc_core::Error),
@@ -46,7 +51,10 @@ impl<T> PutError<T> {
     /// The item that was not put.
     pub fn into_inner(self) -> T {
         match self {
-            PutError::Full(t) | PutError::Closed(t) | PutError::Encode(t, _) => t,
+            PutError::Full(t)
+            | PutError::Closed(t)
+            | PutError::ShutDown(t)
+            | PutError::Encode(t, _) => t,
         }
     }
 }
@@ -56,6 +64,7 @@ impl<T> fmt::Debug for PutError<T> {
         match self {
             PutError::Full(_) => f.write_str("Full(..)"),
             PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::ShutDown(_) => f.write_str("ShutDown(..)"),
             PutError::Encode(_, e) => write!(f, "Encode(.., {e:?})"),
         }
     }
@@ -68,6 +77,9 @@ impl<T> fmt::Display for PutError<T> {
                 "the queue is full (maxsize reached or no room in its ring); the item is in the error",
             ),
             PutError::Closed(_) => f.write_str("put on a closed queue; the item is in the error"),
+            PutError::ShutDown(_) => {
+                f.write_str("put on a queue that was shut down; the item is in the error")
+            }
             PutError::Encode(_, e) => write!(f, "the item cannot go through a queue: {e}"),
         }
     }
@@ -82,6 +94,8 @@ pub enum GetError {
     Empty,
     /// This handle was closed.
     Closed,
+    /// The queue was shut down and (unless immediately) drained.
+    ShutDown,
     /// A record was taken but did not decode as `T` (a peer used another item type).
     Decode(ipc_core::Error),
 }
@@ -91,6 +105,7 @@ impl fmt::Display for GetError {
         match self {
             GetError::Empty => f.write_str("the queue is empty"),
             GetError::Closed => f.write_str("get on a closed queue"),
+            GetError::ShutDown => f.write_str("the queue was shut down and holds nothing more"),
             GetError::Decode(e) => write!(f, "a record in the queue is not of this type: {e}"),
         }
     }
@@ -166,7 +181,8 @@ impl<T: Serialize + DeserializeOwned> Core<T> {
             Err(e) => Err(PutError::Encode(item, e)),
             Ok(()) => match self.ring.put(&buf, wait) {
                 Ok(()) => Ok(()),
-                Err(ring::TimedOut) => Err(PutError::Full(item)),
+                Err(ring::Stop::TimedOut) => Err(PutError::Full(item)),
+                Err(ring::Stop::ShutDown) => Err(PutError::ShutDown(item)),
             },
         };
         // Keep the buffer for the next put, unless one record made it huge.
@@ -185,7 +201,8 @@ impl<T: Serialize + DeserializeOwned> Core<T> {
         }) {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(e)) => Err(GetError::Decode(e)),
-            Err(ring::TimedOut) => Err(GetError::Empty),
+            Err(ring::Stop::TimedOut) => Err(GetError::Empty),
+            Err(ring::Stop::ShutDown) => Err(GetError::ShutDown),
         }
     }
 
@@ -310,6 +327,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Closes this process's handle: its `put` and `get` fail with `Closed` from now on.
     pub fn close(&self) {
         self.core.close();
+    }
+
+    /// Shuts the queue down for every process (Python 3.13's `Queue.shutdown`): puts fail with
+    /// `ShutDown` at once; gets return what is left, then `ShutDown`; with `immediate`, gets
+    /// fail at once and the items left are discarded. Blocked callers wake up.
+    pub fn shutdown(&self, immediate: bool) {
+        self.core.ring.shutdown(immediate);
+    }
+
+    /// Whether the queue was shut down (by any process).
+    pub fn is_shut_down(&self) -> bool {
+        self.core.ring.is_shut_down()
     }
 
     /// Whether this handle was closed.

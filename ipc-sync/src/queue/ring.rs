@@ -14,7 +14,7 @@
 //! | wlock | rlock | not_empty | not_full | get_waiters | put_waiters | done | join_waiters |
 //! | tail: u64 = records << 40 | position    (published by the wlock holder)                |
 //! | head: u64 = records << 40 | position    (published by the rlock holder)                |
-//! | maxsize: u32 (0 = unbounded) | pad                                                      |
+//! | maxsize: u32 (0 = unbounded) | shutdown: u32 (0 open, 1 draining, 2 immediate)          |
 //! data: ShmSlice<u8>, capacity a power of two; positions count bytes modulo 2^40
 //! frame at an 8-aligned position: | len: u32 | flags: u32 | payload (len) | pad to 8 |
 //! ```
@@ -34,6 +34,11 @@
 //!   died) skips them; one that sees a new `FIRST` in the middle of a record, or whose producer
 //!   is gone (the `wlock` is free or held by a dead process), drops the partial record. The
 //!   record count moves only with `LAST`, so `qsize` never counts a partial record.
+//!
+//! - Shutdown (`shutdown` word, only ever raised): puts stop; gets drain, then stop (DRAIN) or
+//!   stop at once (IMMEDIATE, and the shutting-down process moves `head` to `tail` under
+//!   `rlock`, counting the discarded records as done). Both futex sequence words are bumped
+//!   and every sleeper woken, so nobody stays blocked on a queue that is shut.
 //!
 //! # Memory ordering
 //! The frame bytes are written before a `SeqCst` store of `tail` and read after a `SeqCst` load
@@ -85,12 +90,12 @@ pub(crate) struct RingHeader {
     tail: AtomicU64,
     head: AtomicU64,
     maxsize: AtomicU32,
-    _pad: u32,
+    shutdown: AtomicU32,
 }
 
-// SAFETY: repr(C) over RawLock (an AtomicU32), AtomicU32, AtomicU64 and a u32: any bytes are a
-// valid header (all-zero is the empty unbounded ring), nothing process-local inside, and all
-// shared mutation goes through atomics (the pad is never written).
+// SAFETY: repr(C) over RawLock (an AtomicU32), AtomicU32 and AtomicU64: any bytes are a valid
+// header (all-zero is the empty, unbounded, open ring), nothing process-local inside, and all
+// shared mutation goes through atomics.
 unsafe impl ShmSafe for RingHeader {}
 
 /// How long an operation may wait.
@@ -119,9 +124,21 @@ impl Wait {
     }
 }
 
-/// The operation could not complete in its time (full, empty, or its side's lock stayed busy).
+/// Why a ring operation stopped without completing.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct TimedOut;
+pub(crate) enum Stop {
+    /// Not in its time (full, empty, or its side's lock stayed busy).
+    TimedOut,
+    /// The queue was shut down.
+    ShutDown,
+}
+
+/// `shutdown` word: open.
+const OPEN: u32 = 0;
+/// `shutdown` word: no more puts; gets drain what is there.
+const DRAIN: u32 = 1;
+/// `shutdown` word: no more puts or gets; what was there is discarded.
+const IMMEDIATE: u32 = 2;
 
 fn pos(w: u64) -> u64 {
     w & POS_MASK
@@ -159,7 +176,7 @@ impl Drop for Side<'_> {
     }
 }
 
-fn lock_side(lock: &RawLock, wait: Wait) -> Result<Side<'_>, TimedOut> {
+fn lock_side(lock: &RawLock, wait: Wait) -> Result<Side<'_>, Stop> {
     let a = match wait {
         Wait::No => lock.try_lock(),
         w => lock.lock(w.deadline()),
@@ -168,7 +185,7 @@ fn lock_side(lock: &RawLock, wait: Wait) -> Result<Side<'_>, TimedOut> {
         // A holder that died left its side consistent: positions are published only at frame
         // boundaries, and a reader's partial record was private to it.
         Acquire::Acquired | Acquire::OwnerDied => Ok(Side(lock)),
-        Acquire::Failed => Err(TimedOut),
+        Acquire::Failed => Err(Stop::TimedOut),
     }
 }
 
@@ -302,7 +319,7 @@ impl Ring {
     }
 
     /// Waits until `need` bytes are free (and, if `count`, a record may be added).
-    fn wait_space(&self, need: u64, count: bool, wait: Wait) -> Result<(), TimedOut> {
+    fn wait_space(&self, need: u64, count: bool, wait: Wait) -> Result<(), Stop> {
         let h = &*self.header;
         let fits = || {
             let used = pos(h.tail.load(Ordering::SeqCst))
@@ -311,24 +328,76 @@ impl Ring {
             self.cap() - used.min(self.cap()) >= need && !(count && self.is_full_by_count())
         };
         loop {
+            if self.shut() != OPEN {
+                return Err(Stop::ShutDown);
+            }
             if fits() {
                 return Ok(());
             }
             if wait == Wait::No {
-                return Err(TimedOut);
+                return Err(Stop::TimedOut);
             }
             let deadline = wait.deadline();
-            if self.sleep(&h.not_full, &h.put_waiters, || !fits(), deadline)
-                == WaitOutcome::TimedOut
-                && !fits()
+            let blocked = || !fits() && self.shut() == OPEN;
+            if self.sleep(&h.not_full, &h.put_waiters, blocked, deadline) == WaitOutcome::TimedOut
+                && blocked()
             {
-                return Err(TimedOut);
+                return Err(Stop::TimedOut);
             }
         }
     }
 
+    fn shut(&self) -> u32 {
+        self.header.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Whether the queue was shut down (by any process).
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut() != OPEN
+    }
+
+    /// Shuts the queue down for every process: puts fail from now on; gets drain what is there
+    /// (or, if `immediate`, fail at once, the items are discarded and marked done for `join`).
+    pub(crate) fn shutdown(&self, immediate: bool) {
+        let h = &*self.header;
+        let to = if immediate { IMMEDIATE } else { DRAIN };
+        h.shutdown.fetch_max(to, Ordering::SeqCst);
+        self.wake_everybody();
+        if immediate {
+            // Sleeping consumers saw the flag and give the consumer lock up; take it to discard.
+            let _side = lock_side(&h.rlock, Wait::Forever);
+            let head = h.head.load(Ordering::SeqCst);
+            let tail = h.tail.load(Ordering::SeqCst);
+            let dropped = recs(tail).wrapping_sub(recs(head)) & REC_MASK;
+            self.publish_head(word(recs(tail), pos(tail)));
+            // Discarded records count as done, so `join` waits only for items already taken.
+            let mut d = h.done.load(Ordering::SeqCst);
+            loop {
+                let nd = ((u64::from(d) + dropped) & REC_MASK) as u32;
+                match h
+                    .done
+                    .compare_exchange(d, nd, Ordering::SeqCst, Ordering::SeqCst)
+                {
+                    Ok(_) => break,
+                    Err(now) => d = now,
+                }
+            }
+            self.wake_everybody();
+        }
+    }
+
+    fn wake_everybody(&self) {
+        let h = &*self.header;
+        for w in [&h.not_empty, &h.not_full] {
+            w.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(w);
+        }
+        // `done` is a count, not a sequence number: joiners just re-check it.
+        futex::wake_all(&h.done);
+    }
+
     /// Writes one frame at the tail (after any alignment padding) and publishes it.
-    fn put_frame(&self, payload: &[u8], flags: u32, wait: Wait) -> Result<(), TimedOut> {
+    fn put_frame(&self, payload: &[u8], flags: u32, wait: Wait) -> Result<(), Stop> {
         let h = &*self.header;
         let t = h.tail.load(Ordering::Relaxed);
         let len = payload.len() as u64;
@@ -358,7 +427,10 @@ impl Ring {
     }
 
     /// Appends one record; `TimedOut` if it could not start in time (nothing was written).
-    pub(crate) fn put(&self, record: &[u8], wait: Wait) -> Result<(), TimedOut> {
+    pub(crate) fn put(&self, record: &[u8], wait: Wait) -> Result<(), Stop> {
+        if self.shut() != OPEN {
+            return Err(Stop::ShutDown);
+        }
         let _side = lock_side(&self.header.wlock, wait)?;
         let whole = round8(FRAME_HEADER + record.len() as u64) + 64 <= self.cap() / 2;
         if whole {
@@ -390,8 +462,11 @@ impl Ring {
     }
 
     /// Takes the next complete record and hands its bytes to `f`.
-    pub(crate) fn get<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R, TimedOut> {
+    pub(crate) fn get<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R, Stop> {
         let h = &*self.header;
+        if self.shut() == IMMEDIATE {
+            return Err(Stop::ShutDown);
+        }
         let _side = lock_side(&h.rlock, wait)?;
         match self.next_record(wait)? {
             Record::InRing { at, len, next } => {
@@ -412,14 +487,23 @@ impl Ring {
     }
 
     /// With `rlock` held: finds the next complete record, streaming chunks as they come.
-    fn next_record(&self, wait: Wait) -> Result<Record, TimedOut> {
+    fn next_record(&self, wait: Wait) -> Result<Record, Stop> {
         let h = &*self.header;
         let mut partial: Option<Vec<u8>> = None;
         let mut next_check = Instant::now() + SLICE;
         loop {
             let head = h.head.load(Ordering::Relaxed);
             let tail = h.tail.load(Ordering::SeqCst);
+            let shut = self.shut();
+            if shut == IMMEDIATE {
+                return Err(Stop::ShutDown);
+            }
             if pos(head) == pos(tail) {
+                // Drained after a shutdown: nothing more will come (a record under way is
+                // abandoned: its producer cannot finish it).
+                if shut != OPEN {
+                    return Err(Stop::ShutDown);
+                }
                 let streaming = partial.is_some();
                 let deadline = wait.deadline();
                 if streaming && Instant::now() >= next_check {
@@ -430,7 +514,7 @@ impl Ring {
                     }
                 }
                 if !streaming && wait == Wait::No {
-                    return Err(TimedOut);
+                    return Err(Stop::TimedOut);
                 }
                 // A record under way is finished even past the deadline while its producer
                 // lives and holds its lock: giving up would lose it for everybody.
@@ -439,18 +523,15 @@ impl Ring {
                 } else {
                     deadline.map(|d| d.min(next_check))
                 };
-                let out = self.sleep(
-                    &h.not_empty,
-                    &h.get_waiters,
-                    || pos(h.tail.load(Ordering::SeqCst)) == pos(head),
-                    until,
-                );
+                let nothing =
+                    || pos(h.tail.load(Ordering::SeqCst)) == pos(head) && self.shut() == OPEN;
+                let out = self.sleep(&h.not_empty, &h.get_waiters, nothing, until);
                 if out == WaitOutcome::TimedOut
                     && !streaming
                     && deadline.is_some_and(|d| Instant::now() >= d)
-                    && pos(h.tail.load(Ordering::SeqCst)) == pos(head)
+                    && nothing()
                 {
-                    return Err(TimedOut);
+                    return Err(Stop::TimedOut);
                 }
                 continue;
             }
@@ -531,7 +612,7 @@ impl Ring {
     }
 
     /// JoinableQueue: waits until every record put was marked done.
-    pub(crate) fn join(&self, wait: Wait) -> Result<(), TimedOut> {
+    pub(crate) fn join(&self, wait: Wait) -> Result<(), Stop> {
         let h = &*self.header;
         loop {
             let d = h.done.load(Ordering::SeqCst);
@@ -539,7 +620,7 @@ impl Ring {
                 return Ok(());
             }
             if wait == Wait::No {
-                return Err(TimedOut);
+                return Err(Stop::TimedOut);
             }
             h.join_waiters.fetch_add(1, Ordering::SeqCst);
             let out = if self.unfinished() != 0 {
@@ -549,7 +630,7 @@ impl Ring {
             };
             h.join_waiters.fetch_sub(1, Ordering::SeqCst);
             if out == WaitOutcome::TimedOut && self.unfinished() != 0 {
-                return Err(TimedOut);
+                return Err(Stop::TimedOut);
             }
         }
     }
