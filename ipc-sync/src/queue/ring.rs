@@ -55,6 +55,10 @@
 //! capacity, so copies stay inside the slice whatever a peer writes into the header.
 #![allow(unsafe_code)]
 
+mod consume;
+mod produce;
+mod tasks;
+
 use std::time::{Duration, Instant};
 
 use ipc_core::shm::{ShmBox, ShmSafe, ShmSlice};
@@ -158,14 +162,6 @@ fn round8(n: u64) -> u64 {
 pub(crate) struct Ring {
     header: ShmBox<RingHeader>,
     data: ShmSlice<u8>,
-}
-
-/// Where the next record is.
-enum Record {
-    /// One frame in the ring: payload at `at`, `len` bytes; `next` is the head past it.
-    InRing { at: u64, len: usize, next: u64 },
-    /// A streamed record, assembled (its frames are already freed).
-    Assembled(Vec<u8>),
 }
 
 /// Releases a side's lock when an operation ends, however it ends.
@@ -318,35 +314,6 @@ impl Ring {
         }
     }
 
-    /// Waits until `need` bytes are free (and, if `count`, a record may be added).
-    fn wait_space(&self, need: u64, count: bool, wait: Wait) -> Result<(), Stop> {
-        let h = &*self.header;
-        let fits = || {
-            let used = pos(h.tail.load(Ordering::SeqCst))
-                .wrapping_sub(pos(h.head.load(Ordering::SeqCst)))
-                & POS_MASK;
-            self.cap() - used.min(self.cap()) >= need && !(count && self.is_full_by_count())
-        };
-        loop {
-            if self.shut() != OPEN {
-                return Err(Stop::ShutDown);
-            }
-            if fits() {
-                return Ok(());
-            }
-            if wait == Wait::No {
-                return Err(Stop::TimedOut);
-            }
-            let deadline = wait.deadline();
-            let blocked = || !fits() && self.shut() == OPEN;
-            if self.sleep(&h.not_full, &h.put_waiters, blocked, deadline) == WaitOutcome::TimedOut
-                && blocked()
-            {
-                return Err(Stop::TimedOut);
-            }
-        }
-    }
-
     fn shut(&self) -> u32 {
         self.header.shutdown.load(Ordering::SeqCst)
     }
@@ -394,244 +361,5 @@ impl Ring {
         }
         // `done` is a count, not a sequence number: joiners just re-check it.
         futex::wake_all(&h.done);
-    }
-
-    /// Writes one frame at the tail (after any alignment padding) and publishes it.
-    fn put_frame(&self, payload: &[u8], flags: u32, wait: Wait) -> Result<(), Stop> {
-        let h = &*self.header;
-        let t = h.tail.load(Ordering::Relaxed);
-        let len = payload.len() as u64;
-        let pad = if len >= ALIGN_FROM {
-            (64 - ((pos(t) + FRAME_HEADER) & 63)) & 63
-        } else {
-            0
-        };
-        let frame = round8(FRAME_HEADER + len);
-        self.wait_space(pad + frame, flags & FIRST != 0, wait)?;
-        let mut at = pos(t);
-        if pad > 0 {
-            let mut hdr = [0u8; 8];
-            hdr[..4].copy_from_slice(&((pad - FRAME_HEADER) as u32).to_le_bytes());
-            hdr[4..].copy_from_slice(&PAD.to_le_bytes());
-            self.write_at(at, &hdr);
-            at += pad;
-        }
-        let mut hdr = [0u8; 8];
-        hdr[..4].copy_from_slice(&(len as u32).to_le_bytes());
-        hdr[4..].copy_from_slice(&flags.to_le_bytes());
-        self.write_at(at, &hdr);
-        self.write_at(at + FRAME_HEADER, payload);
-        let done = u64::from(flags & LAST != 0);
-        self.publish_tail(word(recs(t) + done, at + frame));
-        Ok(())
-    }
-
-    /// Appends one record; `TimedOut` if it could not start in time (nothing was written).
-    pub(crate) fn put(&self, record: &[u8], wait: Wait) -> Result<(), Stop> {
-        if self.shut() != OPEN {
-            return Err(Stop::ShutDown);
-        }
-        let _side = lock_side(&self.header.wlock, wait)?;
-        let whole = round8(FRAME_HEADER + record.len() as u64) + 64 <= self.cap() / 2;
-        if whole {
-            return self.put_frame(record, FIRST | LAST, wait);
-        }
-        // Stream: chunks of a quarter of the ring, so the consumer drains while we fill. If a
-        // chunk cannot go in time, the record is abandoned: its consumer drops the chunks it
-        // has, as it would for a producer that died (our lock is free again).
-        let chunk = (self.cap() / 4 - 128) as usize;
-        let mut chunks = record.chunks(chunk).peekable();
-        let mut flags = FIRST;
-        while let Some(c) = chunks.next() {
-            if chunks.peek().is_none() {
-                flags |= LAST;
-            }
-            self.put_frame(c, flags, wait)?;
-            flags = 0;
-        }
-        Ok(())
-    }
-
-    /// Whether the producer of a record under way is gone (its lock free or its holder dead).
-    fn producer_gone(&self) -> bool {
-        let w = &self.header.wlock;
-        match w.owner() {
-            None => true,
-            Some(pid) => crate::liveness::is_dead(pid),
-        }
-    }
-
-    /// Takes the next complete record and hands its bytes to `f`.
-    pub(crate) fn get<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R, Stop> {
-        let h = &*self.header;
-        if self.shut() == IMMEDIATE {
-            return Err(Stop::ShutDown);
-        }
-        let _side = lock_side(&h.rlock, wait)?;
-        match self.next_record(wait)? {
-            Record::InRing { at, len, next } => {
-                let r = match self.contiguous(at, len) {
-                    Some(bytes) => f(bytes),
-                    None => {
-                        let mut v = vec![0; len];
-                        self.read_at(at, &mut v);
-                        f(&v)
-                    }
-                };
-                // Free the frame only after `f` is done with its bytes.
-                self.publish_head(next);
-                Ok(r)
-            }
-            Record::Assembled(buf) => Ok(f(&buf)),
-        }
-    }
-
-    /// With `rlock` held: finds the next complete record, streaming chunks as they come.
-    fn next_record(&self, wait: Wait) -> Result<Record, Stop> {
-        let h = &*self.header;
-        let mut partial: Option<Vec<u8>> = None;
-        let mut next_check = Instant::now() + SLICE;
-        loop {
-            let head = h.head.load(Ordering::Relaxed);
-            let tail = h.tail.load(Ordering::SeqCst);
-            let shut = self.shut();
-            if shut == IMMEDIATE {
-                return Err(Stop::ShutDown);
-            }
-            if pos(head) == pos(tail) {
-                // Drained after a shutdown: nothing more will come (a record under way is
-                // abandoned: its producer cannot finish it).
-                if shut != OPEN {
-                    return Err(Stop::ShutDown);
-                }
-                let streaming = partial.is_some();
-                let deadline = wait.deadline();
-                if streaming && Instant::now() >= next_check {
-                    next_check = Instant::now() + SLICE;
-                    if self.producer_gone() {
-                        partial = None;
-                        continue;
-                    }
-                }
-                if !streaming && wait == Wait::No {
-                    return Err(Stop::TimedOut);
-                }
-                // A record under way is finished even past the deadline while its producer
-                // lives and holds its lock: giving up would lose it for everybody.
-                let until = if streaming {
-                    Some(next_check)
-                } else {
-                    deadline.map(|d| d.min(next_check))
-                };
-                let nothing =
-                    || pos(h.tail.load(Ordering::SeqCst)) == pos(head) && self.shut() == OPEN;
-                let out = self.sleep(&h.not_empty, &h.get_waiters, nothing, until);
-                if out == WaitOutcome::TimedOut
-                    && !streaming
-                    && deadline.is_some_and(|d| Instant::now() >= d)
-                    && nothing()
-                {
-                    return Err(Stop::TimedOut);
-                }
-                continue;
-            }
-            let (len, flags) = self.frame_header(pos(head));
-            let frame = round8(FRAME_HEADER + u64::from(len));
-            let at = pos(head) + FRAME_HEADER;
-            let used = pos(tail).wrapping_sub(pos(head)) & POS_MASK;
-            if frame > used {
-                // Only a misbehaving peer publishes a frame longer than what it published:
-                // drop everything published so far rather than read past it.
-                self.publish_head(word(recs(tail), pos(tail)));
-                partial = None;
-                continue;
-            }
-            let counted = u64::from(flags & LAST != 0);
-            let next = word(recs(head) + counted, pos(head) + frame);
-            if flags & PAD != 0 {
-                self.publish_head(word(recs(head), pos(head) + frame));
-                continue;
-            }
-            if flags & FIRST != 0 && flags & LAST != 0 {
-                return Ok(Record::InRing {
-                    at,
-                    len: len as usize,
-                    next,
-                });
-            }
-            if flags & FIRST != 0 {
-                // A new record: a partial one before it was abandoned by its producer.
-                partial = Some(Vec::new());
-            }
-            // Without a partial record, these are the rest of one whose reader died: skip.
-            if let Some(buf) = partial.as_mut() {
-                let old = buf.len();
-                buf.resize(old + len as usize, 0);
-                self.read_at(at, &mut buf[old..]);
-            }
-            self.publish_head(next);
-            if flags & LAST != 0
-                && let Some(buf) = partial.take()
-            {
-                return Ok(Record::Assembled(buf));
-            }
-        }
-    }
-
-    /// JoinableQueue: records put and not yet marked done (modulo 2^24).
-    pub(crate) fn unfinished(&self) -> u64 {
-        let t = recs(self.header.tail.load(Ordering::SeqCst));
-        let d = u64::from(self.header.done.load(Ordering::SeqCst));
-        t.wrapping_sub(d) & REC_MASK
-    }
-
-    /// JoinableQueue: marks one record done; false if none is unfinished.
-    pub(crate) fn task_done(&self) -> bool {
-        let h = &*self.header;
-        let mut d = h.done.load(Ordering::SeqCst);
-        loop {
-            let t = recs(h.tail.load(Ordering::SeqCst));
-            let left = t.wrapping_sub(u64::from(d)) & REC_MASK;
-            if left == 0 {
-                return false;
-            }
-            let nd = ((u64::from(d) + 1) & REC_MASK) as u32;
-            match h
-                .done
-                .compare_exchange(d, nd, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => {
-                    if left == 1 && h.join_waiters.load(Ordering::SeqCst) > 0 {
-                        futex::wake_all(&h.done);
-                    }
-                    return true;
-                }
-                Err(now) => d = now,
-            }
-        }
-    }
-
-    /// JoinableQueue: waits until every record put was marked done.
-    pub(crate) fn join(&self, wait: Wait) -> Result<(), Stop> {
-        let h = &*self.header;
-        loop {
-            let d = h.done.load(Ordering::SeqCst);
-            if self.unfinished() == 0 {
-                return Ok(());
-            }
-            if wait == Wait::No {
-                return Err(Stop::TimedOut);
-            }
-            h.join_waiters.fetch_add(1, Ordering::SeqCst);
-            let out = if self.unfinished() != 0 {
-                futex::wait(&h.done, d, wait.deadline())
-            } else {
-                WaitOutcome::Woken
-            };
-            h.join_waiters.fetch_sub(1, Ordering::SeqCst);
-            if out == WaitOutcome::TimedOut && self.unfinished() != 0 {
-                return Err(Stop::TimedOut);
-            }
-        }
     }
 }
