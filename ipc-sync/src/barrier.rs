@@ -24,6 +24,10 @@
 //!         FILLING(g, c) -> BROKEN(g); wake all
 //! reset:  FILLING(g, c > 0) or BROKEN(g) -> history = history << 1 | 1, FILLING(g+1, 0), wake all
 //! ```
+//! Waiters sleep in 100 ms slices; a party that dies holding the internal lock (running the
+//! action, say) is found by the next slice's pidfd check, and the waiter that takes the lock
+//! over breaks the barrier, so nobody hangs even without a timeout.
+//!
 //! A waiter of generation g wakes when the word changes. If it still reads generation g, the
 //! barrier broke; if the generation moved on, bit `G - 1 - g` of `history` says whether g ended
 //! by passing or by a reset. So waiters need not leave before the next generation fills (unlike
@@ -38,7 +42,7 @@
 
 use std::time::Instant;
 
-use crate::lock::{Acquire, RawLock};
+use crate::lock::{Acquire, RawLock, SLICE};
 use crate::primitive::{AtomicU32, AtomicU64, Ordering, WaitOutcome, futex};
 use crate::spin;
 
@@ -148,7 +152,20 @@ impl RawBarrier {
             if self.word.load(Ordering::Acquire) != w {
                 break;
             }
-            if futex::wait(&self.word, w, deadline) == WaitOutcome::TimedOut {
+            // Sleep in slices: the last party runs the action holding the internal lock, and
+            // if it dies there nobody else would ever wake us. When a slice ends and the lock's
+            // holder is dead, taking the lock over (`enter`) breaks the barrier.
+            let slice_end = Instant::now() + SLICE;
+            let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+            let out = futex::wait(&self.word, w, Some(until));
+            if out == WaitOutcome::TimedOut && deadline.is_none_or(|d| Instant::now() < d) {
+                if self.lock.owner().is_some_and(crate::liveness::is_dead) {
+                    self.enter();
+                    self.lock.unlock_held();
+                }
+                continue;
+            }
+            if out == WaitOutcome::TimedOut {
                 self.enter();
                 let now = self.word.load(Ordering::Relaxed);
                 if now == w {

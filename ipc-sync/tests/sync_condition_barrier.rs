@@ -384,3 +384,34 @@ fn a_killed_party_breaks_the_barrier_after_the_timeout() {
     assert_eq!(b.wait(), Err(BarrierError::Timeout));
     assert!(b.broken());
 }
+
+fn die_in_the_action((b, ev): (Barrier, ipc_sync::Event)) {
+    let _ = b.wait_with(None, || {
+        ev.set();
+        std::thread::sleep(Duration::from_secs(60));
+    });
+}
+
+/// The last party is killed while it runs the action (holding the barrier's internal lock):
+/// the waiting party, which has no timeout, learns the barrier broke instead of hanging.
+#[test]
+fn a_party_killed_in_the_action_breaks_the_barrier() {
+    for m in METHODS {
+        let b = Barrier::new(2).unwrap();
+        let ev = ipc_sync::Event::new().unwrap();
+        let b2 = b.clone();
+        let waiter = std::thread::spawn(move || b2.wait());
+        assert!(eventually(|| b.n_waiting() == 1), "{m}");
+        let h = builder(m)
+            .spawn((b.clone(), ev.clone()), die_in_the_action)
+            .unwrap();
+        let _reap = Reap(&h);
+        assert!(ev.wait_timeout(LONG), "{m}");
+        h.kill().unwrap();
+        assert_eq!(waiter.join().unwrap(), Err(BarrierError::Broken), "{m}");
+        assert!(b.broken());
+        b.reset();
+        assert!(!b.broken());
+        let _ = h.join_timeout(LONG);
+    }
+}
