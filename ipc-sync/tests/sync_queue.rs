@@ -394,3 +394,22 @@ fn cpython_68_shutdown() {
     j.join();
     assert!(j.task_done().is_err());
 }
+
+/// A peer that uses another item type: the record is taken and reported as undecodable, and
+/// the queue goes on working.
+#[test]
+fn a_record_of_another_type_is_a_decode_error() {
+    let q = Queue::<Vec<u64>>::new().unwrap();
+    q.put(vec![u64::MAX; 3]).unwrap();
+    q.put(vec![]).unwrap();
+    let mut buf = Vec::new();
+    let fds = ipc_core::codec::encode(&q, &mut buf).unwrap();
+    let other: Queue<String> = ipc_core::codec::decode(&buf, fds).unwrap();
+    match other.get_nowait() {
+        Err(GetError::Decode(e)) => assert!(!e.to_string().is_empty()),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // An empty Vec<u64> encodes as the empty string's bytes: it decodes fine.
+    assert_eq!(other.get_nowait().unwrap(), "");
+    assert!(q.empty());
+}

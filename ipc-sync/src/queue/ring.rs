@@ -10,7 +10,7 @@
 //!
 //! # Shared-memory layout
 //! ```text
-//! RingHeader (#[repr(C)], 64 bytes, align 8, all-zero = empty, unbounded)
+//! RingHeader (#[repr(C)], 56 bytes, align 8, all-zero = empty, unbounded, open)
 //! | wlock | rlock | not_empty | not_full | get_waiters | put_waiters | done | join_waiters |
 //! | tail: u64 = records << 40 | position    (published by the wlock holder)                |
 //! | head: u64 = records << 40 | position    (published by the rlock holder)                |
@@ -361,5 +361,26 @@ impl Ring {
         }
         // `done` is a count, not a sequence number: joiners just re-check it.
         futex::wake_all(&h.done);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header's ABI, and a zeroed header (a fresh heap block) is an empty, open,
+    /// unbounded ring.
+    #[test]
+    fn header_abi_and_zero_state() {
+        assert_eq!((size_of::<RingHeader>(), align_of::<RingHeader>()), (56, 8));
+        let r = Ring::new(1, 0).unwrap();
+        assert_eq!(r.capacity(), 4096, "rounded up to the minimum");
+        assert_eq!((r.len(), r.maxsize(), r.full()), (0, 0, false));
+        assert!(!r.is_shut_down());
+        assert_eq!(r.unfinished(), 0);
+        assert_eq!(r.get(Wait::No, |b| b.len()), Err(Stop::TimedOut));
+        r.put(b"abc", Wait::No).unwrap();
+        assert_eq!(r.get(Wait::No, |b| b.to_vec()), Ok(b"abc".to_vec()));
+        assert_eq!(Ring::new(5000, 0).unwrap().capacity(), 8192);
     }
 }
