@@ -29,7 +29,7 @@ fn use_everything(all: All) {
     drop(rlock.acquire_timeout(LONG).unwrap());
     sem.release().unwrap();
     bsem.acquire().forget();
-    drop(cond.acquire().unwrap().notify_all());
+    cond.acquire().unwrap().notify_all();
     v.update(|x| *x += 1);
     a.fetch_add(5);
     arr.set(2, 9).unwrap();
