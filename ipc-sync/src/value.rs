@@ -70,6 +70,10 @@ impl<T: ShmSafe + Copy> Value<T> {
 
     /// A new value guarded by `lock` (Python's `Value(t, v, lock=lock)`), which other values or
     /// code may share.
+    ///
+    /// The lock is not re-entrant: while you hold it through another guard (a `LockGuard`, a
+    /// `ConditionGuard` over the same lock), `get`, `set` and `lock` on this value would wait
+    /// for yourself. Give such a value its own lock, or an [`AtomicValue`].
     pub fn with_lock(value: T, lock: Lock) -> ipc_core::Result<Self> {
         let v = Value {
             cell: ShmBox::new()?,
