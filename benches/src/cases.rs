@@ -122,56 +122,246 @@ macro_rules! case {
 
 /// Every case, in the CPython script's order.
 pub static CASES: &[Case] = &[
-    case!("process_start_join_fork", "us/process", Lower, n = 100, [],
-          Figure::MicrosPerOp, Some((15.0, "#2")), Run::NotYet(PROCESS)),
-    case!("process_start_join_spawn", "us/process", Lower, n = 6, [],
-          Figure::MicrosPerOp, Some((40.0, "#2")), Run::NotYet(PROCESS)),
-    case!("process_start_join_forkserver", "us/process", Lower, n = 25, [],
-          Figure::MicrosPerOp, Some((40.0, "#2")), Run::NotYet(PROCESS)),
-    case!("queue_throughput_small", "items/s", Higher, n = 50_000, ["payload_size" = 0],
-          Figure::PerSecond { per_op: 1 }, Some((40.0, "#3")), Run::NotYet(QUEUE)),
-    case!("queue_throughput_64k", "MB/s", Higher, n = 4_000, ["payload_size" = 64 * KIB],
-          Figure::MegabytesPerSecond { bytes: 64 * KIB }, Some((5.0, "#3")), Run::NotYet(QUEUE)),
-    case!("simplequeue_throughput_small", "items/s", Higher, n = 50_000, ["payload_size" = 0],
-          Figure::PerSecond { per_op: 1 }, None, Run::NotYet(QUEUE)),
-    case!("queue_pingpong", "us/round-trip", Lower, n = 4_000, [],
-          Figure::MicrosPerOp, Some((50.0, "#3")), Run::NotYet(QUEUE)),
-    case!("pipe_pingpong", "us/round-trip", Lower, n = 10_000, [],
-          Figure::MicrosPerOp, Some((3.0, "#2")), Run::Ready(crate::conn::pipe_pingpong)),
-    case!("pipe_bytes_pingpong", "us/round-trip", Lower, n = 10_000,
-          ["payload_size" = crate::conn::PINGPONG_BYTES as u64],
-          Figure::MicrosPerOp, None, Run::Ready(crate::conn::pipe_bytes_pingpong)),
-    case!("pipe_throughput_1m", "MB/s", Higher, n = 256, ["size" = MIB],
-          Figure::MegabytesPerSecond { bytes: MIB }, Some((2.0, "#2")),
-          Run::Ready(crate::conn::pipe_throughput_1m)),
-    case!("lock_uncontended", "ns/pair", Lower, n = 2_000_000, [],
-          Figure::NanosPerOp, Some((5.0, "#3")), Run::NotYet(SYNC)),
-    case!("lock_contended_2proc", "ops/s", Higher, n = 200_000, ["processes" = 2],
-          Figure::PerSecond { per_op: 2 }, Some((5.0, "#3")), Run::NotYet(SYNC)),
-    case!("event_pingpong", "us/round-trip", Lower, n = 5_000, [],
-          Figure::MicrosPerOp, Some((50.0, "#3")), Run::NotYet(SYNC)),
-    case!("condition_pingpong", "us/round-trip", Lower, n = 5_000, [],
-          Figure::MicrosPerOp, Some((50.0, "#3")), Run::NotYet(SYNC)),
-    case!("semaphore_uncontended", "ns/pair", Lower, n = 2_000_000, [],
-          Figure::NanosPerOp, Some((5.0, "#3")), Run::NotYet(SYNC)),
-    case!("value_increment_locked", "ns/op", Lower, n = 300_000, [],
-          Figure::NanosPerOp, Some((30.0, "#3")), Run::NotYet(SYNC)),
-    case!("pool_map_trivial", "us/task", Lower, n = 100_000, ["processes" = 2, "rounds" = 20],
-          Figure::MicrosPerOp, None, Run::NotYet(POOL)),
-    case!("pool_map_trivial_chunk1", "us/task", Lower, n = 10_000,
-          ["processes" = 2, "chunksize" = 1], Figure::MicrosPerOp, None, Run::NotYet(POOL)),
-    case!("pool_apply_async_latency", "us/call", Lower, n = 2_000, ["processes" = 2],
-          Figure::MicrosPerOp, None, Run::NotYet(POOL)),
-    case!("pool_map_cpu", "x speedup", Higher, n = 32, ["work" = 200_000, "processes" = 2],
-          Figure::PerSecond { per_op: 1 }, None, Run::NotYet(POOL)),
-    case!("manager_dict_setget", "us/set+get", Lower, n = 4_000, [],
-          Figure::MicrosPerOp, None, Run::NotYet(MANAGER)),
-    case!("manager_namespace_setattr_getattr", "us/set+get", Lower, n = 4_000, [],
-          Figure::MicrosPerOp, None, Run::NotYet(MANAGER)),
-    case!("manager_start", "ms/start+shutdown", Lower, n = 20, [],
-          Figure::MillisPerOp, None, Run::NotYet(MANAGER)),
-    case!("shared_memory_create_unlink", "us/cycle", Lower, n = 5_000, ["size" = MIB],
-          Figure::MicrosPerOp, None, Run::NotYet(SHM)),
+    case!(
+        "process_start_join_fork",
+        "us/process",
+        Lower,
+        n = 100,
+        [],
+        Figure::MicrosPerOp,
+        Some((15.0, "#2")),
+        Run::NotYet(PROCESS)
+    ),
+    case!(
+        "process_start_join_spawn",
+        "us/process",
+        Lower,
+        n = 6,
+        [],
+        Figure::MicrosPerOp,
+        Some((40.0, "#2")),
+        Run::NotYet(PROCESS)
+    ),
+    case!(
+        "process_start_join_forkserver",
+        "us/process",
+        Lower,
+        n = 25,
+        [],
+        Figure::MicrosPerOp,
+        Some((40.0, "#2")),
+        Run::NotYet(PROCESS)
+    ),
+    case!(
+        "queue_throughput_small",
+        "items/s",
+        Higher,
+        n = 50_000,
+        ["payload_size" = 0],
+        Figure::PerSecond { per_op: 1 },
+        Some((40.0, "#3")),
+        Run::NotYet(QUEUE)
+    ),
+    case!(
+        "queue_throughput_64k",
+        "MB/s",
+        Higher,
+        n = 4_000,
+        ["payload_size" = 64 * KIB],
+        Figure::MegabytesPerSecond { bytes: 64 * KIB },
+        Some((5.0, "#3")),
+        Run::NotYet(QUEUE)
+    ),
+    case!(
+        "simplequeue_throughput_small",
+        "items/s",
+        Higher,
+        n = 50_000,
+        ["payload_size" = 0],
+        Figure::PerSecond { per_op: 1 },
+        None,
+        Run::NotYet(QUEUE)
+    ),
+    case!(
+        "queue_pingpong",
+        "us/round-trip",
+        Lower,
+        n = 4_000,
+        [],
+        Figure::MicrosPerOp,
+        Some((50.0, "#3")),
+        Run::NotYet(QUEUE)
+    ),
+    case!(
+        "pipe_pingpong",
+        "us/round-trip",
+        Lower,
+        n = 10_000,
+        [],
+        Figure::MicrosPerOp,
+        Some((3.0, "#2")),
+        Run::Ready(crate::conn::pipe_pingpong)
+    ),
+    case!(
+        "pipe_bytes_pingpong",
+        "us/round-trip",
+        Lower,
+        n = 10_000,
+        ["payload_size" = crate::conn::PINGPONG_BYTES as u64],
+        Figure::MicrosPerOp,
+        None,
+        Run::Ready(crate::conn::pipe_bytes_pingpong)
+    ),
+    case!(
+        "pipe_throughput_1m",
+        "MB/s",
+        Higher,
+        n = 256,
+        ["size" = MIB],
+        Figure::MegabytesPerSecond { bytes: MIB },
+        Some((2.0, "#2")),
+        Run::Ready(crate::conn::pipe_throughput_1m)
+    ),
+    case!(
+        "lock_uncontended",
+        "ns/pair",
+        Lower,
+        n = 2_000_000,
+        [],
+        Figure::NanosPerOp,
+        Some((5.0, "#3")),
+        Run::NotYet(SYNC)
+    ),
+    case!(
+        "lock_contended_2proc",
+        "ops/s",
+        Higher,
+        n = 200_000,
+        ["processes" = 2],
+        Figure::PerSecond { per_op: 2 },
+        Some((5.0, "#3")),
+        Run::NotYet(SYNC)
+    ),
+    case!(
+        "event_pingpong",
+        "us/round-trip",
+        Lower,
+        n = 5_000,
+        [],
+        Figure::MicrosPerOp,
+        Some((50.0, "#3")),
+        Run::NotYet(SYNC)
+    ),
+    case!(
+        "condition_pingpong",
+        "us/round-trip",
+        Lower,
+        n = 5_000,
+        [],
+        Figure::MicrosPerOp,
+        Some((50.0, "#3")),
+        Run::NotYet(SYNC)
+    ),
+    case!(
+        "semaphore_uncontended",
+        "ns/pair",
+        Lower,
+        n = 2_000_000,
+        [],
+        Figure::NanosPerOp,
+        Some((5.0, "#3")),
+        Run::NotYet(SYNC)
+    ),
+    case!(
+        "value_increment_locked",
+        "ns/op",
+        Lower,
+        n = 300_000,
+        [],
+        Figure::NanosPerOp,
+        Some((30.0, "#3")),
+        Run::NotYet(SYNC)
+    ),
+    case!(
+        "pool_map_trivial",
+        "us/task",
+        Lower,
+        n = 100_000,
+        ["processes" = 2, "rounds" = 20],
+        Figure::MicrosPerOp,
+        None,
+        Run::NotYet(POOL)
+    ),
+    case!(
+        "pool_map_trivial_chunk1",
+        "us/task",
+        Lower,
+        n = 10_000,
+        ["processes" = 2, "chunksize" = 1],
+        Figure::MicrosPerOp,
+        None,
+        Run::NotYet(POOL)
+    ),
+    case!(
+        "pool_apply_async_latency",
+        "us/call",
+        Lower,
+        n = 2_000,
+        ["processes" = 2],
+        Figure::MicrosPerOp,
+        None,
+        Run::NotYet(POOL)
+    ),
+    case!(
+        "pool_map_cpu",
+        "x speedup",
+        Higher,
+        n = 32,
+        ["work" = 200_000, "processes" = 2],
+        Figure::PerSecond { per_op: 1 },
+        None,
+        Run::NotYet(POOL)
+    ),
+    case!(
+        "manager_dict_setget",
+        "us/set+get",
+        Lower,
+        n = 4_000,
+        [],
+        Figure::MicrosPerOp,
+        None,
+        Run::NotYet(MANAGER)
+    ),
+    case!(
+        "manager_namespace_setattr_getattr",
+        "us/set+get",
+        Lower,
+        n = 4_000,
+        [],
+        Figure::MicrosPerOp,
+        None,
+        Run::NotYet(MANAGER)
+    ),
+    case!(
+        "manager_start",
+        "ms/start+shutdown",
+        Lower,
+        n = 20,
+        [],
+        Figure::MillisPerOp,
+        None,
+        Run::NotYet(MANAGER)
+    ),
+    case!(
+        "shared_memory_create_unlink",
+        "us/cycle",
+        Lower,
+        n = 5_000,
+        ["size" = MIB],
+        Figure::MicrosPerOp,
+        None,
+        Run::NotYet(SHM)
+    ),
 ];
 
 /// The case named `name`.
@@ -205,7 +395,11 @@ mod tests {
     #[test]
     fn names_are_unique_and_known() {
         for (i, c) in CASES.iter().enumerate() {
-            assert!(CASES[..i].iter().all(|d| d.name != c.name), "{} twice", c.name);
+            assert!(
+                CASES[..i].iter().all(|d| d.name != c.name),
+                "{} twice",
+                c.name
+            );
             assert_eq!(get(c.name).map(|d| d.name), Some(c.name));
         }
         assert!(get("no_such_case").is_none());
@@ -218,6 +412,9 @@ mod tests {
         assert_eq!(Figure::NanosPerOp.of(s, 1000), 2e6);
         assert_eq!(Figure::MillisPerOp.of(s, 4), 500.0);
         assert_eq!(Figure::PerSecond { per_op: 2 }.of(s, 1000), 1000.0);
-        assert_eq!(Figure::MegabytesPerSecond { bytes: 1_000_000 }.of(s, 10), 5.0);
+        assert_eq!(
+            Figure::MegabytesPerSecond { bytes: 1_000_000 }.of(s, 10),
+            5.0
+        );
     }
 }

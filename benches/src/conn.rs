@@ -73,7 +73,11 @@ pub fn pipe_throughput_1m(placement: &Placement, n: u64) -> anyhow::Result<Durat
     }
     let dt = t0.elapsed();
     peer.join()?;
-    ensure!(total == n * size, "received {total} bytes, expected {}", n * size);
+    ensure!(
+        total == n * size,
+        "received {total} bytes, expected {}",
+        n * size
+    );
     Ok(dt)
 }
 

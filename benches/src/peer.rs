@@ -53,7 +53,10 @@ fn run_peer(spec: &str) -> anyhow::Result<()> {
     let mut words = spec.split_whitespace();
     let name = words.next().context("empty peer specification")?;
     let args = words
-        .map(|w| w.parse::<u64>().with_context(|| format!("bad argument {w:?}")))
+        .map(|w| {
+            w.parse::<u64>()
+                .with_context(|| format!("bad argument {w:?}"))
+        })
         .collect::<anyhow::Result<Vec<u64>>>()?;
     let (_, f) = PEERS
         .iter()
@@ -125,7 +128,10 @@ impl Peer {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("peer {} did not exit within {HANDSHAKE_TIMEOUT:?}", self.name);
+                bail!(
+                    "peer {} did not exit within {HANDSHAKE_TIMEOUT:?}",
+                    self.name
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
@@ -147,7 +153,9 @@ pub fn handshake(conn: &Connection) -> anyhow::Result<()> {
         conn.poll(Some(HANDSHAKE_TIMEOUT))?,
         "the peer did not report ready within {HANDSHAKE_TIMEOUT:?}"
     );
-    let msg = conn.recv_bytes().context("receiving the peer's ready message")?;
+    let msg = conn
+        .recv_bytes()
+        .context("receiving the peer's ready message")?;
     anyhow::ensure!(msg == b"ready", "bad handshake message {msg:?}");
     Ok(())
 }

@@ -109,7 +109,10 @@ fn run() -> anyhow::Result<bool> {
             if !unknown.is_empty() {
                 bail!("unknown case(s): {unknown:?} (see --list)");
             }
-            CASES.iter().filter(|c| names.iter().any(|n| n == c.name)).collect()
+            CASES
+                .iter()
+                .filter(|c| names.iter().any(|n| n == c.name))
+                .collect()
         }
     };
     let reps = o.reps.unwrap_or(if o.quick { 3 } else { 7 });
@@ -186,7 +189,9 @@ fn emit(o: &Options, v: Value) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&v)?;
     match o.json.as_deref() {
         None | Some("-") => println!("{text}"),
-        Some(path) => std::fs::write(path, text + "\n").with_context(|| format!("writing {path}"))?,
+        Some(path) => {
+            std::fs::write(path, text + "\n").with_context(|| format!("writing {path}"))?
+        }
     }
     Ok(())
 }
