@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 
 /// What [`fork`] returned in this process.
@@ -130,20 +130,34 @@ extern "C" fn anchor() {
 #[unsafe(link_section = ".init_array")]
 static BOOT_HOOK: extern "C" fn() = anchor;
 
-/// Calls through a function pointer rebuilt from an offset.
+/// Rebuilds a function pointer of type `F` from its offset (see [`offset_of`]).
 ///
 /// # Safety
-/// `offset` must be [`offset_of`] a `Trampoline` function in the same executable, computed by a
-/// process running this same binary (spawn re-executes `/proc/self/exe`, which names the very file
-/// the parent runs, even if it was replaced on disk since).
-pub(crate) unsafe fn trampoline_at(offset: isize) -> crate::process::bootstrap::Trampoline {
+/// `offset` must be [`offset_of`] a function whose type is exactly `F`, computed by a process
+/// running this same executable (spawn re-executes `/proc/self/exe`, which names the very file
+/// the parent runs even if it was replaced on disk since; forkserver children are forks of such a
+/// process).
+pub(crate) unsafe fn fn_at<F: Copy>(offset: isize) -> F {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<*const ()>()) };
     let p = address_at(offset);
-    // SAFETY: by the caller's contract, `p` is the address of a function with exactly this
-    // signature in this executable's text.
-    unsafe { std::mem::transmute::<*const (), crate::process::bootstrap::Trampoline>(p) }
+    // SAFETY: by the caller's contract `p` is the address of a function of type `F` in this
+    // executable's text, and `F` is a function pointer type of the same size as `*const ()`.
+    unsafe { std::mem::transmute_copy::<*const (), F>(&p) }
 }
 
-/// The raw descriptor number, for passing to an exec'd child through its environment.
-pub(crate) fn raw(fd: BorrowedFd<'_>) -> i32 {
-    fd.as_raw_fd()
+/// Removes a variable from this process's environment.
+///
+/// Only called before `main`, while the process has a single thread, which is what makes
+/// `remove_var` sound.
+pub(crate) fn remove_env(key: &str) {
+    // SAFETY: called from the load-time hook, before main: no other thread exists to read the
+    // environment concurrently.
+    unsafe { std::env::remove_var(key) };
+}
+
+/// Ignores SIGPIPE, as Rust's runtime does before `main` (a spawned child never reaches `main`),
+/// so writing to a closed pipe is an `EPIPE` error instead of death.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN for SIGPIPE touches no memory and is what std does at start-up.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }

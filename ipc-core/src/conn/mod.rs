@@ -290,7 +290,7 @@ impl Connection {
         }
     }
 
-    fn recv_frame(&self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    pub(crate) fn recv_frame(&self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         if !self.readable() {
             return Err(Error::misuse("recv on the write end of a one-way pipe"));
         }

@@ -1,7 +1,203 @@
-//! The child side of the spawn and forkserver start methods.
+//! The child side: from a fresh process to the user's function and back out.
+//!
+//! Under spawn, the executable is started again (`/proc/self/exe`) with `IPC_CORE_SPAWN_CHILD`
+//! in its environment and its control socket as stdin. A load-time hook ([`on_load`], run from
+//! `.init_array` before `main` and before any test harness) sees the variable and never returns:
+//! it reads a [`BootInfo`] and the argument from the socket, runs the function through its
+//! monomorphized [`trampoline`], sends the [`Outcome`] back and exits. So spawn works in binaries,
+//! examples, integration tests, doc tests and benches with no line in `main`, and a child can
+//! never fall through into the program's `main` (no fork bomb).
+//!
+//! Under forkserver, the server forks and the child enters [`child_main`] with the same socket
+//! protocol. Under fork, the child runs the closure directly and only shares [`finish`].
+//!
+//! Functions are named across `exec` by their offset from a fixed function of the binary
+//! ([`crate::sys`]); the trampoline is instantiated for the argument and result types in the
+//! parent, so the child decodes exactly the types the parent encoded.
+//!
+//! # Safety
+//! The two `unsafe` calls rebuild function pointers from offsets received from the parent; they
+//! are sound because the parent runs the same executable and pairs each function with the
+//! trampoline instantiated for its exact type (see [`BootInfo::new`]).
+#![allow(unsafe_code)]
 
-/// A monomorphized entry point: decodes the argument, runs the function, encodes the outcome.
-pub(crate) type Trampoline = fn(isize, &[u8], Vec<std::os::fd::OwnedFd>);
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
-/// Called by the load-time hook in every process before `main`.
-pub(crate) fn on_load() {}
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::conn::Connection;
+use crate::process::StartMethod;
+use crate::process::child::Outcome;
+use crate::process::global::{self, Identity};
+use crate::sys;
+
+/// The environment variable that marks a spawned child; its value is the parent's pid.
+pub(crate) const SPAWN_ENV: &str = "IPC_CORE_SPAWN_CHILD";
+
+/// Exit code of a child whose bootstrap failed before the function ran.
+pub(crate) const BOOT_FAILED: i32 = 70;
+
+/// A monomorphized entry point: reads the argument from the connection, runs the function whose
+/// offset it is given, reports the outcome; returns the exit code.
+pub(crate) type Trampoline = fn(isize, &Connection) -> i32;
+
+/// Everything a spawned or forkserver child needs to know before it runs the function.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct BootInfo {
+    pub(crate) trampoline: i64,
+    pub(crate) func: i64,
+    pub(crate) name: String,
+    pub(crate) path: Vec<u32>,
+    pub(crate) daemon: bool,
+    pub(crate) parent_pid: i32,
+    pub(crate) parent_name: String,
+    pub(crate) start_method: StartMethod,
+}
+
+impl BootInfo {
+    pub(crate) fn new(t: Trampoline, func: *const (), id: &Identity, method: StartMethod) -> Self {
+        let (parent_pid, parent_name) = id.parent.clone().unwrap_or((0, String::new()));
+        BootInfo {
+            trampoline: sys::offset_of(t as *const ()) as i64,
+            func: sys::offset_of(func) as i64,
+            name: id.name.clone(),
+            path: id.path.clone(),
+            daemon: id.daemon,
+            parent_pid,
+            parent_name,
+            start_method: method,
+        }
+    }
+
+    fn identity(&self) -> Identity {
+        Identity {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            daemon: self.daemon,
+            parent: Some((self.parent_pid, self.parent_name.clone())),
+            start_method: Some(self.start_method),
+        }
+    }
+}
+
+/// The trampoline for `fn(A) -> R`.
+pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(func: isize, conn: &Connection) -> i32 {
+    let arg: A = match conn.recv() {
+        Ok(a) => a,
+        Err(e) => {
+            return report(
+                conn,
+                Outcome::<()>::Failed(format!("cannot receive the argument: {e}")),
+                1,
+            );
+        }
+    };
+    // SAFETY: the parent computed `func` as the offset of an `fn(A) -> R` in this very executable
+    // and paired it with this trampoline instantiated for the same `A` and `R` (Builder::spawn
+    // takes both from one generic call).
+    let f = unsafe { sys::fn_at::<fn(A) -> R>(func) };
+    run_and_report(conn, move || f(arg))
+}
+
+/// Runs `body`, catching a panic, and sends its outcome on `conn`; returns the exit code.
+pub(crate) fn run_and_report<R: Serialize>(conn: &Connection, body: impl FnOnce() -> R) -> i32 {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(value) => report(conn, Outcome::Returned(value), 0),
+        Err(payload) => {
+            // The panic hook has already printed the message and location on stderr.
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic with a non-string payload".to_string());
+            report(conn, Outcome::<()>::Panicked(msg), 1)
+        }
+    }
+}
+
+fn report<R: Serialize>(conn: &Connection, outcome: Outcome<R>, code: i32) -> i32 {
+    match conn.send(&outcome) {
+        Ok(()) => code,
+        Err(crate::Error::Encode(e)) => {
+            let msg = format!("cannot send the result back: {e}");
+            eprintln!("ipc-core: {msg}");
+            let _ = conn.send(&Outcome::<()>::Failed(msg));
+            1
+        }
+        // The parent is gone or stopped listening: nothing to report to.
+        Err(_) => code,
+    }
+}
+
+/// Leaves a child process: flush stdio, stop our own children as at normal exit, `_exit`.
+pub(crate) fn finish(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    global::shutdown();
+    sys::exit_now(code)
+}
+
+/// Sets up a child from its [`BootInfo`] and runs it: the common path of spawn and forkserver.
+pub(crate) fn child_main(conn: Connection, expected_parent: i32) -> ! {
+    let boot: BootInfo = match conn.recv() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("ipc-core: child could not read its instructions: {e}");
+            sys::exit_now(BOOT_FAILED)
+        }
+    };
+    global::lock().become_child(boot.identity());
+    if boot.daemon {
+        guard_parent_death(expected_parent);
+    }
+    // SAFETY: `boot.trampoline` was computed by the parent as the offset of a `Trampoline` in
+    // this same executable (spawn re-executes /proc/self/exe; forkserver children are forks of
+    // a process spawned that way).
+    let t = unsafe { sys::fn_at::<Trampoline>(boot.trampoline as isize) };
+    let code = t(boot.func as isize, &conn);
+    drop(conn);
+    finish(code)
+}
+
+/// A daemon dies with its parent: ask for SIGKILL when the parent goes, and leave at once if it
+/// is already gone (it may have died before the request was made).
+pub(crate) fn guard_parent_death(expected_parent: i32) {
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    if ppid != expected_parent {
+        sys::exit_now(BOOT_FAILED);
+    }
+}
+
+/// Called before `main` in every process that links ipc-core (see [`crate::sys`]).
+pub(crate) fn on_load() {
+    let Some(parent) = std::env::var_os(SPAWN_ENV) else {
+        return;
+    };
+    // Before main: this process has one thread, so editing the environment is sound; the
+    // variable must not leak into processes the child starts on its own.
+    sys::remove_env(SPAWN_ENV);
+    sys::ignore_sigpipe();
+    let parent: i32 = parent.to_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+    // The control socket arrived as stdin; move it aside and give the child /dev/null instead,
+    // as Python does for its children.
+    let conn = match take_stdin() {
+        Ok(fd) => Connection::from_socket(fd),
+        Err(e) => {
+            eprintln!("ipc-core: spawned child has no control socket: {e}");
+            sys::exit_now(BOOT_FAILED)
+        }
+    };
+    child_main(conn, parent)
+}
+
+fn take_stdin() -> std::io::Result<OwnedFd> {
+    let stdin = std::io::stdin();
+    let fd = rustix::io::fcntl_dupfd_cloexec(stdin.as_fd(), 3)?;
+    let null = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
+    Ok(fd)
+}

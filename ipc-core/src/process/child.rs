@@ -1,0 +1,208 @@
+//! The parent's record of one child: its pidfd, its result connection, how it is reaped.
+//!
+//! A child sends exactly one message (its [`Outcome`]) on its connection and then exits. The
+//! parent must read that message *before* it can reap the child: a result larger than the socket
+//! buffer keeps the child blocked in `send` until someone reads, so waiting for the exit first
+//! would deadlock. [`ChildInner::wait`] therefore polls the connection and the exit notification
+//! together, drains the message when it arrives, and reaps when the exit is reported.
+//!
+//! Children started by fork or spawn are ours: `waitpid` reaps them and gives the status.
+//! Children started through the forkserver are the server's: it reaps them and sends the exit
+//! code on a status connection; we hold a pidfd (sent by the server) for signals and readiness.
+
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::conn::Connection;
+use crate::error::{Error, Result};
+use crate::process::StartMethod;
+
+/// What a child reports before it exits.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Outcome<R> {
+    /// The function returned this value.
+    Returned(R),
+    /// The function panicked with this message.
+    Panicked(String),
+    /// The child could not run the function (argument decoding, result encoding, bootstrap).
+    Failed(String),
+}
+
+/// The exit code Python's convention assigns to a forkserver child whose server died before it
+/// could report (CPython uses 255 there too).
+pub(crate) const UNKNOWN_EXIT: i32 = 255;
+
+pub(crate) enum Reaper {
+    /// Our own child: `waitpid`.
+    Direct,
+    /// A forkserver child: the server writes the exit code on this connection.
+    Server(Connection),
+}
+
+pub(crate) struct State {
+    /// The child's end of the result pipe, until the outcome or end of file has been read.
+    pub(crate) conn: Option<Connection>,
+    /// The raw outcome frame, once read.
+    pub(crate) outcome: Option<Result<(Vec<u8>, Vec<OwnedFd>)>>,
+    /// Python-convention exit code, once reaped.
+    pub(crate) exitcode: Option<i32>,
+    pub(crate) reaper: Reaper,
+}
+
+/// One child, shared by its `JoinHandle` and the process-wide registry.
+pub(crate) struct ChildInner {
+    pub(crate) pid: Pid,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) method: StartMethod,
+    /// The pid of the process that started the child: only it may wait for or signal it.
+    pub(crate) creator: i32,
+    pub(crate) pidfd: OwnedFd,
+    pub(crate) state: Mutex<State>,
+}
+
+impl ChildInner {
+    pub(crate) fn new(
+        pid: Pid,
+        pidfd: OwnedFd,
+        conn: Connection,
+        reaper: Reaper,
+        name: String,
+        daemon: bool,
+        method: StartMethod,
+    ) -> ChildInner {
+        ChildInner {
+            pid,
+            name,
+            daemon,
+            method,
+            creator: crate::process::global::pid(),
+            pidfd,
+            state: Mutex::new(State {
+                conn: Some(conn),
+                outcome: None,
+                exitcode: None,
+                reaper,
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn check_creator(&self, what: &str) -> Result<()> {
+        if crate::process::global::pid() != self.creator {
+            return Err(Error::misuse(format!(
+                "cannot {what} process {} ({}): only the process that started it can",
+                self.pid.as_raw_nonzero(),
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until the child has exited and is reaped, or until `deadline`. Returns the exit
+    /// code, or `None` if the deadline passed first.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
+        let mut st = self.lock();
+        loop {
+            if let Some(code) = st.exitcode {
+                return Ok(Some(code));
+            }
+            let State {
+                conn,
+                outcome,
+                reaper,
+                exitcode,
+            } = &mut *st;
+            let reaper: &Reaper = reaper;
+            // Poll the result connection (while unread) and the exit notification together. The
+            // pidfd polls readable when the process exits, whoever its parent is.
+            let mut fds = Vec::with_capacity(2);
+            fds.push(PollFd::new(&self.pidfd, PollFlags::IN));
+            if let Some(c) = conn.as_ref() {
+                fds.push(PollFd::new(c, PollFlags::IN));
+            }
+            let ts = deadline.map(|d| {
+                let left = d.saturating_duration_since(Instant::now());
+                rustix::event::Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                }
+            });
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let exited = !fds[0].revents().is_empty();
+            let result_ready = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+            drop(fds);
+            if result_ready || (exited && conn.is_some()) {
+                // The child writes its outcome before exiting, so once it has exited a readable
+                // connection already holds the whole frame (or nothing: end of file).
+                let c = conn.take().expect("polled connection is present");
+                let ready_now = exited && !result_ready;
+                if !ready_now || c.poll(Some(Duration::ZERO))? {
+                    *outcome = Some(match c.recv_frame() {
+                        Err(Error::Eof) => Err(Error::Eof),
+                        other => other,
+                    });
+                } else {
+                    *outcome = Some(Err(Error::Eof));
+                }
+            }
+            if exited {
+                *exitcode = Some(match reaper {
+                    Reaper::Direct => reap(self.pid)?,
+                    // The server reaps and then reports; if it died meanwhile, the code is lost.
+                    Reaper::Server(status) => status.recv::<i32>().unwrap_or(UNKNOWN_EXIT),
+                });
+            }
+        }
+    }
+
+    /// The exit code if the child has exited (reaping it), without blocking.
+    pub(crate) fn poll_exit(&self) -> Result<Option<i32>> {
+        self.wait(Some(Instant::now()))
+    }
+
+    pub(crate) fn signal(&self, sig: Signal) -> Result<()> {
+        if self.lock().exitcode.is_some() {
+            return Ok(()); // Already reaped: Python treats this as a no-op.
+        }
+        match rustix::process::pidfd_send_signal(&self.pidfd, sig) {
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Reaps our own child `pid`, which has exited; returns its Python-convention exit code.
+pub(crate) fn reap(pid: Pid) -> Result<i32> {
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => return Ok(exitcode_of(status)),
+            Ok(None) => continue,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Python's convention: the exit status, or minus the signal that killed the process.
+pub(crate) fn exitcode_of(status: rustix::process::WaitStatus) -> i32 {
+    if let Some(sig) = status.terminating_signal() {
+        -sig
+    } else {
+        status.exit_status().unwrap_or(UNKNOWN_EXIT)
+    }
+}

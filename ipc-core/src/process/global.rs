@@ -1,0 +1,176 @@
+//! Process-wide state: who this process is, the children it started, its forkserver.
+//!
+//! One `std::sync::Mutex` guards it all. The fork start method holds this lock across `fork`, so
+//! the child inherits it in a known state (held by the forking thread, which is the child's only
+//! thread) and resets it; no other thread can be inside it at the moment of the fork. std's
+//! futex mutex, unlike parking_lot's, unlocks with one atomic operation and at most a futex wake,
+//! which is sound in the child.
+//!
+//! At normal exit (`main` returns or `std::process::exit`), an `atexit` handler terminates daemon
+//! children and joins the others, as Python does. A child started by this crate runs the same
+//! shutdown explicitly before it leaves with `_exit`.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::process::StartMethod;
+use crate::process::child::ChildInner;
+use crate::process::start::forkserver::ForkServer;
+
+/// Who this process is, as its parent described it (or "MainProcess" in the root).
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) name: String,
+    /// Python's `_identity`: the path of child counters from the root, empty in the root.
+    pub(crate) path: Vec<u32>,
+    pub(crate) daemon: bool,
+    pub(crate) parent: Option<(i32, String)>,
+    pub(crate) start_method: Option<StartMethod>,
+}
+
+pub(crate) struct Global {
+    pub(crate) identity: Identity,
+    pub(crate) children: Vec<Arc<ChildInner>>,
+    pub(crate) counter: u32,
+    pub(crate) forkserver: Option<ForkServer>,
+    pub(crate) default_method: Option<StartMethod>,
+}
+
+static GLOBAL: Mutex<Global> = Mutex::new(Global {
+    identity: Identity {
+        name: String::new(),
+        path: Vec::new(),
+        daemon: false,
+        parent: None,
+        start_method: None,
+    },
+    children: Vec::new(),
+    counter: 0,
+    forkserver: None,
+    default_method: None,
+});
+
+/// This process's pid, cached (getpid is a real syscall here); 0 until first asked.
+static PID: AtomicI32 = AtomicI32::new(0);
+
+static AT_EXIT: Once = Once::new();
+
+pub(crate) fn lock() -> MutexGuard<'static, Global> {
+    GLOBAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The cached pid of this process.
+pub(crate) fn pid() -> i32 {
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    let p = rustix::process::getpid().as_raw_nonzero().get();
+    PID.store(p, Ordering::Relaxed);
+    p
+}
+
+impl Global {
+    /// Replaces the state inherited from the parent, in a new child (fork or bootstrap).
+    pub(crate) fn become_child(&mut self, identity: Identity) {
+        PID.store(
+            rustix::process::getpid().as_raw_nonzero().get(),
+            Ordering::Relaxed,
+        );
+        self.identity = identity;
+        // The parent's children and forkserver are not ours. Dropping their records closes our
+        // copies of their descriptors, which does not affect the parent.
+        self.children.clear();
+        self.forkserver = None;
+        self.counter = 0;
+    }
+
+    pub(crate) fn name(&self) -> String {
+        if self.identity.path.is_empty() && self.identity.name.is_empty() {
+            "MainProcess".to_string()
+        } else {
+            self.identity.name.clone()
+        }
+    }
+
+    /// The identity of this process's next child.
+    pub(crate) fn next_child(
+        &mut self,
+        name: Option<String>,
+        daemon: bool,
+        method: StartMethod,
+    ) -> Identity {
+        self.counter += 1;
+        let mut path = self.identity.path.clone();
+        path.push(self.counter);
+        let default_name = format!(
+            "Process-{}",
+            path.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        Identity {
+            name: name.unwrap_or(default_name),
+            path,
+            daemon,
+            parent: Some((pid(), self.name())),
+            start_method: Some(method),
+        }
+    }
+
+    /// Records a started child and makes sure the exit handler is installed.
+    pub(crate) fn register(&mut self, child: Arc<ChildInner>) {
+        AT_EXIT.call_once(|| {
+            // If atexit refuses, children are still reaped by their handles; nothing to undo.
+            let _ = crate::sys::at_exit(on_exit);
+        });
+        // Reap children whose handles were dropped and which have exited, so detached children
+        // do not stay zombies (Python does the same on every start).
+        // Only records nobody else holds are polled: a live handle's owner may be blocked in a
+        // wait on it, and that owner reaps it anyway.
+        self.children
+            .retain(|c| Arc::strong_count(c) > 1 || !matches!(c.poll_exit(), Ok(Some(_))));
+        self.children.push(child);
+    }
+}
+
+extern "C" fn on_exit() {
+    shutdown();
+}
+
+/// How long a daemon child gets between SIGTERM and SIGKILL at exit.
+const DAEMON_GRACE: Duration = Duration::from_secs(2);
+
+/// Terminates daemon children, joins the others, stops the forkserver. Runs at normal exit.
+pub(crate) fn shutdown() {
+    let (children, server) = {
+        let mut g = lock();
+        let mine = pid();
+        let children: Vec<_> = std::mem::take(&mut g.children)
+            .into_iter()
+            .filter(|c| c.creator == mine)
+            .collect();
+        (children, g.forkserver.take())
+    };
+    for c in children.iter().filter(|c| c.daemon) {
+        let _ = c.signal(Signal::TERM);
+    }
+    let deadline = Instant::now() + DAEMON_GRACE;
+    for c in &children {
+        if c.daemon {
+            if !matches!(c.wait(Some(deadline)), Ok(Some(_))) {
+                let _ = c.signal(Signal::KILL);
+                let _ = c.wait(None);
+            }
+        } else {
+            let _ = c.wait(None);
+        }
+    }
+    if let Some(server) = server {
+        server.stop();
+    }
+}

@@ -1,0 +1,98 @@
+//! The fork start method: `fork(2)`, and the copy runs the closure.
+//!
+//! Fastest, and the only method that runs capturing closures, but only sound when this process
+//! has a single thread: a lock held by another thread at the moment of the fork stays held
+//! forever in the child. Starting is refused in a multithreaded process unless the caller took
+//! responsibility through [`Builder::allow_fork_with_threads`](crate::process::Builder::allow_fork_with_threads).
+//!
+//! # Safety
+//! The one `unsafe` call is `fork` itself, made only when the process has a single thread (or the
+//! caller opted in through an `unsafe` method), with this crate's global lock held.
+#![allow(unsafe_code)]
+
+use std::io::Write;
+use std::sync::Arc;
+
+use rustix::process::PidfdFlags;
+use serde::Serialize;
+
+use crate::conn::pipe;
+use crate::error::{Error, Result};
+use crate::process::StartMethod;
+use crate::process::bootstrap::{finish, guard_parent_death, run_and_report};
+use crate::process::child::{ChildInner, Reaper};
+use crate::process::global::{Global, Identity};
+use crate::sys::{self, Forked};
+
+/// The global lock, held across the fork.
+type Guard = std::sync::MutexGuard<'static, Global>;
+
+/// Forks a child that runs `body`. The caller passes the global lock, held, so no thread is inside
+/// this crate's state at the fork; the parent gets it back with the child's record.
+pub(crate) fn start<F, R>(
+    mut g: Guard,
+    id: Identity,
+    allow_threads: bool,
+    body: F,
+) -> Result<(Guard, Arc<ChildInner>)>
+where
+    F: FnOnce() -> R,
+    R: Serialize,
+{
+    if !allow_threads {
+        let threads = sys::thread_count()?;
+        if threads > 1 {
+            return Err(Error::misuse(format!(
+                "refusing to fork: this process has {threads} threads, and a lock held by another \
+                 thread at the fork stays held forever in the child. Use StartMethod::ForkServer \
+                 or StartMethod::Spawn, or opt in with Builder::allow_fork_with_threads (unsafe)"
+            )));
+        }
+    }
+    // Unflushed output would be printed twice, once by each process.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let (ours, theirs) = pipe(true)?;
+    let parent = crate::process::global::pid();
+    let daemon = id.daemon;
+    let name = id.name.clone();
+    // SAFETY: either this process has one thread (checked above, and we hold the global lock so
+    // this crate's own state is consistent), or the caller accepted the multithreaded risk
+    // through the unsafe `allow_fork_with_threads`.
+    match unsafe { sys::fork() }? {
+        Forked::Child => {
+            drop(ours);
+            g.become_child(id);
+            // The child's copy of the lock was taken by the forking thread, which is this one:
+            // releasing it here leaves the child's state consistent and unlocked.
+            drop(g);
+            if daemon {
+                guard_parent_death(parent);
+            }
+            let code = run_and_report(&theirs, body);
+            drop(theirs);
+            finish(code)
+        }
+        Forked::Parent(pid) => {
+            drop(theirs);
+            let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    let _ = crate::process::child::reap(pid);
+                    return Err(e.into());
+                }
+            };
+            let child = ChildInner::new(
+                pid,
+                pidfd,
+                ours,
+                Reaper::Direct,
+                name,
+                daemon,
+                StartMethod::Fork,
+            );
+            Ok((g, Arc::new(child)))
+        }
+    }
+}

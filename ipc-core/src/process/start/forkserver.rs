@@ -1,0 +1,216 @@
+//! The forkserver start method: a clean server process forks children on request.
+//!
+//! The server is started once per process (lazily, on the first forkserver start) with the spawn
+//! method, so it is a fresh, single-threaded copy of the executable whatever threads the parent
+//! has: forking it is always sound, and each start costs a fork of a small process instead of an
+//! `exec`. Its control channel is a socketpair whose other end only this process holds: no
+//! address exists that another user could connect to (the flaw of CVE-2022-42919 cannot arise).
+//!
+//! Protocol on the control channel, one request at a time (the caller holds the global lock):
+//! ```text
+//! parent -> server: Request { child: Connection, status: Connection }
+//! server -> parent: Reply { pid, pidfd }   (or an error message)
+//! server -> status: exit code (i32), when the server has reaped the child
+//! ```
+//! The child runs [`child_main`] on `child`, exactly like a spawned child. Daemon children ask for
+//! SIGKILL when the server dies; the server is single-threaded, so the parent-death signal is
+//! tied to the server process (it leaves when our end of the control channel closes, that is,
+//! when this process exits or is killed), never to a short-lived thread of ours.
+//!
+//! # Safety
+//! The one `unsafe` call is `fork` in the server, which is single-threaded by construction.
+#![allow(unsafe_code)]
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, WaitOptions};
+use serde::{Deserialize, Serialize};
+
+use super::Launched;
+use crate::codec::TransferFd;
+use crate::conn::{Connection, pipe};
+use crate::error::{Error, Result};
+use crate::process::bootstrap::{BootInfo, child_main, trampoline};
+use crate::process::child::{ChildInner, Reaper, exitcode_of};
+use crate::process::global::{self, Identity};
+use crate::process::{StartMethod, start};
+use crate::sys::{self, Forked};
+
+#[derive(Serialize, Deserialize)]
+struct Request {
+    child: Connection,
+    status: Connection,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    Started { pid: i32, pidfd: TransferFd },
+    Failed(String),
+}
+
+/// This process's forkserver: the control channel and the server's own record.
+pub(crate) struct ForkServer {
+    ctrl: Connection,
+    server: Arc<ChildInner>,
+}
+
+impl ForkServer {
+    /// Starts a server (spawned, so it is clean whatever this process looks like).
+    pub(crate) fn start(id: &Identity) -> Result<ForkServer> {
+        let (ours, theirs) = pipe(true)?;
+        let Launched {
+            pid,
+            pidfd,
+            conn,
+            reaper,
+        } = start::spawn::launch()?;
+        let boot = BootInfo::new(
+            trampoline::<Connection, ()>,
+            serve as fn(Connection) as *const (),
+            &Identity {
+                name: "ForkServer".into(),
+                daemon: false,
+                ..id.clone()
+            },
+            StartMethod::Spawn,
+        );
+        conn.send(&boot)?;
+        conn.send(&theirs)?;
+        drop(theirs);
+        let server = Arc::new(ChildInner::new(
+            pid,
+            pidfd,
+            conn,
+            reaper,
+            "ForkServer".into(),
+            false,
+            StartMethod::Spawn,
+        ));
+        Ok(ForkServer { ctrl: ours, server })
+    }
+
+    /// Asks the server for a child waiting for its instructions.
+    pub(crate) fn launch(&self) -> Result<Launched> {
+        let (ours, theirs) = pipe(true)?;
+        let (status_ours, status_theirs) = pipe(true)?;
+        self.ctrl.send(&Request {
+            child: theirs,
+            status: status_theirs,
+        })?;
+        match self.ctrl.recv::<Reply>()? {
+            Reply::Started { pid, pidfd } => Ok(Launched {
+                pid: Pid::from_raw(pid).ok_or_else(|| Error::malformed("forkserver sent pid 0"))?,
+                pidfd: pidfd.0,
+                conn: ours,
+                reaper: Reaper::Server(status_ours),
+            }),
+            Reply::Failed(msg) => Err(Error::Io(std::io::Error::other(format!(
+                "forkserver: {msg}"
+            )))),
+        }
+    }
+
+    /// The server's pid.
+    pub(crate) fn pid(&self) -> i32 {
+        self.server.pid.as_raw_nonzero().get()
+    }
+
+    /// Whether the server still runs (it may have been killed).
+    pub(crate) fn is_alive(&self) -> bool {
+        matches!(self.server.poll_exit(), Ok(None))
+    }
+
+    /// Closes the control channel (the server leaves when it sees end of file) and reaps it.
+    pub(crate) fn stop(self) {
+        drop(self.ctrl);
+        let _ = self.server.wait(None);
+    }
+}
+
+struct Served {
+    pid: Pid,
+    pidfd: OwnedFd,
+    status: Connection,
+}
+
+/// The server's main loop: runs in the spawned server process until the control channel closes.
+fn serve(ctrl: Connection) {
+    let me = global::pid();
+    let mut children: Vec<Served> = Vec::new();
+    loop {
+        let mut fds = Vec::with_capacity(children.len() + 1);
+        fds.push(PollFd::new(&ctrl, PollFlags::IN));
+        for c in &children {
+            fds.push(PollFd::new(&c.pidfd, PollFlags::IN));
+        }
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(_) => return,
+        }
+        let request_ready = !fds[0].revents().is_empty();
+        let exited: Vec<usize> = (1..fds.len())
+            .filter(|&i| !fds[i].revents().is_empty())
+            .map(|i| i - 1)
+            .collect();
+        drop(fds);
+        for i in exited.into_iter().rev() {
+            let c = children.swap_remove(i);
+            if let Ok(Some((_, status))) =
+                rustix::process::waitpid(Some(c.pid), WaitOptions::NOHANG)
+            {
+                let _ = c.status.send(&exitcode_of(status));
+            }
+        }
+        if request_ready {
+            let req: Request = match ctrl.recv() {
+                Ok(r) => r,
+                // End of file: our parent exited or was killed. Leave; daemon children get
+                // their parent-death signal, the others are adopted by init.
+                Err(_) => return,
+            };
+            // SAFETY: the server is single-threaded (it runs nothing but this loop), so fork
+            // cannot leave a lock held by another thread in the child.
+            match unsafe { sys::fork() } {
+                Ok(Forked::Child) => {
+                    drop(ctrl);
+                    drop(children);
+                    drop(req.status);
+                    child_main(req.child, me)
+                }
+                Ok(Forked::Parent(pid)) => {
+                    drop(req.child);
+                    let opened = rustix::process::pidfd_open(pid, PidfdFlags::empty())
+                        .map_err(std::io::Error::from)
+                        .and_then(|fd| Ok((fd.try_clone()?, fd)));
+                    match opened {
+                        Ok((ours, theirs)) => {
+                            let pid_raw = pid.as_raw_nonzero().get();
+                            let _ = ctrl.send(&Reply::Started {
+                                pid: pid_raw,
+                                pidfd: TransferFd(theirs),
+                            });
+                            children.push(Served {
+                                pid,
+                                pidfd: ours,
+                                status: req.status,
+                            });
+                        }
+                        Err(e) => {
+                            let _ =
+                                rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                            let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+                            let _ = ctrl.send(&Reply::Failed(format!("pidfd_open: {e}")));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = ctrl.send(&Reply::Failed(format!("fork: {e}")));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The spawn start method: fork+exec of the current executable.
+//!
+//! `std::process::Command` starts `/proc/self/exe` (glibc's `posix_spawn`, a vfork+exec, which
+//! stays cheap however large the parent is: no `pre_exec`, which would force a real fork) with
+//! the control socket as the child's stdin and [`SPAWN_ENV`] naming the parent. The load-time
+//! hook in the child takes it from there (see [`bootstrap`](crate::process::bootstrap)).
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use rustix::process::{Pid, PidfdFlags};
+
+use super::Launched;
+use crate::conn::pipe;
+use crate::error::{Error, Result};
+use crate::process::bootstrap::SPAWN_ENV;
+use crate::process::child::Reaper;
+use crate::process::global;
+
+/// Starts a fresh copy of this executable waiting for its [`BootInfo`](crate::process::bootstrap::BootInfo).
+pub(crate) fn launch() -> Result<Launched> {
+    let (ours, theirs) = pipe(true)?;
+    let mut cmd = Command::new("/proc/self/exe");
+    if let Some(argv0) = std::env::args_os().next() {
+        cmd.arg0(argv0);
+    }
+    let child = cmd
+        .env(SPAWN_ENV, global::pid().to_string())
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .spawn()
+        .map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot spawn /proc/self/exe: {e}"),
+            ))
+        })?;
+    let pid =
+        Pid::from_raw(child.id() as i32).ok_or_else(|| Error::misuse("spawned child has pid 0"))?;
+    // `child` is dropped without waiting: std does not reap on drop, the pid stays ours to reap.
+    drop(child);
+    let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            let _ = crate::process::child::reap(pid);
+            return Err(e.into());
+        }
+    };
+    Ok(Launched {
+        pid,
+        pidfd,
+        conn: ours,
+        reaper: Reaper::Direct,
+    })
+}

@@ -1,0 +1,393 @@
+//! Process lifecycle under every start method: start, join, timeouts, signals, exit codes,
+//! names, identities. Ports CPython's checklist items 1-18 (see
+//! shared/reference/python-behaviours.md), each test citing its items.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{METHODS, Reap, builder};
+use ipc_core::process::{
+    self, JoinError, StartMethod, active_children, current_process, parent_process,
+};
+
+fn identity((): ()) -> (String, i32, Option<(i32, String)>, bool) {
+    let me = current_process();
+    let parent = parent_process().map(|p| (p.pid(), p.name().to_string()));
+    (me.name, me.pid, parent, me.daemon)
+}
+
+// cpython checklist 1, 11: the child sees its name and its own pid, the parent's identity.
+#[test]
+fn child_sees_its_name_pid_and_parent() {
+    let me = current_process();
+    assert_eq!(me.name, "MainProcess");
+    assert!(!me.daemon);
+    assert!(
+        parent_process().is_none(),
+        "cpython checklist 12: no parent in main"
+    );
+    for m in METHODS {
+        let h = builder(m)
+            .name(format!("child-{m}"))
+            .spawn((), identity)
+            .unwrap();
+        let pid = h.pid();
+        let (name, child_pid, parent, daemon) = h.join().unwrap();
+        assert_eq!(name, format!("child-{m}"));
+        assert_eq!(
+            child_pid, pid,
+            "{m}: the child's own pid is the one the parent sees"
+        );
+        assert_eq!(parent, Some((me.pid, "MainProcess".to_string())), "{m}");
+        assert!(!daemon);
+    }
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+// cpython checklist 2, 3: alive and listed while running; after join not alive, exit code 0,
+// not listed.
+#[test]
+fn alive_while_running_and_listed() {
+    for m in METHODS {
+        let h = builder(m).spawn(300, sleep_ms).unwrap();
+        let _reap = Reap(&h);
+        assert!(h.is_alive(), "{m}");
+        assert_eq!(h.exitcode(), None, "{m}");
+        assert!(active_children().iter().any(|c| c.pid == h.pid()), "{m}");
+        assert_eq!(
+            h.join_timeout(Duration::from_secs(30)).unwrap(),
+            Some(0),
+            "{m}"
+        );
+        assert!(!h.is_alive());
+        assert_eq!(h.exitcode(), Some(0));
+        assert!(!active_children().iter().any(|c| c.pid == h.pid()), "{m}");
+    }
+}
+
+// cpython checklist 4: join with a zero or short timeout returns while the child runs, the exit
+// code still unset; the result stays available to a later join.
+#[test]
+fn join_timeout_returns_while_running() {
+    for m in METHODS {
+        let h = builder(m).spawn(600, sleep_ms).unwrap();
+        let _reap = Reap(&h);
+        assert_eq!(h.join_timeout(Duration::ZERO).unwrap(), None, "{m}");
+        let t = Instant::now();
+        assert_eq!(
+            h.join_timeout(Duration::from_millis(100)).unwrap(),
+            None,
+            "{m}"
+        );
+        assert!(
+            t.elapsed() >= Duration::from_millis(100),
+            "{m}: waited the timeout"
+        );
+        assert_eq!(h.exitcode(), None);
+        drop(_reap);
+        assert_eq!(h.join().unwrap(), 600, "{m}");
+    }
+}
+
+fn sleep_forever((): ()) {
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+// cpython checklist 5: terminate gives -SIGTERM, kill gives -SIGKILL.
+#[test]
+fn terminate_and_kill_exit_codes() {
+    for m in METHODS {
+        let h = builder(m).spawn((), sleep_forever).unwrap();
+        let _reap = Reap(&h);
+        h.terminate().unwrap();
+        assert_eq!(
+            h.join_timeout(Duration::from_secs(30)).unwrap(),
+            Some(-15),
+            "{m}"
+        );
+        let h2 = builder(m).spawn((), sleep_forever).unwrap();
+        let _reap2 = Reap(&h2);
+        h2.kill().unwrap();
+        assert_eq!(
+            h2.join_timeout(Duration::from_secs(30)).unwrap(),
+            Some(-9),
+            "{m}"
+        );
+        drop(_reap2);
+        assert!(matches!(h2.join(), Err(JoinError::Signaled(9))), "{m}");
+        // Signalling a finished process is a no-op.
+        h.terminate().unwrap();
+    }
+}
+
+fn start_grandchild((): ()) -> String {
+    match process::Builder::new().spawn(1u8, |x| x) {
+        Ok(_) => "started".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+// cpython checklist 7: a daemon cannot start children (a clear error).
+#[test]
+fn daemon_cannot_start_children() {
+    for m in METHODS {
+        let msg = builder(m)
+            .daemon(true)
+            .spawn((), start_grandchild)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            msg.contains("daemon") && msg.contains("cannot start"),
+            "{m}: {msg}"
+        );
+    }
+}
+
+// cpython checklist 8: join, terminate from a process that did not start the child are errors.
+#[test]
+fn join_from_a_non_creator_is_an_error() {
+    let h = builder(StartMethod::Spawn).spawn(200, sleep_ms).unwrap();
+    let _reap = Reap(&h);
+    let hr = &h;
+    // The forked child has a copy of the handle: it is not the creator.
+    let msg = builder(StartMethod::Fork)
+        .fork(move || {
+            let a = hr
+                .join_timeout(Duration::from_millis(1))
+                .map_err(|e| e.to_string());
+            let b = hr.terminate().map_err(|e| e.to_string());
+            format!("{a:?} {b:?}")
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(
+        msg.matches("only the process that started it").count() == 2,
+        "{msg}"
+    );
+    drop(_reap);
+    assert_eq!(h.join().unwrap(), 200);
+}
+
+// cpython checklist 12: a grandchild observes its parent as dead after the parent is killed.
+#[test]
+fn grandchild_sees_parent_die() {
+    fn parent(conn: ipc_core::conn::Connection) {
+        let g = process::Builder::new()
+            .start_method(StartMethod::Spawn)
+            .spawn(conn, |conn: ipc_core::conn::Connection| {
+                let p = parent_process().expect("has a parent");
+                conn.send(&p.pid()).unwrap();
+                // Wait until the parent is killed, then report.
+                let gone = p.join_timeout(Duration::from_secs(60));
+                conn.send(&gone).unwrap();
+            })
+            .unwrap();
+        let _ = g.join();
+    }
+    for m in METHODS {
+        let (a, b) = ipc_core::conn::pipe(true).unwrap();
+        let h = builder(m).spawn(b, parent).unwrap();
+        let _reap = Reap(&h);
+        let parent_pid: i32 = a.recv().unwrap();
+        assert_eq!(parent_pid, h.pid(), "{m}");
+        h.kill().unwrap();
+        let gone: bool = a.recv().unwrap();
+        assert!(gone, "{m}: the grandchild saw its parent die");
+    }
+}
+
+fn tree(depth: u32) -> Vec<String> {
+    let mut names = vec![current_process().name];
+    if depth > 0 {
+        let h = process::Builder::new()
+            .start_method(StartMethod::Spawn)
+            .spawn(depth - 1, tree)
+            .unwrap();
+        names.extend(h.join().unwrap());
+    }
+    names
+}
+
+// cpython checklist 13: processes create processes (depth 2); default names follow Python's
+// `Process-N:M` scheme.
+#[test]
+fn processes_create_processes() {
+    for m in METHODS {
+        let names = builder(m).spawn(2, tree).unwrap().join().unwrap();
+        assert_eq!(names.len(), 3, "{m}");
+        assert!(names[0].starts_with("Process-"), "{m}: {names:?}");
+        assert_eq!(names[1], format!("{}:1", names[0]), "{m}: {names:?}");
+        assert_eq!(names[2], format!("{}:1", names[1]), "{m}: {names:?}");
+    }
+}
+
+// cpython checklist 14: 100 processes started and joined all exit 0; 100 terminated right after
+// start all report -SIGTERM.
+#[test]
+fn a_hundred_processes() {
+    for m in METHODS {
+        let hs: Vec<_> = (0..100u32)
+            .map(|i| builder(m).spawn(i, |i| i * 2).unwrap())
+            .collect();
+        for (i, h) in hs.into_iter().enumerate() {
+            assert_eq!(h.join().unwrap(), i as u32 * 2, "{m}");
+        }
+        let hs: Vec<_> = (0..100)
+            .map(|_| builder(m).spawn((), sleep_forever).unwrap())
+            .collect();
+        for h in &hs {
+            h.terminate().unwrap();
+        }
+        for h in hs {
+            assert_eq!(
+                h.join_timeout(Duration::from_secs(60)).unwrap(),
+                Some(-15),
+                "{m}"
+            );
+        }
+    }
+}
+
+fn count_fds((): ()) -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+// cpython checklist 15: a (non-fork) child's descriptor count does not grow with the number of
+// running siblings.
+#[test]
+fn child_fds_do_not_grow_with_siblings() {
+    for m in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let before = builder(m).spawn((), count_fds).unwrap().join().unwrap();
+        let siblings: Vec<_> = (0..10)
+            .map(|_| builder(m).spawn((), sleep_forever).unwrap())
+            .collect();
+        let during = builder(m).spawn((), count_fds).unwrap().join().unwrap();
+        for s in &siblings {
+            s.kill().unwrap();
+        }
+        for s in siblings {
+            assert_eq!(s.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
+        }
+        assert_eq!(before, during, "{m}");
+    }
+}
+
+// cpython checklist 18: a panic in the child gives exit code 1 and the message in the join error.
+#[test]
+fn panic_is_exit_code_one_with_message() {
+    for m in METHODS {
+        let h = builder(m)
+            .spawn(41, |x: u32| -> u32 { panic!("the answer is not {x}") })
+            .unwrap();
+        assert_eq!(
+            h.join_timeout(Duration::from_secs(30)).unwrap(),
+            Some(1),
+            "{m}"
+        );
+        match h.join() {
+            Err(JoinError::Panicked(msg)) => assert_eq!(msg, "the answer is not 41", "{m}"),
+            other => panic!("{m}: {other:?}"),
+        }
+    }
+}
+
+// An explicit process exit inside the function is an exit code without a result.
+#[test]
+fn exit_without_result() {
+    for m in METHODS {
+        let h = builder(m)
+            .spawn(7, |code: i32| -> u8 { std::process::exit(code) })
+            .unwrap();
+        assert!(matches!(h.join(), Err(JoinError::Exited(7))), "{m}");
+    }
+}
+
+// cpython checklist 26: non-fork children do not inherit unrelated descriptors; fork children do.
+#[test]
+fn unrelated_descriptors_are_not_inherited() {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open("/proc/self/exe").unwrap();
+    let fd = file.as_raw_fd();
+    fn has_fd(fd: i32) -> bool {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .is_ok_and(|p| p.ends_with("exe") || p.exists())
+    }
+    for m in METHODS {
+        let inherited = builder(m).spawn(fd, has_fd).unwrap().join().unwrap();
+        assert_eq!(inherited, m == StartMethod::Fork, "{m}");
+    }
+}
+
+// Without the opt-in, fork in a multithreaded process is refused with a clear error.
+#[test]
+fn fork_with_threads_is_refused() {
+    let err = process::Builder::new()
+        .start_method(StartMethod::Fork)
+        .spawn(1u8, |x| x)
+        .unwrap_err();
+    assert!(err.to_string().contains("threads"), "{err}");
+    let err = process::Builder::new()
+        .start_method(StartMethod::Spawn)
+        .fork(|| 1u8)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot use the spawn start method"),
+        "{err}"
+    );
+}
+
+// cpython checklist 22: killing the forkserver does not break running children, and the next
+// start works with a new server. Run inside a spawned child, which has a forkserver of its own,
+// so that killing it cannot disturb the other tests' children.
+#[test]
+fn forkserver_death_spares_children() {
+    fn scenario((): ()) -> (u64, u8, bool) {
+        let h = builder(StartMethod::ForkServer)
+            .spawn(500, sleep_ms)
+            .unwrap();
+        let server = process::forkserver_pid().expect("a forkserver is running");
+        common::kill_pid(server);
+        assert!(common::wait_gone(server, Duration::from_secs(30)));
+        let slept = h.join().unwrap();
+        let h2 = builder(StartMethod::ForkServer)
+            .spawn(3u8, |x| x + 1)
+            .unwrap();
+        let next = h2.join().unwrap();
+        (slept, next, process::forkserver_pid() != Some(server))
+    }
+    let got = builder(StartMethod::Spawn)
+        .spawn((), scenario)
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(got, (500, 4, true));
+}
+
+#[test]
+fn cpu_count_respects_affinity() {
+    let n = process::cpu_count();
+    assert!(n >= 1);
+    assert!(
+        n <= std::thread::available_parallelism()
+            .map_or(usize::MAX, |n| n.get())
+            .max(n)
+    );
+}
+
+// Handles are Send and Sync like std's.
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<process::JoinHandle<Vec<u8>>>();
+    check::<process::Builder>();
+}
