@@ -4,6 +4,5 @@
 mod common;
 
 fn main() {
-    benches::peer::serve_if_peer();
     common::run(&["pipe_pingpong", "pipe_bytes_pingpong", "pipe_throughput_1m"]);
 }

@@ -97,7 +97,6 @@ pub struct Case {
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 
-const PROCESS: &str = "ipc_core::process (issue #2)";
 const SYNC: &str = "ipc-sync primitives (issue #3)";
 const QUEUE: &str = "ipc-sync queues (issue #3)";
 const SHM: &str = "ipc_core::shm::NamedSegment (issue #2)";
@@ -130,7 +129,7 @@ pub static CASES: &[Case] = &[
         [],
         Figure::MicrosPerOp,
         Some((15.0, "#2")),
-        Run::NotYet(PROCESS)
+        Run::Ready(crate::process::start_join_fork)
     ),
     case!(
         "process_start_join_spawn",
@@ -140,7 +139,7 @@ pub static CASES: &[Case] = &[
         [],
         Figure::MicrosPerOp,
         Some((40.0, "#2")),
-        Run::NotYet(PROCESS)
+        Run::Ready(crate::process::start_join_spawn)
     ),
     case!(
         "process_start_join_forkserver",
@@ -150,7 +149,7 @@ pub static CASES: &[Case] = &[
         [],
         Figure::MicrosPerOp,
         Some((40.0, "#2")),
-        Run::NotYet(PROCESS)
+        Run::Ready(crate::process::start_join_forkserver)
     ),
     case!(
         "queue_throughput_small",

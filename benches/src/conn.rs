@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use ipc_core::conn::{Connection, pipe};
 
 use crate::peer::{Peer, handshake};
@@ -21,7 +21,7 @@ const FILL: u8 = 0xa5;
 /// `pipe_pingpong`: `n` round trips of a typed `u64` (`send` / `recv`, the child echoes it).
 pub fn pipe_pingpong(placement: &Placement, n: u64) -> anyhow::Result<Duration> {
     let (conn, theirs) = pipe(true)?;
-    let peer = Peer::start(placement, 1, "pipe_echo", &[n], theirs)?;
+    let peer = Peer::start(placement, 1, "pipe_echo", move || pipe_echo(theirs, n))?;
     handshake(&conn)?;
     let t0 = Instant::now();
     for i in 0..n {
@@ -37,7 +37,9 @@ pub fn pipe_pingpong(placement: &Placement, n: u64) -> anyhow::Result<Duration> 
 /// `pipe_bytes_pingpong`: `n` round trips of a 16-byte message (`send_bytes` / `recv_bytes`).
 pub fn pipe_bytes_pingpong(placement: &Placement, n: u64) -> anyhow::Result<Duration> {
     let (conn, theirs) = pipe(true)?;
-    let peer = Peer::start(placement, 1, "pipe_bytes_echo", &[n], theirs)?;
+    let peer = Peer::start(placement, 1, "pipe_bytes_echo", move || {
+        pipe_bytes_echo(theirs, n)
+    })?;
     handshake(&conn)?;
     let mut msg = [0u8; PINGPONG_BYTES];
     let t0 = Instant::now();
@@ -57,7 +59,9 @@ pub fn pipe_bytes_pingpong(placement: &Placement, n: u64) -> anyhow::Result<Dura
 pub fn pipe_throughput_1m(placement: &Placement, n: u64) -> anyhow::Result<Duration> {
     let (conn, theirs) = pipe(true)?;
     let size = THROUGHPUT_BLOCK as u64;
-    let peer = Peer::start(placement, 1, "pipe_producer", &[n, size], theirs)?;
+    let peer = Peer::start(placement, 1, "pipe_producer", move || {
+        pipe_producer(theirs, n, THROUGHPUT_BLOCK)
+    })?;
     handshake(&conn)?;
     let t0 = Instant::now();
     conn.send_bytes(b"go")?;
@@ -81,9 +85,8 @@ pub fn pipe_throughput_1m(placement: &Placement, n: u64) -> anyhow::Result<Durat
     Ok(dt)
 }
 
-/// Peer of `pipe_pingpong`: receives `args[0]` values and sends each one back.
-pub(crate) fn pipe_echo(conn: Connection, args: &[u64]) -> anyhow::Result<()> {
-    let n = *args.first().context("pipe_echo needs a count")?;
+/// Peer of `pipe_pingpong`: receives `n` values and sends each one back.
+fn pipe_echo(conn: Connection, n: u64) -> anyhow::Result<()> {
     conn.send_bytes(b"ready")?;
     for _ in 0..n {
         let v: u64 = conn.recv()?;
@@ -92,9 +95,8 @@ pub(crate) fn pipe_echo(conn: Connection, args: &[u64]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Peer of `pipe_bytes_pingpong`: receives `args[0]` byte messages and sends each one back.
-pub(crate) fn pipe_bytes_echo(conn: Connection, args: &[u64]) -> anyhow::Result<()> {
-    let n = *args.first().context("pipe_bytes_echo needs a count")?;
+/// Peer of `pipe_bytes_pingpong`: receives `n` byte messages and sends each one back.
+fn pipe_bytes_echo(conn: Connection, n: u64) -> anyhow::Result<()> {
     conn.send_bytes(b"ready")?;
     for _ in 0..n {
         let msg = conn.recv_bytes()?;
@@ -103,16 +105,13 @@ pub(crate) fn pipe_bytes_echo(conn: Connection, args: &[u64]) -> anyhow::Result<
     Ok(())
 }
 
-/// Peer of `pipe_throughput_1m`: after "go", sends `args[0]` blocks of `args[1]` bytes.
-pub(crate) fn pipe_producer(conn: Connection, args: &[u64]) -> anyhow::Result<()> {
-    let [n, size] = args else {
-        anyhow::bail!("pipe_producer needs a count and a size");
-    };
-    let block = vec![FILL; usize::try_from(*size)?];
+/// Peer of `pipe_throughput_1m`: after "go", sends `n` blocks of `size` bytes.
+fn pipe_producer(conn: Connection, n: u64, size: usize) -> anyhow::Result<()> {
+    let block = vec![FILL; size];
     conn.send_bytes(b"ready")?;
     let go = conn.recv_bytes()?;
     ensure!(go == b"go", "expected go, got {go:?}");
-    for _ in 0..*n {
+    for _ in 0..n {
         conn.send_bytes(&block)?;
     }
     Ok(())

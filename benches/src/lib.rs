@@ -10,6 +10,7 @@
 //!   `pipe_throughput_1m`).
 //! - [`measure`]: warm-up, repetitions, median / min / max.
 //! - [`pin`]: the `--pin none|same|split` placement of the runner and its children.
+//! - [`process`]: the process start cases (`process_start_join_*`).
 //! - [`peer`]: the child processes that the cross-process cases talk to.
 
 pub mod cases;
@@ -17,6 +18,7 @@ pub mod conn;
 pub mod measure;
 pub mod peer;
 pub mod pin;
+pub mod process;
 
 /// Give up on a handshake or a join after this long: a hang is a bug, never a result.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -1,108 +1,50 @@
 //! The child processes that the cross-process cases talk to.
 //!
-//! A peer is this same executable, started again with [`PEER_ENV`] naming the peer function and
-//! its arguments, with its end of the case's connection as its standard input. Every binary that
-//! starts peers calls [`serve_if_peer`] first thing in `main`, which runs the peer function and
-//! exits instead of running the benchmarks again.
-//!
-//! Peers start outside the timed region, report ready over their connection, and are joined (exit
-//! status checked) after it. A peer that is not joined (the case failed) is killed and reaped
+//! A peer is forked with [`ipc_core::process::Builder`] under the fork start method (so this
+//! project's own process API is what the cases use, and a peer costs one fork, outside the timed
+//! region). It is a daemon: if the runner dies, so does the peer. It reports ready over its
+//! connection before the clock starts, and is joined after the clock stops; its function's error
+//! comes back through the join. A peer that is not joined (the case failed) is killed and reaped
 //! when its [`Peer`] drops, so a failing case leaves no process behind.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use ipc_core::conn::Connection;
+use ipc_core::process::{Builder, JoinHandle, StartMethod};
 
 use crate::HANDSHAKE_TIMEOUT;
 use crate::pin::Placement;
 
-/// The environment variable that makes this executable run a peer function instead of `main`.
-pub const PEER_ENV: &str = "IPC_BENCHES_PEER";
-
-/// A peer function: runs in the child with its connection and the case's numeric arguments.
-pub type PeerFn = fn(Connection, &[u64]) -> anyhow::Result<()>;
-
-/// Every peer function, by name.
-static PEERS: &[(&str, PeerFn)] = &[
-    ("pipe_echo", crate::conn::pipe_echo),
-    ("pipe_bytes_echo", crate::conn::pipe_bytes_echo),
-    ("pipe_producer", crate::conn::pipe_producer),
-];
-
-/// In a peer child: runs the peer named in [`PEER_ENV`] and exits (status 0 on success, 1 with
-/// the error on stderr otherwise). Elsewhere: returns at once.
-pub fn serve_if_peer() {
-    let Some(spec) = std::env::var_os(PEER_ENV) else {
-        return;
-    };
-    let spec = spec.to_string_lossy().into_owned();
-    let code = match run_peer(&spec) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("benchmark peer {spec:?} failed: {e:#}");
-            1
-        }
-    };
-    std::process::exit(code);
-}
-
-fn run_peer(spec: &str) -> anyhow::Result<()> {
-    let mut words = spec.split_whitespace();
-    let name = words.next().context("empty peer specification")?;
-    let args = words
-        .map(|w| {
-            w.parse::<u64>()
-                .with_context(|| format!("bad argument {w:?}"))
-        })
-        .collect::<anyhow::Result<Vec<u64>>>()?;
-    let (_, f) = PEERS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .with_context(|| format!("no peer function named {name:?}"))?;
-    let fd = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("taking the connection from standard input")?;
-    f(Connection::from_socket(fd), &args)
-}
+/// What a peer's function returns: the error as text, since it crosses a process boundary.
+type PeerResult = Result<(), String>;
 
 /// A running peer process.
 #[derive(Debug)]
 pub struct Peer {
-    child: Option<Child>,
+    handle: Option<JoinHandle<PeerResult>>,
     name: &'static str,
 }
 
 impl Peer {
-    /// Starts the peer function `name` with `args`, handing it `conn` (one end of a socketpair),
-    /// and places it per `placement` as the case's `live`-th live child.
-    pub fn start(
+    /// Forks a peer running `f(conn)`, placed per `placement` as the case's `live`-th live child.
+    pub fn start<F>(
         placement: &Placement,
         live: usize,
         name: &'static str,
-        args: &[u64],
-        conn: Connection,
-    ) -> anyhow::Result<Peer> {
-        anyhow::ensure!(
-            PEERS.iter().any(|(n, _)| *n == name),
-            "no peer function named {name:?}"
-        );
-        let spec = std::iter::once(name.to_string())
-            .chain(args.iter().map(u64::to_string))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let exe = std::env::current_exe().context("finding this executable")?;
-        let child = Command::new(&exe)
-            .env(PEER_ENV, spec)
-            .stdin(Stdio::from(OwnedFd::from(conn)))
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting peer {name} ({})", exe.display()))?;
+        f: F,
+    ) -> anyhow::Result<Peer>
+    where
+        F: FnOnce() -> anyhow::Result<()>,
+    {
+        let handle = Builder::new()
+            .name(name)
+            .daemon(true)
+            .start_method(StartMethod::Fork)
+            .fork(move || f().map_err(|e| format!("{e:#}")))
+            .with_context(|| format!("starting peer {name}"))?;
         let peer = Peer {
-            child: Some(child),
+            handle: Some(handle),
             name,
         };
         placement.child_started(peer.pid(), live)?;
@@ -111,38 +53,33 @@ impl Peer {
 
     /// The peer's process id.
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
+        self.handle.as_ref().map_or(0, JoinHandle::pid)
     }
 
-    /// Waits (up to the handshake timeout) for the peer to exit and checks that it succeeded.
+    /// Waits (up to the handshake timeout) for the peer to finish and checks that it succeeded.
     pub fn join(mut self) -> anyhow::Result<()> {
-        let mut child = self.child.take().expect("a peer is joined once");
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().context("waiting for a peer")? {
-                if status.success() {
-                    return Ok(());
-                }
-                bail!("peer {} exited with {status}", self.name);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "peer {} did not exit within {HANDSHAKE_TIMEOUT:?}",
-                    self.name
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        let handle = self.handle.take().expect("a peer is joined once");
+        if handle.join_timeout(HANDSHAKE_TIMEOUT)?.is_none() {
+            let _ = handle.kill();
+            let _ = handle.join_timeout(Duration::from_secs(5));
+            bail!(
+                "peer {} did not finish within {HANDSHAKE_TIMEOUT:?}",
+                self.name
+            );
+        }
+        match handle.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow!("peer {} failed: {e}", self.name)),
+            Err(e) => Err(anyhow!("peer {}: {e}", self.name)),
         }
     }
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.kill();
+            let _ = handle.join_timeout(Duration::from_secs(5));
         }
     }
 }

@@ -86,7 +86,6 @@ fn describe(case: &Case) -> serde_json::Map<String, Value> {
 }
 
 fn main() {
-    benches::peer::serve_if_peer();
     match run() {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
