@@ -12,11 +12,14 @@
 //! - [`pin`]: the `--pin none|same|split` placement of the runner and its children.
 //! - [`process`]: the process start cases (`process_start_join_*`).
 //! - [`peer`]: the child processes that the cross-process cases talk to.
+//! - `peers` (cargo feature `peers`): procspawn and ipc-channel running the same cases.
 
 pub mod cases;
 pub mod conn;
 pub mod measure;
 pub mod peer;
+#[cfg(feature = "peers")]
+pub mod peers;
 pub mod pin;
 pub mod process;
 

@@ -163,7 +163,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     for name in &selected {
         let case = &list["cases"][name.as_str()];
         println!("==> {name}");
-        let ours = if case["available"] == Value::Bool(true) {
+        let has_peers = case["peers"].as_array().is_some_and(|p| !p.is_empty());
+        let ours = if case["available"] == Value::Bool(true) || (o.peers && has_peers) {
             let path = raw.join(format!("rust-{name}.json"));
             let mut cmd = Command::new(&exe);
             cmd.args(["--only", name.as_str()])

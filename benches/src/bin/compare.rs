@@ -2,7 +2,8 @@
 //!
 //! Run by `cargo xtask compare`, which also runs `benches/python/mp_bench.py` and joins the two.
 //! Options: `--quick` (3 repetitions instead of 7, same sizes), `--only a,b`, `--pin
-//! none|same|split`, `--reps N`, `--warmup N`, `--json PATH` (default: stdout), `--list`.
+//! none|same|split`, `--reps N`, `--warmup N`, `--json PATH` (default: stdout), `--list`,
+//! `--peers` (also run the Rust peers of each case: needs the cargo feature `peers`).
 //! Progress goes to stderr. A case that is not written yet is reported as unavailable; a case that
 //! fails is reported with its error and makes the exit status 1.
 
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use benches::cases::{CASES, Case};
+use benches::cases::{CASES, Case, CaseFn, Run};
 use benches::measure::measure;
 use benches::pin::{Pin, Placement};
 use serde_json::{Value, json};
@@ -23,6 +24,7 @@ struct Options {
     warmup: usize,
     json: Option<String>,
     list: bool,
+    peers: bool,
 }
 
 fn parse_args() -> anyhow::Result<Options> {
@@ -34,6 +36,7 @@ fn parse_args() -> anyhow::Result<Options> {
         warmup: 1,
         json: None,
         list: false,
+        peers: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -41,6 +44,7 @@ fn parse_args() -> anyhow::Result<Options> {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--list" => o.list = true,
+            "--peers" => o.peers = true,
             "--only" => {
                 let v = value("a comma-separated list of cases")?;
                 o.only
@@ -55,7 +59,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--bench" => {}
             other => bail!(
                 "unknown option {other:?}; usage: compare [--quick] [--only CASE,..] \
-                 [--pin none|same|split] [--reps N] [--warmup N] [--json PATH] [--list]"
+                 [--pin none|same|split] [--reps N] [--warmup N] [--json PATH] [--list] [--peers]"
             ),
         }
     }
@@ -82,10 +86,67 @@ fn describe(case: &Case) -> serde_json::Map<String, Value> {
     if let benches::cases::Run::NotYet(what) = case.run {
         m.insert("missing".into(), json!(what));
     }
+    let peers: Vec<&str> = peers_of(case.name).iter().map(|p| p.0).collect();
+    m.insert("peers".into(), json!(peers));
     m
 }
 
+/// The Rust peers that run `case` (none without the `peers` feature).
+#[cfg(feature = "peers")]
+fn peers_of(case: &str) -> Vec<(&'static str, CaseFn)> {
+    benches::peers::PEERS
+        .iter()
+        .filter(|p| p.0 == case)
+        .map(|p| (p.1, p.2))
+        .collect()
+}
+
+/// The Rust peers that run `case` (none without the `peers` feature).
+#[cfg(not(feature = "peers"))]
+fn peers_of(_case: &str) -> Vec<(&'static str, CaseFn)> {
+    Vec::new()
+}
+
+/// Measures one way of running `case` and prints its line.
+fn measure_one(
+    label: &str,
+    case: &Case,
+    f: CaseFn,
+    placement: &Placement,
+    warmup: usize,
+    reps: usize,
+) -> Result<serde_json::Map<String, Value>, String> {
+    let t = Instant::now();
+    let once = || {
+        let r = f(placement, case.n);
+        placement.case_done()?;
+        Ok(case.figure.of(r?, case.n))
+    };
+    let mut m = serde_json::Map::new();
+    match measure(warmup, reps, once) {
+        Ok(s) => {
+            eprintln!(
+                "{label:36} {:>12.3} {:>12.3} {:>12.3}  {}",
+                s.median, s.min, s.max, case.unit
+            );
+            m.insert("median".into(), json!(s.median));
+            m.insert("min".into(), json!(s.min));
+            m.insert("max".into(), json!(s.max));
+            m.insert("samples".into(), json!(s.samples));
+            m.insert("case_wall_s".into(), json!(t.elapsed().as_secs_f64()));
+            Ok(m)
+        }
+        Err(e) => {
+            eprintln!("{label:36} ERROR {e:#}");
+            Err(format!("{e:#}"))
+        }
+    }
+}
+
 fn main() {
+    // procspawn children re-enter main: route them before anything else runs.
+    #[cfg(feature = "peers")]
+    benches::peers::init();
     match run() {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
@@ -136,30 +197,33 @@ fn run() -> anyhow::Result<bool> {
     );
     let started = Instant::now();
     let mut ok = true;
+    if o.peers && !cfg!(feature = "peers") {
+        bail!("--peers needs the compare binary built with the cargo feature `peers`");
+    }
     for case in &selected {
         let mut entry = describe(case);
-        if case.available() {
-            let t = Instant::now();
-            match measure(o.warmup, reps, || case.once(&placement, case.n)) {
-                Ok(s) => {
-                    eprintln!(
-                        "{:36} {:>12.3} {:>12.3} {:>12.3}  {}",
-                        case.name, s.median, s.min, s.max, case.unit
-                    );
-                    entry.insert("median".into(), json!(s.median));
-                    entry.insert("min".into(), json!(s.min));
-                    entry.insert("max".into(), json!(s.max));
-                    entry.insert("samples".into(), json!(s.samples));
-                }
+        if let Run::Ready(f) = case.run {
+            match measure_one(case.name, case, f, &placement, o.warmup, reps) {
+                Ok(m) => entry.extend(m),
                 Err(e) => {
                     ok = false;
-                    eprintln!("{:36} ERROR {e:#}", case.name);
-                    entry.insert("error".into(), json!(format!("{e:#}")));
+                    entry.insert("error".into(), json!(e));
                 }
             }
-            entry.insert("case_wall_s".into(), json!(t.elapsed().as_secs_f64()));
         } else {
             eprintln!("{:36} not yet", case.name);
+        }
+        if o.peers {
+            let mut peers = serde_json::Map::new();
+            for (peer, f) in peers_of(case.name) {
+                let label = format!("  {peer}");
+                let v = match measure_one(&label, case, f, &placement, o.warmup, reps) {
+                    Ok(m) => Value::Object(m),
+                    Err(e) => json!({ "error": e }),
+                };
+                peers.insert(peer.to_string(), v);
+            }
+            entry.insert("peers".into(), Value::Object(peers));
         }
         results.insert(case.name.to_string(), Value::Object(entry));
     }
