@@ -129,8 +129,11 @@ pub(crate) fn descendants(all: &[Proc], root: i32) -> Vec<Proc> {
 }
 
 /// Reaps every exited child (ours and re-parented ones) without blocking.
+///
+/// `wait` is `waitpid(-1)`: any child. (`waitpid(None)` would be `waitpid(0)`, children in our
+/// process group only, which misses re-parented processes that made their own group.)
 fn reap_zombies() {
-    while let Ok(Some(_)) = rustix::process::waitpid(None, WaitOptions::NOHANG) {}
+    while let Ok(Some(_)) = rustix::process::wait(WaitOptions::NOHANG) {}
 }
 
 /// Checks that the run left nothing behind; kills leftover processes after reporting them.
@@ -148,10 +151,17 @@ pub(crate) fn check(before: &Snapshot) -> anyhow::Result<()> {
     };
     let mut problems = Vec::new();
     for p in &procs {
-        problems.push(format!(
-            "process {} (state {}, parent {}) is still running: {}",
-            p.pid, p.state, p.ppid, p.cmdline
-        ));
+        problems.push(if p.state == 'Z' {
+            format!(
+                "process {} exited but its parent {} (also started by this run) never reaped it",
+                p.pid, p.ppid
+            )
+        } else {
+            format!(
+                "process {} (state {}, parent {}) is still running: {}",
+                p.pid, p.state, p.ppid, p.cmdline
+            )
+        });
     }
     for name in &shm {
         problems.push(format!(
