@@ -55,8 +55,6 @@ fn parse_args() -> anyhow::Result<Options> {
             "--reps" => o.reps = Some(value("a count")?.parse().context("--reps")?),
             "--warmup" => o.warmup = value("a count")?.parse().context("--warmup")?,
             "--json" => o.json = Some(value("a path")?),
-            // Passed by `cargo bench`/`cargo test` to every target; nothing to do.
-            "--bench" => {}
             other => bail!(
                 "unknown option {other:?}; usage: compare [--quick] [--only CASE,..] \
                  [--pin none|same|split] [--reps N] [--warmup N] [--json PATH] [--list] [--peers]"
