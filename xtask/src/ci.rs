@@ -1,0 +1,87 @@
+//! `cargo xtask ci`: the whole gate, as `.ci/run` runs it on a machine with only the toolchain.
+//!
+//! Steps, in order, stopping at the first failure: `cargo fmt --all -- --check`, `cargo clippy
+//! --workspace --all-targets -- -D warnings`, `layers`, `tidy`, `test` (every test and doc test),
+//! the benches smoke run (`cargo test -p benches --benches`: each bench once with one iteration).
+//! Then, always, the leak check (see `leaks.rs`): no process started by the run and no new
+//! `/dev/shm` entry may remain.
+
+use std::time::Instant;
+
+use anyhow::bail;
+
+use crate::{layers, leaks, test, tidy, util};
+
+type Step = (&'static str, Box<dyn Fn() -> anyhow::Result<()>>);
+
+/// Runs the gate; `--cargo-test` is passed on to the test step.
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let test_args: Vec<String> = args.to_vec();
+    for a in args {
+        if a != "--cargo-test" {
+            bail!("unknown option {a:?} for `cargo xtask ci` (see --help)");
+        }
+    }
+    let snapshot = leaks::start()?;
+    let steps: Vec<Step> = vec![
+        (
+            "fmt",
+            Box::new(|| util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))),
+        ),
+        (
+            "clippy",
+            Box::new(|| {
+                util::run(util::cargo().args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+            }),
+        ),
+        ("layers", Box::new(layers::run)),
+        ("tidy", Box::new(tidy::run)),
+        ("test", Box::new(move || test::run(&test_args))),
+        (
+            "benches smoke",
+            Box::new(|| util::run(util::cargo().args(["test", "-p", "benches", "--benches"]))),
+        ),
+    ];
+    let mut report = Vec::new();
+    let mut failed = None;
+    for (name, step) in &steps {
+        if failed.is_some() {
+            report.push(format!("  {name:14} skipped"));
+            continue;
+        }
+        println!("\n==> ci: {name}");
+        let t = Instant::now();
+        let r = step();
+        let secs = t.elapsed().as_secs_f64();
+        match r {
+            Ok(()) => report.push(format!("  {name:14} ok      {secs:>7.1} s")),
+            Err(e) => {
+                report.push(format!("  {name:14} FAILED  {secs:>7.1} s  {e:#}"));
+                failed = Some(format!("{name}: {e:#}"));
+            }
+        }
+    }
+    println!("\n==> ci: leak check");
+    let leak = leaks::check(&snapshot);
+    report.push(match &leak {
+        Ok(()) => "  leaks          ok".to_string(),
+        Err(e) => format!("  leaks          FAILED  {e:#}"),
+    });
+    println!("\nci summary:");
+    for r in &report {
+        println!("{r}");
+    }
+    if let Some(f) = failed {
+        bail!("ci failed at {f}");
+    }
+    leak?;
+    println!("ci: all green");
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! `cargo xtask compare`: this project and CPython's `multiprocessing` side by side, in one run.
+//!
+//! ```text
+//! cargo xtask compare [--quick] [--only CASE,..] [--pin none|same|split] [--peers]
+//!                     [--reps N] [--warmup N]
+//! ```
+//! Builds the `compare` binary of the benches crate in release mode (with the `peers` feature for
+//! `--peers`: procspawn and ipc-channel measured next to us), asks it for the case registry, then
+//! for each case runs the Rust side and `benches/python/mp_bench.py` back to back with the same
+//! options, so that both see the same machine state. Prints the table and writes
+//! `target/compare/compare.{json,md,svg}` (raw per-case JSON under `target/compare/raw/`).
+//! Cases whose Rust side is not written yet show "not yet"; CPython still runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::report::{self, Row, Side};
+use crate::{metadata, util};
+
+#[derive(Debug, Default)]
+struct Options {
+    quick: bool,
+    only: Vec<String>,
+    pin: Option<String>,
+    peers: bool,
+    reps: Option<String>,
+    warmup: Option<String>,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--peers" => o.peers = true,
+            "--only" => o.only.extend(
+                value()?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            ),
+            "--pin" => {
+                let v = value()?;
+                if !["none", "same", "split"].contains(&v.as_str()) {
+                    bail!("--pin takes none, same or split (got {v:?})");
+                }
+                o.pin = Some(v);
+            }
+            "--reps" => o.reps = Some(count(value()?, "--reps", 1)?),
+            "--warmup" => o.warmup = Some(count(value()?, "--warmup", 0)?),
+            other => bail!("unknown option {other:?} for `cargo xtask compare` (see --help)"),
+        }
+    }
+    Ok(o)
+}
+
+fn count(v: String, what: &str, min: u64) -> anyhow::Result<String> {
+    match v.parse::<u64>() {
+        Ok(n) if n >= min => Ok(v),
+        _ => bail!("{what} takes a whole number of at least {min} (got {v:?})"),
+    }
+}
+
+/// The options both runners share.
+fn common_args(o: &Options) -> Vec<String> {
+    let mut a = Vec::new();
+    if o.quick {
+        a.push("--quick".to_string());
+    }
+    if let Some(p) = &o.pin {
+        a.extend(["--pin".to_string(), p.clone()]);
+    }
+    if let Some(r) = &o.reps {
+        a.extend(["--reps".to_string(), r.clone()]);
+    }
+    if let Some(w) = &o.warmup {
+        a.extend(["--warmup".to_string(), w.clone()]);
+    }
+    a
+}
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Runs a benchmark runner that writes JSON to `out`; returns the JSON. Exit status 1 means "a
+/// case failed" (recorded in the JSON); anything else without JSON is an error.
+fn run_side(cmd: &mut Command, out: &Path) -> anyhow::Result<Value> {
+    let _ = std::fs::remove_file(out);
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{}`", util::show(cmd)))?;
+    if !status.success() && (status.code() != Some(1) || !out.exists()) {
+        bail!("`{}` failed ({status})", util::show(cmd));
+    }
+    read_json(out)
+}
+
+/// Runs the comparison.
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let o = parse(args)?;
+    let started = Instant::now();
+    let root = util::root();
+    let w = metadata::workspace()?;
+    let out_dir = w.target_dir.join("compare");
+    let raw = out_dir.join("raw");
+    std::fs::create_dir_all(&raw).with_context(|| format!("creating {}", raw.display()))?;
+    let script = root.join("benches/python/mp_bench.py");
+
+    if !util::installed("python3", &["--version"]) {
+        bail!("python3 is needed for the CPython side (benches/python/mp_bench.py); install it");
+    }
+    println!("==> building the compare binary (release)");
+    let mut build = util::cargo();
+    build.args(["build", "--release", "-p", "benches", "--bin", "compare"]);
+    if o.peers {
+        build.args(["--features", "peers"]);
+    }
+    util::run(&mut build)?;
+    let exe: PathBuf = w.target_dir.join("release/compare");
+
+    let cases_path = raw.join("cases.json");
+    let list = run_side(
+        Command::new(&exe)
+            .args(["--list", "--json"])
+            .arg(&cases_path),
+        &cases_path,
+    )?;
+    let order: Vec<String> = list["order"]
+        .as_array()
+        .context("the case list has no order")?
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    let unknown: Vec<&String> = o.only.iter().filter(|n| !order.contains(n)).collect();
+    if !unknown.is_empty() {
+        bail!(
+            "unknown case(s) {unknown:?}; the cases are: {}",
+            order.join(", ")
+        );
+    }
+    let selected: Vec<&String> = order
+        .iter()
+        .filter(|n| o.only.is_empty() || o.only.contains(n))
+        .collect();
+
+    let common = common_args(&o);
+    let mut rows = Vec::new();
+    let mut rust_meta = Value::Null;
+    let mut py_meta = Value::Null;
+    for name in &selected {
+        let case = &list["cases"][name.as_str()];
+        println!("==> {name}");
+        let has_peers = case["peers"].as_array().is_some_and(|p| !p.is_empty());
+        let ours = if case["available"] == Value::Bool(true) || (o.peers && has_peers) {
+            let path = raw.join(format!("rust-{name}.json"));
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--only", name.as_str()])
+                .args(&common)
+                .arg("--json")
+                .arg(&path);
+            if o.peers {
+                cmd.arg("--peers");
+            }
+            match run_side(&mut cmd, &path) {
+                Ok(v) => {
+                    rust_meta = v["meta"].clone();
+                    v["results"][name.as_str()].clone()
+                }
+                Err(e) => json!({"error": format!("{e:#}")}),
+            }
+        } else {
+            case.clone()
+        };
+        let path = raw.join(format!("cpython-{name}.json"));
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
+            .args(["--only", name.as_str()])
+            .args(&common)
+            .arg("--json")
+            .arg(&path);
+        let cpython = match run_side(&mut cmd, &path) {
+            Ok(v) => {
+                py_meta = v["meta"].clone();
+                v["results"][name.as_str()].clone()
+            }
+            Err(e) => json!({"error": format!("{e:#}")}),
+        };
+        let peers = ours["peers"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), Side::from_json(Some(v))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.push(Row {
+            name: name.to_string(),
+            unit: case["unit"].as_str().unwrap_or("?").to_string(),
+            lower_is_better: case["better"] == "lower",
+            target: case["target"].as_f64(),
+            ours: Side::from_json(Some(&ours)),
+            cpython: Side::from_json(Some(&cpython)),
+            peers,
+        });
+    }
+
+    let wall = started.elapsed().as_secs_f64();
+    let python = py_meta["python_version"].as_str().unwrap_or("?");
+    let pin = o.pin.as_deref().unwrap_or("none");
+    let mode = if o.quick { "quick" } else { "full" };
+    let heading = format!(
+        "# cargo xtask compare ({mode}, pin {pin})\n\nThis project (release build) against CPython \
+         {python} `multiprocessing`, same machine, same run (each case back to back); \
+         nproc={}; medians of {} repetitions after {} warm-up; ratio = how many times better \
+         this project is, in the case's better direction. Total {wall:.0} s.",
+        rust_meta["nproc"]
+            .as_u64()
+            .or(py_meta["nproc"].as_u64())
+            .unwrap_or(0),
+        o.reps.as_deref().unwrap_or(if o.quick { "3" } else { "7" }),
+        o.warmup.as_deref().unwrap_or("1"),
+    );
+    let table = report::text_table(&rows, o.peers);
+    println!("\n{table}");
+    let meta = json!({
+        "mode": mode, "pin": pin, "peers": o.peers, "total_wall_s": wall,
+        "rust": rust_meta, "cpython": py_meta,
+    });
+    let files = [
+        (
+            "compare.json",
+            serde_json::to_string_pretty(&report::to_json(&rows, meta))? + "\n",
+        ),
+        ("compare.md", report::markdown(&rows, o.peers, &heading)),
+        (
+            "compare.svg",
+            report::svg(
+                &rows,
+                &format!("ipc vs CPython {python} multiprocessing ({mode}, pin {pin})"),
+            ),
+        ),
+    ];
+    for (name, text) in files {
+        let p = out_dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    println!(
+        "written: {0}/compare.json, {0}/compare.md, {0}/compare.svg ({wall:.0} s)",
+        out_dir.display()
+    );
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| matches!(r.ours, Side::Error(_)) || matches!(r.cpython, Side::Error(_)))
+        .map(|r| r.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "case(s) failed: {} (see the notes in compare.md)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_parse_and_bad_ones_are_refused() {
+        let o = parse(&args(&[
+            "--quick", "--only", "a,b", "--only", "c", "--pin", "split",
+        ]))
+        .unwrap();
+        assert!(o.quick && !o.peers);
+        assert_eq!(o.only, vec!["a", "b", "c"]);
+        assert_eq!(common_args(&o), vec!["--quick", "--pin", "split"]);
+        assert!(parse(&args(&["--pin", "both"])).is_err());
+        assert!(parse(&args(&["--reps", "0"])).is_err());
+        assert!(parse(&args(&["--only"])).is_err());
+        assert!(parse(&args(&["--fast"])).is_err());
+    }
+}
