@@ -29,7 +29,7 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-fn remember(msg: String) -> String {
+pub(crate) fn remember(msg: String) -> String {
     LAST_ERROR.with(|e| *e.borrow_mut() = Some(msg.clone()));
     msg
 }

@@ -4,6 +4,13 @@
 //! all-zero bytes as their valid initial state and never see a half-initialised window. After
 //! sizing, the segment is sealed against shrinking and growing, so no peer can truncate it under
 //! another process's mapping (which would turn reads into SIGBUS).
+//!
+//! # Safety
+//! A `Segment` owns one mapping of `len` bytes from `sys::map_shared`, unmapped exactly once in
+//! `Drop`; the raw pointer it hands out is valid for `len` bytes while the `Segment` lives. What
+//! is read or written through it is the caller's business (shared types use atomics), which is
+//! why [`Segment::as_slice`] is `unsafe`. The sealing above keeps the file at least `len` bytes
+//! long for as long as anyone maps it, so the mapping never faults.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -42,7 +49,13 @@ unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
 impl Segment {
-    /// Creates a zero-filled segment of `len` bytes (`len > 0`).
+    /// Creates a zero-filled segment of `len` bytes (`len > 0`), sealed against resizing.
+    ///
+    /// ```
+    /// use ipc_core::shm::Segment;
+    /// assert_eq!(Segment::new(100).unwrap().len(), 100);
+    /// assert!(matches!(Segment::new(0), Err(ipc_core::Error::Misuse(_))));
+    /// ```
     pub fn new(len: usize) -> Result<Segment> {
         if len == 0 {
             return Err(Error::misuse(
@@ -55,7 +68,20 @@ impl Segment {
         Self::map(fd, len)
     }
 
-    /// Maps an existing memfd (or any shareable file) of exactly `len` bytes.
+    /// Maps the first `len` bytes of an existing memfd (or any shareable file).
+    ///
+    /// The file must hold at least `len` bytes ([`Error::Malformed`] otherwise).
+    ///
+    /// ```
+    /// use std::os::fd::AsFd;
+    /// use ipc_core::shm::Segment;
+    /// let a = Segment::new(8192).unwrap();
+    /// let fd = a.as_fd().try_clone_to_owned().unwrap();
+    /// let b = Segment::from_fd(fd, 4096).unwrap(); // a prefix of the same memory
+    /// assert_eq!(b.len(), 4096);
+    /// let fd = a.as_fd().try_clone_to_owned().unwrap();
+    /// assert!(Segment::from_fd(fd, 8193).is_err());
+    /// ```
     pub fn from_fd(fd: OwnedFd, len: usize) -> Result<Segment> {
         let size = rustix::fs::fstat(&fd)?.st_size as u64;
         if size < len as u64 || len == 0 {
@@ -71,7 +97,11 @@ impl Segment {
         Ok(Segment { fd, ptr, len })
     }
 
-    /// The segment's size in bytes.
+    /// The segment's size in bytes (of this mapping).
+    ///
+    /// ```
+    /// assert_eq!(ipc_core::shm::Segment::new(10).unwrap().len(), 10);
+    /// ```
     pub fn len(&self) -> usize {
         self.len
     }
@@ -82,6 +112,14 @@ impl Segment {
     }
 
     /// The start of the mapping in this process (page aligned).
+    ///
+    /// Accessing the bytes through it is the caller's responsibility: other processes may
+    /// access them at the same time (use atomics, or a lock).
+    ///
+    /// ```
+    /// let seg = ipc_core::shm::Segment::new(4096).unwrap();
+    /// assert_eq!(seg.as_ptr() as usize % 4096, 0);
+    /// ```
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
@@ -97,6 +135,15 @@ impl Segment {
     }
 
     /// A second mapping of the same memory (as a child would get it).
+    ///
+    /// ```
+    /// let a = ipc_core::shm::Segment::new(4096).unwrap();
+    /// let b = a.try_clone().unwrap();
+    /// // SAFETY: no other thread touches the segment; byte 0 is in bounds of both mappings.
+    /// unsafe { a.as_ptr().write(5) };
+    /// // SAFETY: as above.
+    /// assert_eq!(unsafe { b.as_ptr().read() }, 5);
+    /// ```
     pub fn try_clone(&self) -> Result<Segment> {
         Self::map(self.fd.try_clone()?, self.len)
     }

@@ -1,0 +1,406 @@
+//! `Lock`: a robust mutual-exclusion lock shared by processes (Python's `multiprocessing.Lock`).
+//!
+//! # Shared-memory layout
+//! ```text
+//! RawLock  (#[repr(C)], 4 bytes, align 4, all-zero = unlocked)
+//! +-------------------------------+
+//! | word: AtomicU32               |   bit 31   bit 30       bits 0-29
+//! +-------------------------------+   WAITERS  OWNER_DIED   owner pid (0 = nobody)
+//! ```
+//! The bits are laid out as the kernel lays out robust futexes (`FUTEX_WAITERS`,
+//! `FUTEX_OWNER_DIED`, `FUTEX_TID_MASK`), with the owner's *process* id.
+//!
+//! # States and transitions
+//! ```text
+//! UNLOCKED     0
+//! LOCKED       pid                 no one sleeps: unlock is a bare swap, no syscall
+//! CONTENDED    pid | WAITERS       somebody may sleep: unlock wakes one
+//! RECOVERED    pid | OWNER_DIED | WAITERS   taken over from a dead owner (until unlocked)
+//!
+//! acquire   UNLOCKED --CAS--> LOCKED                        (the whole fast path: one CAS)
+//! contended spin; then LOCKED --CAS--> CONTENDED; sleep on the word in 100 ms slices;
+//!           UNLOCKED --CAS--> CONTENDED (we can't know whether others still sleep)
+//! owner dead  (a pidfd says the pid in the word has exited, checked when a slice ends)
+//!           pid(dead) [| ..] --CAS--> me | OWNER_DIED | WAITERS, reported as OwnerDied
+//! release   any --swap--> UNLOCKED; futex_wake(1) only if WAITERS was set
+//! ```
+//! A takeover is a CAS from the exact word the waiter judged dead, so two waiters that both see
+//! the owner die cannot both win, and a lock released and re-taken meanwhile is never stolen.
+//!
+//! # Memory ordering (the model is std's futex mutex)
+//! Acquiring CASes use `Acquire` and releasing swaps use `Release`, so everything written under
+//! the lock happens-before the next holder's critical section, in this process or another (the
+//! atomics are plain cache-coherent memory in a shared mapping). Setting the WAITERS bit is
+//! `Relaxed`: it publishes nothing; the futex compares the word atomically with going to sleep,
+//! so a release between our CAS and our sleep makes the sleep return at once.
+//!
+//! # Who may release
+//! Python lets any thread or process release a `Lock` (it is a semaphore, not owned); so does
+//! [`RawLock::unlock`]/[`Lock::release`], which only refuse an unlocked lock. The owner pid is
+//! for robustness, not for ownership checks: [`RLock`](crate::RLock) is the owned lock.
+
+use std::time::{Duration, Instant};
+
+use crate::liveness;
+use crate::primitive::{AtomicU32, Ordering, WaitOutcome, futex};
+use crate::spin;
+
+/// Bits 0-29: the pid of the owning process (0 when unlocked).
+pub const PID_MASK: u32 = 0x3FFF_FFFF;
+/// Bit 30: the holder took the lock over from a dead owner.
+pub const OWNER_DIED: u32 = 0x4000_0000;
+/// Bit 31: somebody may sleep on the word; the releaser must wake one.
+pub const WAITERS: u32 = 0x8000_0000;
+
+/// How long a waiter sleeps before it checks whether the owner is still alive.
+pub(crate) const SLICE: Duration = Duration::from_millis(100);
+
+/// How a raw acquire ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquire {
+    /// The caller holds the lock.
+    Acquired,
+    /// The caller holds the lock, taken over from an owner that died holding it.
+    OwnerDied,
+    /// Not acquired: held by a live owner (try) or until the deadline (timed).
+    Failed,
+}
+
+/// The lock word, usable inside any shared mapping (all-zero bytes = unlocked).
+#[repr(C)]
+#[derive(Debug)]
+pub struct RawLock {
+    word: AtomicU32,
+}
+
+impl Default for RawLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RawLock {
+    /// An unlocked lock (the all-zero state).
+    pub fn new() -> Self {
+        RawLock {
+            word: AtomicU32::new(0),
+        }
+    }
+
+    /// Acquires the lock, blocking until `deadline` (forever if `None`).
+    #[inline]
+    pub fn lock(&self, deadline: Option<Instant>) -> Acquire {
+        let me = crate::ident::pid();
+        if self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Acquire::Acquired;
+        }
+        self.lock_contended(me, deadline)
+    }
+
+    /// Acquires the lock if it is free or its owner is dead; never sleeps.
+    pub fn try_lock(&self) -> Acquire {
+        let me = crate::ident::pid();
+        let mut s = self.word.load(Ordering::Relaxed);
+        loop {
+            let new = if s & PID_MASK == 0 {
+                me | (s & WAITERS)
+            } else if liveness::is_dead(s & PID_MASK) {
+                me | OWNER_DIED | WAITERS
+            } else {
+                return Acquire::Failed;
+            };
+            match self
+                .word
+                .compare_exchange(s, new, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) if new & OWNER_DIED != 0 => return Acquire::OwnerDied,
+                Ok(_) => return Acquire::Acquired,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    #[cold]
+    fn lock_contended(&self, me: u32, deadline: Option<Instant>) -> Acquire {
+        // Spin while the lock is held and nobody sleeps: the holder may be about to release.
+        let mut s = self.word.load(Ordering::Relaxed);
+        spin::spin(|| {
+            s = self.word.load(Ordering::Relaxed);
+            s & PID_MASK == 0 || s & WAITERS != 0
+        });
+        if s == 0
+            && self
+                .word
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Acquire::Acquired;
+        }
+        let mut next_check = Instant::now() + SLICE;
+        loop {
+            s = self.word.load(Ordering::Relaxed);
+            if s & PID_MASK == 0 {
+                // Free. Take it as CONTENDED: other sleepers may exist and must get their wake.
+                match self.word.compare_exchange(
+                    s,
+                    me | WAITERS,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Acquire::Acquired,
+                    Err(_) => continue,
+                }
+            }
+            if s & WAITERS == 0 {
+                if self
+                    .word
+                    .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                s |= WAITERS;
+            }
+            let until = match deadline {
+                Some(d) if d < next_check => d,
+                _ => next_check,
+            };
+            let outcome = futex::wait(&self.word, s, Some(until));
+            if outcome == WaitOutcome::TimedOut || Instant::now() >= until {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Acquire::Failed;
+                }
+                if Instant::now() >= next_check {
+                    next_check = Instant::now() + SLICE;
+                    if let Some(a) = self.take_over_if_dead(me) {
+                        return a;
+                    }
+                }
+            }
+        }
+    }
+
+    /// If the pid in the word names a dead process, CAS the word to ours; `None` otherwise.
+    fn take_over_if_dead(&self, me: u32) -> Option<Acquire> {
+        let s = self.word.load(Ordering::Relaxed);
+        let owner = s & PID_MASK;
+        if owner == 0 || !liveness::is_dead(owner) {
+            return None;
+        }
+        self.word
+            .compare_exchange(
+                s,
+                me | OWNER_DIED | WAITERS,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .ok()
+            .map(|_| Acquire::OwnerDied)
+    }
+
+    /// Releases the lock, held by this process or any other; false if it was not locked.
+    #[inline]
+    pub fn unlock(&self) -> bool {
+        let mut s = self.word.load(Ordering::Relaxed);
+        loop {
+            if s & PID_MASK == 0 {
+                return false;
+            }
+            match self
+                .word
+                .compare_exchange_weak(s, 0, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        if s & WAITERS != 0 {
+            futex::wake_one(&self.word);
+        }
+        true
+    }
+
+    /// Releases a lock the caller is known to hold (a guard's drop): one swap, no check.
+    #[inline]
+    pub(crate) fn unlock_held(&self) {
+        if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
+            futex::wake_one(&self.word);
+        }
+    }
+
+    /// Whether some process holds the lock (a snapshot, as Python's `locked()`).
+    pub fn is_locked(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & PID_MASK != 0
+    }
+
+    /// The pid of the process holding the lock, if any (a snapshot).
+    pub fn owner(&self) -> Option<u32> {
+        match self.word.load(Ordering::Relaxed) & PID_MASK {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
+    /// The raw word (for diagnostics and tests).
+    pub fn word(&self) -> u32 {
+        self.word.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(not(loom))]
+pub use typed::{Lock, LockGuard};
+
+#[cfg(not(loom))]
+mod typed {
+    use std::fmt;
+    use std::time::{Duration, Instant};
+
+    use ipc_core::shm::ShmBox;
+    use serde::{Deserialize, Serialize};
+
+    use super::{Acquire, RawLock};
+    use crate::error::{LockError, LockTimeoutError, ReleaseError, TryLockError};
+
+    /// A robust lock shared by processes; clones and copies sent to children are the same lock.
+    ///
+    /// Its 4-byte state lives in ipc-core's shared heap. Pass it to a child as a process argument
+    /// or through a `Connection` (it travels by descriptor); sending it through a [`Queue`]
+    /// is refused with a clear error.
+    ///
+    /// If the holder dies, the next acquirer gets [`LockError::OwnerDied`] holding the guard
+    /// (within about 100 ms of the death while it waits).
+    ///
+    /// ```
+    /// use ipc_sync::LockError;
+    ///
+    /// let lock = ipc_sync::Lock::new()?;
+    /// {
+    ///     // A holder that died is reported, with the lock: here we accept the state as is.
+    ///     let _guard = lock.acquire().unwrap_or_else(LockError::into_guard);
+    ///     assert!(lock.locked());
+    ///     assert!(lock.try_acquire().is_err());
+    /// }
+    /// assert!(!lock.locked());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// [`Queue`]: crate::Queue
+    #[derive(Clone, Serialize, Deserialize)]
+    pub struct Lock {
+        raw: ShmBox<RawLock>,
+    }
+
+    /// Holds a [`Lock`]; releases it when dropped.
+    #[must_use = "the lock is released as soon as the guard is dropped"]
+    pub struct LockGuard<'a> {
+        lock: &'a Lock,
+    }
+
+    impl Lock {
+        /// A new unlocked lock in shared memory.
+        pub fn new() -> ipc_core::Result<Lock> {
+            Ok(Lock {
+                raw: ShmBox::new()?,
+            })
+        }
+
+        /// Blocks until the lock is acquired.
+        #[doc(alias = "lock")]
+        pub fn acquire(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+            match self.raw.lock(None) {
+                Acquire::OwnerDied => Err(LockError::OwnerDied(LockGuard { lock: self })),
+                _ => Ok(LockGuard { lock: self }),
+            }
+        }
+
+        /// Acquires the lock if no live process holds it (Python's `acquire(False)`).
+        #[doc(alias = "try_lock")]
+        pub fn try_acquire(&self) -> Result<LockGuard<'_>, TryLockError<LockGuard<'_>>> {
+            // Build a guard only when the lock is ours: dropping a guard releases the lock.
+            match self.raw.try_lock() {
+                Acquire::Acquired => Ok(LockGuard { lock: self }),
+                Acquire::OwnerDied => Err(TryLockError::OwnerDied(LockGuard { lock: self })),
+                Acquire::Failed => Err(TryLockError::WouldBlock),
+            }
+        }
+
+        /// Blocks until the lock is acquired or `timeout` passes (Python's `acquire(timeout=t)`).
+        pub fn acquire_timeout(
+            &self,
+            timeout: Duration,
+        ) -> Result<LockGuard<'_>, LockTimeoutError<LockGuard<'_>>> {
+            match self.raw.lock(Some(Instant::now() + timeout)) {
+                Acquire::Acquired => Ok(LockGuard { lock: self }),
+                Acquire::OwnerDied => Err(LockTimeoutError::OwnerDied(LockGuard { lock: self })),
+                Acquire::Failed => Err(LockTimeoutError::Timeout),
+            }
+        }
+
+        /// Whether some process holds the lock (Python's `locked()`).
+        pub fn locked(&self) -> bool {
+            self.raw.is_locked()
+        }
+
+        /// The pid of the holding process, if any.
+        pub fn owner(&self) -> Option<u32> {
+            self.raw.owner()
+        }
+
+        /// Releases the lock whoever holds it, as Python's `Lock.release()` may (a lock is not
+        /// owned); refuses an unlocked lock. Pair it with [`LockGuard::leak`].
+        pub fn release(&self) -> Result<(), ReleaseError> {
+            if self.raw.unlock() {
+                Ok(())
+            } else {
+                Err(ReleaseError::NotLocked)
+            }
+        }
+
+        /// The raw state (for primitives built on this lock).
+        pub fn raw(&self) -> &RawLock {
+            &self.raw
+        }
+    }
+
+    impl LockGuard<'_> {
+        /// Keeps the lock held after the guard is gone; release it with [`Lock::release`]
+        /// (possibly from another thread or process, as Python allows).
+        pub fn leak(self) {
+            std::mem::forget(self);
+        }
+
+        /// The lock this guard holds.
+        pub fn lock(&self) -> &Lock {
+            self.lock
+        }
+    }
+
+    impl Drop for LockGuard<'_> {
+        fn drop(&mut self) {
+            self.lock.raw.unlock_held();
+        }
+    }
+
+    impl fmt::Debug for Lock {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let w = self.raw.word();
+            f.debug_struct("Lock")
+                .field("owner", &self.raw.owner())
+                .field("waiters", &(w & super::WAITERS != 0))
+                .field("recovered", &(w & super::OWNER_DIED != 0))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for LockGuard<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("LockGuard")
+                .field("lock", self.lock)
+                .finish()
+        }
+    }
+}

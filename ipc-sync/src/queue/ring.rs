@@ -1,0 +1,386 @@
+//! The byte ring under every queue: framed records in shared memory, robust to SIGKILL.
+//!
+//! # Design
+//! A single-producer single-consumer ring (Lamport's SPSC queue: the producer owns `tail`, the
+//! consumer owns `head`) made multi-producer multi-consumer by two robust [`RawLock`]s, as
+//! CPython serialises its pipe ends with `_wlock` and `_rlock`: one producer at a time writes
+//! one record (`wlock`), one consumer at a time reads one (`rlock`), and a producer and a
+//! consumer work at the same time, which is what lets a record larger than the ring stream
+//! through it.
+//!
+//! # Shared-memory layout
+//! ```text
+//! RingHeader (#[repr(C)], 56 bytes, align 8, all-zero = empty, unbounded, open)
+//! | wlock | rlock | not_empty | not_full | get_waiters | put_waiters | done | join_waiters |
+//! | tail: u64 = records << 40 | position    (published by the wlock holder)                |
+//! | head: u64 = records << 40 | position    (published by the rlock holder)                |
+//! | maxsize: u32 (0 = unbounded) | shutdown: u32 (0 open, 1 draining, 2 immediate)          |
+//! data: ShmSlice<u8>, capacity a power of two; positions count bytes modulo 2^40
+//! frame at an 8-aligned position: | len: u32 | flags: u32 | payload (len) | pad to 8 |
+//! ```
+//! Flags: `FIRST|LAST` is a whole record; a record larger than a quarter of the ring goes as
+//! `FIRST`, `MIDDLE`..., `LAST` chunks; `PAD` frames align large payloads to 64 bytes (glibc's
+//! memcpy is many times slower for some misalignments on this CPU).
+//!
+//! # Visibility and robustness
+//! - A producer writes a whole frame, then publishes it with one store of `tail`; a record that
+//!   fits in the ring is one frame, so it becomes visible (and counted: the record count is in
+//!   the same word) only when complete. A producer killed before that store leaves nothing
+//!   visible; the next producer takes `wlock` over (OwnerDied) and overwrites the garbage.
+//! - A consumer reads a frame, then frees it with one store of `head`. Killed before, the frame
+//!   stays for the next consumer; killed after, it loses only the record it was taking.
+//! - A streamed record is assembled privately by the consumer and returned only when `LAST`
+//!   arrives. A consumer that finds chunks of a record whose start it did not see (its reader
+//!   died) skips them; one that sees a new `FIRST` in the middle of a record, or whose producer
+//!   is gone (the `wlock` is free or held by a dead process), drops the partial record. The
+//!   record count moves only with `LAST`, so `qsize` never counts a partial record.
+//!
+//! - Shutdown (`shutdown` word, only ever raised): puts stop; gets drain, then stop (DRAIN) or
+//!   stop at once (IMMEDIATE, and the shutting-down process moves `head` to `tail` under
+//!   `rlock`, counting the discarded records as done). Both futex sequence words are bumped
+//!   and every sleeper woken, so nobody stays blocked on a queue that is shut.
+//!
+//! # Memory ordering
+//! The frame bytes are written before a `SeqCst` store of `tail` and read after a `SeqCst` load
+//! of it (and symmetrically for `head`), so the bytes a side sees are complete. The futex words
+//! `not_empty`/`not_full` are sequence numbers bumped after each publication; a side that is
+//! about to sleep announces itself in `get_waiters`/`put_waiters` and re-checks the position,
+//! all `SeqCst`, so a publication either is seen by the re-check or sees the waiter and wakes.
+//!
+//! # Safety
+//! The unsafe code copies bytes between private buffers and `data`. The ring protocol gives
+//! each side exclusive ranges: the producer writes only `[tail, head + capacity)` (free space,
+//! never read by anybody), the consumer reads only `[head, tail)` (published, never written
+//! until it is freed), and both hold their side's lock. Every index is reduced modulo the
+//! capacity, so copies stay inside the slice whatever a peer writes into the header.
+#![allow(unsafe_code)]
+
+mod consume;
+mod produce;
+mod tasks;
+
+use std::time::{Duration, Instant};
+
+use ipc_core::shm::{ShmBox, ShmSafe, ShmSlice};
+use serde::{Deserialize, Serialize};
+
+use crate::lock::{Acquire, RawLock, SLICE};
+use crate::primitive::{AtomicU32, AtomicU64, Ordering, WaitOutcome, futex};
+use crate::spin;
+
+const POS_BITS: u32 = 40;
+const POS_MASK: u64 = (1 << POS_BITS) - 1;
+/// Records in the ring are counted modulo 2^24.
+pub(crate) const REC_MASK: u64 = (1 << 24) - 1;
+const FRAME_HEADER: u64 = 8;
+const FIRST: u32 = 1;
+const LAST: u32 = 2;
+const PAD: u32 = 4;
+/// Payloads from this size start on a 64-byte boundary.
+const ALIGN_FROM: u64 = 1024;
+
+/// The words of a ring (see the module doc).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct RingHeader {
+    wlock: RawLock,
+    rlock: RawLock,
+    not_empty: AtomicU32,
+    not_full: AtomicU32,
+    get_waiters: AtomicU32,
+    put_waiters: AtomicU32,
+    done: AtomicU32,
+    join_waiters: AtomicU32,
+    tail: AtomicU64,
+    head: AtomicU64,
+    maxsize: AtomicU32,
+    shutdown: AtomicU32,
+}
+
+// SAFETY: repr(C) over RawLock (an AtomicU32), AtomicU32 and AtomicU64: any bytes are a valid
+// header (all-zero is the empty, unbounded, open ring), nothing process-local inside, and all
+// shared mutation goes through atomics.
+unsafe impl ShmSafe for RingHeader {}
+
+/// How long an operation may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Not at all (`*_nowait`).
+    No,
+    /// Until this instant.
+    Until(Instant),
+    /// As long as it takes.
+    Forever,
+}
+
+impl Wait {
+    pub(crate) fn timeout(t: Duration) -> Wait {
+        Instant::now()
+            .checked_add(t)
+            .map_or(Wait::Forever, Wait::Until)
+    }
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::No => Some(Instant::now()),
+            Wait::Until(d) => Some(d),
+            Wait::Forever => None,
+        }
+    }
+}
+
+/// Why a ring operation stopped without completing.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Not in its time (full, empty, or its side's lock stayed busy).
+    TimedOut,
+    /// The queue was shut down.
+    ShutDown,
+}
+
+/// `shutdown` word: open.
+const OPEN: u32 = 0;
+/// `shutdown` word: no more puts; gets drain what is there.
+const DRAIN: u32 = 1;
+/// `shutdown` word: no more puts or gets; what was there is discarded.
+const IMMEDIATE: u32 = 2;
+
+fn pos(w: u64) -> u64 {
+    w & POS_MASK
+}
+fn recs(w: u64) -> u64 {
+    w >> POS_BITS
+}
+fn word(recs: u64, pos: u64) -> u64 {
+    ((recs & REC_MASK) << POS_BITS) | (pos & POS_MASK)
+}
+fn round8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// A ring: its header and its data, both in the shared heap.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Ring {
+    header: ShmBox<RingHeader>,
+    data: ShmSlice<u8>,
+}
+
+/// Releases a side's lock when an operation ends, however it ends.
+struct Side<'a>(&'a RawLock);
+impl Drop for Side<'_> {
+    fn drop(&mut self) {
+        self.0.unlock_held();
+    }
+}
+
+fn lock_side(lock: &RawLock, wait: Wait) -> Result<Side<'_>, Stop> {
+    let a = match wait {
+        Wait::No => lock.try_lock(),
+        w => lock.lock(w.deadline()),
+    };
+    match a {
+        // A holder that died left its side consistent: positions are published only at frame
+        // boundaries, and a reader's partial record was private to it.
+        Acquire::Acquired | Acquire::OwnerDied => Ok(Side(lock)),
+        Acquire::Failed => Err(Stop::TimedOut),
+    }
+}
+
+impl Ring {
+    /// A ring of at least `capacity` bytes (rounded up to a power of two, at least 4 KiB).
+    pub(crate) fn new(capacity: usize, maxsize: u32) -> ipc_core::Result<Ring> {
+        let cap = capacity.clamp(4096, 1 << 39).next_power_of_two();
+        let header = ShmBox::<RingHeader>::new()?;
+        header.maxsize.store(maxsize, Ordering::Relaxed);
+        Ok(Ring {
+            header,
+            data: ShmSlice::new(cap)?,
+        })
+    }
+
+    fn cap(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    pub(crate) fn maxsize(&self) -> u32 {
+        self.header.maxsize.load(Ordering::Relaxed)
+    }
+
+    /// Complete records in the ring (a snapshot).
+    pub(crate) fn len(&self) -> u64 {
+        let h = self.header.head.load(Ordering::SeqCst);
+        let t = self.header.tail.load(Ordering::SeqCst);
+        recs(t).wrapping_sub(recs(h)) & REC_MASK
+    }
+
+    fn is_full_by_count(&self) -> bool {
+        let max = u64::from(self.maxsize());
+        let n = self.len();
+        n >= REC_MASK || (max > 0 && n >= max)
+    }
+
+    pub(crate) fn full(&self) -> bool {
+        let max = self.maxsize();
+        max > 0 && self.len() >= u64::from(max)
+    }
+
+    /// Copies `bytes` into the ring at position `at` (wrapping).
+    fn write_at(&self, at: u64, bytes: &[u8]) {
+        let cap = self.cap();
+        let i = (at & (cap - 1)) as usize;
+        let first = bytes.len().min(cap as usize - i);
+        // SAFETY: `i < cap` and `first <= cap - i`, the rest goes to the start and is shorter
+        // than `cap` (frames never exceed the ring); the range is free space that only the
+        // wlock holder (us) writes and nobody reads (module doc).
+        unsafe {
+            let base = self.data.as_ptr();
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(i), first);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), base, bytes.len() - first);
+        }
+    }
+
+    /// Copies ring bytes at position `at` (wrapping) into `out`.
+    fn read_at(&self, at: u64, out: &mut [u8]) {
+        let cap = self.cap();
+        let i = (at & (cap - 1)) as usize;
+        let first = out.len().min(cap as usize - i);
+        // SAFETY: as in `write_at`; the range is published and not freed yet, so only the
+        // rlock holder (us) reads it and nobody writes it.
+        unsafe {
+            let base = self.data.as_ptr();
+            std::ptr::copy_nonoverlapping(base.add(i), out.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), out.len() - first);
+        }
+    }
+
+    /// The ring bytes at `at`, if they do not wrap (decode in place, no copy).
+    fn contiguous(&self, at: u64, len: usize) -> Option<&[u8]> {
+        let cap = self.cap() as usize;
+        let i = (at & (self.cap() - 1)) as usize;
+        // SAFETY: `i + len <= cap`; the range is published and ours to read until we publish
+        // `head` past it, which happens after the returned borrow ends (module doc).
+        (i + len <= cap)
+            .then(|| unsafe { std::slice::from_raw_parts(self.data.as_ptr().add(i), len) })
+    }
+
+    fn frame_header(&self, at: u64) -> (u32, u32) {
+        let mut h = [0u8; 8];
+        self.read_at(at, &mut h);
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        let flags = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        (len, flags)
+    }
+
+    /// Waits on `seq` while `unchanged()` holds, announcing itself in `waiters`.
+    fn sleep(
+        &self,
+        seq: &AtomicU32,
+        waiters: &AtomicU32,
+        unchanged: impl Fn() -> bool,
+        until: Option<Instant>,
+    ) -> WaitOutcome {
+        if spin::spin(|| !unchanged()) {
+            return WaitOutcome::Woken;
+        }
+        waiters.fetch_add(1, Ordering::SeqCst);
+        let s = seq.load(Ordering::SeqCst);
+        let out = if unchanged() {
+            futex::wait(seq, s, until)
+        } else {
+            WaitOutcome::Woken
+        };
+        waiters.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+
+    fn publish_tail(&self, w: u64) {
+        let h = &*self.header;
+        h.tail.store(w, Ordering::SeqCst);
+        h.not_empty.fetch_add(1, Ordering::SeqCst);
+        if h.get_waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake_all(&h.not_empty);
+        }
+    }
+
+    fn publish_head(&self, w: u64) {
+        let h = &*self.header;
+        h.head.store(w, Ordering::SeqCst);
+        h.not_full.fetch_add(1, Ordering::SeqCst);
+        if h.put_waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake_all(&h.not_full);
+        }
+    }
+
+    fn shut(&self) -> u32 {
+        self.header.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Whether the queue was shut down (by any process).
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut() != OPEN
+    }
+
+    /// Shuts the queue down for every process: puts fail from now on; gets drain what is there
+    /// (or, if `immediate`, fail at once, the items are discarded and marked done for `join`).
+    pub(crate) fn shutdown(&self, immediate: bool) {
+        let h = &*self.header;
+        let to = if immediate { IMMEDIATE } else { DRAIN };
+        h.shutdown.fetch_max(to, Ordering::SeqCst);
+        self.wake_everybody();
+        if immediate {
+            // Sleeping consumers saw the flag and give the consumer lock up; take it to discard.
+            let _side = lock_side(&h.rlock, Wait::Forever);
+            let head = h.head.load(Ordering::SeqCst);
+            let tail = h.tail.load(Ordering::SeqCst);
+            let dropped = recs(tail).wrapping_sub(recs(head)) & REC_MASK;
+            self.publish_head(word(recs(tail), pos(tail)));
+            // Discarded records count as done, so `join` waits only for items already taken.
+            let mut d = h.done.load(Ordering::SeqCst);
+            loop {
+                let nd = ((u64::from(d) + dropped) & REC_MASK) as u32;
+                match h
+                    .done
+                    .compare_exchange(d, nd, Ordering::SeqCst, Ordering::SeqCst)
+                {
+                    Ok(_) => break,
+                    Err(now) => d = now,
+                }
+            }
+            self.wake_everybody();
+        }
+    }
+
+    fn wake_everybody(&self) {
+        let h = &*self.header;
+        for w in [&h.not_empty, &h.not_full] {
+            w.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(w);
+        }
+        // `done` is a count, not a sequence number: joiners just re-check it.
+        futex::wake_all(&h.done);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header's ABI, and a zeroed header (a fresh heap block) is an empty, open,
+    /// unbounded ring.
+    #[test]
+    fn header_abi_and_zero_state() {
+        assert_eq!((size_of::<RingHeader>(), align_of::<RingHeader>()), (56, 8));
+        let r = Ring::new(1, 0).unwrap();
+        assert_eq!(r.capacity(), 4096, "rounded up to the minimum");
+        assert_eq!((r.len(), r.maxsize(), r.full()), (0, 0, false));
+        assert!(!r.is_shut_down());
+        assert_eq!(r.unfinished(), 0);
+        assert_eq!(r.get(Wait::No, |b| b.len()), Err(Stop::TimedOut));
+        r.put(b"abc", Wait::No).unwrap();
+        assert_eq!(r.get(Wait::No, |b| b.to_vec()), Ok(b"abc".to_vec()));
+        assert_eq!(Ring::new(5000, 0).unwrap().capacity(), 8192);
+    }
+}

@@ -1,0 +1,144 @@
+//! The consumer side of the ring: find the next complete record, assembling streamed ones,
+//! skipping the remnants of records whose reader died, then free its frames.
+//!
+//! Runs with `rlock` held; see the parent module for the layout and the robustness argument.
+
+use std::time::Instant;
+
+use super::*;
+
+/// Where the next record is.
+enum Record {
+    /// One frame in the ring: payload at `at`, `len` bytes; `next` is the head past it.
+    InRing { at: u64, len: usize, next: u64 },
+    /// A streamed record, assembled (its frames are already freed).
+    Assembled(Vec<u8>),
+}
+
+impl Ring {
+    /// Whether the producer of a record under way is gone (its lock free or its holder dead).
+    fn producer_gone(&self) -> bool {
+        let w = &self.header.wlock;
+        match w.owner() {
+            None => true,
+            Some(pid) => crate::liveness::is_dead(pid),
+        }
+    }
+
+    /// Takes the next complete record and hands its bytes to `f`.
+    pub(crate) fn get<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R, Stop> {
+        let h = &*self.header;
+        if self.shut() == IMMEDIATE {
+            return Err(Stop::ShutDown);
+        }
+        let _side = lock_side(&h.rlock, wait)?;
+        match self.next_record(wait)? {
+            Record::InRing { at, len, next } => {
+                let r = match self.contiguous(at, len) {
+                    Some(bytes) => f(bytes),
+                    None => {
+                        let mut v = vec![0; len];
+                        self.read_at(at, &mut v);
+                        f(&v)
+                    }
+                };
+                // Free the frame only after `f` is done with its bytes.
+                self.publish_head(next);
+                Ok(r)
+            }
+            Record::Assembled(buf) => Ok(f(&buf)),
+        }
+    }
+
+    /// With `rlock` held: finds the next complete record, streaming chunks as they come.
+    fn next_record(&self, wait: Wait) -> Result<Record, Stop> {
+        let h = &*self.header;
+        let mut partial: Option<Vec<u8>> = None;
+        let mut next_check = Instant::now() + SLICE;
+        loop {
+            let head = h.head.load(Ordering::Relaxed);
+            let tail = h.tail.load(Ordering::SeqCst);
+            let shut = self.shut();
+            if shut == IMMEDIATE {
+                return Err(Stop::ShutDown);
+            }
+            if pos(head) == pos(tail) {
+                // Drained after a shutdown: nothing more will come (a record under way is
+                // abandoned: its producer cannot finish it).
+                if shut != OPEN {
+                    return Err(Stop::ShutDown);
+                }
+                let streaming = partial.is_some();
+                let deadline = wait.deadline();
+                if streaming && Instant::now() >= next_check {
+                    next_check = Instant::now() + SLICE;
+                    if self.producer_gone() {
+                        partial = None;
+                        continue;
+                    }
+                }
+                if !streaming && wait == Wait::No {
+                    return Err(Stop::TimedOut);
+                }
+                // A record under way is finished even past the deadline while its producer
+                // lives and holds its lock: giving up would lose it for everybody.
+                let until = if streaming {
+                    Some(next_check)
+                } else {
+                    deadline.map(|d| d.min(next_check))
+                };
+                let nothing =
+                    || pos(h.tail.load(Ordering::SeqCst)) == pos(head) && self.shut() == OPEN;
+                let out = self.sleep(&h.not_empty, &h.get_waiters, nothing, until);
+                if out == WaitOutcome::TimedOut
+                    && !streaming
+                    && deadline.is_some_and(|d| Instant::now() >= d)
+                    && nothing()
+                {
+                    return Err(Stop::TimedOut);
+                }
+                continue;
+            }
+            let (len, flags) = self.frame_header(pos(head));
+            let frame = round8(FRAME_HEADER + u64::from(len));
+            let at = pos(head) + FRAME_HEADER;
+            let used = pos(tail).wrapping_sub(pos(head)) & POS_MASK;
+            if frame > used {
+                // Only a misbehaving peer publishes a frame longer than what it published:
+                // drop everything published so far rather than read past it.
+                self.publish_head(word(recs(tail), pos(tail)));
+                partial = None;
+                continue;
+            }
+            let counted = u64::from(flags & LAST != 0);
+            let next = word(recs(head) + counted, pos(head) + frame);
+            if flags & PAD != 0 {
+                self.publish_head(word(recs(head), pos(head) + frame));
+                continue;
+            }
+            if flags & FIRST != 0 && flags & LAST != 0 {
+                return Ok(Record::InRing {
+                    at,
+                    len: len as usize,
+                    next,
+                });
+            }
+            if flags & FIRST != 0 {
+                // A new record: a partial one before it was abandoned by its producer.
+                partial = Some(Vec::new());
+            }
+            // Without a partial record, these are the rest of one whose reader died: skip.
+            if let Some(buf) = partial.as_mut() {
+                let old = buf.len();
+                buf.resize(old + len as usize, 0);
+                self.read_at(at, &mut buf[old..]);
+            }
+            self.publish_head(next);
+            if flags & LAST != 0
+                && let Some(buf) = partial.take()
+            {
+                return Ok(Record::Assembled(buf));
+            }
+        }
+    }
+}
