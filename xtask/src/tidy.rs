@@ -53,7 +53,7 @@ fn opens_unsafe_block(code: &str) -> bool {
 /// The violations in one file, as `path:line: message`. `rel` is the path from the root.
 pub(crate) fn check_file(rel: &str, text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let is_build_script = rel.ends_with("build.rs");
+    let is_build_script = rel == "build.rs" || rel.ends_with("/build.rs");
     if !is_build_script && !text.starts_with("//!") {
         out.push(format!(
             "{rel}:1: the file must open with a `//!` comment saying what it is for"
@@ -157,6 +157,7 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert!(v[0].starts_with("a/src/x.rs:1:"), "{v:?}");
         assert!(check("a/build.rs", "fn main() {}\n").is_empty());
+        assert_eq!(check("a/src/rebuild.rs", "fn main() {}\n").len(), 1);
     }
 
     #[test]
