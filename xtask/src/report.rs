@@ -311,7 +311,7 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
         let v = 10f64.powi(decade);
         let xv = x(v);
         let label = if decade >= 0 {
-            format!("{}x", fmt(v).trim_end_matches(".000"))
+            format!("{}x", 10u64.pow(decade as u32))
         } else {
             format!("{v}x")
         };
@@ -459,5 +459,9 @@ mod tests {
         assert!(svg.contains("case&lt;1&gt;") && !svg.contains("case<1>"));
         assert_eq!(svg.matches("<rect x=").count(), 2);
         assert!(svg.trim_end().ends_with("</svg>"));
+        // Decades from 0.1x to 100x label the log axis.
+        for label in [">0.1x<", ">1x<", ">10x<", ">100x<"] {
+            assert!(svg.contains(label), "{label} missing");
+        }
     }
 }
