@@ -97,9 +97,6 @@ pub struct Case {
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 
-const SYNC: &str = "ipc-sync primitives (issue #3)";
-const QUEUE: &str = "ipc-sync queues (issue #3)";
-const SHM: &str = "ipc_core::shm::NamedSegment (issue #2)";
 const POOL: &str = "ipc-pool";
 const MANAGER: &str = "ipc-manager";
 
@@ -159,7 +156,7 @@ pub static CASES: &[Case] = &[
         ["payload_size" = 0],
         Figure::PerSecond { per_op: 1 },
         Some((40.0, "#3")),
-        Run::NotYet(QUEUE)
+        Run::Ready(crate::sync::queue_throughput_small)
     ),
     case!(
         "queue_throughput_64k",
@@ -169,7 +166,7 @@ pub static CASES: &[Case] = &[
         ["payload_size" = 64 * KIB],
         Figure::MegabytesPerSecond { bytes: 64 * KIB },
         Some((5.0, "#3")),
-        Run::NotYet(QUEUE)
+        Run::Ready(crate::sync::queue_throughput_64k)
     ),
     case!(
         "simplequeue_throughput_small",
@@ -179,7 +176,7 @@ pub static CASES: &[Case] = &[
         ["payload_size" = 0],
         Figure::PerSecond { per_op: 1 },
         None,
-        Run::NotYet(QUEUE)
+        Run::Ready(crate::sync::simplequeue_throughput_small)
     ),
     case!(
         "queue_pingpong",
@@ -189,7 +186,7 @@ pub static CASES: &[Case] = &[
         [],
         Figure::MicrosPerOp,
         Some((50.0, "#3")),
-        Run::NotYet(QUEUE)
+        Run::Ready(crate::sync::queue_pingpong)
     ),
     case!(
         "pipe_pingpong",
@@ -229,7 +226,7 @@ pub static CASES: &[Case] = &[
         [],
         Figure::NanosPerOp,
         Some((5.0, "#3")),
-        Run::NotYet(SYNC)
+        Run::Ready(crate::sync::lock_uncontended)
     ),
     case!(
         "lock_contended_2proc",
@@ -239,7 +236,7 @@ pub static CASES: &[Case] = &[
         ["processes" = 2],
         Figure::PerSecond { per_op: 2 },
         Some((5.0, "#3")),
-        Run::NotYet(SYNC)
+        Run::Ready(crate::sync::lock_contended_2proc)
     ),
     case!(
         "event_pingpong",
@@ -249,7 +246,7 @@ pub static CASES: &[Case] = &[
         [],
         Figure::MicrosPerOp,
         Some((50.0, "#3")),
-        Run::NotYet(SYNC)
+        Run::Ready(crate::sync::event_pingpong)
     ),
     case!(
         "condition_pingpong",
@@ -259,7 +256,7 @@ pub static CASES: &[Case] = &[
         [],
         Figure::MicrosPerOp,
         Some((50.0, "#3")),
-        Run::NotYet(SYNC)
+        Run::Ready(crate::sync::condition_pingpong)
     ),
     case!(
         "semaphore_uncontended",
@@ -269,7 +266,7 @@ pub static CASES: &[Case] = &[
         [],
         Figure::NanosPerOp,
         Some((5.0, "#3")),
-        Run::NotYet(SYNC)
+        Run::Ready(crate::sync::semaphore_uncontended)
     ),
     case!(
         "value_increment_locked",
@@ -279,7 +276,7 @@ pub static CASES: &[Case] = &[
         [],
         Figure::NanosPerOp,
         Some((30.0, "#3")),
-        Run::NotYet(SYNC)
+        Run::Ready(crate::sync::value_increment_locked)
     ),
     case!(
         "pool_map_trivial",
@@ -359,7 +356,7 @@ pub static CASES: &[Case] = &[
         ["size" = MIB],
         Figure::MicrosPerOp,
         None,
-        Run::NotYet(SHM)
+        Run::Ready(crate::sync::shared_memory_create_unlink)
     ),
 ];
 

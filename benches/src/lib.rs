@@ -11,6 +11,7 @@
 //! - [`measure`]: warm-up, repetitions, median / min / max.
 //! - [`pin`]: the `--pin none|same|split` placement of the runner and its children.
 //! - [`process`]: the process start cases (`process_start_join_*`).
+//! - [`sync`]: the ipc-sync cases (locks, events, conditions, values, queues) and named segments.
 //! - [`peer`]: the child processes that the cross-process cases talk to.
 //! - `peers` (cargo feature `peers`): procspawn and ipc-channel running the same cases.
 
@@ -22,6 +23,7 @@ pub mod peer;
 pub mod peers;
 pub mod pin;
 pub mod process;
+pub mod sync;
 
 /// Give up on a handshake or a join after this long: a hang is a bug, never a result.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
