@@ -39,6 +39,16 @@ fn has_word(text: &str, word: &str) -> bool {
     })
 }
 
+/// Whether `word` occurs in `text` not preceded by an identifier character.
+fn starts_word(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(i, _)| {
+        !text[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
 /// Whether `code` opens an unsafe block (`unsafe {`, not `unsafe fn`/`impl`/`trait`/`extern`).
 fn opens_unsafe_block(code: &str) -> bool {
     code.match_indices(UNSAFE).any(|(i, _)| {
@@ -67,7 +77,8 @@ pub(crate) fn check_file(rel: &str, text: &str) -> Vec<String> {
         let n = i + 1;
         let code = code(line);
         for flag in PRIVATE_FLAGS {
-            if code.contains(flag) {
+            // A word start: `MapFlags::PRIVATE` (a private mapping) is not a futex flag.
+            if starts_word(code, flag) {
                 out.push(format!(
                     "{rel}:{n}: `{flag}`: private futexes never wake another process; \
                      use ipc_core::futex (shared)"
@@ -168,6 +179,8 @@ mod tests {
         assert!(v[0].starts_with("a/x.rs:2:"), "{v:?}");
         let doc = format!("//! never {}_FLAG\n", PRIVATE_FLAGS[1]);
         assert!(check("a/x.rs", &doc).is_empty());
+        let mapping = format!("//! x\nlet m = Map{};\n", PRIVATE_FLAGS[0]);
+        assert!(check("a/x.rs", &mapping).is_empty());
     }
 
     #[test]
