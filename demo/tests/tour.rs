@@ -1,0 +1,42 @@
+//! The tour runs to the end and shows what it promises: `cargo xtask demo` cannot rot.
+
+use std::process::Command;
+
+#[test]
+fn the_tour_runs_and_shows_each_experiment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .output()
+        .expect("the demo binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "sleepy said 'exiting': false",
+        "exitcode = Some(-15)",
+        "after kill(): the child process was killed by signal 9",
+        "join error: the child process panicked: 3 is more than I can handle",
+        "answer Sum(9)",
+        "tasks served per worker",
+        "the event is set: true",
+        "shared total = 9",
+        "Err(OwnerDied(guard))",
+        "at most 2 were ever active at once",
+        "arrival indices [0, 1, 2]; the action ran 1 time(s)",
+        "Tour complete",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    for heading in 1..=13 {
+        assert!(
+            stdout.contains(&format!("\n== {heading}. ")),
+            "section {heading} missing"
+        );
+    }
+}
