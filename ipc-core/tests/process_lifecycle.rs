@@ -177,6 +177,33 @@ fn join_from_a_non_creator_is_an_error() {
     assert_eq!(h.join().unwrap(), 200);
 }
 
+// cpython checklist 8: is_alive and exitcode from a process that did not start the child (a
+// fork child holding a copy of the handle) neither wait for nor reap the child, and above all do
+// not consume the result the real parent will join for.
+#[test]
+fn a_non_creator_polling_the_child_leaves_its_result_alone() {
+    let h = builder(StartMethod::Spawn).spawn(5u32, |x| x + 1).unwrap();
+    let _reap = Reap(&h);
+    // Let the child finish, so that its result is waiting on the connection.
+    assert_eq!(
+        ipc_core::conn::wait(&[h.sentinel()], Some(Duration::from_secs(30))).unwrap(),
+        vec![0]
+    );
+    let hr = &h;
+    let seen = builder(StartMethod::Fork)
+        .fork(move || (hr.is_alive(), hr.exitcode()))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(
+        seen,
+        (false, None),
+        "the non-creator sees the child gone but cannot know its exit code"
+    );
+    drop(_reap);
+    assert_eq!(h.join().unwrap(), 6, "the creator still gets the result");
+}
+
 // cpython checklist 12: a grandchild observes its parent as dead after the parent is killed.
 #[test]
 fn grandchild_sees_parent_die() {

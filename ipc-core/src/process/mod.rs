@@ -400,13 +400,26 @@ impl<R> JoinHandle<R> {
     }
 
     /// The exit code if the child has finished, else `None` (never blocks).
+    ///
+    /// Only the process that started the child reaps it and learns its exit code; in another
+    /// process (a fork child holding a copy of this handle) this is the code known at the fork,
+    /// if any, and the child's result is left for its creator to join.
     pub fn exitcode(&self) -> Option<i32> {
-        self.inner.poll_exit().ok().flatten()
+        if self.inner.is_creator() {
+            self.inner.poll_exit().ok().flatten()
+        } else {
+            self.inner.lock().exitcode
+        }
     }
 
-    /// Whether the child is still running.
+    /// Whether the child is still running (in any process holding the handle: a process that
+    /// did not start the child asks the kernel without reaping it).
     pub fn is_alive(&self) -> bool {
-        self.exitcode().is_none()
+        if self.inner.is_creator() {
+            self.exitcode().is_none()
+        } else {
+            self.inner.lock().exitcode.is_none() && !self.inner.has_exited()
+        }
     }
 
     /// Asks the child to stop (SIGTERM). The exit code becomes `-15` unless it handles the
@@ -414,6 +427,15 @@ impl<R> JoinHandle<R> {
     pub fn terminate(&self) -> Result<()> {
         self.inner.check_creator("terminate")?;
         self.inner.signal(rustix::process::Signal::TERM)
+    }
+
+    /// Interrupts the child as Ctrl-C would (SIGINT): its exit code becomes `-2` unless it
+    /// handles the signal (Rust has no `KeyboardInterrupt`, so a child that does not handle it
+    /// ends as with the signal's default action). A child that has already finished is left
+    /// alone.
+    pub fn interrupt(&self) -> Result<()> {
+        self.inner.check_creator("interrupt")?;
+        self.inner.signal(rustix::process::Signal::INT)
     }
 
     /// Kills the child (SIGKILL): its exit code becomes `-9`.
