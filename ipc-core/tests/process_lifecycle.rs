@@ -259,7 +259,8 @@ fn processes_create_processes() {
 }
 
 // cpython checklist 14: 100 processes started and joined all exit 0; 100 terminated right after
-// start all report -SIGTERM.
+// start all report -SIGTERM. The function is a closure under every start method (known bug 20:
+// CPython's spawn cannot pickle lambdas; a non-capturing closure is found by its address here).
 #[test]
 fn a_hundred_processes() {
     for m in METHODS {
@@ -355,7 +356,8 @@ fn unrelated_descriptors_are_not_inherited() {
     }
 }
 
-// Without the opt-in, fork in a multithreaded process is refused with a clear error.
+// Without the opt-in, fork in a multithreaded process is refused with a clear error (known bug 6:
+// CPython forks multithreaded parents and the child may deadlock on another thread's lock).
 #[test]
 fn fork_with_threads_is_refused() {
     let err = process::Builder::new()
