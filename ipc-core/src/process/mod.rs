@@ -367,6 +367,24 @@ impl<R> fmt::Debug for JoinHandle<R> {
     }
 }
 
+impl<R> Drop for JoinHandle<R> {
+    fn drop(&mut self) {
+        // A child that has been reaped (joined, or polled to its end) needs no record any more:
+        // forget it now, so that its pidfd and connections close with the handle instead of
+        // waiting for the next start. A running child stays registered, to be reaped later.
+        // `try_lock`: whoever holds the state (another thread's `active_children`) is brief, and
+        // the record is pruned at the next start anyway.
+        let reaped = self
+            .inner
+            .state
+            .try_lock()
+            .is_ok_and(|st| st.exitcode.is_some());
+        if reaped && self.inner.is_creator() {
+            global::lock().forget(&self.inner);
+        }
+    }
+}
+
 impl<R: DeserializeOwned> JoinHandle<R> {
     /// Waits for the child to finish and returns its function's result.
     pub fn join(self) -> Result<R, JoinError> {
@@ -571,6 +589,7 @@ pub struct ChildInfo {
 /// on the way, as in Python.
 pub fn active_children() -> Vec<ChildInfo> {
     let children: Vec<Arc<ChildInner>> = global::lock().children.clone();
+    let mut finished = Vec::new();
     let mut alive = Vec::new();
     for c in children {
         // A handle being joined in another thread holds the child's lock: it is alive until
@@ -589,6 +608,16 @@ pub fn active_children() -> Vec<ChildInfo> {
                 name: c.name.clone(),
                 daemon: c.daemon,
             });
+        } else {
+            finished.push(c);
+        }
+    }
+    // Reaped children whose handles were dropped: nobody can ask about them again, so their
+    // records (and descriptors) go. One count is ours (`finished`), one the registry's.
+    let mut g = global::lock();
+    for c in finished {
+        if Arc::strong_count(&c) == 2 {
+            g.forget(&c);
         }
     }
     alive
