@@ -1,7 +1,10 @@
 //! Blocking connection calls survive signals: a handler installed without `SA_RESTART` makes the
 //! kernel fail blocking system calls with `EINTR`, and every call must retry transparently.
-//! Ports CPython checklist item 44. The signals target one thread (`pthread_kill`), and the
-//! handler only counts, so the other tests of this binary are not disturbed.
+//! Ports CPython checklist items 44 and 24 (joining a process). The signals target one thread
+//! (`pthread_kill`), and the handler only counts, so the other tests of this binary are not
+//! disturbed.
+
+mod common;
 
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::Once;
@@ -9,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::{METHODS, builder};
 use ipc_core::conn::{Address, Listener, connect, pipe};
 
 static DELIVERED: AtomicUsize = AtomicUsize::new(0);
@@ -131,4 +135,39 @@ fn a_blocking_accept_and_handshake_retry_after_signals() {
     client.send(&"accepted").unwrap();
     let (conn, _listener) = acceptor.join().unwrap();
     assert_eq!(conn.unwrap().recv::<String>().unwrap(), "accepted");
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn join_retries_after_signals_and_keeps_its_timeout() {
+    // cpython checklist 24: join() is robust against EINTR from signals delivered to the parent.
+    install_handler();
+    for m in METHODS {
+        let h = builder(m).spawn(400, sleep_ms).unwrap();
+        let joiner = std::thread::spawn(move || h.join().map_err(|e| e.to_string()));
+        let n = pester(&joiner, Duration::from_millis(150));
+        assert!(n > 0, "no signal was delivered");
+        assert_eq!(joiner.join().unwrap(), Ok(400), "{m}");
+
+        // A timed join neither fails nor returns early when interrupted.
+        let h = builder(m).spawn(60_000, sleep_ms).unwrap();
+        let t = Duration::from_millis(300);
+        let joiner = std::thread::spawn(move || {
+            let start = Instant::now();
+            let r = h.join_timeout(t).map_err(|e| e.to_string());
+            let elapsed = start.elapsed();
+            h.kill().unwrap();
+            let _ = h.join();
+            (r, elapsed)
+        });
+        let n = pester(&joiner, Duration::from_millis(150));
+        assert!(n > 0, "no signal was delivered");
+        let (r, elapsed) = joiner.join().unwrap();
+        assert_eq!(r, Ok(None), "{m}");
+        assert!(elapsed >= t, "{m}: join_timeout returned after {elapsed:?}");
+    }
 }

@@ -296,6 +296,7 @@ fn bogus_answers_are_refused_by_deliver_challenge_and_the_peer_is_told() {
 #[test]
 fn the_answer_is_an_hmac_sha256_over_the_prefixed_challenge() {
     // cpython checklist 51: responses carry a {digest} prefix, and the MAC covers the digest name.
+    // The digest is SHA-256, never MD5 (known bug 12).
     let (client, fake_server) = pipe(true).unwrap();
     let answering = std::thread::spawn(move || client.answer_challenge(b"key", Some(LIVENESS)));
     let nonce = [7u8; 40];

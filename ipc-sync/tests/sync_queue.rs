@@ -52,6 +52,8 @@ fn cpython_54_full_queue_refuses_puts() {
 
 // cpython checklist 55, 56, 57: FIFO gets of every kind; qsize 0->1->2->1->0; on empty the
 // non-blocking gets fail at once, the timed ones after >= t; drained queue: empty, not full.
+// qsize and empty are exact (known bug 5: no feeder thread makes them racy, no platform lacks
+// qsize).
 #[test]
 fn cpython_55_56_57_gets_and_sizes() {
     let q = Queue::<u64>::with_maxsize(6).unwrap();
@@ -351,7 +353,7 @@ fn get_until_shutdown(q: JoinableQueue<u32>) -> (Vec<u32>, bool) {
     }
 }
 
-// cpython checklist 68 (CPython PR #138828): shutdown(immediate=False) drains then reports
+// cpython checklist 68 and known bug 21 (CPython PR #138828): shutdown(immediate=False) drains then reports
 // ShutDown; immediate=True discards the items, releases join(), and an extra task_done is an
 // error. Blocked getters in other processes wake up.
 #[test]
@@ -412,4 +414,35 @@ fn a_record_of_another_type_is_a_decode_error() {
     // An empty Vec<u64> encodes as the empty string's bytes: it decodes fine.
     assert_eq!(other.get_nowait().unwrap(), "");
     assert!(q.empty());
+}
+
+fn put_and_leave((q, n, len): (Queue<ByteBuf>, u32, usize)) -> u32 {
+    for i in 0..n {
+        q.put(ByteBuf::from(vec![i as u8; len])).unwrap();
+    }
+    n
+}
+
+// Known bug 3 (CPython gh-73983): a Python child that put more than a pipe buffer (64 KiB) on a
+// Queue cannot exit until the items are read (its feeder thread still flushes), so joining it
+// before draining deadlocks. Here a put returns once its record is in the shared ring: the child
+// exits at once, the parent joins it first and then drains every item.
+#[test]
+fn a_producer_exits_before_its_items_are_read() {
+    for m in METHODS {
+        let q: Queue<ByteBuf> = Queue::new().unwrap();
+        // 256 KiB in 256 items: four pipe buffers' worth, well inside the 1 MiB ring.
+        let h = builder(m)
+            .spawn((q.clone(), 256, 1024), put_and_leave)
+            .unwrap();
+        let _reap = Reap(&h);
+        assert_eq!(h.join_timeout(LONG).unwrap(), Some(0), "{m}: joined first");
+        drop(_reap);
+        assert_eq!(h.join().unwrap(), 256);
+        for i in 0..256u32 {
+            let item = q.get_nowait().unwrap();
+            assert_eq!(item.as_slice(), &[i as u8; 1024][..], "{m}");
+        }
+        assert!(q.empty(), "{m}");
+    }
 }

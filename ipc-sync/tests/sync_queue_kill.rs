@@ -2,6 +2,8 @@
 //! nothing committed is lost, nothing is delivered twice, nothing partial is delivered, and a
 //! killed consumer loses at most the record it was taking. Records of every size are mixed in,
 //! including ones streamed through the (small) ring in chunks, so kills land mid-stream too.
+//! These prove we do not repeat known bug 4 (CPython: killing a process while it uses a Queue
+//! corrupts it for everyone).
 
 mod common;
 

@@ -191,3 +191,26 @@ fn abi_of_value_cells() {
     let z = Value::<Point>::new(Point::default()).unwrap();
     assert_eq!(z.get(), Point::default());
 }
+
+// cpython checklist 93: Python's invalid typecode is a TypeError at run time; here it does not
+// compile. The compile_fail doc tests on `Value` (src/value.rs) prove that heap-owning types and
+// types with invalid bit patterns (bool) are refused; this pins the other half, that the types of
+// Python's valid typecodes are accepted.
+#[test]
+fn cpython_93_typecodes_are_types() {
+    fn shm_safe<T: ShmSafe + Copy>() {}
+    // b B h H i I l L q Q f d c
+    shm_safe::<i8>();
+    shm_safe::<u8>();
+    shm_safe::<i16>();
+    shm_safe::<u16>();
+    shm_safe::<i32>();
+    shm_safe::<u32>();
+    shm_safe::<i64>();
+    shm_safe::<u64>();
+    shm_safe::<f32>();
+    shm_safe::<f64>();
+    shm_safe::<[u8; 16]>();
+    assert_eq!(Value::new(-3i16).unwrap().get(), -3);
+    assert_eq!(Value::new(b'c').unwrap().get(), b'c');
+}

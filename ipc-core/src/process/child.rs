@@ -97,8 +97,19 @@ impl ChildInner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether this process started the child (only it may wait for, reap or signal it).
+    pub(crate) fn is_creator(&self) -> bool {
+        crate::process::global::pid() == self.creator
+    }
+
+    /// Whether the child has exited, from its pidfd alone: no reaping, no reading of its result
+    /// (for processes that hold a copy of the handle but did not start the child).
+    pub(crate) fn has_exited(&self) -> bool {
+        crate::conn::wait(&[&self.pidfd], Some(Duration::ZERO)).map_or(true, |r| !r.is_empty())
+    }
+
     pub(crate) fn check_creator(&self, what: &str) -> Result<()> {
-        if crate::process::global::pid() != self.creator {
+        if !self.is_creator() {
             return Err(Error::misuse(format!(
                 "cannot {what} process {} ({}): only the process that started it can",
                 self.pid.as_raw_nonzero(),

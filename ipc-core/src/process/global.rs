@@ -138,6 +138,13 @@ impl Global {
     }
 }
 
+impl Global {
+    /// Drops the record of a child that has been reaped.
+    pub(crate) fn forget(&mut self, child: &Arc<ChildInner>) {
+        self.children.retain(|c| !Arc::ptr_eq(c, child));
+    }
+}
+
 extern "C" fn on_exit() {
     shutdown();
 }

@@ -367,6 +367,24 @@ impl<R> fmt::Debug for JoinHandle<R> {
     }
 }
 
+impl<R> Drop for JoinHandle<R> {
+    fn drop(&mut self) {
+        // A child that has been reaped (joined, or polled to its end) needs no record any more:
+        // forget it now, so that its pidfd and connections close with the handle instead of
+        // waiting for the next start. A running child stays registered, to be reaped later.
+        // `try_lock`: whoever holds the state (another thread's `active_children`) is brief, and
+        // the record is pruned at the next start anyway.
+        let reaped = self
+            .inner
+            .state
+            .try_lock()
+            .is_ok_and(|st| st.exitcode.is_some());
+        if reaped && self.inner.is_creator() {
+            global::lock().forget(&self.inner);
+        }
+    }
+}
+
 impl<R: DeserializeOwned> JoinHandle<R> {
     /// Waits for the child to finish and returns its function's result.
     pub fn join(self) -> Result<R, JoinError> {
@@ -400,13 +418,26 @@ impl<R> JoinHandle<R> {
     }
 
     /// The exit code if the child has finished, else `None` (never blocks).
+    ///
+    /// Only the process that started the child reaps it and learns its exit code; in another
+    /// process (a fork child holding a copy of this handle) this is the code known at the fork,
+    /// if any, and the child's result is left for its creator to join.
     pub fn exitcode(&self) -> Option<i32> {
-        self.inner.poll_exit().ok().flatten()
+        if self.inner.is_creator() {
+            self.inner.poll_exit().ok().flatten()
+        } else {
+            self.inner.lock().exitcode
+        }
     }
 
-    /// Whether the child is still running.
+    /// Whether the child is still running (in any process holding the handle: a process that
+    /// did not start the child asks the kernel without reaping it).
     pub fn is_alive(&self) -> bool {
-        self.exitcode().is_none()
+        if self.inner.is_creator() {
+            self.exitcode().is_none()
+        } else {
+            self.inner.lock().exitcode.is_none() && !self.inner.has_exited()
+        }
     }
 
     /// Asks the child to stop (SIGTERM). The exit code becomes `-15` unless it handles the
@@ -414,6 +445,15 @@ impl<R> JoinHandle<R> {
     pub fn terminate(&self) -> Result<()> {
         self.inner.check_creator("terminate")?;
         self.inner.signal(rustix::process::Signal::TERM)
+    }
+
+    /// Interrupts the child as Ctrl-C would (SIGINT): its exit code becomes `-2` unless it
+    /// handles the signal (Rust has no `KeyboardInterrupt`, so a child that does not handle it
+    /// ends as with the signal's default action). A child that has already finished is left
+    /// alone.
+    pub fn interrupt(&self) -> Result<()> {
+        self.inner.check_creator("interrupt")?;
+        self.inner.signal(rustix::process::Signal::INT)
     }
 
     /// Kills the child (SIGKILL): its exit code becomes `-9`.
@@ -549,6 +589,7 @@ pub struct ChildInfo {
 /// on the way, as in Python.
 pub fn active_children() -> Vec<ChildInfo> {
     let children: Vec<Arc<ChildInner>> = global::lock().children.clone();
+    let mut finished = Vec::new();
     let mut alive = Vec::new();
     for c in children {
         // A handle being joined in another thread holds the child's lock: it is alive until
@@ -567,6 +608,16 @@ pub fn active_children() -> Vec<ChildInfo> {
                 name: c.name.clone(),
                 daemon: c.daemon,
             });
+        } else {
+            finished.push(c);
+        }
+    }
+    // Reaped children whose handles were dropped: nobody can ask about them again, so their
+    // records (and descriptors) go. One count is ours (`finished`), one the registry's.
+    let mut g = global::lock();
+    for c in finished {
+        if Arc::strong_count(&c) == 2 {
+            g.forget(&c);
         }
     }
     alive
