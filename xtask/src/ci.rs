@@ -2,7 +2,8 @@
 //!
 //! Steps, in order, stopping at the first failure: `cargo fmt --all -- --check`, `cargo clippy
 //! --workspace --all-targets -- -D warnings`, `layers`, `tidy`, `test` (every test and doc test),
-//! the benches smoke run (`cargo test -p benches --benches`: each bench once with one iteration).
+//! the benches smoke run (`cargo test -p benches --benches`: each bench once with one iteration),
+//! the loom model check of ipc-sync's state machines.
 //! Then, always, the leak check (see `leaks.rs`): no process started by the run and no new
 //! `/dev/shm` entry may remain.
 
@@ -13,6 +14,23 @@ use anyhow::bail;
 use crate::{layers, leaks, test, tidy, util};
 
 type Step = (&'static str, Box<dyn Fn() -> anyhow::Result<()>>);
+
+/// Model-checks ipc-sync's state machines (lock, rlock, condition, semaphore, event, barrier)
+/// with loom, in a target directory of its own (`--cfg loom` rebuilds every dependency).
+fn loom() -> anyhow::Result<()> {
+    let mut cmd = util::cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "ipc-sync",
+        "--test",
+        "loom_lock_condition",
+    ])
+    .env("RUSTFLAGS", "--cfg loom")
+    .env("CARGO_TARGET_DIR", util::root().join("target/loom"));
+    util::run(&mut cmd)
+}
 
 /// Runs the gate; `--cargo-test` is passed on to the test step.
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
@@ -48,6 +66,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             "benches smoke",
             Box::new(|| util::run(util::cargo().args(["test", "-p", "benches", "--benches"]))),
         ),
+        ("loom", Box::new(loom)),
     ];
     let mut report = Vec::new();
     let mut failed = None;

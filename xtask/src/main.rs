@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo xtask test      every test of the workspace, doc tests included, with a summary
-//! cargo xtask ci        fmt, clippy, layers, tidy, test, benches smoke run, leak check
+//! cargo xtask ci        fmt, clippy, layers, tidy, test, benches smoke, loom, leak check
 //! cargo xtask layers    crates depend only on lower layers (from cargo metadata)
 //! cargo xtask tidy      what lints cannot check (file headers, futex flag, SAFETY comments...)
 //! cargo xtask demo      runs the demo crate
@@ -27,7 +27,7 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
   test [--cargo-test]   every test of the workspace, doc tests included (nextest when installed,
                         or plain cargo test with --cargo-test or when it is not)
-  ci [--cargo-test]     fmt check, clippy -D warnings, layers, tidy, test, benches smoke run,
+  ci [--cargo-test]     fmt check, clippy -D warnings, layers, tidy, test, benches smoke run, loom,
                         then a leak check (/dev/shm entries and processes left by the run)
   layers                check that crates depend only on crates of lower layers
   tidy                  file headers, no private futex flag, no ignored tests, SAFETY comments,
