@@ -6,54 +6,10 @@
 
 mod common;
 
-use std::os::unix::thread::JoinHandleExt;
-use std::sync::Once;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{METHODS, builder};
+use common::{METHODS, builder, install_handler, pester};
 use ipc_core::conn::{Address, Listener, connect, pipe};
-
-static DELIVERED: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn count_signal(_: libc::c_int) {
-    // Only an atomic increment: async-signal-safe.
-    DELIVERED.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Installs the counting SIGUSR1 handler, deliberately without `SA_RESTART`.
-fn install_handler() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: an all-zero `sigaction` is a valid value (empty mask, no flags); we then set a
-        // handler that is an `extern "C" fn(c_int)` doing only async-signal-safe work.
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = count_signal as *const () as libc::sighandler_t;
-        action.sa_flags = 0; // No SA_RESTART: blocking calls fail with EINTR.
-        // SAFETY: `action` is fully initialised and outlives the call; a null old-action pointer
-        // is allowed.
-        let rc = unsafe { libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()) };
-        assert_eq!(rc, 0, "sigaction failed");
-    });
-}
-
-/// Sends SIGUSR1 to `thread` every few milliseconds for `period`; returns how many the handler
-/// counted meanwhile. The thread must stay alive for the whole period.
-fn pester<T>(thread: &JoinHandle<T>, period: Duration) -> usize {
-    let before = DELIVERED.load(Ordering::Relaxed);
-    let end = Instant::now() + period;
-    while Instant::now() < end {
-        // SAFETY: the pthread_t comes from a JoinHandle we hold and have not joined, so the
-        // thread has not been reaped and the id is valid (the callers keep it blocked meanwhile).
-        let rc = unsafe { libc::pthread_kill(thread.as_pthread_t(), libc::SIGUSR1) };
-        assert_eq!(rc, 0, "pthread_kill failed");
-        std::thread::sleep(Duration::from_millis(3));
-    }
-    // Let the last signal land before counting.
-    std::thread::sleep(Duration::from_millis(20));
-    DELIVERED.load(Ordering::Relaxed) - before
-}
 
 #[test]
 fn a_blocking_receive_retries_after_signals() {

@@ -1,8 +1,13 @@
-//! Helpers shared by the process tests: a builder per start method and cleanup guards.
+//! Helpers shared by the multi-process tests of ipc-core and ipc-sync (whose `tests/common`
+//! includes this file): a builder per start method, cleanup guards, liveness polling, and a
+//! signal pesterer for `EINTR` tests.
 #![allow(dead_code, unreachable_pub)]
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Duration;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use ipc_core::process::{Builder, JoinHandle, StartMethod};
 
@@ -12,6 +17,9 @@ pub const METHODS: [StartMethod; 3] = [
     StartMethod::Spawn,
     StartMethod::ForkServer,
 ];
+
+/// Generous bound for liveness on a loaded 2-core machine.
+pub const LONG: Duration = Duration::from_secs(30);
 
 /// A builder for `method`. The test harness runs tests on several threads, so the fork method
 /// needs the opt-in.
@@ -35,6 +43,34 @@ impl<R> Drop for Reap<'_, R> {
         if std::thread::panicking() && self.0.is_alive() {
             let _ = self.0.kill();
             let _ = self.0.join_timeout(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Polls `f` until it is true or `LONG` passes; returns its last value.
+pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + LONG;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Kills the processes `pids` if the test fails (panics) before they are joined; for tests
+/// that must move their handles into `join`.
+pub struct KillOnPanic(pub Vec<i32>);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for &pid in &self.0 {
+                kill_pid(pid);
+            }
         }
     }
 }
@@ -84,4 +120,45 @@ pub fn poll_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool
             Err(_) => return false,
         }
     }
+}
+
+/// SIGUSR1 deliveries counted by the handler of `install_handler`.
+static DELIVERED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_signal(_: libc::c_int) {
+    // Only an atomic increment: async-signal-safe.
+    DELIVERED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Installs the counting SIGUSR1 handler, deliberately without `SA_RESTART`.
+pub fn install_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: an all-zero `sigaction` is a valid value (empty mask, no flags); we then set a
+        // handler that is an `extern "C" fn(c_int)` doing only async-signal-safe work.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = count_signal as *const () as libc::sighandler_t;
+        action.sa_flags = 0; // No SA_RESTART: blocking calls fail with EINTR.
+        // SAFETY: `action` is fully initialised and outlives the call; a null old-action pointer
+        // is allowed.
+        let rc = unsafe { libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "sigaction failed");
+    });
+}
+
+/// Sends SIGUSR1 to `thread` every few milliseconds for `period`; returns how many the handler
+/// counted meanwhile. The thread must stay alive for the whole period.
+pub fn pester<T>(thread: &std::thread::JoinHandle<T>, period: Duration) -> usize {
+    let before = DELIVERED.load(Ordering::Relaxed);
+    let end = Instant::now() + period;
+    while Instant::now() < end {
+        // SAFETY: the pthread_t comes from a JoinHandle we hold and have not joined, so the
+        // thread has not been reaped and the id is valid (the callers keep it blocked meanwhile).
+        let rc = unsafe { libc::pthread_kill(thread.as_pthread_t(), libc::SIGUSR1) };
+        assert_eq!(rc, 0, "pthread_kill failed");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    // Let the last signal land before counting.
+    std::thread::sleep(Duration::from_millis(20));
+    DELIVERED.load(Ordering::Relaxed) - before
 }
