@@ -187,6 +187,17 @@ impl<'de> Deserialize<'de> for TransferFd {
     }
 }
 
+/// A borrowed descriptor to serialize in place (for hand-written `Serialize` impls of types
+/// that own one); it deserializes as a [`TransferFd`].
+#[derive(Debug, Clone, Copy)]
+pub struct BorrowedTransferFd<'a>(pub BorrowedFd<'a>);
+
+impl Serialize for BorrowedTransferFd<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_fd(self.0, s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -320,17 +320,8 @@ impl fmt::Debug for NamedSegment {
 impl Serialize for NamedSegment {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
-        struct Fd<'a>(BorrowedFd<'a>);
-        impl Serialize for Fd<'_> {
-            fn serialize<S: serde::Serializer>(
-                &self,
-                s: S,
-            ) -> std::result::Result<S::Ok, S::Error> {
-                codec::serialize_fd(self.0, s)
-            }
-        }
         let mut t = s.serialize_tuple(3)?;
-        t.serialize_element(&Fd(self.as_fd()))?;
+        t.serialize_element(&codec::BorrowedTransferFd(self.as_fd()))?;
         t.serialize_element(&(self.len() as u64))?;
         t.serialize_element(&self.name)?;
         t.end()

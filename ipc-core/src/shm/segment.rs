@@ -175,17 +175,8 @@ fn create_memfd() -> Result<OwnedFd> {
 impl Serialize for Segment {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
-        struct Fd<'a>(BorrowedFd<'a>);
-        impl Serialize for Fd<'_> {
-            fn serialize<S: serde::Serializer>(
-                &self,
-                s: S,
-            ) -> std::result::Result<S::Ok, S::Error> {
-                codec::serialize_fd(self.0, s)
-            }
-        }
         let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(&Fd(self.fd.as_fd()))?;
+        t.serialize_element(&codec::BorrowedTransferFd(self.fd.as_fd()))?;
         t.serialize_element(&(self.len as u64))?;
         t.end()
     }
