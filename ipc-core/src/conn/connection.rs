@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 /// Bytes in a frame header: the payload length (`u64`) and the descriptor count (`u32`).
 pub const HEADER_LEN: usize = 12;
 
+/// Frames up to this size (header included) are encoded on the stack by [`Connection::send`].
+const SMALL_MESSAGE: usize = 256;
+
 /// The default maximum message size: 1 GiB. Raise it with [`Connection::set_max_message_size`].
 pub const DEFAULT_MAX_MESSAGE: u64 = 1 << 30;
 
@@ -232,7 +235,14 @@ impl Connection {
     /// a Unix socket connection; over a pipe or TCP this is [`Error::Encode`] and nothing is sent.
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.check_writable()?;
-        let mut buf = Vec::with_capacity(64);
+        // Small messages (most of them) are encoded on the stack: no allocation.
+        let mut small = [0u8; SMALL_MESSAGE];
+        if let Some((n, fds)) = codec::encode_to_slice(value, &mut small[HEADER_LEN..])? {
+            small[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            small[8..HEADER_LEN].copy_from_slice(&(fds.len() as u32).to_le_bytes());
+            return self.write_frame(&small[..HEADER_LEN + n], &[], &fds);
+        }
+        let mut buf = Vec::with_capacity(2 * SMALL_MESSAGE);
         buf.extend_from_slice(&[0u8; HEADER_LEN]);
         let fds = codec::encode(value, &mut buf)?;
         let len = (buf.len() - HEADER_LEN) as u64;
