@@ -121,6 +121,13 @@ fn check_fd_count(fds: Vec<OwnedFd>) -> Result<Vec<OwnedFd>> {
     Ok(fds)
 }
 
+/// Registers this thread's descriptor-table destructors now, so that a forked child's first
+/// encode need not (registering allocates, and every page a fresh child writes is a copy).
+pub(crate) fn prepare_for_fork() {
+    let _ = OUTGOING.try_with(|_| ());
+    let _ = LAST_ERROR.try_with(|_| ());
+}
+
 /// Decodes a `T` from exactly `bytes`, handing it the descriptors that came with them.
 ///
 /// Trailing bytes are an error (postcard alone would ignore them). Descriptors that the value did
