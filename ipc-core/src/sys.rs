@@ -89,6 +89,13 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     let _ = unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), len) };
 }
 
+/// The number of CPUs online in the system (at least 1), whatever this process's affinity.
+pub(crate) fn online_cpus() -> usize {
+    // SAFETY: sysconf takes a constant name and touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
 /// The number of threads in this process.
 ///
 /// Asked before every fork, so it is one `statx` of `/proc/self/task`: procfs reports that

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::io::{self as cio, Interest};
 use crate::codec::{self, MAX_FDS_PER_MESSAGE, TransferFd};
 use crate::error::{Error, Result};
+use crate::spin::Adaptive;
 
 /// Bytes in a frame header: the payload length (`u64`) and the descriptor count (`u32`).
 pub const HEADER_LEN: usize = 12;
@@ -74,6 +75,8 @@ pub struct Connection {
     recv_broken: Cell<bool>,
     // Set when an error stopped a write inside a frame: the peer will misread what follows.
     send_broken: Cell<bool>,
+    // Whether a receive polls briefly before it sleeps (see `crate::spin`); not sent along.
+    spin: Adaptive,
 }
 
 impl std::fmt::Debug for Connection {
@@ -138,6 +141,7 @@ impl Connection {
             scratch: Cell::new(Vec::new()),
             recv_broken: Cell::new(false),
             send_broken: Cell::new(false),
+            spin: Adaptive::new(),
         }
     }
 
@@ -514,7 +518,8 @@ impl Connection {
         while got < HEADER_LEN {
             let res = if socket {
                 let mut iov = [IoSliceMut::new(&mut header[got..])];
-                cio::recv_collect(self.fd.as_fd(), &mut iov, fds, deadline).map(|(n, _)| n)
+                let spin = (got == 0).then_some(&self.spin);
+                cio::recv_collect(self.fd.as_fd(), &mut iov, fds, deadline, spin).map(|(n, _)| n)
             } else {
                 cio::read_plain(self.fd.as_fd(), &mut header[got..], deadline)
             };
@@ -546,7 +551,7 @@ impl Connection {
             scratch = vec![0u8; cio::FIRST_RECORD - HEADER_LEN];
         }
         let mut iov = [IoSliceMut::new(header), IoSliceMut::new(&mut scratch)];
-        let res = cio::recv_collect(self.fd.as_fd(), &mut iov, fds, deadline);
+        let res = cio::recv_collect(self.fd.as_fd(), &mut iov, fds, deadline, Some(&self.spin));
         self.scratch.set(scratch);
         match res {
             Ok((0, _)) => Err(Error::Eof),
