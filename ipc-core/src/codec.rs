@@ -69,6 +69,32 @@ const NO_TABLE: &str = "a shared object (connection, segment, lock, queue ...) c
 
 /// Encodes `value` with postcard, appending to `buf`; returns the descriptors it carries.
 pub fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec<OwnedFd>> {
+    let (res, fds) = with_outgoing(|| postcard::to_io(value, &mut *buf).map(drop));
+    res.map_err(|e| Error::Encode(explain(e)))?;
+    check_fd_count(fds)
+}
+
+/// Encodes `value` into `buf` if it fits: the length used and the descriptors it carries, or
+/// `None` if the encoding is longer than `buf` (then nothing is kept: the caller encodes again
+/// with [`encode`]). Lets small messages go out without an allocation.
+pub(crate) fn encode_to_slice<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut [u8],
+) -> Result<Option<(usize, Vec<OwnedFd>)>> {
+    let (res, fds) = with_outgoing(|| postcard::to_slice(value, &mut *buf).map(|used| used.len()));
+    match res {
+        Ok(n) => Ok(Some((n, check_fd_count(fds)?))),
+        // Only the buffer's size: the duplicated descriptors are closed with `fds`.
+        Err(postcard::Error::SerializeBufferFull) => Ok(None),
+        Err(e) => Err(Error::Encode(explain(e))),
+    }
+}
+
+/// Runs `f` with an empty descriptor table installed; returns its result and what the table
+/// collected.
+fn with_outgoing<R>(
+    f: impl FnOnce() -> postcard::Result<R>,
+) -> (postcard::Result<R>, Vec<OwnedFd>) {
     struct Reset(Option<Vec<OwnedFd>>);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -77,23 +103,29 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec
     }
     // Nested encodes (a value whose Serialize impl encodes another) keep the outer table aside.
     let _reset = Reset(OUTGOING.with(|t| t.borrow_mut().replace(Vec::new())));
-    let res = postcard::to_io(value, &mut *buf);
+    let res = f();
     let fds = OUTGOING
         .with(|t| t.borrow_mut().replace(Vec::new()))
         .unwrap_or_default();
-    match res {
-        Ok(_) => {
-            if fds.len() > MAX_FDS_PER_MESSAGE {
-                return Err(Error::Encode(format!(
-                    "the value carries {} file descriptors; one message carries at most {}",
-                    fds.len(),
-                    MAX_FDS_PER_MESSAGE
-                )));
-            }
-            Ok(fds)
-        }
-        Err(e) => Err(Error::Encode(explain(e))),
+    (res, fds)
+}
+
+fn check_fd_count(fds: Vec<OwnedFd>) -> Result<Vec<OwnedFd>> {
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(Error::Encode(format!(
+            "the value carries {} file descriptors; one message carries at most {}",
+            fds.len(),
+            MAX_FDS_PER_MESSAGE
+        )));
     }
+    Ok(fds)
+}
+
+/// Registers this thread's descriptor-table destructors now, so that a forked child's first
+/// encode need not (registering allocates, and every page a fresh child writes is a copy).
+pub(crate) fn prepare_for_fork() {
+    let _ = OUTGOING.try_with(|_| ());
+    let _ = LAST_ERROR.try_with(|_| ());
 }
 
 /// Decodes a `T` from exactly `bytes`, handing it the descriptors that came with them.

@@ -11,6 +11,7 @@
 //! - [`conn`]: [`Connection`](conn::Connection)s carrying typed messages and raw bytes, descriptor
 //!   passing, listeners and clients with an authkey.
 //! - [`codec`]: postcard encoding of values that carry file descriptors.
+//! - [`spin`]: when a waiter should poll before it sleeps (adaptive spinning).
 //! - [`Error`]: what can go wrong.
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
@@ -21,6 +22,7 @@ pub mod error;
 pub mod futex;
 pub mod process;
 pub mod shm;
+pub mod spin;
 mod sys;
 
 pub use error::{Error, Result};

@@ -5,9 +5,16 @@
 //! or two. A waiter that polls its word for a few microseconds first catches those hand-offs with
 //! no syscall on either side: the releaser sees no WAITERS bit and skips `futex_wake` too.
 //!
-//! Adaptive in the two ways that matter:
-//! - no spin at all when this process may run on one CPU only (the spinner would burn the very
-//!   time slice the holder needs: 13-14 us per hand-off with a spin against 4-5 us without);
+//! Adaptive in the ways that matter:
+//! - no spin at all when the system has one CPU online;
+//! - a process that may run on several CPUs always spins (the scheduler keeps spinner and peer
+//!   apart when it can); one pinned to a single CPU spins only while spins pay, learnt as it goes
+//!   ([`ipc_core::spin::Adaptive`], one record per process): its peer may be pinned to another
+//!   CPU (spinning pays) or to the same one (the peer cannot answer while we spin, and spinning
+//!   burns the time slice it needs: 13-14 us per hand-off with a spin against 4-5 us without).
+//!   A spin that was descheduled on the way (a gap of more than 4 us between two looks at the
+//!   clock) or ran out of budget counts as a failure; a word that was already there at the
+//!   first look counts as nothing;
 //! - the state machines stop spinning as soon as somebody already sleeps (a WAITERS bit is set),
 //!   as std's futex mutex does: the releaser will make a syscall anyway and queueing up behind a
 //!   sleeper is fairer.
@@ -17,6 +24,9 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ipc_core::spin::Adaptive;
 
 use crate::primitive::spin_loop;
 
@@ -35,17 +45,15 @@ static LIMIT: AtomicU32 = AtomicU32::new(DEFAULT_LIMIT);
 #[cfg(loom)]
 static LIMIT: AtomicU32 = AtomicU32::new(0);
 
-static MULTI_CPU: OnceLock<bool> = OnceLock::new();
+/// Whether spins of this process tend to catch what they wait for.
+static RECORD: Adaptive = Adaptive::new();
 
-fn limit() -> u32 {
-    let multi =
-        *MULTI_CPU.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1));
-    if multi {
-        LIMIT.load(Ordering::Relaxed)
-    } else {
-        0
-    }
-}
+/// Iterations between two looks at the clock while spinning.
+const CLOCK_EVERY: u32 = 16;
+
+/// A gap between two looks at the clock longer than this means the spinner was descheduled
+/// ([`CLOCK_EVERY`] iterations take about 0.4 us).
+const PREEMPTED: Duration = Duration::from_micros(4);
 
 /// Sets the spin budget of this process (iterations of `pause`; 0 disables spinning).
 ///
@@ -58,12 +66,43 @@ pub fn set_spin_limit(iterations: u32) {
 /// Polls `done` up to the budget, pausing between polls; true as soon as `done` returns true.
 #[inline]
 pub(crate) fn spin(mut done: impl FnMut() -> bool) -> bool {
-    let max = limit();
-    for _ in 0..max {
+    if done() {
+        return true;
+    }
+    let max = LIMIT.load(Ordering::Relaxed);
+    if max == 0 || !(several_allowed() || RECORD.should_spin()) {
+        return done();
+    }
+    spin_slow(max, done)
+}
+
+/// Whether this process may run on several CPUs: then it always spins (the scheduler keeps
+/// spinner and peer apart when it can). Pinned to one CPU, it spins only while
+/// [`RECORD`] says spinning pays (the peer may be pinned to another CPU, or to ours).
+fn several_allowed() -> bool {
+    static SEVERAL: OnceLock<bool> = OnceLock::new();
+    *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+#[cold]
+fn spin_slow(max: u32, mut done: impl FnMut() -> bool) -> bool {
+    let mut last = Instant::now();
+    for i in 1..=max {
+        spin_loop();
         if done() {
+            RECORD.record(true);
             return true;
         }
-        spin_loop();
+        if i % CLOCK_EVERY == 0 {
+            let now = Instant::now();
+            if now - last > PREEMPTED {
+                // Something else ran on our CPU, likely the peer we wait for: sleep instead.
+                break;
+            }
+            last = now;
+        }
     }
+    // Ran out of budget or was descheduled: either way spinning did not pay.
+    RECORD.record(false);
     done()
 }

@@ -16,9 +16,13 @@ use serde::{Deserialize, Serialize};
 use super::io::{self as cio, Interest};
 use crate::codec::{self, MAX_FDS_PER_MESSAGE, TransferFd};
 use crate::error::{Error, Result};
+use crate::spin::Adaptive;
 
 /// Bytes in a frame header: the payload length (`u64`) and the descriptor count (`u32`).
 pub const HEADER_LEN: usize = 12;
+
+/// Frames up to this size (header included) are encoded on the stack by [`Connection::send`].
+const SMALL_MESSAGE: usize = 256;
 
 /// The default maximum message size: 1 GiB. Raise it with [`Connection::set_max_message_size`].
 pub const DEFAULT_MAX_MESSAGE: u64 = 1 << 30;
@@ -71,6 +75,8 @@ pub struct Connection {
     recv_broken: Cell<bool>,
     // Set when an error stopped a write inside a frame: the peer will misread what follows.
     send_broken: Cell<bool>,
+    // Whether a receive polls briefly before it sleeps (see `crate::spin`); not sent along.
+    spin: Adaptive,
 }
 
 impl std::fmt::Debug for Connection {
@@ -135,6 +141,7 @@ impl Connection {
             scratch: Cell::new(Vec::new()),
             recv_broken: Cell::new(false),
             send_broken: Cell::new(false),
+            spin: Adaptive::new(),
         }
     }
 
@@ -232,7 +239,14 @@ impl Connection {
     /// a Unix socket connection; over a pipe or TCP this is [`Error::Encode`] and nothing is sent.
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.check_writable()?;
-        let mut buf = Vec::with_capacity(64);
+        // Small messages (most of them) are encoded on the stack: no allocation.
+        let mut small = [0u8; SMALL_MESSAGE];
+        if let Some((n, fds)) = codec::encode_to_slice(value, &mut small[HEADER_LEN..])? {
+            small[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            small[8..HEADER_LEN].copy_from_slice(&(fds.len() as u32).to_le_bytes());
+            return self.write_frame(&small[..HEADER_LEN + n], &[], &fds);
+        }
+        let mut buf = Vec::with_capacity(2 * SMALL_MESSAGE);
         buf.extend_from_slice(&[0u8; HEADER_LEN]);
         let fds = codec::encode(value, &mut buf)?;
         let len = (buf.len() - HEADER_LEN) as u64;
@@ -504,7 +518,8 @@ impl Connection {
         while got < HEADER_LEN {
             let res = if socket {
                 let mut iov = [IoSliceMut::new(&mut header[got..])];
-                cio::recv_collect(self.fd.as_fd(), &mut iov, fds, deadline).map(|(n, _)| n)
+                let spin = (got == 0).then_some(&self.spin);
+                cio::recv_collect(self.fd.as_fd(), &mut iov, fds, deadline, spin).map(|(n, _)| n)
             } else {
                 cio::read_plain(self.fd.as_fd(), &mut header[got..], deadline)
             };
@@ -536,7 +551,7 @@ impl Connection {
             scratch = vec![0u8; cio::FIRST_RECORD - HEADER_LEN];
         }
         let mut iov = [IoSliceMut::new(header), IoSliceMut::new(&mut scratch)];
-        let res = cio::recv_collect(self.fd.as_fd(), &mut iov, fds, deadline);
+        let res = cio::recv_collect(self.fd.as_fd(), &mut iov, fds, deadline, Some(&self.spin));
         self.scratch.set(scratch);
         match res {
             Ok((0, _)) => Err(Error::Eof),

@@ -171,6 +171,12 @@ impl ChildInner {
                     *outcome = Some(Err(Error::Eof));
                 }
             }
+            if !exited && deadline.is_none() && conn.is_none() && matches!(reaper, Reaper::Direct) {
+                // The outcome is in and there is no deadline: the child is on its way out, so
+                // block in `waitpid` at once rather than polling the pidfd first.
+                *exitcode = Some(reap(self.pid)?);
+                continue;
+            }
             if exited {
                 *exitcode = Some(match reaper {
                     Reaper::Direct => reap(self.pid)?,

@@ -128,13 +128,17 @@ impl Global {
             // If atexit refuses, children are still reaped by their handles; nothing to undo.
             let _ = crate::sys::at_exit(on_exit);
         });
-        // Reap children whose handles were dropped and which have exited, so detached children
-        // do not stay zombies (Python does the same on every start).
+        self.reap_detached();
+        self.children.push(child);
+    }
+
+    /// Reaps children whose handles were dropped and which have exited, so detached children
+    /// do not stay zombies (Python does the same on every start), and forgets their records.
+    pub(crate) fn reap_detached(&mut self) {
         // Only records nobody else holds are polled: a live handle's owner may be blocked in a
         // wait on it, and that owner reaps it anyway.
         self.children
             .retain(|c| Arc::strong_count(c) > 1 || !matches!(c.poll_exit(), Ok(Some(_))));
-        self.children.push(child);
     }
 }
 
@@ -156,6 +160,10 @@ const DAEMON_GRACE: Duration = Duration::from_secs(2);
 pub(crate) fn shutdown() {
     let (children, server) = {
         let mut g = lock();
+        if g.children.is_empty() && g.forkserver.is_none() {
+            // The common case in a child that started nobody: nothing to stop or join.
+            return;
+        }
         let mine = pid();
         let children: Vec<_> = std::mem::take(&mut g.children)
             .into_iter()

@@ -49,6 +49,12 @@ where
             )));
         }
     }
+    // Every page either process writes after the fork is copied (or at least faults) once:
+    // leave the child as little to do as possible. Records of finished children would be
+    // dropped by the child (and again here later); thread-local destructors would be registered
+    // by the child's first encode, which allocates.
+    g.reap_detached();
+    crate::codec::prepare_for_fork();
     // Unflushed output would be printed twice, once by each process.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();

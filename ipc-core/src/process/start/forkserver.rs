@@ -158,11 +158,16 @@ fn serve(ctrl: Connection) {
             .collect();
         drop(fds);
         for i in exited.into_iter().rev() {
-            let c = children.swap_remove(i);
-            if let Ok(Some((_, status))) =
-                rustix::process::waitpid(Some(c.pid), WaitOptions::NOHANG)
-            {
-                let _ = c.status.send(&exitcode_of(status));
+            match rustix::process::waitpid(Some(children[i].pid), WaitOptions::NOHANG) {
+                Ok(Some((_, status))) => {
+                    let c = children.swap_remove(i);
+                    let _ = c.status.send(&exitcode_of(status));
+                }
+                // The pidfd reported the exit a moment before the child became reapable:
+                // keep it and poll again, rather than close its status connection unsent
+                // (its parent would read end of file and report exit code 255).
+                Ok(None) | Err(Errno::INTR) => {}
+                Err(_) => drop(children.swap_remove(i)),
             }
         }
         if request_ready {
