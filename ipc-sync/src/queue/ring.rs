@@ -42,10 +42,17 @@
 //!
 //! # Memory ordering
 //! The frame bytes are written before a `SeqCst` store of `tail` and read after a `SeqCst` load
-//! of it (and symmetrically for `head`), so the bytes a side sees are complete. The futex words
-//! `not_empty`/`not_full` are sequence numbers bumped after each publication; a side that is
-//! about to sleep announces itself in `get_waiters`/`put_waiters` and re-checks the position,
-//! all `SeqCst`, so a publication either is seen by the re-check or sees the waiter and wakes.
+//! of it (and symmetrically for `head`), so the bytes a side sees are complete.
+//!
+//! Sleeping is a Dekker handshake on two words per direction. A side about to sleep sets its
+//! waiters flag (`get_waiters`/`put_waiters`, `SeqCst`), reads the futex sequence word
+//! (`not_empty`/`not_full`), re-checks the position, and sleeps only if the sequence word is
+//! unchanged. A publisher stores its position (`SeqCst`), then reads the flag (`SeqCst`): if
+//! set, it takes it (swap to 0), bumps the sequence word and wakes. In the single total order
+//! either the flag store comes first (the publisher sees it and wakes) or the publication does
+//! (the re-check sees it). Taking the flag means one wake per sleep, not per publication: a
+//! producer that keeps putting while a woken consumer has not run yet makes no more syscalls,
+//! and a sleeper killed in its sleep costs one spurious wake, not a syscall per publication.
 //!
 //! # Safety
 //! The unsafe code copies bytes between private buffers and `data`. The ring protocol gives
@@ -274,7 +281,8 @@ impl Ring {
         (len, flags)
     }
 
-    /// Waits on `seq` while `unchanged()` holds, announcing itself in `waiters`.
+    /// Waits on `seq` while `unchanged()` holds, announcing itself in `waiters` (module doc,
+    /// "Memory ordering").
     fn sleep(
         &self,
         seq: &AtomicU32,
@@ -285,33 +293,38 @@ impl Ring {
         if spin::spin(|| !unchanged()) {
             return WaitOutcome::Woken;
         }
-        waiters.fetch_add(1, Ordering::SeqCst);
+        waiters.store(1, Ordering::SeqCst);
         let s = seq.load(Ordering::SeqCst);
-        let out = if unchanged() {
+        if unchanged() {
             futex::wait(seq, s, until)
         } else {
             WaitOutcome::Woken
-        };
-        waiters.fetch_sub(1, Ordering::SeqCst);
-        out
+        }
+        // The flag stays for the publisher to take (after a timeout that costs it one needless
+        // wake): only one process at a time sleeps per side, so nothing else needs clearing it.
+    }
+
+    /// The publisher's half of the handshake: wake the other side if it announced a sleep.
+    #[inline]
+    fn wake_sleeper(seq: &AtomicU32, waiters: &AtomicU32) {
+        // The load keeps the common case (nobody sleeps) free of a locked instruction on a
+        // word the other side owns; the swap makes sure one announcement costs one wake.
+        if waiters.load(Ordering::SeqCst) != 0 && waiters.swap(0, Ordering::SeqCst) != 0 {
+            seq.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(seq);
+        }
     }
 
     fn publish_tail(&self, w: u64) {
         let h = &*self.header;
         h.tail.store(w, Ordering::SeqCst);
-        h.not_empty.fetch_add(1, Ordering::SeqCst);
-        if h.get_waiters.load(Ordering::SeqCst) > 0 {
-            futex::wake_all(&h.not_empty);
-        }
+        Self::wake_sleeper(&h.not_empty, &h.get_waiters);
     }
 
     fn publish_head(&self, w: u64) {
         let h = &*self.header;
         h.head.store(w, Ordering::SeqCst);
-        h.not_full.fetch_add(1, Ordering::SeqCst);
-        if h.put_waiters.load(Ordering::SeqCst) > 0 {
-            futex::wake_all(&h.not_full);
-        }
+        Self::wake_sleeper(&h.not_full, &h.put_waiters);
     }
 
     fn shut(&self) -> u32 {

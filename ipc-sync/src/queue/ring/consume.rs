@@ -54,14 +54,16 @@ impl Ring {
     fn next_record(&self, wait: Wait) -> Result<Record, Stop> {
         let h = &*self.header;
         let mut partial: Option<Vec<u8>> = None;
-        let mut next_check = Instant::now() + SLICE;
+        // When to ask whether a streaming producer is still alive; set at the first sleep, so
+        // a get that finds its record at once never reads the clock.
+        let mut next_check: Option<Instant> = None;
         loop {
             let head = h.head.load(Ordering::Relaxed);
-            let tail = h.tail.load(Ordering::SeqCst);
             let shut = self.shut();
             if shut == IMMEDIATE {
                 return Err(Stop::ShutDown);
             }
+            let tail = h.tail.load(Ordering::SeqCst);
             if pos(head) == pos(tail) {
                 // Drained after a shutdown: nothing more will come (a record under way is
                 // abandoned: its producer cannot finish it).
@@ -70,22 +72,25 @@ impl Ring {
                 }
                 let streaming = partial.is_some();
                 let deadline = wait.deadline();
-                if streaming && Instant::now() >= next_check {
-                    next_check = Instant::now() + SLICE;
+                let now = Instant::now();
+                let check = next_check.get_or_insert(now + SLICE);
+                if streaming && now >= *check {
+                    *check = now + SLICE;
                     if self.producer_gone() {
                         partial = None;
                         continue;
                     }
                 }
+                let check = *check;
                 if !streaming && wait == Wait::No {
                     return Err(Stop::TimedOut);
                 }
                 // A record under way is finished even past the deadline while its producer
                 // lives and holds its lock: giving up would lose it for everybody.
                 let until = if streaming {
-                    Some(next_check)
+                    Some(check)
                 } else {
-                    deadline.map(|d| d.min(next_check))
+                    deadline.map(|d| d.min(check))
                 };
                 let nothing =
                     || pos(h.tail.load(Ordering::SeqCst)) == pos(head) && self.shut() == OPEN;
