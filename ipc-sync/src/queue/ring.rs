@@ -10,11 +10,13 @@
 //!
 //! # Shared-memory layout
 //! ```text
-//! RingHeader (#[repr(C)], 56 bytes, align 8, all-zero = empty, unbounded, open)
-//! | wlock | rlock | not_empty | not_full | get_waiters | put_waiters | done | join_waiters |
-//! | tail: u64 = records << 40 | position    (published by the wlock holder)                |
-//! | head: u64 = records << 40 | position    (published by the rlock holder)                |
-//! | maxsize: u32 (0 = unbounded) | shutdown: u32 (0 open, 1 draining, 2 immediate)          |
+//! RingHeader (#[repr(C, align(64))], 192 bytes, all-zero = empty, unbounded, open)
+//! line 0, written by producers:  | wlock | get_waiters | not_empty | pad | tail | head_seen | pad |
+//! line 1, written by consumers:  | rlock | put_waiters | not_full  | pad | head | tail_seen | pad |
+//! line 2, rarely written:        | maxsize (0 = unbounded) | shutdown (0 open, 1 draining,
+//!                                  2 immediate) | done | join_waiters | pad |
+//! tail, head: u64 = records << 40 | position (published by the wlock / rlock holder)
+//! head_seen, tail_seen: the other side's word as this side last read it (never ahead of it)
 //! data: ShmSlice<u8>, capacity a power of two; positions count bytes modulo 2^40
 //! frame at an 8-aligned position: | len: u32 | flags: u32 | payload (len) | pad to 8 |
 //! ```
@@ -41,8 +43,15 @@
 //!   and every sleeper woken, so nobody stays blocked on a queue that is shut.
 //!
 //! # Memory ordering
-//! The frame bytes are written before a `SeqCst` store of `tail` and read after a `SeqCst` load
-//! of it (and symmetrically for `head`), so the bytes a side sees are complete.
+//! The frame bytes are written before a `SeqCst` store of `tail` and read after a `SeqCst` (or
+//! `Acquire`) load of it (and symmetrically for `head`), so the bytes a side sees are complete.
+//! Each side keeps its own cache line (false sharing between the producer's and the consumer's
+//! words cost a line transfer per access) and a copy of the other side's word: `head_seen` and
+//! `tail_seen` are only ever behind the word they copy (positions move forward), so a side that
+//! trusts its copy sees less free space or fewer records than there are, never more, and reloads
+//! the real word only when the copy says it must wait. A copy is stored with `Release` after the
+//! load it copies, and loaded with `Acquire`, so the next holder of the side's lock (or the
+//! one that takes it over from a dead holder) inherits what the load saw.
 //!
 //! Sleeping is a Dekker handshake on two words per direction. A side about to sleep sets its
 //! waiters flag (`get_waiters`/`put_waiters`, `SeqCst`), reads the futex sequence word
@@ -87,25 +96,34 @@ const PAD: u32 = 4;
 const ALIGN_FROM: u64 = 1024;
 
 /// The words of a ring (see the module doc).
-#[repr(C)]
+#[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub(crate) struct RingHeader {
+    // Line 0: producers' words.
     wlock: RawLock,
-    rlock: RawLock,
-    not_empty: AtomicU32,
-    not_full: AtomicU32,
     get_waiters: AtomicU32,
-    put_waiters: AtomicU32,
-    done: AtomicU32,
-    join_waiters: AtomicU32,
+    not_empty: AtomicU32,
+    _pad0: u32,
     tail: AtomicU64,
+    head_seen: AtomicU64,
+    _line0: [u64; 4],
+    // Line 1: consumers' words.
+    rlock: RawLock,
+    put_waiters: AtomicU32,
+    not_full: AtomicU32,
+    _pad1: u32,
     head: AtomicU64,
+    tail_seen: AtomicU64,
+    _line1: [u64; 4],
+    // Line 2: read-mostly words and `JoinableQueue`'s.
     maxsize: AtomicU32,
     shutdown: AtomicU32,
+    done: AtomicU32,
+    join_waiters: AtomicU32,
 }
 
-// SAFETY: repr(C) over RawLock (an AtomicU32), AtomicU32 and AtomicU64: any bytes are a valid
-// header (all-zero is the empty, unbounded, open ring), nothing process-local inside, and all
+// SAFETY: repr(C) over RawLock (an AtomicU32), AtomicU32, AtomicU64 and plain integer padding:
+// any bytes are a valid header (all-zero is the empty, unbounded, open ring), nothing process-local inside, and all
 // shared mutation goes through atomics.
 unsafe impl ShmSafe for RingHeader {}
 
@@ -221,12 +239,6 @@ impl Ring {
         let h = self.header.head.load(Ordering::SeqCst);
         let t = self.header.tail.load(Ordering::SeqCst);
         recs(t).wrapping_sub(recs(h)) & REC_MASK
-    }
-
-    fn is_full_by_count(&self) -> bool {
-        let max = u64::from(self.maxsize());
-        let n = self.len();
-        n >= REC_MASK || (max > 0 && n >= max)
     }
 
     pub(crate) fn full(&self) -> bool {
@@ -385,7 +397,12 @@ mod tests {
     /// unbounded ring.
     #[test]
     fn header_abi_and_zero_state() {
-        assert_eq!((size_of::<RingHeader>(), align_of::<RingHeader>()), (56, 8));
+        assert_eq!(
+            (size_of::<RingHeader>(), align_of::<RingHeader>()),
+            (192, 64)
+        );
+        assert_eq!(std::mem::offset_of!(RingHeader, rlock), 64);
+        assert_eq!(std::mem::offset_of!(RingHeader, maxsize), 128);
         let r = Ring::new(1, 0).unwrap();
         assert_eq!(r.capacity(), 4096, "rounded up to the minimum");
         assert_eq!((r.len(), r.maxsize(), r.full()), (0, 0, false));
