@@ -53,6 +53,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::conn::Connection;
 use crate::error::{Error, Result};
 use child::{ChildInner, Outcome};
 use start::Launched;
@@ -175,9 +176,20 @@ impl Builder {
         let id = g.next_child(self.name, self.daemon, method);
         let boot =
             bootstrap::BootInfo::new(bootstrap::trampoline::<A, R>, f as *const (), &id, method);
+        // Through the forkserver, a small boot message and argument go into the child's socket
+        // before the server is even asked to fork, so the child finds them when it starts and
+        // nobody waits for a round trip. A large argument could fill the socket buffer and
+        // block us before the child exists to drain it: it goes after the start, as under
+        // spawn.
+        let send_first = method != StartMethod::Spawn && arg_frame.len() <= PRESEND_MAX;
+        let send_boot = |c: &Connection| {
+            c.send(&boot)
+                .and_then(|()| c.send_encoded(&arg_frame, &fds))
+        };
         let launched = match method {
             StartMethod::Spawn => start::spawn::launch()?,
-            _ => forkserver_launch(&mut g)?,
+            _ if send_first => forkserver_launch(&mut g, &send_boot)?,
+            _ => forkserver_launch(&mut g, &|_| Ok(()))?,
         };
         let Launched {
             pid,
@@ -196,11 +208,11 @@ impl Builder {
         ));
         g.register(inner.clone());
         drop(g);
-        let sent = {
+        let sent = if send_first {
+            Ok(())
+        } else {
             let st = inner.lock();
-            let c = st.conn.as_ref().expect("fresh child has its connection");
-            c.send(&boot)
-                .and_then(|()| c.send_encoded(&arg_frame, &fds))
+            send_boot(st.conn.as_ref().expect("fresh child has its connection"))
         };
         drop(fds);
         if let Err(e) = sent {
@@ -259,19 +271,32 @@ impl Builder {
     }
 }
 
-fn forkserver_launch(g: &mut global::Global) -> Result<Launched> {
-    // A server that was killed is replaced (running children are not affected).
-    if g.forkserver.as_ref().is_some_and(|s| !s.is_alive())
-        && let Some(dead) = g.forkserver.take()
-    {
-        dead.stop();
+/// Arguments encoded in at most this many bytes are sent before a forkserver child starts: with
+/// the boot message, far less than the smallest socket send buffer Linux allows (4.5 KiB).
+const PRESEND_MAX: usize = 1024;
+
+/// Starts a child through this process's forkserver, starting the server first if needed;
+/// `first` runs on our end of the child's connection before the server is asked to fork.
+fn forkserver_launch(
+    g: &mut global::Global,
+    first: &dyn Fn(&Connection) -> Result<()>,
+) -> Result<Launched> {
+    if let Some(server) = g.forkserver.as_ref() {
+        // No liveness check up front (a poll per start): a server that was killed fails the
+        // request, and is then replaced (running children are not affected).
+        match server.launch(first) {
+            Err(e) if !server.is_alive() => drop(e),
+            res => return res,
+        }
+        if let Some(dead) = g.forkserver.take() {
+            dead.stop();
+        }
     }
-    if g.forkserver.is_none() {
-        let id = g.identity.clone();
-        g.forkserver = Some(start::forkserver::ForkServer::start(&id)?);
-    }
-    let server = g.forkserver.as_ref().expect("started above");
-    server.launch()
+    let id = g.identity.clone();
+    let server = g
+        .forkserver
+        .insert(start::forkserver::ForkServer::start(&id)?);
+    server.launch(first)
 }
 
 /// Starts a child running `f(arg)` with the default [`Builder`].

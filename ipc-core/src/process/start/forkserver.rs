@@ -92,9 +92,11 @@ impl ForkServer {
         Ok(ForkServer { ctrl: ours, server })
     }
 
-    /// Asks the server for a child waiting for its instructions.
-    pub(crate) fn launch(&self) -> Result<Launched> {
+    /// Asks the server for a child waiting for its instructions; `first` runs on our end of
+    /// the child's connection before the request goes out (what it sends waits in the socket).
+    pub(crate) fn launch(&self, first: &dyn Fn(&Connection) -> Result<()>) -> Result<Launched> {
         let (ours, theirs) = pipe(true)?;
+        first(&ours)?;
         let (status_ours, status_theirs) = pipe(true)?;
         self.ctrl.send(&Request {
             child: theirs,
