@@ -43,6 +43,8 @@ pub(crate) enum Reaper {
     Direct,
     /// A forkserver child: the server writes the exit code on this connection.
     Server(Connection),
+    /// A forkserver child whose server died before reporting: the exit code is lost.
+    Lost,
 }
 
 pub(crate) struct State {
@@ -133,11 +135,31 @@ impl ChildInner {
                 reaper,
                 exitcode,
             } = &mut *st;
-            let reaper: &Reaper = reaper;
             // Poll the result connection (while unread) and the exit notification together. The
-            // pidfd polls readable when the process exits, whoever its parent is.
+            // pidfd polls readable when the process exits, whoever its parent is. Once the
+            // result is in, a forkserver child's exit notification is the server's report
+            // itself: it comes after the exit, and waiting for the pidfd first would cost a
+            // wake-up and a poll more per child.
+            let by_report = conn.is_none() && matches!(reaper, Reaper::Server(_));
+            if by_report
+                && deadline.is_none()
+                && let Reaper::Server(status) = &*reaper
+            {
+                // No deadline: a plain receive, with the connection's short busy-poll (the
+                // report follows the result within microseconds).
+                match status.recv::<i32>() {
+                    Ok(code) => *exitcode = Some(code),
+                    Err(_) => *reaper = Reaper::Lost,
+                }
+                continue;
+            }
             let mut fds = Vec::with_capacity(2);
-            fds.push(PollFd::new(&self.pidfd, PollFlags::IN));
+            match &*reaper {
+                Reaper::Server(status) if by_report => {
+                    fds.push(PollFd::new(status, PollFlags::IN));
+                }
+                _ => fds.push(PollFd::new(&self.pidfd, PollFlags::IN)),
+            }
             if let Some(c) = conn.as_ref() {
                 fds.push(PollFd::new(c, PollFlags::IN));
             }
@@ -178,11 +200,18 @@ impl ChildInner {
                 continue;
             }
             if exited {
-                *exitcode = Some(match reaper {
-                    Reaper::Direct => reap(self.pid)?,
+                match reaper {
+                    Reaper::Direct => *exitcode = Some(reap(self.pid)?),
                     // The server reaps and then reports; if it died meanwhile, the code is lost.
-                    Reaper::Server(status) => status.recv::<i32>().unwrap_or(UNKNOWN_EXIT),
-                });
+                    Reaper::Server(status) => match status.recv::<i32>() {
+                        Ok(code) => *exitcode = Some(code),
+                        // Read before the exit was seen: the server is gone, and the child
+                        // counts as exited only when its pidfd says so.
+                        Err(_) if by_report => *reaper = Reaper::Lost,
+                        Err(_) => *exitcode = Some(UNKNOWN_EXIT),
+                    },
+                    Reaper::Lost => *exitcode = Some(UNKNOWN_EXIT),
+                }
             }
         }
     }
