@@ -21,8 +21,9 @@
 //!   once, forks each child. Nearly as fast as fork and safe in multithreaded programs.
 //!
 //! Why the default is the forkserver: measured on the 2-vCPU development VM (release build,
-//! `cargo xtask compare`), start+join of a trivial function costs about 0.2 ms by fork, 0.3 ms
-//! through the forkserver and 1.1 ms by spawn. Fork is refused once a process has threads (a
+//! `cargo xtask compare`, medians of several runs), start+join of a trivial function costs
+//! 0.2-0.3 ms by fork, 0.28-0.35 ms through the forkserver and 1.0-1.3 ms by spawn (CPython
+//! 3.11 in the same runs: 1.7-2.1 ms, 10-13 ms and 57-64 ms). Fork is refused once a process has threads (a
 //! test harness, a logging thread, an async runtime), so a default that breaks when a thread
 //! appears would be a trap; the forkserver works everywhere fork is unsound, costs one spawn the
 //! first time, and ties daemon children's parent-death signal to a single-threaded server rather
