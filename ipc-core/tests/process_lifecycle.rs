@@ -643,3 +643,21 @@ fn the_forkserver_has_no_address_to_connect_to() {
         .unwrap();
     assert_eq!(h.join().unwrap(), 6);
 }
+
+fn my_name_len((): ()) -> usize {
+    process::current_process().name.len()
+}
+
+// A name far larger than a socket buffer travels like any argument (the forkserver sends small
+// boot messages ahead of the fork, and must not block on a large one before the child exists).
+#[test]
+fn a_one_mebibyte_name_travels() {
+    for m in METHODS {
+        let h = builder(m)
+            .name("x".repeat(1 << 20))
+            .spawn((), my_name_len)
+            .unwrap();
+        let _kill = common::KillOnPanic(vec![h.pid()]);
+        assert_eq!(h.join().unwrap(), 1 << 20, "{m}");
+    }
+}

@@ -182,9 +182,12 @@ impl Builder {
         // nobody waits for a round trip. A large argument could fill the socket buffer and
         // block us before the child exists to drain it: it goes after the start, as under
         // spawn.
-        let send_first = method != StartMethod::Spawn && arg_frame.len() <= PRESEND_MAX;
+        let mut boot_frame = Vec::new();
+        codec::encode_plain(&boot, &mut boot_frame)?;
+        let send_first =
+            method != StartMethod::Spawn && boot_frame.len() + arg_frame.len() <= PRESEND_MAX;
         let send_boot = |c: &Connection| {
-            c.send(&boot)
+            c.send_encoded(&boot_frame, &[])
                 .and_then(|()| c.send_encoded(&arg_frame, &fds))
         };
         let launched = match method {
@@ -272,8 +275,9 @@ impl Builder {
     }
 }
 
-/// Arguments encoded in at most this many bytes are sent before a forkserver child starts: with
-/// the boot message, far less than the smallest socket send buffer Linux allows (4.5 KiB).
+/// A boot message and argument encoded in at most this many bytes together are sent before a
+/// forkserver child starts: far less than the smallest socket send buffer Linux allows
+/// (4.5 KiB), so sending cannot block before the child exists to read.
 const PRESEND_MAX: usize = 1024;
 
 /// Starts a child through this process's forkserver, starting the server first if needed;
@@ -282,22 +286,26 @@ fn forkserver_launch(
     g: &mut global::Global,
     first: &dyn Fn(&Connection) -> Result<()>,
 ) -> Result<Launched> {
+    use start::forkserver::{ForkServer, Launch};
     if let Some(server) = g.forkserver.as_ref() {
-        // No liveness check up front (a poll per start): a server that was killed fails the
-        // request, and is then replaced (running children are not affected).
+        // No liveness check up front (a poll per start): a server that was killed breaks the
+        // control channel, and is then replaced (running children are not affected). The
+        // request is safe to repeat: the server gives a child its connection only after it
+        // replied, so a child of an unanswered request never runs.
         match server.launch(first) {
-            Err(e) if !server.is_alive() => drop(e),
-            res => return res,
+            Launch::Done(res) => return res,
+            Launch::ServerGone(_) => {}
         }
         if let Some(dead) = g.forkserver.take() {
-            dead.stop();
+            dead.discard();
         }
     }
     let id = g.identity.clone();
-    let server = g
-        .forkserver
-        .insert(start::forkserver::ForkServer::start(&id)?);
-    server.launch(first)
+    let server = g.forkserver.insert(ForkServer::start(&id)?);
+    match server.launch(first) {
+        Launch::Done(res) => res,
+        Launch::ServerGone(e) => Err(e),
+    }
 }
 
 /// Starts a child running `f(arg)` with the default [`Builder`].

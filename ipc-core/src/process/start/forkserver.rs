@@ -12,9 +12,15 @@
 //! server -> parent: Reply { pid, pidfd }   (or an error message)
 //! server -> status: exit code (i32), when the server has reaped the child
 //! ```
+//! A small boot message and argument are already waiting in `child` when the request goes out
+//! (larger ones follow the reply).
+//!
 //! The server keeps one *spare*: a child forked ahead of time that waits on a socketpair of its
-//! own. A request hands the spare its `child` connection (and the server forks the next spare
-//! while the child runs), so no fork lies on the path of a start: measured with
+//! own. A request is answered with the spare's pid, *then* the spare gets its `child`
+//! connection: a server that dies between the two leaves a spare that never received anything
+//! and leaves, so a request without a reply never runs a function, and the parent can replace
+//! the server and ask again without running it twice. The server forks the next spare while
+//! the child runs, so no fork lies on the path of a start: measured with
 //! `cargo xtask compare --only process_start_join_forkserver`, start+join went from 346-430 us
 //! to 277-353 us unpinned (the same within noise when both processes share one CPU). The spare
 //! holds nothing of the server's but the standard streams, and leaves when its socketpair
@@ -102,25 +108,38 @@ impl ForkServer {
 
     /// Asks the server for a child waiting for its instructions; `first` runs on our end of
     /// the child's connection before the request goes out (what it sends waits in the socket).
-    pub(crate) fn launch(&self, first: &dyn Fn(&Connection) -> Result<()>) -> Result<Launched> {
-        let (ours, theirs) = pipe(true)?;
-        first(&ours)?;
-        let (status_ours, status_theirs) = pipe(true)?;
-        self.ctrl.send(&Request {
-            child: theirs,
-            status: status_theirs,
-        })?;
-        match self.ctrl.recv::<Reply>()? {
-            Reply::Started { pid, pidfd } => Ok(Launched {
-                pid: Pid::from_raw(pid).ok_or_else(|| Error::malformed("forkserver sent pid 0"))?,
-                pidfd: pidfd.0,
-                conn: ours,
-                reaper: Reaper::Server(status_ours),
-            }),
-            Reply::Failed(msg) => Err(Error::Io(std::io::Error::other(format!(
+    pub(crate) fn launch(&self, first: &dyn Fn(&Connection) -> Result<()>) -> Launch {
+        let prepared = pipe(true).and_then(|(ours, theirs)| {
+            first(&ours)?;
+            Ok((ours, theirs, pipe(true)?))
+        });
+        let (ours, theirs, (status_ours, status_theirs)) = match prepared {
+            Ok(p) => p,
+            Err(e) => return Launch::Done(Err(e)),
+        };
+        let reply = self
+            .ctrl
+            .send(&Request {
+                child: theirs,
+                status: status_theirs,
+            })
+            .and_then(|()| self.ctrl.recv::<Reply>());
+        Launch::Done(match reply {
+            // The control channel broke: the server died or misbehaved. No child of this
+            // request can run: the server hands a child its connection only after replying.
+            Err(e) => return Launch::ServerGone(e),
+            Ok(Reply::Started { pid, pidfd }) => Pid::from_raw(pid)
+                .ok_or_else(|| Error::malformed("forkserver sent pid 0"))
+                .map(|pid| Launched {
+                    pid,
+                    pidfd: pidfd.0,
+                    conn: ours,
+                    reaper: Reaper::Server(status_ours),
+                }),
+            Ok(Reply::Failed(msg)) => Err(Error::Io(std::io::Error::other(format!(
                 "forkserver: {msg}"
             )))),
-        }
+        })
     }
 
     /// The server's pid.
@@ -128,16 +147,26 @@ impl ForkServer {
         self.server.pid.as_raw_nonzero().get()
     }
 
-    /// Whether the server still runs (it may have been killed).
-    pub(crate) fn is_alive(&self) -> bool {
-        matches!(self.server.poll_exit(), Ok(None))
-    }
-
     /// Closes the control channel (the server leaves when it sees end of file) and reaps it.
     pub(crate) fn stop(self) {
         drop(self.ctrl);
         let _ = self.server.wait(None);
     }
+
+    /// Stops a server whose control channel broke: it may still run (a protocol error), so it
+    /// is killed before it is reaped.
+    pub(crate) fn discard(self) {
+        let _ = self.server.signal(rustix::process::Signal::KILL);
+        self.stop();
+    }
+}
+
+/// How a request to the server ended.
+pub(crate) enum Launch {
+    /// The server answered: a child, or the reason there is none.
+    Done(Result<Launched>),
+    /// The control channel broke before an answer: replace the server and ask again.
+    ServerGone(Error),
 }
 
 struct Served {
@@ -154,28 +183,18 @@ struct Spare {
     feed: Connection,
 }
 
-/// Gives the spare its child connection; on success returns it back with the reply for our
-/// parent. A spare that cannot take
-/// it is killed and reaped.
-fn hand_over(s: Spare, req: &Request) -> Result<(Spare, Reply)> {
-    let handed = s
-        .feed
-        .send(&req.child)
-        .and_then(|()| Ok(s.pidfd.try_clone()?));
-    match handed {
-        Ok(theirs) => {
-            let reply = Reply::Started {
-                pid: s.pid.as_raw_nonzero().get(),
-                pidfd: TransferFd(theirs),
-            };
-            Ok((s, reply))
-        }
-        Err(e) => {
-            let _ = rustix::process::kill_process(s.pid, rustix::process::Signal::KILL);
-            retire(s.pid, s.feed);
-            Err(e)
-        }
-    }
+/// Gives the spare its child connection. Called after our parent was told the child started:
+/// if the server dies before this, the spare never gets the connection, reads end of file on
+/// its feed and leaves without running anything, and the parent, which got no reply, may retry
+/// without the function running twice.
+fn hand_over(s: &Spare, req: &Request) -> Result<()> {
+    s.feed.send(&req.child)
+}
+
+/// Whether a pidfd reports its process exited, without waiting.
+fn pidfd_ready(fd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    matches!(rustix::event::poll(&mut fds, Some(&Default::default())), Ok(n) if n > 0)
 }
 
 /// Stops an unused spare (it leaves when its feed closes) and reaps it.
@@ -218,6 +237,7 @@ fn serve(ctrl: Connection) {
                     drop(feed);
                     drop(ctrl);
                     drop(children);
+                    drop(pending);
                     spare_main(theirs, me)
                 }
                 Ok(Forked::Parent(pid)) => {
@@ -281,26 +301,48 @@ fn serve(ctrl: Connection) {
             }
         }
         if let Some((req, retried)) = pending.take() {
-            let reply = match spare.take().map(|s| hand_over(s, &req)) {
-                Some(Ok((child, reply))) => {
-                    drop(child.feed);
-                    children.push(Served {
-                        pid: child.pid,
-                        pidfd: child.pidfd,
-                        status: req.status,
-                    });
-                    reply
-                }
-                // The spare died (killed while idle) before or while taking the request: serve
-                // it once more with the next spare, forked at the top of the loop.
-                Some(Err(_)) | None if !retried => {
+            // A spare that died since the last poll (killed while idle) cannot take the child.
+            if let Some(s) = spare.take_if(|s| pidfd_ready(&s.pidfd)) {
+                retire(s.pid, s.feed);
+            }
+            let Some(s) = spare.take() else {
+                if !retried {
+                    // Serve it with the next spare, forked at the top of the loop.
                     pending = Some((req, true));
                     continue;
                 }
-                Some(Err(e)) => Reply::Failed(format!("handing the child its connection: {e}")),
-                None => Reply::Failed("fork failed: no child could be prepared".into()),
+                let msg = "fork failed: no child could be prepared".to_string();
+                let _ = ctrl.send(&Reply::Failed(msg));
+                continue;
             };
-            let _ = ctrl.send(&reply);
+            let reply = match s.pidfd.try_clone() {
+                Ok(theirs) => Reply::Started {
+                    pid: s.pid.as_raw_nonzero().get(),
+                    pidfd: TransferFd(theirs),
+                },
+                Err(e) => {
+                    // Keep the spare for the next request.
+                    spare = Some(s);
+                    let _ = ctrl.send(&Reply::Failed(format!("pidfd: {e}")));
+                    continue;
+                }
+            };
+            if ctrl.send(&reply).is_err() {
+                // Our parent is gone: the spare stays unused, and the loop ends at the next
+                // poll (end of file).
+                spare = Some(s);
+                continue;
+            }
+            if hand_over(&s, &req).is_err() {
+                // The spare died in the moment since the check: it is reported as killed.
+                let _ = rustix::process::kill_process(s.pid, rustix::process::Signal::KILL);
+            }
+            drop(s.feed);
+            children.push(Served {
+                pid: s.pid,
+                pidfd: s.pidfd,
+                status: req.status,
+            });
         }
     }
     if let Some(s) = spare {
