@@ -102,11 +102,11 @@ fn with_outgoing<R>(
         }
     }
     // Nested encodes (a value whose Serialize impl encodes another) keep the outer table aside.
-    let _reset = Reset(OUTGOING.with(|t| t.borrow_mut().replace(Vec::new())));
+    // After the thread's thread-locals are gone (a destructor, an atexit handler) no table
+    // can be installed: plain values still encode, descriptors are an encode error.
+    let _reset = Reset(swap_outgoing(Some(Vec::new())));
     let res = f();
-    let fds = OUTGOING
-        .with(|t| t.borrow_mut().replace(Vec::new()))
-        .unwrap_or_default();
+    let fds = swap_outgoing(Some(Vec::new())).unwrap_or_default();
     (res, fds)
 }
 

@@ -243,7 +243,7 @@ pub fn connect_timeout(
     let start = Instant::now();
     let deadline = timeout.map(|t| deadline_after(start, t));
     let fd = match unix_addr(address) {
-        Some(sa) => connect_unix(&sa?, address)?,
+        Some(sa) => connect_unix(&sa?, address, deadline)?,
         None => {
             let Address::Tcp(sa) = address else {
                 unreachable!("unix_addr handles every non-TCP address")
@@ -268,14 +268,46 @@ pub fn connect_timeout(
 
 /// Connects a Unix socket: `SOCK_SEQPACKET` first, `SOCK_STREAM` if the listener is a stream
 /// socket (`EPROTOTYPE`).
-fn connect_unix(sa: &SocketAddrUnix, address: &Address) -> Result<OwnedFd> {
+///
+/// A listener whose backlog is full makes a blocking `connect` wait without limit; with a
+/// deadline the socket connects in non-blocking mode and retries (`EAGAIN`) until it passes,
+/// then goes back to blocking mode.
+fn connect_unix(
+    sa: &SocketAddrUnix,
+    address: &Address,
+    deadline: Option<Instant>,
+) -> Result<OwnedFd> {
+    let flags = if deadline.is_some() {
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK
+    } else {
+        SocketFlags::CLOEXEC
+    };
     for ty in [SocketType::SEQPACKET, SocketType::STREAM] {
-        let fd = rustix::net::socket_with(AddressFamily::UNIX, ty, SocketFlags::CLOEXEC, None)?;
+        let fd = rustix::net::socket_with(AddressFamily::UNIX, ty, flags, None)?;
+        let mut pause = Duration::from_micros(100);
         loop {
             match rustix::net::connect(&fd, sa) {
                 // A Unix connect interrupted by a signal may still have completed.
-                Ok(()) | Err(Errno::ISCONN) => return Ok(fd),
-                Err(Errno::INTR | Errno::AGAIN) => continue,
+                Ok(()) | Err(Errno::ISCONN) => {
+                    if deadline.is_some() {
+                        rustix::io::ioctl_fionbio(&fd, false)?;
+                    }
+                    return Ok(fd);
+                }
+                Err(Errno::INTR) => continue,
+                // The backlog is full (only in non-blocking mode): wait a little, within the
+                // deadline. An unconnected Unix socket polls writable at once, so poll cannot
+                // tell when room appears.
+                Err(Errno::AGAIN) => match deadline {
+                    Some(d) if Instant::now() < d => {
+                        std::thread::sleep(pause.min(d.saturating_duration_since(Instant::now())));
+                        pause = (pause * 2).min(Duration::from_millis(10));
+                    }
+                    Some(_) => {
+                        return Err(Error::Timeout);
+                    }
+                    None => continue,
+                },
                 Err(Errno::PROTOTYPE) if ty == SocketType::SEQPACKET => break,
                 Err(e) => return Err(context(e, "connect to", address)),
             }

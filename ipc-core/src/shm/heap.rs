@@ -293,7 +293,9 @@ impl Drop for Arena {
     fn drop(&mut self) {
         let mut reg = REGISTRY.lock();
         // Remove our entry unless it already names a newer mapping of the same inode.
-        if reg.get(&self.key).is_some_and(|w| w.upgrade().is_none()) {
+        // (`strong_count`, not `upgrade`: a temporary strong handle could be the last one and
+        // run this drop again under the lock.)
+        if reg.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
             reg.remove(&self.key);
         }
     }
@@ -495,7 +497,10 @@ fn receive_block<T: ShmSafe>(
             arena.seg.len()
         )));
     }
-    if !offset.is_multiple_of(std::mem::align_of::<T>() as u64) {
+    // The mapping is only page aligned: an offset aligned for `T` gives an aligned address only
+    // when `T` needs no more than a page (as `allocate` also requires).
+    let align = std::mem::align_of::<T>() as u64;
+    if align > rustix::param::page_size() as u64 || !offset.is_multiple_of(align) {
         return Err(Error::malformed(format!(
             "received a shared object at offset {offset}, which is not aligned for {ty}"
         )));
