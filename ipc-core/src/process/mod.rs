@@ -177,19 +177,16 @@ impl Builder {
         let id = g.next_child(self.name, self.daemon, method);
         let boot =
             bootstrap::BootInfo::new(bootstrap::trampoline::<A, R>, f as *const (), &id, method);
-        // Through the forkserver, a small boot message and argument go into the child's socket
-        // before the server is even asked to fork, so the child finds them when it starts and
-        // nobody waits for a round trip. A large argument could fill the socket buffer and
-        // block us before the child exists to drain it: it goes after the start, as under
-        // spawn.
+        // Through the forkserver, a small boot message goes into the child's socket before the
+        // server is even asked, so the child finds it when it starts. The argument always
+        // follows the server's reply: a child whose request went unanswered (the server died)
+        // must not run its function, because the request is then repeated on a new server. A
+        // large boot message could fill the socket buffer and block us before the child exists
+        // to drain it: it goes after the start too, as under spawn.
         let mut boot_frame = Vec::new();
         codec::encode_plain(&boot, &mut boot_frame)?;
-        let send_first =
-            method != StartMethod::Spawn && boot_frame.len() + arg_frame.len() <= PRESEND_MAX;
-        let send_boot = |c: &Connection| {
-            c.send_encoded(&boot_frame, &[])
-                .and_then(|()| c.send_encoded(&arg_frame, &fds))
-        };
+        let send_first = method != StartMethod::Spawn && boot_frame.len() <= PRESEND_MAX;
+        let send_boot = |c: &Connection| c.send_encoded(&boot_frame, &[]);
         let launched = match method {
             StartMethod::Spawn => start::spawn::launch()?,
             _ if send_first => forkserver_launch(&mut g, &send_boot)?,
@@ -212,11 +209,11 @@ impl Builder {
         ));
         g.register(inner.clone());
         drop(g);
-        let sent = if send_first {
-            Ok(())
-        } else {
+        let sent = {
             let st = inner.lock();
-            send_boot(st.conn.as_ref().expect("fresh child has its connection"))
+            let c = st.conn.as_ref().expect("fresh child has its connection");
+            let booted = if send_first { Ok(()) } else { send_boot(c) };
+            booted.and_then(|()| c.send_encoded(&arg_frame, &fds))
         };
         drop(fds);
         if let Err(e) = sent {
@@ -275,9 +272,9 @@ impl Builder {
     }
 }
 
-/// A boot message and argument encoded in at most this many bytes together are sent before a
-/// forkserver child starts: far less than the smallest socket send buffer Linux allows
-/// (4.5 KiB), so sending cannot block before the child exists to read.
+/// A boot message encoded in at most this many bytes is sent before a forkserver child starts:
+/// far less than the smallest socket send buffer Linux allows (4.5 KiB), so sending cannot
+/// block before the child exists to read.
 const PRESEND_MAX: usize = 1024;
 
 /// Starts a child through this process's forkserver, starting the server first if needed;
@@ -290,8 +287,8 @@ fn forkserver_launch(
     if let Some(server) = g.forkserver.as_ref() {
         // No liveness check up front (a poll per start): a server that was killed breaks the
         // control channel, and is then replaced (running children are not affected). The
-        // request is safe to repeat: the server gives a child its connection only after it
-        // replied, so a child of an unanswered request never runs.
+        // request is safe to repeat: the argument is sent only after a reply, so a child of an
+        // unanswered request never runs its function.
         match server.launch(first) {
             Launch::Done(res) => return res,
             Launch::ServerGone(_) => {}

@@ -12,15 +12,16 @@
 //! server -> parent: Reply { pid, pidfd }   (or an error message)
 //! server -> status: exit code (i32), when the server has reaped the child
 //! ```
-//! A small boot message and argument are already waiting in `child` when the request goes out
-//! (larger ones follow the reply).
+//! A small boot message is already waiting in `child` when the request goes out; the argument
+//! follows the reply, and only then can the child run its function.
 //!
 //! The server keeps one *spare*: a child forked ahead of time that waits on a socketpair of its
-//! own. A request is answered with the spare's pid, *then* the spare gets its `child`
-//! connection: a server that dies between the two leaves a spare that never received anything
-//! and leaves, so a request without a reply never runs a function, and the parent can replace
-//! the server and ask again without running it twice. The server forks the next spare while
-//! the child runs, so no fork lies on the path of a start: measured with
+//! own. A request hands the spare its `child` connection, *then* is answered with the spare's
+//! pid: a child the parent was told about has its connection even if the server dies at once
+//! (running children survive the server). A server that dies between the two leaves an orphan
+//! that never gets its argument (the parent, without a reply, drops its end and repeats the
+//! request on a new server), so a function never runs twice. The server forks the next spare
+//! while the child runs, so no fork lies on the path of a start: measured with
 //! `cargo xtask compare --only process_start_join_forkserver`, start+join went from 346-430 us
 //! to 277-353 us unpinned (the same within noise when both processes share one CPU). The spare
 //! holds nothing of the server's but the standard streams, and leaves when its socketpair
@@ -126,7 +127,7 @@ impl ForkServer {
             .and_then(|()| self.ctrl.recv::<Reply>());
         Launch::Done(match reply {
             // The control channel broke: the server died or misbehaved. No child of this
-            // request can run: the server hands a child its connection only after replying.
+            // request can run its function: its argument goes out only after a reply.
             Err(e) => return Launch::ServerGone(e),
             Ok(Reply::Started { pid, pidfd }) => Pid::from_raw(pid)
                 .ok_or_else(|| Error::malformed("forkserver sent pid 0"))
@@ -183,18 +184,10 @@ struct Spare {
     feed: Connection,
 }
 
-/// Gives the spare its child connection. Called after our parent was told the child started:
-/// if the server dies before this, the spare never gets the connection, reads end of file on
-/// its feed and leaves without running anything, and the parent, which got no reply, may retry
-/// without the function running twice.
-fn hand_over(s: &Spare, req: &Request) -> Result<()> {
-    s.feed.send(&req.child)
-}
-
-/// Whether a pidfd reports its process exited, without waiting.
-fn pidfd_ready(fd: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(fd, PollFlags::IN)];
-    matches!(rustix::event::poll(&mut fds, Some(&Default::default())), Ok(n) if n > 0)
+/// Gives the spare its child connection; returns the pidfd copy for our parent.
+fn hand_over(s: &Spare, req: &Request) -> Result<OwnedFd> {
+    s.feed.send(&req.child)?;
+    Ok(s.pidfd.try_clone()?)
 }
 
 /// Stops an unused spare (it leaves when its feed closes) and reaps it.
@@ -301,48 +294,42 @@ fn serve(ctrl: Connection) {
             }
         }
         if let Some((req, retried)) = pending.take() {
-            // A spare that died since the last poll (killed while idle) cannot take the child.
-            if let Some(s) = spare.take_if(|s| pidfd_ready(&s.pidfd)) {
-                retire(s.pid, s.feed);
-            }
-            let Some(s) = spare.take() else {
-                if !retried {
-                    // Serve it with the next spare, forked at the top of the loop.
+            // The spare gets its connection first, then our parent hears of it: a child our
+            // parent was told about always has its connection, even if the server dies at once.
+            // (If the server dies between the two, the parent repeats the request elsewhere;
+            // the orphan holds the boot message but never gets its argument, which the parent
+            // sends only after a reply, so it leaves without running anything.)
+            let handed = spare.take().map(|s| match hand_over(&s, &req) {
+                Ok(theirs) => Ok((s, theirs)),
+                Err(e) => {
+                    let _ = rustix::process::kill_process(s.pid, rustix::process::Signal::KILL);
+                    retire(s.pid, s.feed);
+                    Err(e)
+                }
+            });
+            let reply = match handed {
+                Some(Ok((s, theirs))) => {
+                    drop(s.feed);
+                    children.push(Served {
+                        pid: s.pid,
+                        pidfd: s.pidfd,
+                        status: req.status,
+                    });
+                    Reply::Started {
+                        pid: s.pid.as_raw_nonzero().get(),
+                        pidfd: TransferFd(theirs),
+                    }
+                }
+                // The spare died (killed while idle) before or while taking the request: serve
+                // it once more with the next spare, forked at the top of the loop.
+                Some(Err(_)) | None if !retried => {
                     pending = Some((req, true));
                     continue;
                 }
-                let msg = "fork failed: no child could be prepared".to_string();
-                let _ = ctrl.send(&Reply::Failed(msg));
-                continue;
+                Some(Err(e)) => Reply::Failed(format!("handing the child its connection: {e}")),
+                None => Reply::Failed("fork failed: no child could be prepared".into()),
             };
-            let reply = match s.pidfd.try_clone() {
-                Ok(theirs) => Reply::Started {
-                    pid: s.pid.as_raw_nonzero().get(),
-                    pidfd: TransferFd(theirs),
-                },
-                Err(e) => {
-                    // Keep the spare for the next request.
-                    spare = Some(s);
-                    let _ = ctrl.send(&Reply::Failed(format!("pidfd: {e}")));
-                    continue;
-                }
-            };
-            if ctrl.send(&reply).is_err() {
-                // Our parent is gone: the spare stays unused, and the loop ends at the next
-                // poll (end of file).
-                spare = Some(s);
-                continue;
-            }
-            if hand_over(&s, &req).is_err() {
-                // The spare died in the moment since the check: it is reported as killed.
-                let _ = rustix::process::kill_process(s.pid, rustix::process::Signal::KILL);
-            }
-            drop(s.feed);
-            children.push(Served {
-                pid: s.pid,
-                pidfd: s.pidfd,
-                status: req.status,
-            });
+            let _ = ctrl.send(&reply);
         }
     }
     if let Some(s) = spare {
