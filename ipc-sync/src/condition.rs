@@ -13,9 +13,10 @@
 //!
 //! # Transitions (all under the lock except the sleep)
 //! ```text
-//! wait:     waiters += 1; ticket = seq; release lock; sleep while seq == ticket;
+//! wait:     waiters += 1; registered = ticket = seq; release lock; sleep while seq == ticket;
 //!           re-acquire lock; then
-//!             signals > 0  -> signals -= 1, return notified          (a token is ours)
+//!             signals > 0 and seq != registered
+//!                          -> signals -= 1, return notified          (a token is ours)
 //!             timed out    -> waiters -= 1, return timed out
 //!             otherwise    -> spurious: ticket = seq, sleep again
 //! notify(n): k = min(n, waiters); waiters -= k; signals += k; seq += 1; futex_wake(k)
@@ -24,7 +25,11 @@
 //! as many as are registered, and every selected one departs through exactly one token, so
 //! `notify(n)` wakes exactly `min(n, waiting)` waiters (Python checklist 76, 78) even when a
 //! waiter is between releasing the lock and sleeping (it sees `seq` moved and does not sleep)
-//! or times out as it is notified (it finds a token and reports notified).
+//! or times out as it is notified (it finds a token and reports notified). Only a waiter that
+//! was registered when a notify came (`seq` moved since its registration) may take a token: a
+//! waiter that registered after the notify and times out before the selected one re-acquires
+//! the lock would otherwise take its token, report "notified" and leave the selected waiter
+//! asleep for good.
 //!
 //! # Memory ordering
 //! The bookkeeping is `Relaxed`: the lock orders it. The futex compare makes the sleep atomic
@@ -94,10 +99,12 @@ impl RawCondition {
         out
     }
 
-    /// With the lock re-acquired: takes a token, or departs on timeout, or asks to wait again.
-    pub fn resolve(&self, deadline_passed: bool) -> Wakeup {
+    /// With the lock re-acquired: takes a token (if a notify came since `registered`, the
+    /// ticket [`register`](Self::register) returned), or departs on timeout, or asks to wait
+    /// again.
+    pub fn resolve(&self, registered: u32, deadline_passed: bool) -> Wakeup {
         let s = self.signals.load(Ordering::Relaxed);
-        if s > 0 {
+        if s > 0 && self.seq.load(Ordering::Relaxed) != registered {
             self.signals.store(s - 1, Ordering::Relaxed);
             return Wakeup::Notified;
         }
@@ -291,7 +298,8 @@ mod typed {
         /// Waits for a notify or the deadline; (notified, a lock holder died meanwhile).
         fn wait_until(&self, deadline: Option<Instant>) -> (bool, bool) {
             let raw = &self.cond.raw;
-            let mut ticket = raw.register();
+            let registered = raw.register();
+            let mut ticket = registered;
             let mut died = false;
             loop {
                 let depth = self.release_all();
@@ -299,7 +307,7 @@ mod typed {
                 died |= self.reacquire(depth);
                 let late =
                     out == WaitOutcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d);
-                match raw.resolve(late) {
+                match raw.resolve(registered, late) {
                     Wakeup::Notified => return (true, died),
                     Wakeup::TimedOut => return (false, died),
                     Wakeup::Spurious => ticket = raw.ticket(),

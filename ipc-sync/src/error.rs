@@ -141,6 +141,8 @@ pub enum ReleaseError {
         /// The largest value the semaphore may hold.
         max: u32,
     },
+    /// `release_n(0)`: a release adds at least one unit (Python raises `ValueError`).
+    Zero,
 }
 
 impl fmt::Display for ReleaseError {
@@ -154,6 +156,7 @@ impl fmt::Display for ReleaseError {
                 f,
                 "semaphore released too many times (its value may not exceed {max})"
             ),
+            ReleaseError::Zero => f.write_str("release_n(0): n must be one or more"),
         }
     }
 }

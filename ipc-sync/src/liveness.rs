@@ -7,8 +7,12 @@
 //! ends, never on the fast path).
 //!
 //! Pid reuse: a pid names a new process only after the old one was reaped and the kernel cycled
-//! through the pid space (`pid_max`, 4 194 304 by default), so a recycled owner pid within a
-//! waiter's sleep slice is not a practical concern. A waiter that cannot ask (`EMFILE`, a kernel
+//! through the pid space (`pid_max`: 4 194 304 by default, 32 768 on some machines, this
+//! development VM included). Within a waiter's sleep slice that is no practical concern. **Known
+//! gap:** an owner that died while nobody waited is only noticed at the next acquire, which may
+//! come after its pid was recycled; the lock then looks held by the unrelated new process and
+//! acquires time out (a review showed it by forcing the reuse). The planned fix records the
+//! owner's incarnation (pid and start time) rather than the pid alone. A waiter that cannot ask (`EMFILE`, a kernel
 //! without `pidfd_open`) assumes the owner is alive and asks again at its next slice: it may wait
 //! longer, it never steals a live owner's lock.
 

@@ -307,6 +307,9 @@ mod typed {
 
         /// Adds `n` units, waking up to `n` waiters (Python's `release(n)`).
         pub fn release_n(&self, n: u32) -> Result<(), ReleaseError> {
+            if n == 0 {
+                return Err(ReleaseError::Zero);
+            }
             self.raw
                 .release(n)
                 .map_err(|max| ReleaseError::Overflow { max })

@@ -19,6 +19,12 @@
 //! process accesses the cell only under that same lock (the `ShmBox` is never dereferenced
 //! directly), so no two accesses race and a `&mut T` is unique while it lives. `T: ShmSafe`
 //! makes every bit pattern a valid `T`, so bytes written by another process are a valid value.
+//!
+//! **Known hole (to be closed):** [`Lock::release`] lets any process release a lock, as Python
+//! does, and the value's lock is reachable (`get_lock`, or the `Lock` given to `with_lock`).
+//! Releasing it while a [`ValueGuard`] lives lets a second guard be granted: two `&mut T` to one
+//! cell. Never call `release` on a value's lock; the planned fix marks locks whose guard was
+//! leaked (only those may be released by another party), using a free bit of the lock word.
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -120,7 +126,8 @@ impl<T: ShmSafe + Copy> Value<T> {
         *g
     }
 
-    /// The lock guarding this value (Python's `get_lock()`).
+    /// The lock guarding this value (Python's `get_lock()`). Acquire it to group several
+    /// operations; do not `release` it while a guard lives (see the module's "Known hole").
     pub fn get_lock(&self) -> &Lock {
         &self.lock
     }

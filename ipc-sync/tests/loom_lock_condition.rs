@@ -85,12 +85,13 @@ fn wait_until_flag(g: &Guarded<bool>, c: &RawCondition) -> u32 {
     g.lock.lock(None);
     // SAFETY: under the lock.
     while !g.data.with(|p| unsafe { *p }) {
-        let mut ticket = c.register();
+        let registered = c.register();
+        let mut ticket = registered;
         loop {
             g.lock.unlock();
             c.sleep(ticket, None);
             g.lock.lock(None);
-            match c.resolve(false) {
+            match c.resolve(registered, false) {
                 Wakeup::Notified => break,
                 Wakeup::Spurious => ticket = c.ticket(),
                 Wakeup::TimedOut => unreachable!("no deadline"),

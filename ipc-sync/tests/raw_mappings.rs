@@ -282,13 +282,14 @@ fn condition_notify_wakes_exactly_n() {
                 let (l, c) =
                     unsafe { (s.at::<RawLock>(i % 2, 0), s.at::<RawCondition>(i % 2, 64)) };
                 assert_eq!(l.lock(None), Acquire::Acquired);
-                let mut ticket = c.register();
+                let registered = c.register();
+                let mut ticket = registered;
                 loop {
                     assert!(l.unlock());
                     let out = c.sleep(ticket, Some(Instant::now() + LONG));
                     assert_eq!(l.lock(None), Acquire::Acquired);
                     let timed_out = out == ipc_core::futex::WaitOutcome::TimedOut;
-                    match c.resolve(timed_out) {
+                    match c.resolve(registered, timed_out) {
                         ipc_sync::raw::Wakeup::Spurious => ticket = c.ticket(),
                         w => {
                             woken.fetch_add(1, Ordering::SeqCst);

@@ -415,3 +415,72 @@ fn a_party_killed_in_the_action_breaks_the_barrier() {
         let _ = h.join_timeout(LONG);
     }
 }
+
+/// Holds the condition's lock until its one waiter has registered.
+fn once_one_waits(cond: &Condition) -> ipc_sync::ConditionGuard<'_> {
+    loop {
+        let g = cond.acquire().unwrap_or_else(LockError::into_guard);
+        if g.waiting() == 1 {
+            return g;
+        }
+        drop(g);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+// cpython checklist 76: notify(1) wakes the waiter it selected. A waiter that arrives after the
+// notify and times out before the selected one re-acquires the lock must not take its wake-up
+// (found in review: it reported "notified" and the selected waiter slept on).
+#[test]
+fn a_late_timed_out_waiter_does_not_take_a_notify_meant_for_another() {
+    let cond = Condition::new().unwrap();
+    let c2 = cond.clone();
+    let selected = std::thread::spawn(move || {
+        let g = c2.acquire().unwrap_or_else(LockError::into_guard);
+        let (_g, notified) = g.wait_timeout(LONG).unwrap_or_else(LockError::into_guard);
+        notified
+    });
+    let g = once_one_waits(&cond);
+    assert_eq!(g.notify(1), 1);
+    // Keep the lock a moment: the selected waiter wakes and queues on the lock word.
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let (g, late_notified) = g
+        .wait_timeout(Duration::ZERO)
+        .unwrap_or_else(LockError::into_guard);
+    drop(g);
+    assert!(!late_notified, "the late waiter took the notify");
+    assert!(
+        selected.join().unwrap(),
+        "the selected waiter was not notified"
+    );
+    assert!(t.elapsed() < LONG);
+}
+
+// The same race under wait_for: the selected waiter, whose predicate holds, returns.
+#[test]
+fn wait_for_returns_when_notified_despite_a_late_timed_out_waiter() {
+    let cond = Condition::new().unwrap();
+    let flag = AtomicValue::new(0u32).unwrap();
+    let (c2, f2) = (cond.clone(), flag.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let g = c2.acquire().unwrap_or_else(LockError::into_guard);
+        let _g = g
+            .wait_for(|| f2.load() == 1)
+            .unwrap_or_else(LockError::into_guard);
+        tx.send(()).unwrap();
+    });
+    let g = once_one_waits(&cond);
+    flag.store(1);
+    g.notify(1);
+    std::thread::sleep(Duration::from_millis(50));
+    let (g, _) = g
+        .wait_timeout(Duration::ZERO)
+        .unwrap_or_else(LockError::into_guard);
+    drop(g);
+    assert!(
+        rx.recv_timeout(LONG).is_ok(),
+        "wait_for never returned although notified with its predicate true"
+    );
+}

@@ -168,3 +168,12 @@ fn event_ping_pong_between_processes() {
         assert_eq!(h.join_timeout(LONG).unwrap(), Some(0), "{m}");
     }
 }
+
+// cpython: Semaphore.release(0) raises ValueError; here release_n(0) is an error and changes
+// nothing (found in review: it was accepted).
+#[test]
+fn release_of_zero_units_is_an_error() {
+    let s = Semaphore::new(1).unwrap();
+    assert_eq!(s.release_n(0), Err(ReleaseError::Zero));
+    assert_eq!(s.value(), 1);
+}
