@@ -128,8 +128,7 @@ impl<T: ShmSafe + Copy> Array<T> {
         self.locked().to_vec()
     }
 
-    /// The lock guarding the array (Python's `get_lock()`). Do not `release` it while a guard
-    /// lives: a second guard could then be granted (the same hole as [`Value`](crate::Value)'s).
+    /// The lock guarding the array (Python's `get_lock()`).
     pub fn get_lock(&self) -> &Lock {
         &self.lock
     }

@@ -143,6 +143,8 @@ pub enum ReleaseError {
     },
     /// `release_n(0)`: a release adds at least one unit (Python raises `ValueError`).
     Zero,
+    /// The lock is held through a live guard: drop the guard, or give it up with `leak` first.
+    GuardAlive,
 }
 
 impl fmt::Display for ReleaseError {
@@ -157,6 +159,10 @@ impl fmt::Display for ReleaseError {
                 "semaphore released too many times (its value may not exceed {max})"
             ),
             ReleaseError::Zero => f.write_str("release_n(0): n must be one or more"),
+            ReleaseError::GuardAlive => f.write_str(
+                "release of a lock held through a live guard (drop the guard, or leak() it so \
+                 that another party may release)",
+            ),
         }
     }
 }

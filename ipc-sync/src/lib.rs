@@ -104,7 +104,7 @@ pub mod raw {
     pub use crate::barrier::{Passage, RawBarrier};
     pub use crate::condition::{RawCondition, Wakeup};
     pub use crate::event::RawEvent;
-    pub use crate::lock::{Acquire, OWNER_DIED, PID_MASK, RawLock, WAITERS};
+    pub use crate::lock::{Acquire, OWNER_DIED, PID_MASK, RELEASABLE, RawLock, WAITERS};
     pub use crate::rlock::RawRLock;
     pub use crate::semaphore::{RawSemaphore, VALUE_MASK};
 }

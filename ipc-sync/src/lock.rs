@@ -4,11 +4,13 @@
 //! ```text
 //! RawLock  (#[repr(C)], 4 bytes, align 4, all-zero = unlocked)
 //! +-------------------------------+
-//! | word: AtomicU32               |   bit 31   bit 30       bits 0-29
-//! +-------------------------------+   WAITERS  OWNER_DIED   owner pid (0 = nobody)
+//! | word: AtomicU32               |   bit 31   bit 30      bit 29      bits 0-28
+//! +-------------------------------+   WAITERS  OWNER_DIED  RELEASABLE  owner pid (0 = nobody)
 //! ```
 //! The bits are laid out as the kernel lays out robust futexes (`FUTEX_WAITERS`,
-//! `FUTEX_OWNER_DIED`, `FUTEX_TID_MASK`), with the owner's *process* id.
+//! `FUTEX_OWNER_DIED`, `FUTEX_TID_MASK`), with the owner's *process* id; Linux pids stay below
+//! 2^22, which leaves bit 29 for `RELEASABLE`: the holder gave up its guard
+//! ([`LockGuard::leak`]), so another party may release the lock.
 //!
 //! # States and transitions
 //! ```text
@@ -22,7 +24,9 @@
 //!           UNLOCKED --CAS--> CONTENDED (we can't know whether others still sleep)
 //! owner dead  (a pidfd says the pid in the word has exited, checked when a slice ends)
 //!           pid(dead) [| ..] --CAS--> me | OWNER_DIED | WAITERS, reported as OwnerDied
-//! release   any --swap--> UNLOCKED; futex_wake(1) only if WAITERS was set
+//! leak      pid [| ..] --fetch_or--> pid | RELEASABLE [| ..]   (the guard is gone)
+//! release   guard drop: any --swap--> UNLOCKED; Lock::release: only a RELEASABLE word
+//!           --CAS--> UNLOCKED; futex_wake(1) only if WAITERS was set
 //! ```
 //! A takeover is a CAS from the exact word the waiter judged dead, so two waiters that both see
 //! the owner die cannot both win, and a lock released and re-taken meanwhile is never stolen.
@@ -36,8 +40,11 @@
 //!
 //! # Who may release
 //! Python lets any thread or process release a `Lock` (it is a semaphore, not owned); so does
-//! [`RawLock::unlock`]/[`Lock::release`], which only refuse an unlocked lock. The owner pid is
-//! for robustness, not for ownership checks: [`RLock`](crate::RLock) is the owned lock.
+//! [`Lock::release`], for a lock whose holder gave up its guard ([`LockGuard::leak`]). While a
+//! guard lives, only its drop releases: a foreign release would let a second guard be granted,
+//! and guards of a [`Value`](crate::Value) or [`Array`](crate::Array) hand out `&mut T`. The
+//! owner pid is for robustness, not for ownership checks: [`RLock`](crate::RLock) is the owned
+//! lock. [`RawLock::unlock`] releases unconditionally (raw states carry no guards).
 
 use std::time::{Duration, Instant};
 
@@ -45,8 +52,10 @@ use crate::liveness;
 use crate::primitive::{AtomicU32, Ordering, WaitOutcome, futex};
 use crate::spin;
 
-/// Bits 0-29: the pid of the owning process (0 when unlocked).
-pub const PID_MASK: u32 = 0x3FFF_FFFF;
+/// Bits 0-28: the pid of the owning process (0 when unlocked).
+pub const PID_MASK: u32 = 0x1FFF_FFFF;
+/// Bit 29: the holder gave up its guard; another party may release the lock.
+pub const RELEASABLE: u32 = 0x2000_0000;
 /// Bit 30: the holder took the lock over from a dead owner.
 pub const OWNER_DIED: u32 = 0x4000_0000;
 /// Bit 31: somebody may sleep on the word; the releaser must wake one.
@@ -224,6 +233,38 @@ impl RawLock {
         true
     }
 
+    /// Marks a held lock as releasable by another party (its holder gave up its guard).
+    pub fn mark_releasable(&self) {
+        // Release: the holder's critical section heads the release sequence that the later
+        // releaser's RMW continues, so the next acquirer sees it.
+        self.word.fetch_or(RELEASABLE, Ordering::Release);
+    }
+
+    /// Releases the lock only if it is [`RELEASABLE`]; `Err(true)` if it is held through a
+    /// guard, `Err(false)` if it is not locked.
+    pub fn unlock_releasable(&self) -> Result<(), bool> {
+        let mut s = self.word.load(Ordering::Relaxed);
+        loop {
+            if s & PID_MASK == 0 {
+                return Err(false);
+            }
+            if s & RELEASABLE == 0 {
+                return Err(true);
+            }
+            match self
+                .word
+                .compare_exchange_weak(s, 0, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        if s & WAITERS != 0 {
+            futex::wake_one(&self.word);
+        }
+        Ok(())
+    }
+
     /// Releases a lock the caller is known to hold (a guard's drop): one swap, no check.
     #[inline]
     pub(crate) fn unlock_held(&self) {
@@ -351,12 +392,15 @@ mod typed {
         }
 
         /// Releases the lock whoever holds it, as Python's `Lock.release()` may (a lock is not
-        /// owned); refuses an unlocked lock. Pair it with [`LockGuard::leak`].
+        /// owned), once its holder gave up its guard with [`LockGuard::leak`]. Refuses an
+        /// unlocked lock ([`ReleaseError::NotLocked`]) and a lock held through a live guard
+        /// ([`ReleaseError::GuardAlive`]): releasing under a guard would let a second guard be
+        /// granted while the first lives.
         pub fn release(&self) -> Result<(), ReleaseError> {
-            if self.raw.unlock() {
-                Ok(())
-            } else {
-                Err(ReleaseError::NotLocked)
+            match self.raw.unlock_releasable() {
+                Ok(()) => Ok(()),
+                Err(true) => Err(ReleaseError::GuardAlive),
+                Err(false) => Err(ReleaseError::NotLocked),
             }
         }
 
@@ -370,6 +414,7 @@ mod typed {
         /// Keeps the lock held after the guard is gone; release it with [`Lock::release`]
         /// (possibly from another thread or process, as Python allows).
         pub fn leak(self) {
+            self.lock.raw.mark_releasable();
             std::mem::forget(self);
         }
 

@@ -19,12 +19,8 @@
 //! process accesses the cell only under that same lock (the `ShmBox` is never dereferenced
 //! directly), so no two accesses race and a `&mut T` is unique while it lives. `T: ShmSafe`
 //! makes every bit pattern a valid `T`, so bytes written by another process are a valid value.
-//!
-//! **Known hole (to be closed):** [`Lock::release`] lets any process release a lock, as Python
-//! does, and the value's lock is reachable (`get_lock`, or the `Lock` given to `with_lock`).
-//! Releasing it while a [`ValueGuard`] lives lets a second guard be granted: two `&mut T` to one
-//! cell. Never call `release` on a value's lock; the planned fix marks locks whose guard was
-//! leaked (only those may be released by another party), using a free bit of the lock word.
+//! The lock cannot be released under a live guard by anyone else: [`Lock::release`] refuses a
+//! lock held through a guard (only a leaked guard's lock may be released by another party).
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -126,8 +122,7 @@ impl<T: ShmSafe + Copy> Value<T> {
         *g
     }
 
-    /// The lock guarding this value (Python's `get_lock()`). Acquire it to group several
-    /// operations; do not `release` it while a guard lives (see the module's "Known hole").
+    /// The lock guarding this value (Python's `get_lock()`).
     pub fn get_lock(&self) -> &Lock {
         &self.lock
     }

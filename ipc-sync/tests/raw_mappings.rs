@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use ipc_core::shm::Segment;
 use ipc_sync::raw::{
-    Acquire, OWNER_DIED, PID_MASK, Passage, RawBarrier, RawCondition, RawEvent, RawLock, RawRLock,
-    RawSemaphore, WAITERS,
+    Acquire, OWNER_DIED, PID_MASK, Passage, RELEASABLE, RawBarrier, RawCondition, RawEvent,
+    RawLock, RawRLock, RawSemaphore, WAITERS,
 };
 
 /// Two mappings of one zeroed segment; `at::<T>(i, off)` views mapping `i` at `off` as a `T`.
@@ -56,8 +56,8 @@ fn abi_sizes_alignments_and_zero_states() {
     );
     assert_eq!((size_of::<RawBarrier>(), align_of::<RawBarrier>()), (32, 8));
     assert_eq!(
-        (OWNER_DIED, WAITERS, PID_MASK),
-        (1 << 30, 1 << 31, (1 << 30) - 1)
+        (OWNER_DIED, WAITERS, RELEASABLE, PID_MASK),
+        (1 << 30, 1 << 31, 1 << 29, (1 << 29) - 1)
     );
 
     let s = Shared::new();

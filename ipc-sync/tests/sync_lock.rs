@@ -408,3 +408,27 @@ fn a_hundred_thousand_locks_use_few_descriptors() {
     // show as 100 000.
     assert!(during < before + 200, "{before} -> {during} descriptors");
 }
+
+// cpython checklist 69 (release by anyone) with guards: a leaked guard's lock may be released
+// by another thread; a live guard's lock may not (its drop releases it).
+#[test]
+fn only_a_leaked_guards_lock_may_be_released_by_another_party() {
+    let lock = Lock::new().unwrap();
+    let g = lock.acquire().unwrap();
+    let l2 = lock.clone();
+    let refused = std::thread::spawn(move || l2.release()).join().unwrap();
+    assert_eq!(refused, Err(ReleaseError::GuardAlive));
+    assert!(lock.locked());
+    g.leak();
+    let l2 = lock.clone();
+    assert_eq!(
+        std::thread::spawn(move || l2.release()).join().unwrap(),
+        Ok(())
+    );
+    assert!(!lock.locked());
+    // The next holder's guard is live again: the mark went with the release.
+    let g = lock.acquire().unwrap();
+    assert_eq!(lock.release(), Err(ReleaseError::GuardAlive));
+    drop(g);
+    assert_eq!(lock.release(), Err(ReleaseError::NotLocked));
+}

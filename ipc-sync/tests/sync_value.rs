@@ -214,3 +214,31 @@ fn cpython_93_typecodes_are_types() {
     assert_eq!(Value::new(-3i16).unwrap().get(), -3);
     assert_eq!(Value::new(b'c').unwrap().get(), b'c');
 }
+
+// Found in review: Python lets anyone release a Lock, and a value's lock is reachable, so
+// releasing it under a live guard let a second guard (a second &mut T) be granted. A lock held
+// through a live guard now refuses a foreign release.
+#[test]
+fn a_value_lock_cannot_be_released_under_a_live_guard() {
+    let v = Value::new(0u64).unwrap();
+    let mut a = v.lock().unwrap_or_else(LockError::into_guard);
+    assert_eq!(
+        v.get_lock().release(),
+        Err(ipc_sync::ReleaseError::GuardAlive)
+    );
+    assert!(
+        v.get_lock().try_acquire().is_err(),
+        "a second guard was granted"
+    );
+    *a += 1;
+    drop(a);
+    assert_eq!(v.get(), 1);
+    let arr = Array::<u8>::new(3).unwrap();
+    let g = arr.lock().unwrap_or_else(LockError::into_guard);
+    assert_eq!(
+        arr.get_lock().release(),
+        Err(ipc_sync::ReleaseError::GuardAlive)
+    );
+    drop(g);
+    assert!(!arr.get_lock().locked());
+}
