@@ -305,11 +305,6 @@ impl Ring {
         if spin::spin(|| !unchanged()) {
             return WaitOutcome::Woken;
         }
-        // Sleep in slices: a publisher SIGKILLed between its store and its wake would otherwise
-        // leave us asleep beside a record (or free space) until the next publication. Callers
-        // re-check their condition and their own deadline after every return.
-        let slice = Instant::now() + SLICE;
-        let until = Some(until.map_or(slice, |u| u.min(slice)));
         waiters.store(1, Ordering::SeqCst);
         let s = seq.load(Ordering::SeqCst);
         if unchanged() {

@@ -46,7 +46,6 @@ impl Ring {
             let deadline = wait.deadline();
             let blocked = || !fits() && self.shut() == OPEN;
             if self.sleep(&h.not_full, &h.put_waiters, blocked, deadline) == WaitOutcome::TimedOut
-                && deadline.is_some_and(|d| Instant::now() >= d)
                 && blocked()
             {
                 return Err(Stop::TimedOut);
