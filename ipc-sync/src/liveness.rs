@@ -12,7 +12,11 @@
 //! gap:** an owner that died while nobody waited is only noticed at the next acquire, which may
 //! come after its pid was recycled; the lock then looks held by the unrelated new process and
 //! acquires time out (a review showed it by forcing the reuse). The planned fix records the
-//! owner's incarnation (pid and start time) rather than the pid alone. A waiter that cannot ask (`EMFILE`, a kernel
+//! owner's incarnation (pid and start time) rather than the pid alone.
+//!
+//! Pid namespaces: pids are those of the caller's namespace. Processes that share a lock across
+//! pid namespaces (containers sharing memory) would see each other's pids as dead or as someone
+//! else's: share locks only within one pid namespace. A waiter that cannot ask (`EMFILE`, a kernel
 //! without `pidfd_open`) assumes the owner is alive and asks again at its next slice: it may wait
 //! longer, it never steals a live owner's lock.
 
