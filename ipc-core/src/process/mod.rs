@@ -634,6 +634,11 @@ pub fn active_children() -> Vec<ChildInfo> {
             Err(_) => true,
         };
         if running {
+            // Exited, but not yet reaped or reported (a forkserver child whose exit code is
+            // still on its way): not active, and its record stays until the code is in.
+            if c.has_exited() {
+                continue;
+            }
             alive.push(ChildInfo {
                 pid: c.pid.as_raw_nonzero().get(),
                 name: c.name.clone(),
