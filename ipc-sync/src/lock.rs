@@ -214,23 +214,7 @@ impl RawLock {
     /// Releases the lock, held by this process or any other; false if it was not locked.
     #[inline]
     pub fn unlock(&self) -> bool {
-        let mut s = self.word.load(Ordering::Relaxed);
-        loop {
-            if s & PID_MASK == 0 {
-                return false;
-            }
-            match self
-                .word
-                .compare_exchange_weak(s, 0, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => s = now,
-            }
-        }
-        if s & WAITERS != 0 {
-            futex::wake_one(&self.word);
-        }
-        true
+        self.unlock_when(|_| true).is_ok()
     }
 
     /// Marks a held lock as releasable by another party (its holder gave up its guard).
@@ -243,12 +227,19 @@ impl RawLock {
     /// Releases the lock only if it is [`RELEASABLE`]; `Err(true)` if it is held through a
     /// guard, `Err(false)` if it is not locked.
     pub fn unlock_releasable(&self) -> Result<(), bool> {
+        self.unlock_when(|s| s & RELEASABLE != 0)
+    }
+
+    /// Releases a locked word that `allowed` accepts; `Err(true)` if it refused the word,
+    /// `Err(false)` if the lock was not locked. Wakes one sleeper if WAITERS was set.
+    #[inline]
+    fn unlock_when(&self, allowed: impl Fn(u32) -> bool) -> Result<(), bool> {
         let mut s = self.word.load(Ordering::Relaxed);
         loop {
             if s & PID_MASK == 0 {
                 return Err(false);
             }
-            if s & RELEASABLE == 0 {
+            if !allowed(s) {
                 return Err(true);
             }
             match self
