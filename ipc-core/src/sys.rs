@@ -1,7 +1,7 @@
 //! The few operating-system calls that rustix does not wrap safely.
 //!
 //! Everything else goes through rustix's safe API. This module is the whole unsafe surface of the
-//! crate's syscalls: `fork`, `_exit`, `mmap`/`munmap`, `atexit`, the load-time hook that routes a
+//! crate's syscalls: `fork` (and `clone3` for the forkserver), `_exit`, `mmap`/`munmap`, `atexit`, the load-time hook that routes a
 //! spawned child to its function before `main`, and turning a function's offset back into a
 //! pointer.
 //!
@@ -38,6 +38,121 @@ pub(crate) unsafe fn fork() -> io::Result<Forked> {
         p => Ok(Forked::Parent(
             rustix::process::Pid::from_raw(p).expect("fork returned a positive pid"),
         )),
+    }
+}
+
+/// `clone3(CLONE_PARENT)`: a fork whose child belongs to *our* parent, as a sibling of ours.
+///
+/// The forkserver forks its children this way, so they are children of the process that
+/// started the server: it reaps them itself and reads their exit status first hand. glibc's
+/// `fork` cannot pass the flag, so the two things glibc's fork does for the child by hand are
+/// done here too: the child's thread descriptor gets its own tid (`CLONE_CHILD_SETTID` on the
+/// address glibc registered with `set_tid_address`, read back with `PR_GET_TID_ADDRESS`), and
+/// the robust-futex list is registered again (the kernel clears it in a new process). What
+/// glibc's fork does besides (resetting locks other threads may hold, running `pthread_atfork`
+/// handlers) only matters in a multithreaded process, and the caller has one thread.
+pub(crate) struct SiblingFork {
+    /// The address of glibc's `tid` field of this thread, or 0 if it could not be found (the
+    /// child then keeps ours there, which only `pthread_*` calls naming the main thread read).
+    tid_address: u64,
+    /// This thread's robust-futex list head and its size, as `get_robust_list` gave them.
+    robust: (usize, usize),
+}
+
+/// `struct clone_args` up to `tls` (`CLONE_ARGS_SIZE_VER0`, Linux 5.3).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+impl SiblingFork {
+    /// Captures what the child needs from the calling thread (call it on the forking thread).
+    pub(crate) fn new() -> SiblingFork {
+        let mut addr: *mut libc::c_int = std::ptr::null_mut();
+        // SAFETY: PR_GET_TID_ADDRESS stores one pointer at the address passed, a live local.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_GET_TID_ADDRESS,
+                &mut addr as *mut *mut libc::c_int as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        let tid = rustix::thread::gettid().as_raw_nonzero().get();
+        // SAFETY: a non-null address the kernel holds as this thread's `clear_child_tid` was
+        // registered by glibc at thread start: it points at the `tid` field of this thread's
+        // descriptor, which lives as long as the thread, and reading an i32 there is a plain
+        // load of memory we own.
+        let ours = rc == 0 && !addr.is_null() && unsafe { addr.read_volatile() } == tid;
+        let mut head: usize = 0;
+        let mut len: usize = 0;
+        // SAFETY: get_robust_list(0, ..) writes one pointer and one size into the two live
+        // locals passed.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_get_robust_list,
+                0,
+                &mut head as *mut usize,
+                &mut len as *mut usize,
+            )
+        };
+        SiblingFork {
+            tid_address: if ours { addr as u64 } else { 0 },
+            robust: if rc == 0 { (head, len) } else { (0, 0) },
+        }
+    }
+
+    /// Forks; the child is our parent's.
+    ///
+    /// # Safety
+    /// As [`fork`], and more strictly: the calling process must have a single thread (the one
+    /// that called [`SiblingFork::new`]), since no lock of another thread is reset in the child.
+    pub(crate) unsafe fn fork(&self) -> io::Result<Forked> {
+        let mut args = CloneArgs {
+            // No exit signal of its own: with CLONE_PARENT the child inherits ours (SIGCHLD),
+            // and clone3 refuses one.
+            flags: libc::CLONE_PARENT as u64,
+            ..CloneArgs::default()
+        };
+        if self.tid_address != 0 {
+            args.flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
+            args.child_tid = self.tid_address;
+        }
+        // SAFETY: `args` is a valid clone_args of the size passed. Without CLONE_VM the child
+        // gets a copy of our memory, so the kernel's write of its tid at `child_tid` lands in
+        // the child's copy of our thread descriptor, as glibc's own fork arranges. The caller
+        // guarantees there is no other thread whose state the copy could catch half-changed.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match pid {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                let (head, len) = self.robust;
+                if head != 0 {
+                    // SAFETY: re-registers the list head our thread had (its memory is copied
+                    // into this process at the same address), exactly what glibc's fork does.
+                    unsafe { libc::syscall(libc::SYS_set_robust_list, head, len) };
+                }
+                Ok(Forked::Child)
+            }
+            p => Ok(Forked::Parent(
+                rustix::process::Pid::from_raw(p as i32).expect("clone3 returned a positive pid"),
+            )),
+        }
     }
 }
 

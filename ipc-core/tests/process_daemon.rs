@@ -106,3 +106,86 @@ fn killed_parent_takes_its_daemons_along() {
         }
     }
 }
+
+/// Starts the forkserver and a daemon from a short-lived thread, which then exits, and a second
+/// daemon from the main thread; reports whether both were alive after the thread had gone, and
+/// their pids; then waits to be killed.
+fn parent_whose_server_thread_exits(conn: Connection) {
+    let first = std::thread::spawn(|| {
+        builder(StartMethod::ForkServer)
+            .daemon(true)
+            .spawn((), sleep_forever)
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    let second = builder(StartMethod::ForkServer)
+        .daemon(true)
+        .spawn((), sleep_forever)
+        .unwrap();
+    // The thread is gone; a daemon tied to it would have been killed by now.
+    std::thread::sleep(Duration::from_millis(300));
+    let alive = first.is_alive() && second.is_alive();
+    conn.send(&(alive, first.pid(), second.pid())).unwrap();
+    sleep_forever(())
+}
+
+// Forkserver children are this process's (the server forks them as its siblings), so a
+// parent-death signal would tie a daemon to whichever thread of ours started the server. The
+// server watches for our death instead: the thread's exit kills nobody, our death kills both.
+#[test]
+fn forkserver_daemons_outlive_the_thread_that_started_the_server() {
+    let (ours, theirs) = pipe(true).unwrap();
+    let p = builder(StartMethod::Spawn)
+        .spawn(theirs, parent_whose_server_thread_exits)
+        .unwrap();
+    let _reap = Reap(&p);
+    let (alive, first, second): (bool, i32, i32) = ours.recv().unwrap();
+    p.kill().unwrap();
+    assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
+    let gone =
+        wait_gone(first, Duration::from_secs(30)) && wait_gone(second, Duration::from_secs(30));
+    common::kill_pid(first);
+    common::kill_pid(second);
+    assert!(
+        alive,
+        "a daemon died with the thread that started the forkserver"
+    );
+    assert!(gone, "the daemons outlived their killed parent");
+}
+
+/// Starts a daemon through the forkserver, kills the server, starts another child (which
+/// replaces the server), reports the daemon's pid and waits to be killed.
+fn parent_that_loses_its_server(conn: Connection) {
+    let d = builder(StartMethod::ForkServer)
+        .daemon(true)
+        .spawn((), sleep_forever)
+        .unwrap();
+    let server = ipc_core::process::forkserver_pid().unwrap();
+    common::kill_pid(server);
+    assert!(wait_gone(server, Duration::from_secs(30)));
+    // The next start finds the server dead and replaces it.
+    let n = builder(StartMethod::ForkServer)
+        .spawn(21, |x: u32| x * 2)
+        .unwrap();
+    assert_eq!(n.join().unwrap(), 42);
+    assert_ne!(ipc_core::process::forkserver_pid(), Some(server));
+    conn.send(&d.pid()).unwrap();
+    sleep_forever(())
+}
+
+// A daemon whose forkserver was killed is in the care of the server that replaces it.
+#[test]
+fn a_replacement_forkserver_takes_over_the_daemons() {
+    let (ours, theirs) = pipe(true).unwrap();
+    let p = builder(StartMethod::Spawn)
+        .spawn(theirs, parent_that_loses_its_server)
+        .unwrap();
+    let _reap = Reap(&p);
+    let daemon: i32 = ours.recv().unwrap();
+    p.kill().unwrap();
+    assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
+    let gone = wait_gone(daemon, Duration::from_secs(30));
+    common::kill_pid(daemon);
+    assert!(gone, "the daemon outlived its killed parent");
+}

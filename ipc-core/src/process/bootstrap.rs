@@ -8,7 +8,7 @@
 //! examples, integration tests, doc tests and benches with no line in `main`, and a child can
 //! never fall through into the program's `main` (no fork bomb).
 //!
-//! Under forkserver, the server forks and the child enters [`child_main`] with the same socket
+//! Under forkserver, the server forks and the child enters [`run_child`] with the same socket
 //! protocol. Under fork, the child runs the closure directly and only shares [`finish`].
 //!
 //! Functions are named across `exec` by their offset from a fixed function of the binary
@@ -140,7 +140,8 @@ pub(crate) fn finish(code: i32) -> ! {
     sys::exit_now(code)
 }
 
-/// Sets up a child from its [`BootInfo`] and runs it: the common path of spawn and forkserver.
+/// Reads the boot message and runs the child: the spawned child's path. `expected_parent` is
+/// the pid that started it.
 pub(crate) fn child_main(conn: Connection, expected_parent: i32) -> ! {
     let boot: BootInfo = match conn.recv() {
         Ok(b) => b,
@@ -149,9 +150,22 @@ pub(crate) fn child_main(conn: Connection, expected_parent: i32) -> ! {
             sys::exit_now(BOOT_FAILED)
         }
     };
+    run_child(conn, boot, Some(expected_parent))
+}
+
+/// Sets up a child from its [`BootInfo`] and runs it: the common path of spawn and forkserver.
+///
+/// A daemon asks for the parent-death signal when `death_signal_from` names its parent (spawn:
+/// the thread that forked it is the parent's). A forkserver child passes `None`: the server
+/// watches for the parent's death instead (see the forkserver module); it only checks that its
+/// parent is still there.
+pub(crate) fn run_child(conn: Connection, boot: BootInfo, death_signal_from: Option<i32>) -> ! {
     global::lock().become_child(boot.identity());
     if boot.daemon {
-        guard_parent_death(expected_parent);
+        match death_signal_from {
+            Some(parent) => guard_parent_death(parent),
+            None => leave_if_orphaned(boot.parent_pid),
+        }
     }
     // SAFETY: `boot.trampoline` was computed by the parent as the offset of a `Trampoline` in
     // this same executable (spawn re-executes /proc/self/exe; forkserver children are forks of
@@ -166,6 +180,11 @@ pub(crate) fn child_main(conn: Connection, expected_parent: i32) -> ! {
 /// is already gone (it may have died before the request was made).
 pub(crate) fn guard_parent_death(expected_parent: i32) {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    leave_if_orphaned(expected_parent);
+}
+
+/// Leaves at once if our parent is no longer `expected_parent` (it died; we were adopted).
+fn leave_if_orphaned(expected_parent: i32) {
     let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
     if ppid != expected_parent {
         sys::exit_now(BOOT_FAILED);

@@ -6,9 +6,8 @@
 //! would deadlock. [`ChildInner::wait`] therefore polls the connection and the exit notification
 //! together, drains the message when it arrives, and reaps when the exit is reported.
 //!
-//! Children started by fork or spawn are ours: `waitpid` reaps them and gives the status.
-//! Children started through the forkserver are the server's: it reaps them and sends the exit
-//! code on a status connection; we hold a pidfd (sent by the server) for signals and readiness.
+//! Every child is ours, whatever its start method (the forkserver forks with `CLONE_PARENT`):
+//! `waitpid` reaps it and gives the status; its pidfd gives readiness and safe signalling.
 
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
@@ -34,18 +33,9 @@ pub(crate) enum Outcome<R> {
     Failed(String),
 }
 
-/// The exit code Python's convention assigns to a forkserver child whose server died before it
-/// could report (CPython uses 255 there too).
+/// The exit code reported when a wait status is neither an exit nor a signal (cannot happen
+/// for a reaped child; Python uses 255 for unknown codes).
 pub(crate) const UNKNOWN_EXIT: i32 = 255;
-
-pub(crate) enum Reaper {
-    /// Our own child: `waitpid`.
-    Direct,
-    /// A forkserver child: the server writes the exit code on this connection.
-    Server(Connection),
-    /// A forkserver child whose server died before reporting: the exit code is lost.
-    Lost,
-}
 
 pub(crate) struct State {
     /// The child's end of the result pipe, until the outcome or end of file has been read.
@@ -54,7 +44,6 @@ pub(crate) struct State {
     pub(crate) outcome: Option<Result<(Vec<u8>, Vec<OwnedFd>)>>,
     /// Python-convention exit code, once reaped.
     pub(crate) exitcode: Option<i32>,
-    pub(crate) reaper: Reaper,
 }
 
 /// One child, shared by its `JoinHandle` and the process-wide registry.
@@ -74,7 +63,6 @@ impl ChildInner {
         pid: Pid,
         pidfd: OwnedFd,
         conn: Connection,
-        reaper: Reaper,
         name: String,
         daemon: bool,
         method: StartMethod,
@@ -90,7 +78,6 @@ impl ChildInner {
                 conn: Some(conn),
                 outcome: None,
                 exitcode: None,
-                reaper,
             }),
         }
     }
@@ -132,34 +119,11 @@ impl ChildInner {
             let State {
                 conn,
                 outcome,
-                reaper,
                 exitcode,
             } = &mut *st;
-            // Poll the result connection (while unread) and the exit notification together. The
-            // pidfd polls readable when the process exits, whoever its parent is. Once the
-            // result is in, a forkserver child's exit notification is the server's report
-            // itself: it comes after the exit, and waiting for the pidfd first would cost a
-            // wake-up and a poll more per child.
-            let by_report = conn.is_none() && matches!(reaper, Reaper::Server(_));
-            if by_report
-                && deadline.is_none()
-                && let Reaper::Server(status) = &*reaper
-            {
-                // No deadline: a plain receive, with the connection's short busy-poll (the
-                // report follows the result within microseconds).
-                match status.recv::<i32>() {
-                    Ok(code) => *exitcode = Some(code),
-                    Err(_) => *reaper = Reaper::Lost,
-                }
-                continue;
-            }
+            // Poll the result connection (while unread) and the exit notification together.
             let mut fds = Vec::with_capacity(2);
-            match &*reaper {
-                Reaper::Server(status) if by_report => {
-                    fds.push(PollFd::new(status, PollFlags::IN));
-                }
-                _ => fds.push(PollFd::new(&self.pidfd, PollFlags::IN)),
-            }
+            fds.push(PollFd::new(&self.pidfd, PollFlags::IN));
             if let Some(c) = conn.as_ref() {
                 fds.push(PollFd::new(c, PollFlags::IN));
             }
@@ -193,25 +157,10 @@ impl ChildInner {
                     *outcome = Some(Err(Error::Eof));
                 }
             }
-            if !exited && deadline.is_none() && conn.is_none() && matches!(reaper, Reaper::Direct) {
-                // The outcome is in and there is no deadline: the child is on its way out, so
-                // block in `waitpid` at once rather than polling the pidfd first.
+            if exited || (deadline.is_none() && conn.is_none()) {
+                // Exited, or the outcome is in and there is no deadline: the child is on its way
+                // out, so block in `waitpid` at once rather than polling the pidfd first.
                 *exitcode = Some(reap(self.pid)?);
-                continue;
-            }
-            if exited {
-                match reaper {
-                    Reaper::Direct => *exitcode = Some(reap(self.pid)?),
-                    // The server reaps and then reports; if it died meanwhile, the code is lost.
-                    Reaper::Server(status) => match status.recv::<i32>() {
-                        Ok(code) => *exitcode = Some(code),
-                        // Read before the exit was seen: the server is gone, and the child
-                        // counts as exited only when its pidfd says so.
-                        Err(_) if by_report => *reaper = Reaper::Lost,
-                        Err(_) => *exitcode = Some(UNKNOWN_EXIT),
-                    },
-                    Reaper::Lost => *exitcode = Some(UNKNOWN_EXIT),
-                }
             }
         }
     }

@@ -22,13 +22,13 @@
 //!
 //! Why the default is the forkserver: measured on the 2-vCPU development VM (release build,
 //! `cargo xtask compare`, medians of several runs), start+join of a trivial function costs
-//! 0.2-0.3 ms by fork, 0.28-0.35 ms through the forkserver and 1.0-1.3 ms by spawn (CPython
-//! 3.11 in the same runs: 1.7-2.1 ms, 10-13 ms and 57-64 ms). Fork is refused once a process has threads (a
-//! test harness, a logging thread, an async runtime), so a default that breaks when a thread
-//! appears would be a trap; the forkserver works everywhere fork is unsound, costs one spawn the
-//! first time, and ties daemon children's parent-death signal to a single-threaded server rather
-//! than to whichever thread happened to start them.
-//!
+//! 0.25-0.3 ms by fork, 0.22-0.25 ms through the forkserver and 1.0-1.15 ms by spawn (CPython
+//! 3.11 in the same runs: 1.9-2.4 ms, 11-14 ms and 57-68 ms). The forkserver is even faster
+//! than fork here: it forks a small process, ahead of time, while fork copies the caller's
+//! page tables on the caller's path. Fork is refused once a process has threads (a test harness,
+//! a logging thread, an async runtime), so a default that breaks when a thread appears would be
+//! a trap; the forkserver works everywhere fork is unsound and costs one spawn the first time.
+
 //! # Exit codes
 //! [`JoinHandle::exitcode`] follows Python: `None` while running, `0` after a normal return, `1`
 //! when the function panicked (the message is on the child's stderr and in [`JoinError`]), `-N`
@@ -37,7 +37,10 @@
 //! # Daemons
 //! When this process exits normally (`main` returns or `std::process::exit`), daemon children are
 //! terminated (SIGTERM, then SIGKILL after 2 s) and the others joined. When this process is
-//! killed, daemon children die too (parent-death signal). A daemon cannot start children.
+//! killed, daemon children die too: by the parent-death signal under fork and spawn (tied to the
+//! thread that started the child, so start daemons from a long-lived thread), and by the
+//! forkserver under its own method (it watches for our death, whatever thread started what). A
+//! daemon cannot start children.
 
 pub(crate) mod bootstrap;
 pub(crate) mod child;
@@ -54,7 +57,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::conn::Connection;
 use crate::error::{Error, Result};
 use child::{ChildInner, Outcome};
 use start::Launched;
@@ -177,32 +179,17 @@ impl Builder {
         let id = g.next_child(self.name, self.daemon, method);
         let boot =
             bootstrap::BootInfo::new(bootstrap::trampoline::<A, R>, f as *const (), &id, method);
-        // Through the forkserver, a small boot message goes into the child's socket before the
-        // server is even asked, so the child finds it when it starts. The argument always
-        // follows the server's reply: a child whose request went unanswered (the server died)
-        // must not run its function, because the request is then repeated on a new server. A
-        // large boot message could fill the socket buffer and block us before the child exists
-        // to drain it: it goes after the start too, as under spawn.
-        let mut boot_frame = Vec::new();
-        codec::encode_plain(&boot, &mut boot_frame)?;
-        let send_first = method != StartMethod::Spawn && boot_frame.len() <= PRESEND_MAX;
-        let send_boot = |c: &Connection| c.send_encoded(&boot_frame, &[]);
+        // The child exists (and is ours) before it is told anything: the boot message and the
+        // argument go out only now, after the lock is released.
         let launched = match method {
             StartMethod::Spawn => start::spawn::launch()?,
-            _ if send_first => forkserver_launch(&mut g, &send_boot)?,
-            _ => forkserver_launch(&mut g, &|_| Ok(()))?,
+            _ => forkserver_launch(&mut g, self.daemon)?,
         };
-        let Launched {
-            pid,
-            pidfd,
-            conn,
-            reaper,
-        } = launched;
+        let Launched { pid, pidfd, conn } = launched;
         let inner = Arc::new(ChildInner::new(
             pid,
             pidfd,
             conn,
-            reaper,
             id.name,
             self.daemon,
             method,
@@ -212,8 +199,8 @@ impl Builder {
         let sent = {
             let st = inner.lock();
             let c = st.conn.as_ref().expect("fresh child has its connection");
-            let booted = if send_first { Ok(()) } else { send_boot(c) };
-            booted.and_then(|()| c.send_encoded(&arg_frame, &fds))
+            c.send(&boot)
+                .and_then(|()| c.send_encoded(&arg_frame, &fds))
         };
         drop(fds);
         if let Err(e) = sent {
@@ -272,37 +259,71 @@ impl Builder {
     }
 }
 
-/// A boot message encoded in at most this many bytes is sent before a forkserver child starts:
-/// far less than the smallest socket send buffer Linux allows (4.5 KiB), so sending cannot
-/// block before the child exists to read.
-const PRESEND_MAX: usize = 1024;
+/// Starts a child through this process's forkserver, starting the server first if needed. A
+/// daemon child is put in the server's care (killed if we die) before it runs.
+///
+/// There is no liveness check up front (a poll per start): a server that was killed is noticed
+/// when a message to it fails or a prepared child never says hello, and is then replaced at
+/// once, so that the daemons it watched are watched again. A start whose child never said hello
+/// is repeated: no child ran for it.
+fn forkserver_launch(g: &mut global::Global, daemon: bool) -> Result<Launched> {
+    use start::forkserver::Launch;
+    let mut lost = None;
+    for _ in 0..2 {
+        match running_forkserver(g)?.launch() {
+            Launch::Done(Ok(l)) => {
+                if g.forkserver.as_ref().is_some_and(|s| s.is_broken()) {
+                    replace_forkserver(g);
+                }
+                if !daemon {
+                    return Ok(l);
+                }
+                let watched = match g.forkserver.as_ref() {
+                    Some(server) => server.watch(&l.pidfd),
+                    None => Err(Error::Io(std::io::Error::other(
+                        "forkserver: no server could be started to watch a daemon child",
+                    ))),
+                };
+                match watched {
+                    Ok(()) => return Ok(l),
+                    Err(e) => {
+                        // A daemon nobody would kill at our death does not run.
+                        let _ = rustix::process::kill_process(l.pid, rustix::process::Signal::KILL);
+                        let _ = child::reap(l.pid);
+                        lost = Some(e);
+                    }
+                }
+            }
+            Launch::Done(Err(e)) => return Err(e),
+            Launch::ServerGone(e) => lost = Some(e),
+        }
+        replace_forkserver(g);
+    }
+    Err(lost.expect("set on every path that repeats"))
+}
 
-/// Starts a child through this process's forkserver, starting the server first if needed;
-/// `first` runs on our end of the child's connection before the server is asked to fork.
-fn forkserver_launch(
-    g: &mut global::Global,
-    first: &dyn Fn(&Connection) -> Result<()>,
-) -> Result<Launched> {
-    use start::forkserver::{ForkServer, Launch};
-    if let Some(server) = g.forkserver.as_ref() {
-        // No liveness check up front (a poll per start): a server that was killed breaks the
-        // control channel, and is then replaced (running children are not affected). The
-        // request is safe to repeat: the argument is sent only after a reply, so a child of an
-        // unanswered request never runs its function.
-        match server.launch(first) {
-            Launch::Done(res) => return res,
-            Launch::ServerGone(_) => {}
+/// This process's forkserver, started if there is none.
+fn running_forkserver(g: &mut global::Global) -> Result<&mut start::forkserver::ForkServer> {
+    if g.forkserver.is_none() {
+        let id = g.identity.clone();
+        let server = start::forkserver::ForkServer::start(&id)?;
+        // The daemons of a server we lost are in the new one's care from now on.
+        for c in &g.children {
+            if c.daemon && c.method == StartMethod::ForkServer && c.is_creator() {
+                let _ = server.watch(&c.pidfd);
+            }
         }
-        if let Some(dead) = g.forkserver.take() {
-            dead.discard();
-        }
+        g.forkserver = Some(server);
     }
-    let id = g.identity.clone();
-    let server = g.forkserver.insert(ForkServer::start(&id)?);
-    match server.launch(first) {
-        Launch::Done(res) => res,
-        Launch::ServerGone(e) => Err(e),
+    Ok(g.forkserver.as_mut().expect("started above"))
+}
+
+/// Stops a forkserver that broke and starts another (if it can: otherwise the next start tries).
+fn replace_forkserver(g: &mut global::Global) {
+    if let Some(dead) = g.forkserver.take() {
+        dead.discard();
     }
+    let _ = running_forkserver(g);
 }
 
 /// Starts a child running `f(arg)` with the default [`Builder`].

@@ -20,7 +20,7 @@ use crate::conn::pipe;
 use crate::error::{Error, Result};
 use crate::process::StartMethod;
 use crate::process::bootstrap::{finish, guard_parent_death, run_and_report};
-use crate::process::child::{ChildInner, Reaper};
+use crate::process::child::ChildInner;
 use crate::process::global::{Global, Identity};
 use crate::sys::{self, Forked};
 
@@ -89,15 +89,7 @@ where
                     return Err(e.into());
                 }
             };
-            let child = ChildInner::new(
-                pid,
-                pidfd,
-                ours,
-                Reaper::Direct,
-                name,
-                daemon,
-                StartMethod::Fork,
-            );
+            let child = ChildInner::new(pid, pidfd, ours, name, daemon, StartMethod::Fork);
             Ok((g, Arc::new(child)))
         }
     }

@@ -6,82 +6,96 @@
 //! `exec`. Its control channel is a socketpair whose other end only this process holds: no
 //! address exists that another user could connect to (the flaw of CVE-2022-42919 cannot arise).
 //!
-//! Protocol on the control channel, one request at a time (the caller holds the global lock):
+//! The server forks with `CLONE_PARENT` ([`SiblingFork`]): its children are *ours*, siblings of
+//! the server. We reap them ourselves and read their exit status first hand, as under fork and
+//! spawn; the server reports nothing and waits for nothing.
+//!
+//! Protocol on the control channel, one way (the server never answers on it):
 //! ```text
-//! parent -> server: Request { child: Connection, status: Connection }
-//! server -> parent: Reply { pid, pidfd }   (or an error message)
-//! server -> status: exit code (i32), when the server has reaped the child
+//! parent -> server: Prepare(conn)  fork a child that waits on `conn`
+//! parent -> server: Watch(pidfd)   this child is a daemon: kill it if our parent dies
+//! child  -> parent, on conn: Hello::Ready { pid }  (or the server's Hello::Failed)
+//! parent -> child,  on conn: boot message, argument  (as under spawn)
 //! ```
-//! A small boot message is already waiting in `child` when the request goes out; the argument
-//! follows the reply, and only then can the child run its function.
+//! We keep one child *prepared* ahead: the `Prepare` for the next start goes out as a start takes
+//! the current one, so the server forks while the child runs and no fork lies on the path of a
+//! start. A start reads the prepared child's hello (its pid), and only then sends the boot
+//! message and the argument: a function runs only in a child we know, and a start is never
+//! repeated after its argument went out, so a function never runs twice. If the hello never
+//! comes (end of file: the server died before forking, and the request died with it), no child
+//! holds the connection and the start is repeated on a new server.
 //!
-//! The server keeps one *spare*: a child forked ahead of time that waits on a socketpair of its
-//! own. A request hands the spare its `child` connection, *then* is answered with the spare's
-//! pid: a child the parent was told about has its connection even if the server dies at once
-//! (running children survive the server). A server that dies between the two leaves an orphan
-//! that never gets its argument (the parent, without a reply, drops its end and repeats the
-//! request on a new server), so a function never runs twice. The server forks the next spare
-//! while the child runs, so no fork lies on the path of a start: measured with
-//! `cargo xtask compare --only process_start_join_forkserver`, start+join went from 346-430 us
-//! to 277-353 us unpinned (the same within noise when both processes share one CPU). The spare
-//! holds nothing of the server's but the standard streams, and leaves when its socketpair
-//! closes (the server stopped or died).
+//! Daemon children die with us: `Watch` hands the server a pidfd of each daemon before it runs,
+//! and the server kills them when our end of the control channel closes (we exited or were
+//! killed). A parent-death signal cannot do it: it would be tied to the thread of ours that
+//! happened to start the server. A server that was itself killed loses its list; the next start
+//! gives the new server the daemons still running.
 //!
-//! The child runs [`child_main`] on `child`, exactly like a spawned child. Daemon children ask for
-//! SIGKILL when the server dies; the server is single-threaded, so the parent-death signal is
-//! tied to the server process (it leaves when our end of the control channel closes, that is,
-//! when this process exits or is killed), never to a short-lived thread of ours.
+//! Measured with `cargo xtask compare --only process_start_join_forkserver` (2 vCPUs, unpinned),
+//! start+join took 346-430 us when the server forked on request and reported exit codes, 277-353
+//! us with a spare forked ahead (still the server's child, its exit code reported by the server),
+//! and 242-248 us (medians of two runs, 220-289 us over all samples) in this design, which cuts
+//! the server's reply and its exit report from the path of a start. What remains is mostly the
+//! kernel's work for a process's life: the fork itself (in the server, while the previous child
+//! runs), about 28 page faults in the child (the server warms up what every child would
+//! otherwise do once: see [`serve`]), and the exit.
 //!
 //! # Safety
-//! The one `unsafe` call is `fork` in the server, which is single-threaded by construction.
+//! The one `unsafe` call is the fork in the server, which is single-threaded by construction.
 #![allow(unsafe_code)]
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
-use rustix::process::{Pid, PidfdFlags, WaitOptions};
+use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::{Deserialize, Serialize};
 
 use super::Launched;
 use crate::codec::TransferFd;
 use crate::conn::{Connection, pipe};
 use crate::error::{Error, Result};
-use crate::process::bootstrap::{BootInfo, child_main, trampoline};
-use crate::process::child::{ChildInner, Reaper, exitcode_of};
-use crate::process::global::{self, Identity};
+use crate::process::bootstrap::{BOOT_FAILED, BootInfo, run_child, trampoline};
+use crate::process::child::{ChildInner, reap};
+use crate::process::global::Identity;
 use crate::process::{StartMethod, start};
-use crate::sys::{self, Forked};
+use crate::sys::{self, Forked, SiblingFork};
 
 #[derive(Serialize, Deserialize)]
-struct Request {
-    child: Connection,
-    status: Connection,
+enum Request {
+    /// Fork a child that says hello on this connection and waits for its instructions.
+    Prepare(Connection),
+    /// A daemon child's pidfd: kill it when the control channel closes.
+    Watch(TransferFd),
 }
 
+/// The first message on a prepared child's connection.
 #[derive(Serialize, Deserialize)]
-enum Reply {
-    Started { pid: i32, pidfd: TransferFd },
+enum Hello {
+    /// From the child itself: it exists, is ours, and waits for the boot message.
+    Ready { pid: i32 },
+    /// From the server: it could not fork.
     Failed(String),
 }
 
-/// This process's forkserver: the control channel and the server's own record.
+/// This process's forkserver: the control channel, the server's own record, the next child.
 pub(crate) struct ForkServer {
     ctrl: Connection,
     server: Arc<ChildInner>,
+    /// Our end of the connection of the child prepared for the next start.
+    prepared: Option<Connection>,
+    /// A message to the server failed: it is gone (or misbehaves) and must be replaced.
+    broken: bool,
 }
 
 impl ForkServer {
-    /// Starts a server (spawned, so it is clean whatever this process looks like).
+    /// Starts a server (spawned, so it is clean whatever this process looks like) and asks it
+    /// for a first child.
     pub(crate) fn start(id: &Identity) -> Result<ForkServer> {
         let (ours, theirs) = pipe(true)?;
-        let Launched {
-            pid,
-            pidfd,
-            conn,
-            reaper,
-        } = start::spawn::launch()?;
+        let Launched { pid, pidfd, conn } = start::spawn::launch()?;
         let boot = BootInfo::new(
             trampoline::<Connection, ()>,
             serve as fn(Connection) as *const (),
@@ -92,55 +106,101 @@ impl ForkServer {
             },
             StartMethod::Spawn,
         );
-        conn.send(&boot)?;
-        conn.send(&theirs)?;
+        let told = conn.send(&boot).and_then(|()| conn.send(&theirs));
         drop(theirs);
         let server = Arc::new(ChildInner::new(
             pid,
             pidfd,
             conn,
-            reaper,
             "ForkServer".into(),
             false,
             StartMethod::Spawn,
         ));
-        Ok(ForkServer { ctrl: ours, server })
+        let mut s = ForkServer {
+            ctrl: ours,
+            server,
+            prepared: None,
+            broken: false,
+        };
+        match told.and_then(|()| s.prepare()) {
+            Ok(c) => {
+                s.prepared = Some(c);
+                Ok(s)
+            }
+            Err(e) => {
+                s.discard();
+                Err(e)
+            }
+        }
     }
 
-    /// Asks the server for a child waiting for its instructions; `first` runs on our end of
-    /// the child's connection before the request goes out (what it sends waits in the socket).
-    pub(crate) fn launch(&self, first: &dyn Fn(&Connection) -> Result<()>) -> Launch {
-        let prepared = pipe(true).and_then(|(ours, theirs)| {
-            first(&ours)?;
-            Ok((ours, theirs, pipe(true)?))
-        });
-        let (ours, theirs, (status_ours, status_theirs)) = match prepared {
-            Ok(p) => p,
-            Err(e) => return Launch::Done(Err(e)),
-        };
-        let reply = self
-            .ctrl
-            .send(&Request {
-                child: theirs,
-                status: status_theirs,
-            })
-            .and_then(|()| self.ctrl.recv::<Reply>());
-        Launch::Done(match reply {
-            // The control channel broke: the server died or misbehaved. No child of this
-            // request can run its function: its argument goes out only after a reply.
-            Err(e) => return Launch::ServerGone(e),
-            Ok(Reply::Started { pid, pidfd }) => Pid::from_raw(pid)
-                .ok_or_else(|| Error::malformed("forkserver sent pid 0"))
-                .map(|pid| Launched {
-                    pid,
-                    pidfd: pidfd.0,
-                    conn: ours,
-                    reaper: Reaper::Server(status_ours),
-                }),
-            Ok(Reply::Failed(msg)) => Err(Error::Io(std::io::Error::other(format!(
-                "forkserver: {msg}"
-            )))),
-        })
+    /// Asks the server for a child waiting on a new connection; returns our end. If the server
+    /// cannot be told, it is marked broken.
+    fn prepare(&mut self) -> Result<Connection> {
+        let (ours, theirs) = pipe(true)?;
+        self.ctrl
+            .send(&Request::Prepare(theirs))
+            .inspect_err(|_| self.broken = true)?;
+        Ok(ours)
+    }
+
+    /// Whether the server must be replaced: a message to it failed, or it has exited (a poll of
+    /// its pidfd, about a microsecond: the daemons it watched need a new watcher at once).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken || self.server.has_exited()
+    }
+
+    /// Takes the prepared child (asking for the next one at once), waiting for it if need be.
+    pub(crate) fn launch(&mut self) -> Launch {
+        // A prepared child killed while it waited is reaped and replaced, once or twice.
+        for _ in 0..3 {
+            let conn = match self.prepared.take().map_or_else(|| self.prepare(), Ok) {
+                Ok(c) => c,
+                Err(e) if self.broken => return Launch::ServerGone(e),
+                Err(e) => return Launch::Done(Err(e)),
+            };
+            // The server forks the next child while this one starts and runs. If it cannot be
+            // told, it is marked broken, and replaced after this start.
+            self.prepared = self.prepare().ok();
+            let pid = match conn.recv::<Hello>() {
+                Ok(Hello::Ready { pid }) => pid,
+                Ok(Hello::Failed(msg)) => {
+                    return Launch::Done(Err(Error::Io(std::io::Error::other(format!(
+                        "forkserver: {msg}"
+                    )))));
+                }
+                // End of file: nobody holds the child's end, so no child exists for it (the
+                // server died first), and none will run. Anything else is not our server.
+                Err(e) => return Launch::ServerGone(e),
+            };
+            let Some(pid) = Pid::from_raw(pid) else {
+                return Launch::ServerGone(Error::malformed("forkserver child said pid 0"));
+            };
+            // Our own child, not yet reaped (only we reap it): its pid cannot have been reused.
+            let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = rustix::process::kill_process(pid, Signal::KILL);
+                    let _ = reap(pid);
+                    return Launch::Done(Err(e.into()));
+                }
+            };
+            if crate::conn::wait(&[&pidfd], Some(Duration::ZERO)).is_ok_and(|r| !r.is_empty()) {
+                // Killed while it waited: reap it, take the next.
+                let _ = reap(pid);
+                continue;
+            }
+            return Launch::Done(Ok(Launched { pid, pidfd, conn }));
+        }
+        Launch::Done(Err(Error::Io(std::io::Error::other(
+            "forkserver: every prepared child died before it could start",
+        ))))
+    }
+
+    /// Has the server kill this daemon child if this process dies (sent before the child runs).
+    pub(crate) fn watch(&self, pidfd: &OwnedFd) -> Result<()> {
+        let copy = pidfd.try_clone()?;
+        self.ctrl.send(&Request::Watch(TransferFd(copy)))
     }
 
     /// The server's pid.
@@ -148,16 +208,33 @@ impl ForkServer {
         self.server.pid.as_raw_nonzero().get()
     }
 
-    /// Closes the control channel (the server leaves when it sees end of file) and reaps it.
+    /// Closes the control channel (the server leaves when it sees end of file), reaps the server
+    /// and the prepared child.
     pub(crate) fn stop(self) {
-        drop(self.ctrl);
-        let _ = self.server.wait(None);
+        let ForkServer {
+            ctrl,
+            server,
+            prepared,
+            ..
+        } = self;
+        // The prepared child is ours: learn its pid (a live server forks it first; a dead one
+        // leaves end of file), then close its connection, which ends it, and reap it.
+        if let Some(conn) = prepared
+            && let Ok(Hello::Ready { pid }) = conn.recv::<Hello>()
+        {
+            drop(conn);
+            if let Some(pid) = Pid::from_raw(pid) {
+                let _ = reap(pid);
+            }
+        }
+        drop(ctrl);
+        let _ = server.wait(None);
     }
 
     /// Stops a server whose control channel broke: it may still run (a protocol error), so it
     /// is killed before it is reaped.
     pub(crate) fn discard(self) {
-        let _ = self.server.signal(rustix::process::Signal::KILL);
+        let _ = self.server.signal(Signal::KILL);
         self.stop();
     }
 }
@@ -166,173 +243,87 @@ impl ForkServer {
 pub(crate) enum Launch {
     /// The server answered: a child, or the reason there is none.
     Done(Result<Launched>),
-    /// The control channel broke before an answer: replace the server and ask again.
+    /// The server is gone and no child of this request exists: replace it and ask again.
     ServerGone(Error),
 }
 
-struct Served {
-    pid: Pid,
-    pidfd: OwnedFd,
-    status: Connection,
-}
-
-/// A child forked ahead of time, idle until a request hands it its connection: the fork (the
-/// costliest step of a start) happens while nobody waits for it.
-struct Spare {
-    pid: Pid,
-    pidfd: OwnedFd,
-    feed: Connection,
-}
-
-/// Gives the spare its child connection; returns the pidfd copy for our parent.
-fn hand_over(s: &Spare, req: &Request) -> Result<OwnedFd> {
-    s.feed.send(&req.child)?;
-    Ok(s.pidfd.try_clone()?)
-}
-
-/// Stops an unused spare (it leaves when its feed closes) and reaps it.
-fn retire(pid: Pid, feed: Connection) {
-    drop(feed);
-    let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-}
-
-/// A spare's life before its assignment: wait for the child connection, then be that child.
-/// End of file (the server stopped or died) ends it quietly.
-fn spare_main(feed: Connection, server: i32) -> ! {
-    match feed.recv::<Connection>() {
-        Ok(conn) => {
-            drop(feed);
-            child_main(conn, server)
+/// A prepared child's life before its start: say hello, wait for the boot message, run. End of
+/// file before the boot message (the parent stopped or died) ends it quietly.
+fn prepared_main(conn: Connection) -> ! {
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    if conn.send(&Hello::Ready { pid }).is_err() {
+        sys::exit_now(0);
+    }
+    match conn.recv::<BootInfo>() {
+        Ok(boot) => run_child(conn, boot, None),
+        Err(Error::Eof) => sys::exit_now(0),
+        Err(e) => {
+            eprintln!("ipc-core: child could not read its instructions: {e}");
+            sys::exit_now(BOOT_FAILED)
         }
-        Err(_) => sys::exit_now(0),
     }
 }
 
 /// The server's main loop: runs in the spawned server process until the control channel closes.
 fn serve(ctrl: Connection) {
-    let me = global::pid();
-    let mut children: Vec<Served> = Vec::new();
-    let mut spare: Option<Spare> = None;
-    // A request read but not yet served, and whether it already lost a spare.
-    let mut pending: Option<(Request, bool)> = None;
+    let forker = SiblingFork::new();
+    // What every child does once would otherwise be done (and its pages written) in each child:
+    // register the codec's thread-local destructors, set up the standard streams.
+    crate::codec::prepare_for_fork();
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _ = std::io::Write::flush(&mut std::io::stderr());
+    // Daemon children's pidfds, until they exit.
+    let mut watched: Vec<OwnedFd> = Vec::new();
     loop {
-        // Keep a spare ready: the next request is served without a fork on its path.
-        if spare.is_none()
-            && let Ok((feed, theirs)) = pipe(true)
-        {
-            // SAFETY: the server is single-threaded (it runs nothing but this loop), so fork
-            // cannot leave a lock held by another thread in the child.
-            match unsafe { sys::fork() } {
-                Ok(Forked::Child) => {
-                    // The spare keeps nothing of the server's but the standard streams: a copy
-                    // of the control channel or of a status connection would hide the server's
-                    // death from our parent.
-                    drop(feed);
-                    drop(ctrl);
-                    drop(children);
-                    drop(pending);
-                    spare_main(theirs, me)
-                }
-                Ok(Forked::Parent(pid)) => {
-                    drop(theirs);
-                    match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
-                        Ok(pidfd) => spare = Some(Spare { pid, pidfd, feed }),
-                        Err(_) => retire(pid, feed),
-                    }
-                }
-                // No spare this time: a request finds none and is answered with the error.
-                Err(_) => {}
-            }
+        let mut fds = Vec::with_capacity(watched.len() + 1);
+        fds.push(PollFd::new(&ctrl, PollFlags::IN));
+        for w in &watched {
+            fds.push(PollFd::new(w, PollFlags::IN));
         }
-        // A pending request is served before anything else (no poll: it was already read).
-        if pending.is_none() {
-            let mut fds = Vec::with_capacity(children.len() + 2);
-            fds.push(PollFd::new(&ctrl, PollFlags::IN));
-            for c in &children {
-                fds.push(PollFd::new(&c.pidfd, PollFlags::IN));
-            }
-            if let Some(s) = &spare {
-                fds.push(PollFd::new(&s.pidfd, PollFlags::IN));
-            }
-            match rustix::event::poll(&mut fds, None) {
-                Ok(_) => {}
-                Err(Errno::INTR) => continue,
-                Err(_) => break,
-            }
-            let request_ready = !fds[0].revents().is_empty();
-            let spare_died = spare.is_some() && !fds[fds.len() - 1].revents().is_empty();
-            let exited: Vec<usize> = (1..=children.len())
-                .filter(|&i| !fds[i].revents().is_empty())
-                .map(|i| i - 1)
-                .collect();
-            drop(fds);
-            if spare_died {
-                // Somebody killed the idle spare: reap it; the next turn forks another.
-                let s = spare.take().expect("checked");
-                retire(s.pid, s.feed);
-            }
-            for i in exited.into_iter().rev() {
-                match rustix::process::waitpid(Some(children[i].pid), WaitOptions::NOHANG) {
-                    Ok(Some((_, status))) => {
-                        let c = children.swap_remove(i);
-                        let _ = c.status.send(&exitcode_of(status));
-                    }
-                    // The pidfd reported the exit a moment before the child became reapable:
-                    // keep it and poll again, rather than close its status connection unsent
-                    // (its parent would read end of file and report exit code 255).
-                    Ok(None) | Err(Errno::INTR) => {}
-                    Err(_) => drop(children.swap_remove(i)),
-                }
-            }
-            if request_ready {
-                match ctrl.recv::<Request>() {
-                    Ok(req) => pending = Some((req, false)),
-                    // End of file: our parent exited or was killed. Leave; daemon children get
-                    // their parent-death signal, the others are adopted by init.
-                    Err(_) => break,
-                }
-            }
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(_) => break,
         }
-        if let Some((req, retried)) = pending.take() {
-            // The spare gets its connection first, then our parent hears of it: a child our
-            // parent was told about always has its connection, even if the server dies at once.
-            // (If the server dies between the two, the parent repeats the request elsewhere;
-            // the orphan holds the boot message but never gets its argument, which the parent
-            // sends only after a reply, so it leaves without running anything.)
-            let handed = spare.take().map(|s| match hand_over(&s, &req) {
-                Ok(theirs) => Ok((s, theirs)),
-                Err(e) => {
-                    let _ = rustix::process::kill_process(s.pid, rustix::process::Signal::KILL);
-                    retire(s.pid, s.feed);
-                    Err(e)
-                }
-            });
-            let reply = match handed {
-                Some(Ok((s, theirs))) => {
-                    drop(s.feed);
-                    children.push(Served {
-                        pid: s.pid,
-                        pidfd: s.pidfd,
-                        status: req.status,
-                    });
-                    Reply::Started {
-                        pid: s.pid.as_raw_nonzero().get(),
-                        pidfd: TransferFd(theirs),
+        let request_ready = !fds[0].revents().is_empty();
+        let exited: Vec<usize> = (1..fds.len())
+            .filter(|&i| !fds[i].revents().is_empty())
+            .map(|i| i - 1)
+            .collect();
+        drop(fds);
+        for i in exited.into_iter().rev() {
+            watched.swap_remove(i);
+        }
+        if !request_ready {
+            continue;
+        }
+        match ctrl.recv::<Request>() {
+            Ok(Request::Watch(fd)) => watched.push(fd.0),
+            Ok(Request::Prepare(conn)) => {
+                // SAFETY: the server is single-threaded (it runs nothing but this loop, on the
+                // thread that made `forker`), so the fork cannot leave a lock held by another
+                // thread in the child.
+                match unsafe { forker.fork() } {
+                    Ok(Forked::Child) => {
+                        // The child keeps nothing of the server's but the standard streams: a
+                        // copy of the control channel would hide our parent's death from the
+                        // server, which watches for it.
+                        drop(ctrl);
+                        drop(watched);
+                        prepared_main(conn)
+                    }
+                    Ok(Forked::Parent(_)) => drop(conn),
+                    Err(e) => {
+                        let _ = conn.send(&Hello::Failed(format!("fork failed: {e}")));
                     }
                 }
-                // The spare died (killed while idle) before or while taking the request: serve
-                // it once more with the next spare, forked at the top of the loop.
-                Some(Err(_)) | None if !retried => {
-                    pending = Some((req, true));
-                    continue;
-                }
-                Some(Err(e)) => Reply::Failed(format!("handing the child its connection: {e}")),
-                None => Reply::Failed("fork failed: no child could be prepared".into()),
-            };
-            let _ = ctrl.send(&reply);
+            }
+            // End of file: our parent exited or was killed.
+            Err(_) => break,
         }
     }
-    if let Some(s) = spare {
-        retire(s.pid, s.feed);
+    // Daemon children die with our parent (at a normal exit it has already stopped them).
+    for w in &watched {
+        let _ = rustix::process::pidfd_send_signal(w, Signal::KILL);
     }
 }

@@ -14,12 +14,10 @@ use std::os::fd::OwnedFd;
 use rustix::process::Pid;
 
 use crate::conn::Connection;
-use crate::process::child::Reaper;
 
 /// A child that exists and awaits its instructions on `conn`.
 pub(crate) struct Launched {
     pub(crate) pid: Pid,
     pub(crate) pidfd: OwnedFd,
     pub(crate) conn: Connection,
-    pub(crate) reaper: Reaper,
 }

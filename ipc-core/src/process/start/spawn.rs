@@ -14,7 +14,6 @@ use super::Launched;
 use crate::conn::pipe;
 use crate::error::{Error, Result};
 use crate::process::bootstrap::SPAWN_ENV;
-use crate::process::child::Reaper;
 use crate::process::global;
 
 /// Starts a fresh copy of this executable waiting for its [`BootInfo`](crate::process::bootstrap::BootInfo).
@@ -50,6 +49,5 @@ pub(crate) fn launch() -> Result<Launched> {
         pid,
         pidfd,
         conn: ours,
-        reaper: Reaper::Direct,
     })
 }
