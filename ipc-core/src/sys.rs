@@ -88,10 +88,9 @@ impl SiblingFork {
             )
         };
         let tid = rustix::thread::gettid().as_raw_nonzero().get();
-        // SAFETY: a non-null address the kernel holds as this thread's `clear_child_tid` was
-        // registered by glibc at thread start: it points at the `tid` field of this thread's
-        // descriptor, which lives as long as the thread, and reading an i32 there is a plain
-        // load of memory we own.
+        // glibc registers its `tid` field as this thread's `clear_child_tid` at thread start.
+        // SAFETY: a non-null address from PR_GET_TID_ADDRESS points into this thread's
+        // descriptor, which lives as long as the thread: reading an i32 there is a plain load.
         let ours = rc == 0 && !addr.is_null() && unsafe { addr.read_volatile() } == tid;
         let mut head: usize = 0;
         let mut len: usize = 0;
@@ -127,10 +126,10 @@ impl SiblingFork {
             args.flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
             args.child_tid = self.tid_address;
         }
-        // SAFETY: `args` is a valid clone_args of the size passed. Without CLONE_VM the child
-        // gets a copy of our memory, so the kernel's write of its tid at `child_tid` lands in
-        // the child's copy of our thread descriptor, as glibc's own fork arranges. The caller
-        // guarantees there is no other thread whose state the copy could catch half-changed.
+        // Without CLONE_VM the child gets a copy of our memory, so the kernel's write of its tid
+        // at `child_tid` lands in the child's copy of our thread descriptor, as in glibc's fork.
+        // SAFETY: `args` is a valid clone_args of the size passed; the caller guarantees no
+        // other thread exists whose state the copy could catch half-changed.
         let pid = unsafe {
             libc::syscall(
                 libc::SYS_clone3,
