@@ -112,30 +112,58 @@ impl SiblingFork {
 
     /// Forks; the child is our parent's.
     ///
+    /// `clone3` first; where it is refused (`ENOSYS`: older kernels, and the default seccomp
+    /// profiles of Docker, containerd and podman), the classic `clone` from then on.
+    ///
     /// # Safety
     /// As [`fork`], and more strictly: the calling process must have a single thread (the one
     /// that called [`SiblingFork::new`]), since no lock of another thread is reset in the child.
     pub(crate) unsafe fn fork(&self) -> io::Result<Forked> {
-        let mut args = CloneArgs {
-            // No exit signal of its own: with CLONE_PARENT the child inherits ours (SIGCHLD),
-            // and clone3 refuses one.
-            flags: libc::CLONE_PARENT as u64,
-            ..CloneArgs::default()
-        };
-        if self.tid_address != 0 {
-            args.flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
-            args.child_tid = self.tid_address;
+        static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !NO_CLONE3.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: our caller's contract is this function's.
+            match unsafe { self.fork_with(CloneCall::Clone3) } {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    NO_CLONE3.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                other => return other,
+            }
         }
-        // Without CLONE_VM the child gets a copy of our memory, so the kernel's write of its tid
-        // at `child_tid` lands in the child's copy of our thread descriptor, as in glibc's fork.
-        // SAFETY: `args` is a valid clone_args of the size passed; the caller guarantees no
-        // other thread exists whose state the copy could catch half-changed.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &mut args as *mut CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
+        // SAFETY: as above.
+        unsafe { self.fork_with(CloneCall::Classic) }
+    }
+
+    /// Forks with the given system call.
+    ///
+    /// # Safety
+    /// As [`SiblingFork::fork`].
+    unsafe fn fork_with(&self, call: CloneCall) -> io::Result<Forked> {
+        let mut flags = libc::CLONE_PARENT as u64;
+        if self.tid_address != 0 {
+            flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
+        }
+        let pid = match call {
+            CloneCall::Clone3 => {
+                let mut args = CloneArgs {
+                    // No exit signal of its own: with CLONE_PARENT the child inherits ours
+                    // (SIGCHLD), and clone3 refuses one.
+                    flags,
+                    child_tid: self.tid_address,
+                    ..CloneArgs::default()
+                };
+                // Without CLONE_VM the child gets a copy of our memory, so the kernel's write of
+                // its tid at `child_tid` lands in the child's copy of our thread descriptor.
+                // SAFETY: `args` is a valid clone_args of the size passed; the caller guarantees
+                // no other thread exists whose state the copy could catch half-changed.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_clone3,
+                        &mut args as *mut CloneArgs,
+                        std::mem::size_of::<CloneArgs>(),
+                    )
+                }
+            }
+            CloneCall::Classic => classic_clone(flags, self.tid_address)?,
         };
         match pid {
             -1 => Err(io::Error::last_os_error()),
@@ -149,10 +177,45 @@ impl SiblingFork {
                 Ok(Forked::Child)
             }
             p => Ok(Forked::Parent(
-                rustix::process::Pid::from_raw(p as i32).expect("clone3 returned a positive pid"),
+                rustix::process::Pid::from_raw(p as i32).expect("clone returned a positive pid"),
             )),
         }
     }
+}
+
+/// Which system call [`SiblingFork`] uses.
+#[derive(Clone, Copy, Debug)]
+enum CloneCall {
+    Clone3,
+    Classic,
+}
+
+/// The classic `clone(flags, stack, parent_tid, child_tid, tls)` (this argument order is the
+/// one of x86-64, arm64 and riscv64; other architectures have it differently and get an error).
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+fn classic_clone(flags: u64, child_tid: u64) -> io::Result<libc::c_long> {
+    // The exit signal goes in the low byte; with CLONE_PARENT the kernel uses ours instead.
+    let flags = flags | libc::SIGCHLD as u64;
+    // SAFETY: no new stack (0: the child runs on its copy of ours, as after fork), no parent
+    // tid, `child_tid` as in the clone3 call, no TLS change; the caller of `fork_with` upholds
+    // the single-thread contract.
+    Ok(unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, child_tid, 0usize) })
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+fn classic_clone(_flags: u64, _child_tid: u64) -> io::Result<libc::c_long> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "clone3 is refused and the classic clone is not wired for this architecture",
+    ))
 }
 
 /// `_exit(2)`: ends the process at once, without running atexit handlers or destructors.
@@ -172,6 +235,17 @@ pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::other("atexit refused the handler"))
+    }
+}
+
+/// Registers `f` to run in the child of every `fork(3)` (`pthread_atfork`).
+pub(crate) fn at_fork_in_child(f: unsafe extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `f` is a 'static `extern "C" fn()`; the other two handlers are absent.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(f)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
     }
 }
 
@@ -300,6 +374,52 @@ pub(crate) fn ignore_sigpipe() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs in a spawned helper (single-threaded: a spawned child runs its function before
+    /// `main`): forks a sibling with `call`, which checks that glibc's descriptor holds its own
+    /// tid; returns the sibling's pid, to be reaped by the helper's parent.
+    fn sibling_of_helper(classic: bool) -> i32 {
+        let f = SiblingFork::new();
+        assert_ne!(
+            f.tid_address, 0,
+            "PR_GET_TID_ADDRESS gave glibc's tid field"
+        );
+        let call = if classic {
+            CloneCall::Classic
+        } else {
+            CloneCall::Clone3
+        };
+        // SAFETY: this spawned helper has one thread, the one that made `f`.
+        match unsafe { f.fork_with(call) }.unwrap() {
+            Forked::Child => {
+                let tid = rustix::thread::gettid().as_raw_nonzero().get();
+                // SAFETY: the address of glibc's tid field of this (copied) thread descriptor.
+                let recorded = unsafe { (f.tid_address as *const i32).read_volatile() };
+                exit_now(if recorded == tid { 0 } else { 3 })
+            }
+            Forked::Parent(pid) => pid.as_raw_nonzero().get(),
+        }
+    }
+
+    /// Both system calls make the forking process's parent the parent of the new process (it
+    /// reaps it here), and give the new process its own tid in glibc's thread descriptor.
+    #[test]
+    fn sibling_fork_by_clone3_and_by_classic_clone() {
+        use crate::process::{Builder, StartMethod};
+        for classic in [false, true] {
+            let helper = Builder::new()
+                .start_method(StartMethod::Spawn)
+                .spawn(classic, sibling_of_helper)
+                .unwrap();
+            let sibling = helper.join().unwrap();
+            let pid = rustix::process::Pid::from_raw(sibling).unwrap();
+            let (_, status) =
+                rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+                    .unwrap()
+                    .expect("the sibling is our child");
+            assert_eq!(status.exit_status(), Some(0), "classic clone: {classic}");
+        }
+    }
 
     /// The link count of `/proc/self/task` agrees with `/proc/self/stat` and sees a new thread.
     /// Other tests start threads concurrently, so agreement is sought over a few tries.

@@ -189,3 +189,35 @@ fn a_replacement_forkserver_takes_over_the_daemons() {
     common::kill_pid(daemon);
     assert!(gone, "the daemon outlived its killed parent");
 }
+
+/// Starts a daemon through the forkserver (from the main thread), kills the server and waits
+/// until it is gone, reports the daemon's pid and waits to be killed, starting nothing more.
+fn parent_whose_server_dies_idle(conn: Connection) {
+    let d = builder(StartMethod::ForkServer)
+        .daemon(true)
+        .spawn((), sleep_forever)
+        .unwrap();
+    let server = ipc_core::process::forkserver_pid().unwrap();
+    common::kill_pid(server);
+    assert!(wait_gone(server, Duration::from_secs(30)));
+    conn.send(&d.pid()).unwrap();
+    sleep_forever(())
+}
+
+// A server killed while idle is only replaced at the next start; until then its daemons have
+// no watcher. A server started by the main thread gives them a second guard: their parent is
+// the main thread, so they ask for its death signal.
+#[test]
+fn daemons_of_a_dead_idle_forkserver_still_die_with_their_parent() {
+    let (ours, theirs) = pipe(true).unwrap();
+    let p = builder(StartMethod::Spawn)
+        .spawn(theirs, parent_whose_server_dies_idle)
+        .unwrap();
+    let _reap = Reap(&p);
+    let daemon: i32 = ours.recv().unwrap();
+    p.kill().unwrap();
+    assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
+    let gone = wait_gone(daemon, Duration::from_secs(30));
+    common::kill_pid(daemon);
+    assert!(gone, "the daemon outlived its killed parent");
+}

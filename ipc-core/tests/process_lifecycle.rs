@@ -661,3 +661,56 @@ fn a_one_mebibyte_name_travels() {
         assert_eq!(h.join().unwrap(), 1 << 20, "{m}");
     }
 }
+
+/// Starts a forkserver daemon and a forkserver child, forks by hand (as `libc::fork` or nix
+/// would, outside ipc-core) a child that leaves through `std::process::exit` (so our exit
+/// handler runs in it), then reports whether the daemon survived and starts one more child.
+#[allow(unsafe_code)]
+fn parent_with_a_foreign_fork((): ()) -> (bool, u32) {
+    let d = builder(StartMethod::ForkServer)
+        .daemon(true)
+        .spawn(60_000, sleep_ms)
+        .unwrap();
+    let first = builder(StartMethod::ForkServer)
+        .spawn(1u32, |x| x + 1)
+        .unwrap();
+    assert_eq!(first.join().unwrap(), 2);
+    // SAFETY: this spawned process is single-threaded (its function runs before `main`, and
+    // starting children makes no thread), so the child's copy of every lock is free.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        std::process::exit(0);
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked, writing its status into a live local.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert_eq!(status, 0, "the foreign child's exit");
+    let alive = d.is_alive();
+    let next = builder(StartMethod::ForkServer)
+        .spawn(41u32, |x| x + 1)
+        .unwrap()
+        .join()
+        .unwrap();
+    d.kill().unwrap();
+    d.join_timeout(Duration::from_secs(30)).unwrap();
+    (alive, next)
+}
+
+// A process forked outside ipc-core inherits our records and our exit handler. At its exit it
+// must leave our children and our forkserver alone: it is not their parent (once it read our
+// pid from a stale cache and terminated our daemons, or took the hello of our forkserver's
+// prepared child, after which our next start waited forever).
+#[test]
+fn a_foreign_fork_leaves_our_children_and_forkserver_alone() {
+    let h = builder(StartMethod::Spawn)
+        .spawn((), parent_with_a_foreign_fork)
+        .unwrap();
+    let _reap = Reap(&h);
+    let done = h.join_timeout(Duration::from_secs(60)).unwrap();
+    assert!(
+        done.is_some(),
+        "the parent hung after its foreign child exited"
+    );
+    drop(_reap);
+    assert_eq!(h.join().unwrap(), (true, 42));
+}

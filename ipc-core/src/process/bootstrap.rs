@@ -22,8 +22,9 @@
 #![allow(unsafe_code)]
 
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,8 @@ pub(crate) struct BootInfo {
     pub(crate) parent_pid: i32,
     pub(crate) parent_name: String,
     pub(crate) start_method: StartMethod,
+    /// Whether a daemon asks for the parent-death signal (see [`run_child`]).
+    pub(crate) parent_death_signal: bool,
 }
 
 impl BootInfo {
@@ -69,6 +72,7 @@ impl BootInfo {
             parent_pid,
             parent_name,
             start_method: method,
+            parent_death_signal: true,
         }
     }
 
@@ -140,9 +144,8 @@ pub(crate) fn finish(code: i32) -> ! {
     sys::exit_now(code)
 }
 
-/// Reads the boot message and runs the child: the spawned child's path. `expected_parent` is
-/// the pid that started it.
-pub(crate) fn child_main(conn: Connection, expected_parent: i32) -> ! {
+/// Reads the boot message and runs the child: the spawned child's path.
+pub(crate) fn child_main(conn: Connection) -> ! {
     let boot: BootInfo = match conn.recv() {
         Ok(b) => b,
         Err(e) => {
@@ -150,21 +153,22 @@ pub(crate) fn child_main(conn: Connection, expected_parent: i32) -> ! {
             sys::exit_now(BOOT_FAILED)
         }
     };
-    run_child(conn, boot, Some(expected_parent))
+    run_child(conn, boot)
 }
 
 /// Sets up a child from its [`BootInfo`] and runs it: the common path of spawn and forkserver.
 ///
-/// A daemon asks for the parent-death signal when `death_signal_from` names its parent (spawn:
-/// the thread that forked it is the parent's). A forkserver child passes `None`: the server
-/// watches for the parent's death instead (see the forkserver module); it only checks that its
-/// parent is still there.
-pub(crate) fn run_child(conn: Connection, boot: BootInfo, death_signal_from: Option<i32>) -> ! {
+/// A daemon leaves at once if its parent is already gone, and otherwise asks for the
+/// parent-death signal when the boot message says its parent thread lives as long as the
+/// parent process may (the forkserver's children may not: the server watches for the parent's
+/// death instead, see the forkserver module).
+pub(crate) fn run_child(conn: Connection, boot: BootInfo) -> ! {
     global::lock().become_child(boot.identity());
     if boot.daemon {
-        match death_signal_from {
-            Some(parent) => guard_parent_death(parent),
-            None => leave_if_orphaned(boot.parent_pid),
+        if boot.parent_death_signal {
+            guard_parent_death(boot.parent_pid);
+        } else {
+            leave_if_orphaned(boot.parent_pid);
         }
     }
     // SAFETY: `boot.trampoline` was computed by the parent as the offset of a `Trampoline` in
@@ -193,14 +197,13 @@ fn leave_if_orphaned(expected_parent: i32) {
 
 /// Called before `main` in every process that links ipc-core (see [`crate::sys`]).
 pub(crate) fn on_load() {
-    let Some(parent) = std::env::var_os(SPAWN_ENV) else {
+    if std::env::var_os(SPAWN_ENV).is_none() {
         return;
-    };
+    }
     // Before main: this process has one thread, so editing the environment is sound; the
     // variable must not leak into processes the child starts on its own.
     sys::remove_env(SPAWN_ENV);
     sys::ignore_sigpipe();
-    let parent: i32 = parent.to_str().and_then(|s| s.parse().ok()).unwrap_or(0);
     // The control socket arrived as stdin; move it aside and give the child /dev/null instead,
     // as Python does for its children.
     let conn = match take_stdin() {
@@ -210,7 +213,7 @@ pub(crate) fn on_load() {
             sys::exit_now(BOOT_FAILED)
         }
     };
-    child_main(conn, parent)
+    child_main(conn)
 }
 
 fn take_stdin() -> std::io::Result<OwnedFd> {
@@ -218,5 +221,24 @@ fn take_stdin() -> std::io::Result<OwnedFd> {
     let fd = rustix::io::fcntl_dupfd_cloexec(stdin.as_fd(), 3)?;
     let null = std::fs::File::open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null)?;
+    BOOT_FD.store(fd.as_raw_fd(), Ordering::Relaxed);
     Ok(fd)
+}
+
+/// The descriptor of this spawned process's boot connection (its link to its parent), or -1.
+static BOOT_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Closes the boot connection inherited from the spawned process we were forked from (the
+/// forkserver): it is the server's link to its parent, and a copy in a child would keep it
+/// open after the server is gone.
+///
+/// # Safety
+/// The caller never returns nor unwinds into the frames that own the connection (they belong
+/// to the process we were forked from), so nothing uses or closes the descriptor again.
+pub(crate) unsafe fn close_boot_connection() {
+    let fd = BOOT_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: by the caller's contract, the descriptor's owner is never used again here.
+        unsafe { libc::close(fd) };
+    }
 }

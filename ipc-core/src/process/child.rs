@@ -188,6 +188,14 @@ pub(crate) fn reap(pid: Pid) -> Result<i32> {
             Ok(Some((_, status))) => return Ok(exitcode_of(status)),
             Ok(None) => continue,
             Err(Errno::INTR) => continue,
+            Err(Errno::CHILD) => {
+                return Err(Error::Io(std::io::Error::other(format!(
+                    "child {} was reaped by someone else, so its exit status is lost: SIGCHLD is \
+                     ignored in this process (SIG_IGN or SA_NOCLDWAIT), or code here waits for \
+                     any child (waitpid(-1))",
+                    pid.as_raw_nonzero()
+                ))));
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -69,17 +69,30 @@ pub(crate) fn pid() -> i32 {
         return p;
     }
     let p = rustix::process::getpid().as_raw_nonzero().get();
-    PID.store(p, Ordering::Relaxed);
+    remember_pid(p);
     p
+}
+
+/// Caches this process's pid. A fork made outside this crate (libc::fork, nix) must not keep
+/// it: the child would take itself for the creator of our children, and its exit handler
+/// would stop them; so the cache is cleared in the child of every `fork(3)`.
+fn remember_pid(p: i32) {
+    static FORK_HOOK: Once = Once::new();
+    FORK_HOOK.call_once(|| {
+        let _ = crate::sys::at_fork_in_child(forget_pid);
+    });
+    PID.store(p, Ordering::Relaxed);
+}
+
+/// Runs in the child of any `fork(3)` (glibc's atfork handler): the pid is asked again.
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
 }
 
 impl Global {
     /// Replaces the state inherited from the parent, in a new child (fork or bootstrap).
     pub(crate) fn become_child(&mut self, identity: Identity) {
-        PID.store(
-            rustix::process::getpid().as_raw_nonzero().get(),
-            Ordering::Relaxed,
-        );
+        remember_pid(rustix::process::getpid().as_raw_nonzero().get());
         self.identity = identity;
         // The parent's children and forkserver are not ours. Dropping their records closes our
         // copies of their descriptors, which does not affect the parent.
@@ -186,6 +199,9 @@ pub(crate) fn shutdown() {
         }
     }
     if let Some(server) = server {
-        server.stop();
+        // A forkserver inherited through a fork made outside this crate is not ours to stop.
+        if server.is_creator() {
+            server.stop();
+        }
     }
 }

@@ -177,7 +177,7 @@ impl Builder {
         let mut g = global::lock();
         self.check_may_start(&g)?;
         let id = g.next_child(self.name, self.daemon, method);
-        let boot =
+        let mut boot =
             bootstrap::BootInfo::new(bootstrap::trampoline::<A, R>, f as *const (), &id, method);
         // The child exists (and is ours) before it is told anything: the boot message and the
         // argument go out only now, after the lock is released.
@@ -185,7 +185,13 @@ impl Builder {
             StartMethod::Spawn => start::spawn::launch()?,
             _ => forkserver_launch(&mut g, self.daemon)?,
         };
-        let Launched { pid, pidfd, conn } = launched;
+        let Launched {
+            pid,
+            pidfd,
+            conn,
+            parent_death_signal,
+        } = launched;
+        boot.parent_death_signal = parent_death_signal;
         let inner = Arc::new(ChildInner::new(
             pid,
             pidfd,

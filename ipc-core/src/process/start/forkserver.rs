@@ -8,28 +8,35 @@
 //!
 //! The server forks with `CLONE_PARENT` ([`SiblingFork`]): its children are *ours*, siblings of
 //! the server. We reap them ourselves and read their exit status first hand, as under fork and
-//! spawn; the server reports nothing and waits for nothing.
+//! spawn. (So a process that ignores SIGCHLD loses their exit codes, as it does for fork and
+//! spawn children: `join` then says so.)
 //!
-//! Protocol on the control channel, one way (the server never answers on it):
+//! Protocol:
 //! ```text
-//! parent -> server: Prepare(conn)  fork a child that waits on `conn`
-//! parent -> server: Watch(pidfd)   this child is a daemon: kill it if our parent dies
-//! child  -> parent, on conn: Hello::Ready { pid }  (or the server's Hello::Failed)
+//! parent -> server, control channel: Prepare(conn)  fork a child that waits on `conn`
+//! server -> parent, control channel: Forked { pid } or Failed(why), one per Prepare, in order
+//! parent -> server, control channel: Watch(pidfd)   a daemon: kill it if our parent dies
+//! child  -> parent, on conn: Hello { pid }, first thing
 //! parent -> child,  on conn: boot message, argument  (as under spawn)
 //! ```
 //! We keep one child *prepared* ahead: the `Prepare` for the next start goes out as a start takes
 //! the current one, so the server forks while the child runs and no fork lies on the path of a
-//! start. A start reads the prepared child's hello (its pid), and only then sends the boot
-//! message and the argument: a function runs only in a child we know, and a start is never
-//! repeated after its argument went out, so a function never runs twice. If the hello never
-//! comes (end of file: the server died before forking, and the request died with it), no child
-//! holds the connection and the start is repeated on a new server.
+//! start (its response and hello are waiting by the time the next start reads them). A start
+//! sends the boot message and the argument only to a child it knows: a function runs only
+//! there, and a start is never repeated after its argument went out, so a function never runs
+//! twice. Each child is known two ways, by its hello and by the server's response, so the death
+//! of either at any moment leaves no child of ours unknown (hence unreaped): without both, the
+//! server died before forking, no child holds the connection, and the start is repeated on a
+//! new server. Only the server and the new child dying within the same microseconds could
+//! leave a zombie until we exit.
 //!
-//! Daemon children die with us: `Watch` hands the server a pidfd of each daemon before it runs,
+//! Daemon children die with us. `Watch` hands the server a pidfd of each daemon before it runs,
 //! and the server kills them when our end of the control channel closes (we exited or were
-//! killed). A parent-death signal cannot do it: it would be tied to the thread of ours that
-//! happened to start the server. A server that was itself killed loses its list; the next start
-//! gives the new server the daemons still running.
+//! killed). A parent-death signal alone cannot do it: it follows the thread that is the child's
+//! parent, here the thread of ours that started the server, which may be short-lived. When that
+//! thread is our main thread, daemons ask for the signal too, so a daemon whose server was
+//! killed still dies with us; otherwise, until the next start replaces the server (and hands
+//! the new one the daemons still running), a killed server leaves its daemons unwatched.
 //!
 //! Measured with `cargo xtask compare --only process_start_join_forkserver` (2 vCPUs, unpinned),
 //! start+join took 346-430 us when the server forked on request and reported exit codes, 277-353
@@ -45,6 +52,7 @@
 #![allow(unsafe_code)]
 
 use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +65,9 @@ use super::Launched;
 use crate::codec::TransferFd;
 use crate::conn::{Connection, pipe};
 use crate::error::{Error, Result};
-use crate::process::bootstrap::{BOOT_FAILED, BootInfo, run_child, trampoline};
+use crate::process::bootstrap::{
+    BOOT_FAILED, BootInfo, close_boot_connection, run_child, trampoline,
+};
 use crate::process::child::{ChildInner, reap};
 use crate::process::global::Identity;
 use crate::process::{StartMethod, start};
@@ -71,13 +81,20 @@ enum Request {
     Watch(TransferFd),
 }
 
-/// The first message on a prepared child's connection.
+/// The server's answer to each `Prepare`, in order, on the control channel.
 #[derive(Serialize, Deserialize)]
-enum Hello {
-    /// From the child itself: it exists, is ours, and waits for the boot message.
-    Ready { pid: i32 },
-    /// From the server: it could not fork.
+enum Response {
+    /// The child exists, with this pid (ours, unreaped).
+    Forked { pid: i32 },
+    /// The server could not fork.
     Failed(String),
+}
+
+/// The first message on a prepared child's connection, from the child itself: it exists, is
+/// ours, and waits for the boot message.
+#[derive(Serialize, Deserialize)]
+struct Hello {
+    pid: i32,
 }
 
 /// This process's forkserver: the control channel, the server's own record, the next child.
@@ -88,6 +105,10 @@ pub(crate) struct ForkServer {
     prepared: Option<Connection>,
     /// A message to the server failed: it is gone (or misbehaves) and must be replaced.
     broken: bool,
+    /// Whether the server was started by our main thread. Its children's parent is then our
+    /// main thread (they are forked with `CLONE_PARENT`), so a daemon's parent-death signal
+    /// fires only when this process ends: they ask for it, as a second guard beside the server.
+    from_main_thread: bool,
 }
 
 impl ForkServer {
@@ -95,7 +116,9 @@ impl ForkServer {
     /// for a first child.
     pub(crate) fn start(id: &Identity) -> Result<ForkServer> {
         let (ours, theirs) = pipe(true)?;
-        let Launched { pid, pidfd, conn } = start::spawn::launch()?;
+        let Launched {
+            pid, pidfd, conn, ..
+        } = start::spawn::launch()?;
         let boot = BootInfo::new(
             trampoline::<Connection, ()>,
             serve as fn(Connection) as *const (),
@@ -121,6 +144,7 @@ impl ForkServer {
             server,
             prepared: None,
             broken: false,
+            from_main_thread: rustix::thread::gettid() == rustix::process::getpid(),
         };
         match told.and_then(|()| s.prepare()) {
             Ok(c) => {
@@ -150,7 +174,19 @@ impl ForkServer {
         self.broken || self.server.has_exited()
     }
 
+    /// The server's response to the oldest unanswered `Prepare`; an error if the server is gone.
+    fn response(&mut self) -> Result<Response> {
+        self.ctrl
+            .recv::<Response>()
+            .inspect_err(|_| self.broken = true)
+    }
+
     /// Takes the prepared child (asking for the next one at once), waiting for it if need be.
+    ///
+    /// Each child is known two ways: its own hello on its connection, and the server's response
+    /// on the control channel. Either is enough, so one process dying at any moment (the
+    /// server, or the child before its hello) leaves no child of ours unknown, hence none
+    /// unreaped. Only both dying in the same few microseconds could.
     pub(crate) fn launch(&mut self) -> Launch {
         // A prepared child killed while it waited is reaped and replaced, once or twice.
         for _ in 0..3 {
@@ -162,18 +198,41 @@ impl ForkServer {
             // The server forks the next child while this one starts and runs. If it cannot be
             // told, it is marked broken, and replaced after this start.
             self.prepared = self.prepare().ok();
-            let pid = match conn.recv::<Hello>() {
-                Ok(Hello::Ready { pid }) => pid,
-                Ok(Hello::Failed(msg)) => {
+            let hello = conn.recv::<Hello>();
+            let pid = match (hello, self.response()) {
+                (Ok(Hello { pid }), Ok(Response::Forked { pid: forked })) if pid == forked => pid,
+                // The server died after the fork: the child is ours all the same.
+                (Ok(Hello { pid }), Err(_)) => pid,
+                (Ok(Hello { pid }), Ok(_)) => {
+                    // Not the child the server reports: our protocol is out of step. Stop the
+                    // child if it is ours, and the server.
+                    if let Some(pid) = Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, Signal::KILL);
+                        let _ = reap(pid);
+                    }
+                    self.broken = true;
+                    return Launch::ServerGone(Error::malformed(
+                        "forkserver answered for another child",
+                    ));
+                }
+                // The child died before its hello: reap it, take the next.
+                (Err(_), Ok(Response::Forked { pid })) => {
+                    if let Some(pid) = Pid::from_raw(pid) {
+                        let _ = reap(pid);
+                    }
+                    continue;
+                }
+                (Err(_), Ok(Response::Failed(msg))) => {
                     return Launch::Done(Err(Error::Io(std::io::Error::other(format!(
                         "forkserver: {msg}"
                     )))));
                 }
-                // End of file: nobody holds the child's end, so no child exists for it (the
-                // server died first), and none will run. Anything else is not our server.
-                Err(e) => return Launch::ServerGone(e),
+                // Neither: the server died before forking, so no child exists for this start,
+                // and none will run.
+                (Err(e), Err(_)) => return Launch::ServerGone(e),
             };
             let Some(pid) = Pid::from_raw(pid) else {
+                self.broken = true;
                 return Launch::ServerGone(Error::malformed("forkserver child said pid 0"));
             };
             // Our own child, not yet reaped (only we reap it): its pid cannot have been reused.
@@ -190,7 +249,12 @@ impl ForkServer {
                 let _ = reap(pid);
                 continue;
             }
-            return Launch::Done(Ok(Launched { pid, pidfd, conn }));
+            return Launch::Done(Ok(Launched {
+                pid,
+                pidfd,
+                conn,
+                parent_death_signal: self.from_main_thread,
+            }));
         }
         Launch::Done(Err(Error::Io(std::io::Error::other(
             "forkserver: every prepared child died before it could start",
@@ -203,6 +267,11 @@ impl ForkServer {
         self.ctrl.send(&Request::Watch(TransferFd(copy)))
     }
 
+    /// Whether this process started the server (a process forked from ours holds a copy).
+    pub(crate) fn is_creator(&self) -> bool {
+        self.server.is_creator()
+    }
+
     /// The server's pid.
     pub(crate) fn pid(&self) -> i32 {
         self.server.pid.as_raw_nonzero().get()
@@ -210,25 +279,21 @@ impl ForkServer {
 
     /// Closes the control channel (the server leaves when it sees end of file), reaps the server
     /// and the prepared child.
-    pub(crate) fn stop(self) {
-        let ForkServer {
-            ctrl,
-            server,
-            prepared,
-            ..
-        } = self;
-        // The prepared child is ours: learn its pid (a live server forks it first; a dead one
-        // leaves end of file), then close its connection, which ends it, and reap it.
-        if let Some(conn) = prepared
-            && let Ok(Hello::Ready { pid }) = conn.recv::<Hello>()
-        {
+    pub(crate) fn stop(mut self) {
+        // The prepared child is ours: learn its pid (from the server, or from the child if the
+        // server died after forking it), then close its connection, which ends it, and reap it.
+        if let Some(conn) = self.prepared.take() {
+            let pid = match self.response() {
+                Ok(Response::Forked { pid }) => Some(pid),
+                _ => conn.recv::<Hello>().ok().map(|h| h.pid),
+            };
             drop(conn);
-            if let Some(pid) = Pid::from_raw(pid) {
+            if let Some(pid) = pid.and_then(Pid::from_raw) {
                 let _ = reap(pid);
             }
         }
-        drop(ctrl);
-        let _ = server.wait(None);
+        drop(self.ctrl);
+        let _ = self.server.wait(None);
     }
 
     /// Stops a server whose control channel broke: it may still run (a protocol error), so it
@@ -248,20 +313,27 @@ pub(crate) enum Launch {
 }
 
 /// A prepared child's life before its start: say hello, wait for the boot message, run. End of
-/// file before the boot message (the parent stopped or died) ends it quietly.
+/// file before the boot message (the parent stopped or died) ends it quietly. It never returns
+/// into the server's frames, nor unwinds into them: a panic ends the process here.
 fn prepared_main(conn: Connection) -> ! {
-    let pid = rustix::process::getpid().as_raw_nonzero().get();
-    if conn.send(&Hello::Ready { pid }).is_err() {
-        sys::exit_now(0);
-    }
-    match conn.recv::<BootInfo>() {
-        Ok(boot) => run_child(conn, boot, None),
-        Err(Error::Eof) => sys::exit_now(0),
-        Err(e) => {
-            eprintln!("ipc-core: child could not read its instructions: {e}");
-            sys::exit_now(BOOT_FAILED)
+    // SAFETY: this function never returns, and a panic below is caught before it could unwind
+    // into the server's frames, which own the boot connection.
+    unsafe { close_boot_connection() };
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        let pid = rustix::process::getpid().as_raw_nonzero().get();
+        if conn.send(&Hello { pid }).is_err() {
+            sys::exit_now(0);
         }
-    }
+        match conn.recv::<BootInfo>() {
+            Ok(boot) => run_child(conn, boot),
+            Err(Error::Eof) => sys::exit_now(0),
+            Err(e) => {
+                eprintln!("ipc-core: child could not read its instructions: {e}");
+                sys::exit_now(BOOT_FAILED)
+            }
+        }
+    }));
+    sys::exit_now(BOOT_FAILED)
 }
 
 /// The server's main loop: runs in the spawned server process until the control channel closes.
@@ -303,7 +375,7 @@ fn serve(ctrl: Connection) {
                 // SAFETY: the server is single-threaded (it runs nothing but this loop, on the
                 // thread that made `forker`), so the fork cannot leave a lock held by another
                 // thread in the child.
-                match unsafe { forker.fork() } {
+                let response = match unsafe { forker.fork() } {
                     Ok(Forked::Child) => {
                         // The child keeps nothing of the server's but the standard streams: a
                         // copy of the control channel would hide our parent's death from the
@@ -312,18 +384,28 @@ fn serve(ctrl: Connection) {
                         drop(watched);
                         prepared_main(conn)
                     }
-                    Ok(Forked::Parent(_)) => drop(conn),
-                    Err(e) => {
-                        let _ = conn.send(&Hello::Failed(format!("fork failed: {e}")));
-                    }
+                    Ok(Forked::Parent(pid)) => Response::Forked {
+                        pid: pid.as_raw_nonzero().get(),
+                    },
+                    Err(e) => Response::Failed(format!("fork failed: {e}")),
+                };
+                drop(conn);
+                if ctrl.send(&response).is_err() {
+                    break;
                 }
             }
-            // End of file: our parent exited or was killed.
+            // End of file: our parent exited or was killed. Daemon children die with it (at a
+            // normal exit it has already stopped them).
+            Err(Error::Eof) => {
+                for w in &watched {
+                    let _ = rustix::process::pidfd_send_signal(w, Signal::KILL);
+                }
+                break;
+            }
+            // A request we cannot read (say, its descriptors were dropped for want of free
+            // ones): leave without an answer. Our parent sees the channel break, starts another
+            // server and hands it the daemons, which must not die for our trouble.
             Err(_) => break,
         }
-    }
-    // Daemon children die with our parent (at a normal exit it has already stopped them).
-    for w in &watched {
-        let _ = rustix::process::pidfd_send_signal(w, Signal::KILL);
     }
 }
