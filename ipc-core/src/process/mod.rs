@@ -22,8 +22,8 @@
 //!
 //! Why the default is the forkserver: measured on the 2-vCPU development VM (release build,
 //! `cargo xtask compare`, medians of several runs), start+join of a trivial function costs
-//! 0.25-0.3 ms by fork, 0.22-0.25 ms through the forkserver and 1.0-1.15 ms by spawn (CPython
-//! 3.11 in the same runs: 1.9-2.4 ms, 11-14 ms and 57-68 ms). The forkserver is even faster
+//! 0.2-0.3 ms by fork, 0.2-0.25 ms through the forkserver and 1.0-1.15 ms by spawn (CPython
+//! 3.11 in the same runs: 1.7-2.4 ms, 10-14 ms and 57-68 ms). The forkserver is even faster
 //! than fork here: it forks a small process, ahead of time, while fork copies the caller's
 //! page tables on the caller's path. Fork is refused once a process has threads (a test harness,
 //! a logging thread, an async runtime), so a default that breaks when a thread appears would be

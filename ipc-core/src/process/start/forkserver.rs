@@ -41,11 +41,11 @@
 //! Measured with `cargo xtask compare --only process_start_join_forkserver` (2 vCPUs, unpinned),
 //! start+join took 346-430 us when the server forked on request and reported exit codes, 277-353
 //! us with a spare forked ahead (still the server's child, its exit code reported by the server),
-//! and 242-248 us (medians of two runs, 220-289 us over all samples) in this design, which cuts
-//! the server's reply and its exit report from the path of a start. What remains is mostly the
-//! kernel's work for a process's life: the fork itself (in the server, while the previous child
-//! runs), about 28 page faults in the child (the server warms up what every child would
-//! otherwise do once: see [`serve`]), and the exit.
+//! and 197-248 us (medians of four runs; CPython's forkserver 9.8-13.4 ms in the same runs) in
+//! this design, which takes the server's reply and its exit report off the path of a start.
+//! What remains is mostly the kernel's work for a process's life: the fork itself (in the
+//! server, while the previous child runs), about 28 page faults in the child (the server warms
+//! up what every child would otherwise do once: see [`serve`]), and the exit.
 //!
 //! # Safety
 //! The one `unsafe` call is the fork in the server, which is single-threaded by construction.
