@@ -270,10 +270,11 @@ fn cpus() -> Res {
     Ok(())
 }
 
-/// Reports where it runs: its pid, its parent's pid and how it was started.
+/// Reports where it runs: its pid, its parent's pid (as the kernel sees it) and how it was
+/// started.
 fn whoami(_: ()) -> (i32, i32, String) {
     let me = process::current_process();
-    let parent = process::parent_process().map_or(0, |p| p.pid());
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
     let method = me.start_method.map_or("?".into(), |m| m.to_string());
     (me.pid, parent, method)
 }
@@ -288,6 +289,11 @@ fn start_methods(epoch: u64) -> Res {
         let t = Instant::now();
         let child = Builder::new().start_method(method).spawn((), whoami)?;
         let (pid, parent, how) = child.join()?;
+        if parent != std::process::id() as i32 {
+            return Err(
+                format!("the {method} child's parent is {parent}, not this process").into(),
+            );
+        }
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         say(
             epoch,
@@ -299,12 +305,16 @@ fn start_methods(epoch: u64) -> Res {
     if let Some(server) = process::forkserver_pid() {
         say(
             epoch,
-            format!("the forkserver (pid {server}) forked the forkserver child"),
+            format!(
+                "the forkserver (pid {server}) forked the forkserver child ahead of time, as a \
+                 child of this process: we reap it"
+            ),
         );
     }
     conclude(
         "fork copies this process; spawn re-executes this binary and routes the child to its\n\
-         function before main; forkserver asks a clean single-threaded server to fork",
+         function before main; forkserver asks a clean single-threaded server to fork (each\n\
+         start takes a child forked while the previous one ran)",
     );
     Ok(())
 }
