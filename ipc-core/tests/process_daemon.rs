@@ -155,8 +155,16 @@ fn forkserver_daemons_outlive_the_thread_that_started_the_server() {
 }
 
 /// Starts a daemon through the forkserver, kills the server, starts another child (which
-/// replaces the server), reports the daemon's pid and waits to be killed.
+/// replaces the server), reports the daemon's pid and waits to be killed. All of it on a
+/// thread other than the main one: the server's children are then not asked to take the
+/// parent-death signal, so only the servers' watch can kill the daemon.
 fn parent_that_loses_its_server(conn: Connection) {
+    std::thread::spawn(move || loses_its_server(conn))
+        .join()
+        .unwrap();
+}
+
+fn loses_its_server(conn: Connection) {
     let d = builder(StartMethod::ForkServer)
         .daemon(true)
         .spawn((), sleep_forever)

@@ -679,12 +679,21 @@ fn parent_with_a_foreign_fork((): ()) -> (bool, u32) {
     // starting children makes no thread), so the child's copy of every lock is free.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        std::process::exit(0);
+        // The foreign child starts a child of its own through the forkserver (its own: ours is
+        // not its to use), then leaves through its exit handler.
+        let own = builder(StartMethod::ForkServer)
+            .spawn(5u32, |x| x + 1)
+            .ok()
+            .and_then(|h| h.join().ok());
+        std::process::exit(if own == Some(6) { 0 } else { 7 });
     }
     let mut status = 0;
     // SAFETY: waits for the child just forked, writing its status into a live local.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert_eq!(status, 0, "the foreign child's exit");
+    assert_eq!(
+        status, 0,
+        "the foreign child's exit (7: its own start failed)"
+    );
     let alive = d.is_alive();
     let next = builder(StartMethod::ForkServer)
         .spawn(41u32, |x| x + 1)
@@ -696,10 +705,11 @@ fn parent_with_a_foreign_fork((): ()) -> (bool, u32) {
     (alive, next)
 }
 
-// A process forked outside ipc-core inherits our records and our exit handler. At its exit it
-// must leave our children and our forkserver alone: it is not their parent (once it read our
-// pid from a stale cache and terminated our daemons, or took the hello of our forkserver's
-// prepared child, after which our next start waited forever).
+// A process forked outside ipc-core inherits our records and our exit handler. It must leave
+// our children and our forkserver alone, at its exit and when it starts children of its own:
+// it is not their parent (once it read our pid from a stale cache and terminated our daemons,
+// or took the hello of our forkserver's prepared child, after which our next start waited
+// forever).
 #[test]
 fn a_foreign_fork_leaves_our_children_and_forkserver_alone() {
     let h = builder(StartMethod::Spawn)
@@ -713,4 +723,43 @@ fn a_foreign_fork_leaves_our_children_and_forkserver_alone() {
     );
     drop(_reap);
     assert_eq!(h.join().unwrap(), (true, 42));
+}
+
+/// Starts a forkserver child, forks by hand a child that holds copies of everything (the
+/// forkserver's control channel, the prepared child's connection) for a minute, reports its
+/// pid and returns: this process then exits, and its exit handler stops the forkserver.
+#[allow(unsafe_code)]
+fn parent_outlived_by_a_foreign_fork(conn: Connection) {
+    let h = builder(StartMethod::ForkServer)
+        .spawn(1u32, |x| x + 1)
+        .unwrap();
+    assert_eq!(h.join().unwrap(), 2);
+    // SAFETY: single-threaded, as in `parent_with_a_foreign_fork`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        std::thread::sleep(Duration::from_secs(60));
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(0) };
+    }
+    conn.send(&pid).unwrap();
+}
+
+// Stopping the forkserver at exit waits for no descriptor to close: a foreign child holding
+// copies of them must not hold our exit up.
+#[test]
+fn exit_is_not_held_up_by_a_foreign_fork() {
+    let (ours, theirs) = ipc_core::conn::pipe(true).unwrap();
+    let h = builder(StartMethod::Spawn)
+        .spawn(theirs, parent_outlived_by_a_foreign_fork)
+        .unwrap();
+    let _reap = Reap(&h);
+    let foreign: i32 = ours.recv().unwrap();
+    let _kill = common::KillOnPanic(vec![foreign]);
+    let code = h.join_timeout(Duration::from_secs(20)).unwrap();
+    common::kill_pid(foreign);
+    assert_eq!(
+        code,
+        Some(0),
+        "the parent's exit waited for its foreign child"
+    );
 }

@@ -10,7 +10,7 @@
 //! children and joins the others, as Python does. A child started by this crate runs the same
 //! shutdown explicitly before it leaves with `_exit`.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -77,11 +77,19 @@ pub(crate) fn pid() -> i32 {
 /// it: the child would take itself for the creator of our children, and its exit handler
 /// would stop them; so the cache is cleared in the child of every `fork(3)`.
 fn remember_pid(p: i32) {
-    static FORK_HOOK: Once = Once::new();
-    FORK_HOOK.call_once(|| {
-        let _ = crate::sys::at_fork_in_child(forget_pid);
-    });
+    install_fork_hook();
     PID.store(p, Ordering::Relaxed);
+}
+
+/// Registers [`forget_pid`] for the child of every `fork(3)`, once. Called before `main` (from
+/// the load-time hook) and, in case that hook is not linked in, when the pid is first cached.
+/// A flag rather than a `Once`: a fork by another thread in the middle must not leave the
+/// child blocked on a `Once` that nobody will finish.
+pub(crate) fn install_fork_hook() {
+    static HOOKED: AtomicBool = AtomicBool::new(false);
+    if !HOOKED.swap(true, Ordering::Relaxed) {
+        let _ = crate::sys::at_fork_in_child(forget_pid);
+    }
 }
 
 /// Runs in the child of any `fork(3)` (glibc's atfork handler): the pid is asked again.
@@ -148,10 +156,22 @@ impl Global {
     /// Reaps children whose handles were dropped and which have exited, so detached children
     /// do not stay zombies (Python does the same on every start), and forgets their records.
     pub(crate) fn reap_detached(&mut self) {
+        self.forget_inherited();
         // Only records nobody else holds are polled: a live handle's owner may be blocked in a
         // wait on it, and that owner reaps it anyway.
         self.children
             .retain(|c| Arc::strong_count(c) > 1 || !matches!(c.poll_exit(), Ok(Some(_))));
+    }
+
+    /// In a process forked outside this crate (`libc::fork`, nix), forgets the records it
+    /// inherited: the children and the forkserver are its parent's, not its own (dropping the
+    /// records closes only this process's copies of their descriptors).
+    pub(crate) fn forget_inherited(&mut self) {
+        let mine = pid();
+        self.children.retain(|c| c.creator == mine);
+        if self.forkserver.as_ref().is_some_and(|s| !s.is_creator()) {
+            self.forkserver = None;
+        }
     }
 }
 
@@ -173,16 +193,12 @@ const DAEMON_GRACE: Duration = Duration::from_secs(2);
 pub(crate) fn shutdown() {
     let (children, server) = {
         let mut g = lock();
+        g.forget_inherited();
         if g.children.is_empty() && g.forkserver.is_none() {
             // The common case in a child that started nobody: nothing to stop or join.
             return;
         }
-        let mine = pid();
-        let children: Vec<_> = std::mem::take(&mut g.children)
-            .into_iter()
-            .filter(|c| c.creator == mine)
-            .collect();
-        (children, g.forkserver.take())
+        (std::mem::take(&mut g.children), g.forkserver.take())
     };
     for c in children.iter().filter(|c| c.daemon) {
         let _ = c.signal(Signal::TERM);
@@ -199,9 +215,6 @@ pub(crate) fn shutdown() {
         }
     }
     if let Some(server) = server {
-        // A forkserver inherited through a fork made outside this crate is not ours to stop.
-        if server.is_creator() {
-            server.stop();
-        }
+        server.stop();
     }
 }

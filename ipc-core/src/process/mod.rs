@@ -276,11 +276,14 @@ fn forkserver_launch(g: &mut global::Global, daemon: bool) -> Result<Launched> {
     use start::forkserver::Launch;
     let mut lost = None;
     for _ in 0..2 {
-        match running_forkserver(g)?.launch() {
+        let launched = running_forkserver(g)?.launch();
+        // A server found broken is replaced at once, whatever this start's outcome: the
+        // daemons it watched need a watcher.
+        if g.forkserver.as_ref().is_some_and(|s| s.is_broken()) {
+            replace_forkserver(g);
+        }
+        match launched {
             Launch::Done(Ok(l)) => {
-                if g.forkserver.as_ref().is_some_and(|s| s.is_broken()) {
-                    replace_forkserver(g);
-                }
                 if !daemon {
                     return Ok(l);
                 }
@@ -297,19 +300,22 @@ fn forkserver_launch(g: &mut global::Global, daemon: bool) -> Result<Launched> {
                         let _ = rustix::process::kill_process(l.pid, rustix::process::Signal::KILL);
                         let _ = child::reap(l.pid);
                         lost = Some(e);
+                        replace_forkserver(g);
                     }
                 }
             }
             Launch::Done(Err(e)) => return Err(e),
+            // Replaced above (a server gone is broken).
             Launch::ServerGone(e) => lost = Some(e),
         }
-        replace_forkserver(g);
     }
     Err(lost.expect("set on every path that repeats"))
 }
 
 /// This process's forkserver, started if there is none.
 fn running_forkserver(g: &mut global::Global) -> Result<&mut start::forkserver::ForkServer> {
+    // A server inherited through a fork made outside this crate is our parent's.
+    g.forget_inherited();
     if g.forkserver.is_none() {
         let id = g.identity.clone();
         let server = start::forkserver::ForkServer::start(&id)?;

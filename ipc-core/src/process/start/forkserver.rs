@@ -35,8 +35,12 @@
 //! killed). A parent-death signal alone cannot do it: it follows the thread that is the child's
 //! parent, here the thread of ours that started the server, which may be short-lived. When that
 //! thread is our main thread, daemons ask for the signal too, so a daemon whose server was
-//! killed still dies with us; otherwise, until the next start replaces the server (and hands
-//! the new one the daemons still running), a killed server leaves its daemons unwatched.
+//! killed still dies with us (a main thread that ends by `pthread_exit` while the process goes
+//! on counts as our end there, as it does for spawn's daemons); otherwise, until the next start
+//! replaces the server (and hands the new one the daemons still running), a killed server
+//! leaves its daemons unwatched. A server whose answer fails knows we are gone: it forks
+//! nothing more, reads what we sent to the end (daemons to watch may still be queued) and
+//! kills the daemons.
 //!
 //! Measured with `cargo xtask compare --only process_start_join_forkserver` (2 vCPUs, unpinned),
 //! start+join took 346-430 us when the server forked on request and reported exit codes, 277-353
@@ -215,9 +219,11 @@ impl ForkServer {
                         "forkserver answered for another child",
                     ));
                 }
-                // The child died before its hello: reap it, take the next.
+                // The child died before its hello (or somebody else took it): make sure it is
+                // gone (ours and unreaped, so the pid is still its own), reap it, take the next.
                 (Err(_), Ok(Response::Forked { pid })) => {
                     if let Some(pid) = Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, Signal::KILL);
                         let _ = reap(pid);
                     }
                     continue;
@@ -279,9 +285,13 @@ impl ForkServer {
 
     /// Closes the control channel (the server leaves when it sees end of file), reaps the server
     /// and the prepared child.
+    ///
+    /// Nothing here waits for a descriptor to close: a process forked from ours outside this
+    /// crate may hold copies of them. The prepared child (ours and unreaped, so its pid is its
+    /// own) is killed, and the control channel is shut down for every holder.
     pub(crate) fn stop(mut self) {
         // The prepared child is ours: learn its pid (from the server, or from the child if the
-        // server died after forking it), then close its connection, which ends it, and reap it.
+        // server died after forking it), then stop it and reap it.
         if let Some(conn) = self.prepared.take() {
             let pid = match self.response() {
                 Ok(Response::Forked { pid }) => Some(pid),
@@ -289,9 +299,11 @@ impl ForkServer {
             };
             drop(conn);
             if let Some(pid) = pid.and_then(Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, Signal::KILL);
                 let _ = reap(pid);
             }
         }
+        let _ = rustix::net::shutdown(&self.ctrl, rustix::net::Shutdown::Both);
         drop(self.ctrl);
         let _ = self.server.wait(None);
     }
@@ -319,7 +331,7 @@ fn prepared_main(conn: Connection) -> ! {
     // SAFETY: this function never returns, and a panic below is caught before it could unwind
     // into the server's frames, which own the boot connection.
     unsafe { close_boot_connection() };
-    let _ = catch_unwind(AssertUnwindSafe(move || {
+    let outcome = catch_unwind(AssertUnwindSafe(move || {
         let pid = rustix::process::getpid().as_raw_nonzero().get();
         if conn.send(&Hello { pid }).is_err() {
             sys::exit_now(0);
@@ -333,6 +345,9 @@ fn prepared_main(conn: Connection) -> ! {
             }
         }
     }));
+    // Dropping a panic payload may panic again and unwind: leak it instead.
+    let Err(payload) = outcome;
+    std::mem::forget(payload);
     sys::exit_now(BOOT_FAILED)
 }
 
@@ -346,6 +361,9 @@ fn serve(ctrl: Connection) {
     let _ = std::io::Write::flush(&mut std::io::stderr());
     // Daemon children's pidfds, until they exit.
     let mut watched: Vec<OwnedFd> = Vec::new();
+    // Our parent can no longer hear us (a response failed): it is gone. Fork nothing more,
+    // read what it sent until end of file, then kill the daemons it asked us to watch.
+    let mut orphaned = false;
     loop {
         let mut fds = Vec::with_capacity(watched.len() + 1);
         fds.push(PollFd::new(&ctrl, PollFlags::IN));
@@ -371,6 +389,7 @@ fn serve(ctrl: Connection) {
         }
         match ctrl.recv::<Request>() {
             Ok(Request::Watch(fd)) => watched.push(fd.0),
+            Ok(Request::Prepare(_)) if orphaned => {}
             Ok(Request::Prepare(conn)) => {
                 // SAFETY: the server is single-threaded (it runs nothing but this loop, on the
                 // thread that made `forker`), so the fork cannot leave a lock held by another
@@ -391,7 +410,7 @@ fn serve(ctrl: Connection) {
                 };
                 drop(conn);
                 if ctrl.send(&response).is_err() {
-                    break;
+                    orphaned = true;
                 }
             }
             // End of file: our parent exited or was killed. Daemon children die with it (at a
