@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{METHODS, Reap, builder, wait_gone};
 use ipc_core::conn::{Connection, pipe};
-use ipc_core::process::{JoinError, StartMethod};
+use ipc_core::process::{JoinError, JoinHandle, StartMethod};
 
 fn sleep_forever((): ()) {
     loop {
@@ -154,17 +154,9 @@ fn forkserver_daemons_outlive_the_thread_that_started_the_server() {
     assert!(gone, "the daemons outlived their killed parent");
 }
 
-/// Starts a daemon through the forkserver, kills the server, starts another child (which
-/// replaces the server), reports the daemon's pid and waits to be killed. All of it on a
-/// thread other than the main one: the server's children are then not asked to take the
-/// parent-death signal, so only the servers' watch can kill the daemon.
-fn parent_that_loses_its_server(conn: Connection) {
-    std::thread::spawn(move || loses_its_server(conn))
-        .join()
-        .unwrap();
-}
-
-fn loses_its_server(conn: Connection) {
+/// Starts a sleeping daemon through the forkserver, then kills the server and waits until it
+/// is gone; returns the daemon.
+fn daemon_of_a_killed_server() -> JoinHandle<()> {
     let d = builder(StartMethod::ForkServer)
         .daemon(true)
         .spawn((), sleep_forever)
@@ -172,23 +164,14 @@ fn loses_its_server(conn: Connection) {
     let server = ipc_core::process::forkserver_pid().unwrap();
     common::kill_pid(server);
     assert!(wait_gone(server, Duration::from_secs(30)));
-    // The next start finds the server dead and replaces it.
-    let n = builder(StartMethod::ForkServer)
-        .spawn(21, |x: u32| x * 2)
-        .unwrap();
-    assert_eq!(n.join().unwrap(), 42);
-    assert_ne!(ipc_core::process::forkserver_pid(), Some(server));
-    conn.send(&d.pid()).unwrap();
-    sleep_forever(())
+    d
 }
 
-// A daemon whose forkserver was killed is in the care of the server that replaces it.
-#[test]
-fn a_replacement_forkserver_takes_over_the_daemons() {
+/// Runs `parent` in a spawned process; it reports the pid of a daemon of its own, then waits.
+/// Kills the parent and checks that the daemon dies too.
+fn assert_daemon_dies_with(parent: fn(Connection)) {
     let (ours, theirs) = pipe(true).unwrap();
-    let p = builder(StartMethod::Spawn)
-        .spawn(theirs, parent_that_loses_its_server)
-        .unwrap();
+    let p = builder(StartMethod::Spawn).spawn(theirs, parent).unwrap();
     let _reap = Reap(&p);
     let daemon: i32 = ours.recv().unwrap();
     p.kill().unwrap();
@@ -198,16 +181,37 @@ fn a_replacement_forkserver_takes_over_the_daemons() {
     assert!(gone, "the daemon outlived its killed parent");
 }
 
-/// Starts a daemon through the forkserver (from the main thread), kills the server and waits
-/// until it is gone, reports the daemon's pid and waits to be killed, starting nothing more.
+/// Starts a daemon through the forkserver, kills the server, starts another child (which
+/// replaces the server), reports the daemon's pid and waits to be killed. All of it on a
+/// thread other than the main one: the server's children are then not asked to take the
+/// parent-death signal, so only the servers' watch can kill the daemon.
+fn parent_that_loses_its_server(conn: Connection) {
+    std::thread::spawn(move || {
+        let d = daemon_of_a_killed_server();
+        let server = ipc_core::process::forkserver_pid();
+        // The next start finds the server dead and replaces it.
+        let n = builder(StartMethod::ForkServer)
+            .spawn(21, |x: u32| x * 2)
+            .unwrap();
+        assert_eq!(n.join().unwrap(), 42);
+        assert_ne!(ipc_core::process::forkserver_pid(), server);
+        conn.send(&d.pid()).unwrap();
+        sleep_forever(())
+    })
+    .join()
+    .unwrap();
+}
+
+// A daemon whose forkserver was killed is in the care of the server that replaces it.
+#[test]
+fn a_replacement_forkserver_takes_over_the_daemons() {
+    assert_daemon_dies_with(parent_that_loses_its_server);
+}
+
+/// Starts a daemon through the forkserver (from the main thread), kills the server, reports the
+/// daemon's pid and waits to be killed, starting nothing more.
 fn parent_whose_server_dies_idle(conn: Connection) {
-    let d = builder(StartMethod::ForkServer)
-        .daemon(true)
-        .spawn((), sleep_forever)
-        .unwrap();
-    let server = ipc_core::process::forkserver_pid().unwrap();
-    common::kill_pid(server);
-    assert!(wait_gone(server, Duration::from_secs(30)));
+    let d = daemon_of_a_killed_server();
     conn.send(&d.pid()).unwrap();
     sleep_forever(())
 }
@@ -217,15 +221,5 @@ fn parent_whose_server_dies_idle(conn: Connection) {
 // the main thread, so they ask for its death signal.
 #[test]
 fn daemons_of_a_dead_idle_forkserver_still_die_with_their_parent() {
-    let (ours, theirs) = pipe(true).unwrap();
-    let p = builder(StartMethod::Spawn)
-        .spawn(theirs, parent_whose_server_dies_idle)
-        .unwrap();
-    let _reap = Reap(&p);
-    let daemon: i32 = ours.recv().unwrap();
-    p.kill().unwrap();
-    assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
-    let gone = wait_gone(daemon, Duration::from_secs(30));
-    common::kill_pid(daemon);
-    assert!(gone, "the daemon outlived its killed parent");
+    assert_daemon_dies_with(parent_whose_server_dies_idle);
 }
