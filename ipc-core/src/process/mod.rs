@@ -652,7 +652,11 @@ pub struct ChildInfo {
 /// The children of this process that are still running. Children that have finished are reaped
 /// on the way, as in Python.
 pub fn active_children() -> Vec<ChildInfo> {
-    let children: Vec<Arc<ChildInner>> = global::lock().children.clone();
+    let children: Vec<Arc<ChildInner>> = {
+        let mut g = global::lock();
+        g.forget_inherited();
+        g.children.clone()
+    };
     let mut finished = Vec::new();
     let mut alive = Vec::new();
     for c in children {
@@ -667,8 +671,8 @@ pub fn active_children() -> Vec<ChildInfo> {
             Err(_) => true,
         };
         if running {
-            // Exited, but not yet reaped or reported (a forkserver child whose exit code is
-            // still on its way): not active, and its record stays until the code is in.
+            // Exited, but not yet reaped (a join in another thread is about to): not active,
+            // and its record stays until that join is done.
             if c.has_exited() {
                 continue;
             }
