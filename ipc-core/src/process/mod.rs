@@ -181,45 +181,59 @@ impl Builder {
             bootstrap::BootInfo::new(bootstrap::trampoline::<A, R>, f as *const (), &id, method);
         // The child exists (and is ours) before it is told anything: the boot message and the
         // argument go out only now, after the lock is released.
-        let launched = match method {
-            StartMethod::Spawn => start::spawn::launch()?,
-            _ => forkserver_launch(&mut g, self.daemon)?,
-        };
-        let Launched {
-            pid,
-            pidfd,
-            conn,
-            parent_death_signal,
-        } = launched;
-        boot.parent_death_signal = parent_death_signal;
-        let inner = Arc::new(ChildInner::new(
-            pid,
-            pidfd,
-            conn,
-            id.name,
-            self.daemon,
-            method,
-        ));
-        g.register(inner.clone());
-        drop(g);
-        let sent = {
-            let st = inner.lock();
-            let c = st.conn.as_ref().expect("fresh child has its connection");
-            c.send(&boot)
-                .and_then(|()| c.send_encoded(&arg_frame, &fds))
-        };
-        drop(fds);
-        if let Err(e) = sent {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let launched = match method {
+                StartMethod::Spawn => start::spawn::launch()?,
+                _ => forkserver_launch(&mut g, self.daemon)?,
+            };
+            let Launched {
+                pid,
+                pidfd,
+                conn,
+                parent_death_signal,
+            } = launched;
+            boot.parent_death_signal = parent_death_signal;
+            let inner = Arc::new(ChildInner::new(
+                pid,
+                pidfd,
+                conn,
+                id.name.clone(),
+                self.daemon,
+                method,
+            ));
+            g.register(inner.clone());
+            drop(g);
+            let sent = {
+                let st = inner.lock();
+                let c = st.conn.as_ref().expect("fresh child has its connection");
+                c.send(&boot)
+                    .and_then(|()| c.send_encoded(&arg_frame, &fds))
+            };
+            let Err(e) = sent else {
+                return Ok(JoinHandle {
+                    inner,
+                    _result: PhantomData,
+                });
+            };
             // The child cannot run (it died, or the descriptors could not be sent): make sure
             // it is gone before reporting.
             let _ = inner.signal(rustix::process::Signal::KILL);
             let _ = inner.wait(None);
-            return Err(e);
+            g = global::lock();
+            g.forget(&inner);
+            // A prepared forkserver child that was killed while it waited may still look alive
+            // when it is taken, and only its closed connection tells: it never read its
+            // argument, so the start is made again with the next one.
+            let peer_gone = matches!(&e, Error::Io(io) if matches!(
+                io.raw_os_error(),
+                Some(libc::EPIPE | libc::ECONNRESET)
+            ));
+            if method != StartMethod::ForkServer || !peer_gone || attempts == 3 {
+                return Err(e);
+            }
         }
-        Ok(JoinHandle {
-            inner,
-            _result: PhantomData,
-        })
     }
 
     /// Forks a child running the closure `f` (fork start method only: the closure's captures are
@@ -451,6 +465,12 @@ impl<R> Drop for JoinHandle<R> {
 
 impl<R: DeserializeOwned> JoinHandle<R> {
     /// Waits for the child to finish and returns its function's result.
+    ///
+    /// The result is the function's whenever it returned one, even if the process was killed
+    /// on its way out afterwards ([`exitcode`](Self::exitcode) then says `-9`); a child killed
+    /// before its function returned gives [`JoinError::Signaled`]. That includes a forkserver
+    /// child killed while it waited, idle, for its start: whoever kills processes of ours that
+    /// they do not know about gets the same answer as for any other kill.
     pub fn join(self) -> Result<R, JoinError> {
         self.inner.check_creator("join")?;
         let code = self
