@@ -84,3 +84,165 @@ fn a_server_killed_during_starts_never_runs_a_function_twice() {
         "starts failed because the server was killed: {failed:?}"
     );
 }
+
+/// A small xorshift generator: the storm is random but replayable from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// SIGKILLs `pid` if it is still an unreaped child of `me` (through a pidfd opened before the
+/// check, so a recycled pid is never hit).
+fn kill_if_child(me: i32, pid: i32) {
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
+        return;
+    };
+    if common::children_of(me).contains(&(pid, 'S'))
+        || common::children_of(me).contains(&(pid, 'R'))
+    {
+        let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+    }
+}
+
+/// The function of the storm's children: leaves its mark, returns a value derived from the
+/// token (so a wrong answer cannot pass); one in three takes 2 ms, long enough to be killed.
+fn mark_and_answer(arg: (PathBuf, u32)) -> u64 {
+    let token = mark(arg);
+    if token % 3 == 0 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    u64::from(token) * 7 + 3
+}
+
+/// In its own process (so the forkserver is its own): `starts` forkserver starts while a thread
+/// SIGKILLs, at random moments, the server, the idle prepared child or the running child.
+/// Returns what went wrong (nothing, if all is well), and how many starts failed, how many
+/// children were killed and how many servers served.
+fn storm((dir, starts, seed): (PathBuf, u32, u64)) -> (Vec<String>, usize, usize, usize) {
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+    let me = std::process::id() as i32;
+    let running = Arc::new(AtomicI32::new(0));
+    let server = Arc::new(AtomicI32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let (running, server, stop) = (running.clone(), server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed | 1);
+            while !stop.load(Relaxed) {
+                std::thread::sleep(Duration::from_micros(rng.below(400)));
+                let (run, srv) = (running.load(Relaxed), server.load(Relaxed));
+                let victim = match rng.below(3) {
+                    0 => srv,
+                    1 => run,
+                    // The idle prepared child: a child that is neither the server nor running.
+                    _ => common::children_of(me)
+                        .into_iter()
+                        .map(|(p, _)| p)
+                        .find(|&p| p != srv && p != run)
+                        .unwrap_or(0),
+                };
+                kill_if_child(me, victim);
+            }
+        })
+    };
+    let outcomes = Mutex::new(Vec::new());
+    let mut failed = Vec::new();
+    let mut servers = std::collections::HashSet::new();
+    for token in 0..starts {
+        match builder(StartMethod::ForkServer).spawn((dir.clone(), token), mark_and_answer) {
+            Err(_) => failed.push(token),
+            Ok(h) => {
+                running.store(h.pid(), Relaxed);
+                let srv = process::forkserver_pid().unwrap_or(0);
+                servers.insert(srv);
+                server.store(srv, Relaxed);
+                let r = h.join();
+                running.store(0, Relaxed);
+                outcomes.lock().unwrap().push((token, r));
+            }
+        }
+    }
+    stop.store(true, Relaxed);
+    killer.join().unwrap();
+    let mut problems: Vec<String> = Vec::new();
+    let mut killed = 0;
+    for (token, r) in outcomes.into_inner().unwrap() {
+        match r {
+            Ok(v) if v == u64::from(token) * 7 + 3 => {}
+            Err(process::JoinError::Signaled(9)) => killed += 1,
+            other => problems.push(format!("start {token}: {other:?}")),
+        }
+    }
+    // After the storm, starts work again, and nothing is left but the server and one idle
+    // prepared child (no zombie, no straggler).
+    for token in starts..starts + 3 {
+        match builder(StartMethod::ForkServer).spawn((dir.clone(), token), mark_and_answer) {
+            Ok(h) => {
+                if h.join().ok() != Some(u64::from(token) * 7 + 3) {
+                    problems.push(format!("clean start {token} after the storm failed"));
+                }
+            }
+            Err(e) => problems.push(format!("clean start {token} after the storm: {e}")),
+        }
+    }
+    let children = common::children_of(me);
+    if children.len() > 2 || children.iter().any(|&(_, s)| s == 'Z') {
+        problems.push(format!("children after the storm: {children:?}"));
+    }
+    let runs = runs_per_token(&dir);
+    problems.extend(
+        runs.iter()
+            .filter(|&(_, &n)| n > 1)
+            .map(|(t, n)| format!("token {t} ran {n} times")),
+    );
+    problems.extend(
+        failed
+            .iter()
+            .filter(|t| runs.contains_key(t))
+            .map(|t| format!("start {t} failed but its function ran")),
+    );
+    (problems, failed.len(), killed, servers.len())
+}
+
+// Kills anything of the forkserver's at random moments (server, idle prepared child, running
+// child): every start gives the right value, a kill (-9) or an error; no function runs twice
+// or after its start failed; nothing is left behind; starts work afterwards.
+#[test]
+fn a_kill_storm_loses_nothing_and_runs_nothing_twice() {
+    let dir =
+        std::env::temp_dir().join(format!("ipc-core-forkserver-storm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let h = builder(StartMethod::Spawn)
+        .spawn((dir.clone(), 150u32, seed), storm)
+        .unwrap();
+    let _kill = common::KillOnPanic(vec![h.pid()]);
+    let done = h.join_timeout(Duration::from_secs(120)).unwrap();
+    assert!(done.is_some(), "the storm hung (seed {seed})");
+    let (problems, failed, killed, servers) = h.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(problems.is_empty(), "seed {seed}: {problems:#?}");
+    // The storm must have hit something, or it proved nothing.
+    assert!(
+        killed > 0 && servers > 1,
+        "seed {seed}: a storm that killed {killed} children and {} servers",
+        servers.saturating_sub(1)
+    );
+    eprintln!(
+        "storm (seed {seed}): 150 starts, {failed} failed with an error, {killed} children \
+         killed, {servers} servers"
+    );
+}

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{METHODS, Reap, builder};
+use common::{METHODS, Reap, builder, children_of};
 use ipc_core::conn::{Address, Connection, Listener, connect, pipe, wait};
 use ipc_core::process::{self, JoinError, StartMethod, active_children};
 use ipc_core::shm::{BIG_ALLOCATION, NamedSegment, Segment, ShmBox, ShmSlice};
@@ -308,28 +308,6 @@ fn shared_mappings(pid: i32) -> Vec<String> {
         .filter(|l| l.contains("memfd:") || l.contains("/dev/shm/"))
         .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "))
         .collect()
-}
-
-/// Every process whose parent is `pid`, with its state (Z = zombie).
-fn children_of(pid: i32) -> Vec<(i32, char)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        if f.next().and_then(|s| s.parse::<i32>().ok()) == Some(pid) {
-            out.push((p, state));
-        }
-    }
-    out
 }
 
 /// Polls `f` until it holds or a generous deadline passes (children signalled at the very end of

@@ -162,3 +162,25 @@ pub fn pester<T>(thread: &std::thread::JoinHandle<T>, period: Duration) -> usize
     std::thread::sleep(Duration::from_millis(20));
     DELIVERED.load(Ordering::Relaxed) - before
 }
+
+/// Every process whose parent is `pid`, with its state (Z = zombie).
+pub fn children_of(pid: i32) -> Vec<(i32, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if f.next().and_then(|s| s.parse::<i32>().ok()) == Some(pid) {
+            out.push((p, state));
+        }
+    }
+    out
+}
