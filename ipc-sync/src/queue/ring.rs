@@ -11,8 +11,8 @@
 //! # Shared-memory layout
 //! ```text
 //! RingHeader (#[repr(C, align(64))], 192 bytes, all-zero = empty, unbounded, open)
-//! line 0, written by producers:  | wlock | get_waiters | not_empty | pad | tail | head_seen | pad |
-//! line 1, written by consumers:  | rlock | put_waiters | not_full  | pad | head | tail_seen | pad |
+//! line 0, written by producers:  | wlock | get_waiters | not_empty | producer_cpu | tail | head_seen | pad |
+//! line 1, written by consumers:  | rlock | put_waiters | not_full  | consumer_cpu | head | tail_seen | pad |
 //! line 2, rarely written:        | maxsize (0 = unbounded) | shutdown (0 open, 1 draining,
 //!                                  2 immediate) | done | join_waiters | pad |
 //! tail, head: u64 = records << 40 | position (published by the wlock / rlock holder)
@@ -103,7 +103,8 @@ pub(crate) struct RingHeader {
     wlock: RawLock,
     get_waiters: AtomicU32,
     not_empty: AtomicU32,
-    _pad0: u32,
+    /// The CPU (+ 1; 0: unknown) of the last producer that woke a sleeping consumer.
+    producer_cpu: AtomicU32,
     tail: AtomicU64,
     head_seen: AtomicU64,
     _line0: [u64; 4],
@@ -111,7 +112,8 @@ pub(crate) struct RingHeader {
     rlock: RawLock,
     put_waiters: AtomicU32,
     not_full: AtomicU32,
-    _pad1: u32,
+    /// The CPU (+ 1; 0: unknown) of the last consumer that woke a sleeping producer.
+    consumer_cpu: AtomicU32,
     head: AtomicU64,
     tail_seen: AtomicU64,
     _line1: [u64; 4],
@@ -295,14 +297,18 @@ impl Ring {
 
     /// Waits on `seq` while `unchanged()` holds, announcing itself in `waiters` (module doc,
     /// "Memory ordering").
+    ///
+    /// `peer_cpu` is where the other side last ran when it woke a sleeper of ours (see
+    /// [`spin::spin_for_peer`]).
     fn sleep(
         &self,
         seq: &AtomicU32,
         waiters: &AtomicU32,
+        peer_cpu: &AtomicU32,
         unchanged: impl Fn() -> bool,
         until: Option<Instant>,
     ) -> WaitOutcome {
-        if spin::spin(|| !unchanged()) {
+        if spin::spin_for_peer(peer_cpu.load(Ordering::Relaxed), || !unchanged()) {
             return WaitOutcome::Woken;
         }
         // Known window: a publisher SIGKILLed between its position store and its wake leaves a
@@ -320,12 +326,14 @@ impl Ring {
         // wake): only one process at a time sleeps per side, so nothing else needs clearing it.
     }
 
-    /// The publisher's half of the handshake: wake the other side if it announced a sleep.
+    /// The publisher's half of the handshake: wake the other side if it announced a sleep, and
+    /// tell it (in `our_cpu`) where we run, so that its next wait knows whether to spin.
     #[inline]
-    fn wake_sleeper(seq: &AtomicU32, waiters: &AtomicU32) {
+    fn wake_sleeper(seq: &AtomicU32, waiters: &AtomicU32, our_cpu: &AtomicU32) {
         // The load keeps the common case (nobody sleeps) free of a locked instruction on a
         // word the other side owns; the swap makes sure one announcement costs one wake.
         if waiters.load(Ordering::SeqCst) != 0 && waiters.swap(0, Ordering::SeqCst) != 0 {
+            our_cpu.store(spin::cpu_tag(), Ordering::Relaxed);
             seq.fetch_add(1, Ordering::SeqCst);
             futex::wake_all(seq);
         }
@@ -334,13 +342,13 @@ impl Ring {
     fn publish_tail(&self, w: u64) {
         let h = &*self.header;
         h.tail.store(w, Ordering::SeqCst);
-        Self::wake_sleeper(&h.not_empty, &h.get_waiters);
+        Self::wake_sleeper(&h.not_empty, &h.get_waiters, &h.producer_cpu);
     }
 
     fn publish_head(&self, w: u64) {
         let h = &*self.header;
         h.head.store(w, Ordering::SeqCst);
-        Self::wake_sleeper(&h.not_full, &h.put_waiters);
+        Self::wake_sleeper(&h.not_full, &h.put_waiters, &h.consumer_cpu);
     }
 
     fn shut(&self) -> u32 {
@@ -396,6 +404,36 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A producer that wakes a sleeping consumer leaves its CPU in the header, for the
+    /// consumer's next wait (and the consumer likewise for a sleeping producer).
+    #[test]
+    fn a_waker_leaves_its_cpu_for_the_sleeper() {
+        let r = Ring::new(1, 1).unwrap();
+        assert_eq!(r.header.producer_cpu.load(Ordering::Relaxed), 0);
+        let consumer = {
+            let r = r.clone();
+            std::thread::spawn(move || r.get(Wait::Forever, |b| b.to_vec()))
+        };
+        while r.header.get_waiters.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        r.put(b"x", Wait::Forever).unwrap();
+        assert_eq!(consumer.join().unwrap(), Ok(b"x".to_vec()));
+        assert_ne!(r.header.producer_cpu.load(Ordering::Relaxed), 0);
+        // Full (maxsize 1): a producer sleeps until a get frees the space.
+        r.put(b"y", Wait::Forever).unwrap();
+        let producer = {
+            let r = r.clone();
+            std::thread::spawn(move || r.put(b"z", Wait::Forever))
+        };
+        while r.header.put_waiters.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(r.get(Wait::Forever, |b| b.to_vec()), Ok(b"y".to_vec()));
+        producer.join().unwrap().unwrap();
+        assert_ne!(r.header.consumer_cpu.load(Ordering::Relaxed), 0);
+    }
 
     /// The header's ABI, and a zeroed header (a fresh heap block) is an empty, open,
     /// unbounded ring.

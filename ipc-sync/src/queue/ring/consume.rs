@@ -102,7 +102,13 @@ impl Ring {
                 };
                 let nothing =
                     || pos(h.tail.load(Ordering::SeqCst)) == pos(head) && self.shut() == OPEN;
-                let out = self.sleep(&h.not_empty, &h.get_waiters, nothing, until);
+                let out = self.sleep(
+                    &h.not_empty,
+                    &h.get_waiters,
+                    &h.producer_cpu,
+                    nothing,
+                    until,
+                );
                 if out == WaitOutcome::TimedOut
                     && !streaming
                     && deadline.is_some_and(|d| Instant::now() >= d)

@@ -45,7 +45,13 @@ impl Ring {
             }
             let deadline = wait.deadline();
             let blocked = || !fits() && self.shut() == OPEN;
-            if self.sleep(&h.not_full, &h.put_waiters, blocked, deadline) == WaitOutcome::TimedOut
+            if self.sleep(
+                &h.not_full,
+                &h.put_waiters,
+                &h.consumer_cpu,
+                blocked,
+                deadline,
+            ) == WaitOutcome::TimedOut
                 && blocked()
             {
                 return Err(Stop::TimedOut);
