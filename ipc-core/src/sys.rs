@@ -53,7 +53,9 @@ pub(crate) unsafe fn fork() -> io::Result<Forked> {
 /// handlers) only matters in a multithreaded process, and the caller has one thread.
 pub(crate) struct SiblingFork {
     /// The address of glibc's `tid` field of this thread, or 0 if it could not be found (the
-    /// child then keeps ours there, which only `pthread_*` calls naming the main thread read).
+    /// child then keeps ours there, which under glibc only `pthread_*` calls naming the main
+    /// thread read; musl registers another address, so there the child's `raise` and `abort`
+    /// would signal the server: the forkserver is meant for glibc targets).
     tid_address: u64,
     /// This thread's robust-futex list head and its size, as `get_robust_list` gave them.
     robust: (usize, usize),
