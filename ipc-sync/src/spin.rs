@@ -82,6 +82,7 @@ pub(crate) fn spin(mut done: impl FnMut() -> bool) -> bool {
 /// its own once both sides sleep, since a rare probe never catches a peer that is itself asleep
 /// (ping-pong between two processes pinned to two CPUs settled there now and then, at 25-40 us
 /// a round trip instead of 0.5).
+#[cfg_attr(loom, allow(dead_code))]
 #[inline]
 pub(crate) fn spin_for_peer(peer_cpu: u32, mut done: impl FnMut() -> bool) -> bool {
     if done() {
@@ -97,6 +98,7 @@ pub(crate) fn spin_for_peer(peer_cpu: u32, mut done: impl FnMut() -> bool) -> bo
 }
 
 /// The CPU this thread runs on, plus one (so that 0 can mean "unknown" in shared memory).
+#[cfg_attr(loom, allow(dead_code))]
 #[cold]
 pub(crate) fn cpu_tag() -> u32 {
     u32::try_from(rustix::thread::sched_getcpu()).map_or(0, |c| c.saturating_add(1))
