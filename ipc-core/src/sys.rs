@@ -240,15 +240,60 @@ pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
     }
 }
 
-/// Registers `f` to run in the child of every `fork(3)` (`pthread_atfork`).
-pub(crate) fn at_fork_in_child(f: unsafe extern "C" fn()) -> io::Result<()> {
-    // SAFETY: `f` is a 'static `extern "C" fn()`; the other two handlers are absent.
-    let rc = unsafe { libc::pthread_atfork(None, None, Some(f)) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
+/// This process's pid, cached: `getpid()` is a real system call (~140 ns here, against a few
+/// ns for a lock's compare-and-swap, whose fast path writes the pid).
+///
+/// The cache must not survive a fork, where the child gets a new pid but a copy of our memory.
+/// It lives in a private anonymous page marked `MADV_WIPEONFORK`: the kernel hands every forked
+/// child that page zero-filled, so the child's first call sees 0 and asks the kernel again.
+/// That holds for every fork (ours, a raw `libc::fork`, the forkserver's `clone`, another
+/// library's), with no hook to register and one relaxed load per call. Where the page cannot be
+/// set up (a kernel without `MADV_WIPEONFORK`), every call asks the kernel: slower, never wrong.
+#[inline]
+pub(crate) fn pid() -> i32 {
+    match pid_cell() {
+        Some(cell) => {
+            let p = cell.load(std::sync::atomic::Ordering::Relaxed);
+            if p != 0 {
+                return p;
+            }
+            let p = rustix::process::getpid().as_raw_nonzero().get();
+            cell.store(p, std::sync::atomic::Ordering::Relaxed);
+            p
+        }
+        None => rustix::process::getpid().as_raw_nonzero().get(),
     }
+}
+
+/// The wipe-on-fork page holding the cached pid, or `None` where the kernel refused the advice.
+fn pid_cell() -> Option<&'static std::sync::atomic::AtomicI32> {
+    use std::sync::atomic::AtomicI32;
+    static CELL: std::sync::OnceLock<Option<&'static AtomicI32>> = std::sync::OnceLock::new();
+    *CELL.get_or_init(|| {
+        use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mmap_anonymous};
+        let len = rustix::param::page_size();
+        // SAFETY: a fresh private anonymous mapping at a kernel-chosen address aliases no Rust
+        // object; it is never unmapped, so the reference below lives for the whole process.
+        let page = unsafe {
+            mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
+        }
+        .ok()?;
+        // SAFETY: `page` is the whole mapping just created; the advice changes only what a
+        // forked child sees (zeroes), not this process's view.
+        if unsafe { madvise(page, len, Advice::LinuxWipeOnFork) }.is_err() {
+            // SAFETY: the mapping is ours and nothing refers to it yet.
+            let _ = unsafe { rustix::mm::munmap(page, len) };
+            return None;
+        }
+        // SAFETY: the page is zero-filled, page aligned (so aligned for i32), readable and
+        // writable, and lives forever; zero is a valid AtomicI32.
+        Some(unsafe { &*(page as *const AtomicI32) })
+    })
 }
 
 /// Maps `len` bytes of `fd` shared and read-write.

@@ -197,7 +197,6 @@ fn leave_if_orphaned(expected_parent: i32) {
 
 /// Called before `main` in every process that links ipc-core (see [`crate::sys`]).
 pub(crate) fn on_load() {
-    global::install_fork_hook();
     if std::env::var_os(SPAWN_ENV).is_none() {
         return;
     }

@@ -10,7 +10,6 @@
 //! children and joins the others, as Python does. A child started by this crate runs the same
 //! shutdown explicitly before it leaves with `_exit`.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -53,54 +52,20 @@ static GLOBAL: Mutex<Global> = Mutex::new(Global {
     default_method: None,
 });
 
-/// This process's pid, cached (getpid is a real syscall here); 0 until first asked.
-static PID: AtomicI32 = AtomicI32::new(0);
-
 static AT_EXIT: Once = Once::new();
 
 pub(crate) fn lock() -> MutexGuard<'static, Global> {
     GLOBAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The cached pid of this process.
+/// This process's pid (see [`crate::sys::pid`]: cached, and right after any fork).
 pub(crate) fn pid() -> i32 {
-    let p = PID.load(Ordering::Relaxed);
-    if p != 0 {
-        return p;
-    }
-    let p = rustix::process::getpid().as_raw_nonzero().get();
-    remember_pid(p);
-    p
-}
-
-/// Caches this process's pid. A fork made outside this crate (libc::fork, nix) must not keep
-/// it: the child would take itself for the creator of our children, and its exit handler
-/// would stop them; so the cache is cleared in the child of every `fork(3)`.
-fn remember_pid(p: i32) {
-    install_fork_hook();
-    PID.store(p, Ordering::Relaxed);
-}
-
-/// Registers [`forget_pid`] for the child of every `fork(3)`, once. Called before `main` (from
-/// the load-time hook) and, in case that hook is not linked in, when the pid is first cached.
-/// A flag rather than a `Once`: a fork by another thread in the middle must not leave the
-/// child blocked on a `Once` that nobody will finish.
-pub(crate) fn install_fork_hook() {
-    static HOOKED: AtomicBool = AtomicBool::new(false);
-    if !HOOKED.swap(true, Ordering::Relaxed) {
-        let _ = crate::sys::at_fork_in_child(forget_pid);
-    }
-}
-
-/// Runs in the child of any `fork(3)` (glibc's atfork handler): the pid is asked again.
-extern "C" fn forget_pid() {
-    PID.store(0, Ordering::Relaxed);
+    crate::sys::pid()
 }
 
 impl Global {
     /// Replaces the state inherited from the parent, in a new child (fork or bootstrap).
     pub(crate) fn become_child(&mut self, identity: Identity) {
-        remember_pid(rustix::process::getpid().as_raw_nonzero().get());
         self.identity = identity;
         // The parent's children and forkserver are not ours. Dropping their records closes our
         // copies of their descriptors, which does not affect the parent.

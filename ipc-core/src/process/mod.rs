@@ -652,6 +652,18 @@ pub fn parent_process() -> Option<ParentProcess> {
     Some(ParentProcess { pid, name, pidfd })
 }
 
+/// This process's pid, as `std::process::id()` gives it, but cached: a relaxed load instead
+/// of a system call, and right in the child of any fork, however it was made (the cache lives
+/// in a page the kernel wipes in forked children).
+///
+/// ```
+/// assert_eq!(ipc_core::process::pid(), std::process::id() as i32);
+/// ```
+#[inline]
+pub fn pid() -> i32 {
+    crate::sys::pid()
+}
+
 /// The pid of this process's forkserver, if it has started one (it starts with the first
 /// forkserver child).
 pub fn forkserver_pid() -> Option<i32> {
