@@ -8,11 +8,15 @@
 //!
 //! Pid reuse: a pid names a new process only after the old one was reaped and the kernel cycled
 //! through the pid space (`pid_max`: 4 194 304 by default, 32 768 on some machines, this
-//! development VM included). Within a waiter's sleep slice that is no practical concern. **Known
-//! gap:** an owner that died while nobody waited is only noticed at the next acquire, which may
-//! come after its pid was recycled; the lock then looks held by the unrelated new process and
-//! acquires time out (a review showed it by forcing the reuse). The planned fix records the
-//! owner's incarnation (pid and start time) rather than the pid alone.
+//! development VM included). Within a waiter's sleep slice that is no practical concern. But an
+//! owner that died while nobody waited is only noticed at the next acquire, which may come
+//! after its pid was recycled: the lock then looks held by an unrelated live process. So a
+//! waiter that keeps finding the owner alive also asks, once a second, whether that process
+//! maps the memory the lock lives in ([`maps_object_at`]: the same file, by device and inode,
+//! in its `/proc/<pid>/maps`). A process that does not cannot have taken the lock, nor hold it
+//! (a holder that unmapped its lock, say after forgetting the guard, abandoned it). What is
+//! left: a recycled pid that went to a process that does map the memory (a later child of a
+//! process that shares it), which keeps the lock until it exits.
 //!
 //! Pid namespaces: pids are those of the caller's namespace. Processes that share a lock across
 //! pid namespaces (containers sharing memory) would see each other's pids as dead or as someone
@@ -48,9 +52,71 @@ pub(crate) fn is_dead(pid: u32) -> bool {
     }
 }
 
+/// Whether process `pid` maps the memory object (file, memfd, or shared anonymous memory) that
+/// holds `addr` in this process: `Some(false)` means it cannot be the holder of a lock at
+/// `addr`; `None` when that cannot be told (maps unreadable, or `addr` in private memory).
+pub(crate) fn maps_object_at(pid: u32, addr: usize) -> Option<bool> {
+    let ours = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let object = ours.lines().find_map(|l| {
+        let m = Mapping::parse(l)?;
+        (m.start <= addr && addr < m.end && m.inode != 0).then_some((m.dev, m.inode))
+    })?;
+    let theirs = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    Some(
+        theirs
+            .lines()
+            .filter_map(Mapping::parse)
+            .any(|m| (m.dev, m.inode) == object),
+    )
+}
+
+/// One line of `/proc/<pid>/maps`: `start-end perms offset dev inode [path]`.
+struct Mapping<'a> {
+    start: usize,
+    end: usize,
+    dev: &'a str,
+    inode: u64,
+}
+
+impl<'a> Mapping<'a> {
+    fn parse(line: &'a str) -> Option<Mapping<'a>> {
+        let mut f = line.split_ascii_whitespace();
+        let (start, end) = f.next()?.split_once('-')?;
+        let (_perms, _offset) = (f.next()?, f.next()?);
+        Some(Mapping {
+            start: usize::from_str_radix(start, 16).ok()?,
+            end: usize::from_str_radix(end, 16).ok()?,
+            dev: f.next()?,
+            inode: f.next()?.parse().ok()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This process maps its shared memory; an unrelated process does not; private memory
+    /// cannot be told.
+    #[test]
+    fn who_maps_a_shared_object() {
+        let shared = ipc_core::shm::ShmBox::<u32>::new().unwrap();
+        let addr = &*shared as *const u32 as usize;
+        assert_eq!(maps_object_at(std::process::id(), addr), Some(true));
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let theirs = maps_object_at(other.id(), addr);
+        let _ = other.kill();
+        let _ = other.wait();
+        assert_eq!(theirs, Some(false));
+        let private = Box::new(0u32);
+        assert_eq!(
+            maps_object_at(std::process::id(), &*private as *const u32 as usize),
+            None
+        );
+    }
 
     #[test]
     fn this_process_is_alive() {

@@ -22,7 +22,9 @@
 //! acquire   UNLOCKED --CAS--> LOCKED                        (the whole fast path: one CAS)
 //! contended spin; then LOCKED --CAS--> CONTENDED; sleep on the word in 100 ms slices;
 //!           UNLOCKED --CAS--> CONTENDED (we can't know whether others still sleep)
-//! owner dead  (a pidfd says the pid in the word has exited, checked when a slice ends)
+//! owner dead  (a pidfd says the pid in the word has exited, checked when a slice ends; or,
+//!           once a second, the live process under that pid does not map the lock's memory:
+//!           the pid was recycled)
 //!           pid(dead) [| ..] --CAS--> me | OWNER_DIED | WAITERS, reported as OwnerDied
 //! leak      pid [| ..] --fetch_or--> pid | RELEASABLE [| ..]   (the guard is gone)
 //! release   guard drop: any --swap--> UNLOCKED; Lock::release: only a RELEASABLE word
@@ -63,6 +65,10 @@ pub const WAITERS: u32 = 0x8000_0000;
 
 /// How long a waiter sleeps before it checks whether the owner is still alive.
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
+
+/// Every this many slices (a second), a waiter whose owner is alive also checks that the owner
+/// maps the lock's memory (its pid may have been recycled: see [`liveness`]).
+const MAPS_CHECK_EVERY: u32 = 10;
 
 /// How a raw acquire ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +156,7 @@ impl RawLock {
             return Acquire::Acquired;
         }
         let mut next_check = Instant::now() + SLICE;
+        let mut slices = 0u32;
         loop {
             s = self.word.load(Ordering::Relaxed);
             if s & PID_MASK == 0 {
@@ -185,7 +192,9 @@ impl RawLock {
                 }
                 if Instant::now() >= next_check {
                     next_check = Instant::now() + SLICE;
-                    if let Some(a) = self.take_over_if_dead(me) {
+                    slices = slices.wrapping_add(1);
+                    let deep = slices.is_multiple_of(MAPS_CHECK_EVERY);
+                    if let Some(a) = self.take_over_if_dead(me, deep) {
                         return a;
                     }
                 }
@@ -194,10 +203,21 @@ impl RawLock {
     }
 
     /// If the pid in the word names a dead process, CAS the word to ours; `None` otherwise.
-    fn take_over_if_dead(&self, me: u32) -> Option<Acquire> {
+    /// With `deep`, a live process under that pid that does not map the lock's memory counts as
+    /// dead too: the owner's pid was recycled (see [`liveness`]). A lock whose guard was given
+    /// up (`RELEASABLE`) is left to whoever releases it.
+    fn take_over_if_dead(&self, me: u32, deep: bool) -> Option<Acquire> {
         let s = self.word.load(Ordering::Relaxed);
         let owner = s & PID_MASK;
-        if owner == 0 || !liveness::is_dead(owner) {
+        if owner == 0 {
+            return None;
+        }
+        let dead = liveness::is_dead(owner)
+            || (deep
+                && s & RELEASABLE == 0
+                && liveness::maps_object_at(owner, &self.word as *const AtomicU32 as usize)
+                    == Some(false));
+        if !dead {
             return None;
         }
         self.word
@@ -438,5 +458,68 @@ mod typed {
                 .field("lock", self.lock)
                 .finish()
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use ipc_core::shm::ShmBox;
+
+    /// Holds the lock for a few seconds in a child process.
+    fn hold(lock: ShmBox<RawLock>) {
+        assert_eq!(lock.lock(None), Acquire::Acquired);
+        std::thread::sleep(Duration::from_secs(5));
+    }
+
+    /// An owner whose pid went to an unrelated live process (which does not map the lock's
+    /// memory) is taken for dead by a waiter within about a second.
+    #[test]
+    fn a_lock_held_under_a_recycled_pid_is_taken_over() {
+        let lock = ShmBox::<RawLock>::new().unwrap();
+        let mut impostor = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        lock.word.store(impostor.id(), Ordering::Relaxed);
+        let got = lock.lock(Some(Instant::now() + Duration::from_secs(30)));
+        let _ = impostor.kill();
+        let _ = impostor.wait();
+        assert_eq!(got, Acquire::OwnerDied);
+        // A releasable lock (its guard given up) is left to whoever releases it.
+        let mut impostor = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let lock = ShmBox::<RawLock>::new().unwrap();
+        lock.word
+            .store(impostor.id() | RELEASABLE, Ordering::Relaxed);
+        let got = lock.lock(Some(Instant::now() + Duration::from_millis(1500)));
+        let _ = impostor.kill();
+        let _ = impostor.wait();
+        assert_eq!(got, Acquire::Failed);
+    }
+
+    /// A live owner that maps the lock's memory keeps the lock past the second check.
+    #[test]
+    fn a_live_owner_that_maps_the_lock_keeps_it() {
+        use ipc_core::process::{Builder, StartMethod};
+        let lock = ShmBox::<RawLock>::new().unwrap();
+        let h = Builder::new()
+            .start_method(StartMethod::Spawn)
+            .spawn(lock.clone(), hold)
+            .unwrap();
+        let t = Instant::now();
+        while lock.owner() != Some(h.pid() as u32) {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the child never took the lock"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let got = lock.lock(Some(Instant::now() + Duration::from_millis(1500)));
+        let _ = h.kill();
+        let _ = h.join_timeout(Duration::from_secs(30));
+        assert_eq!(got, Acquire::Failed);
     }
 }
