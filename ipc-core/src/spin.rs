@@ -66,6 +66,14 @@ impl Adaptive {
     }
 }
 
+/// The CPU the calling thread runs on, plus one, so that 0 can mean "unknown" in shared memory
+/// (a waiter that knows where its peer runs can tell whether spinning may pay). Cheap: no
+/// system call.
+#[inline]
+pub fn cpu_tag() -> u32 {
+    crate::sys::current_cpu().map_or(0, |c| c.saturating_add(1))
+}
+
 /// Whether more than one CPU is online in the system (whatever this process's affinity).
 pub fn several_cpus() -> bool {
     static SEVERAL: OnceLock<bool> = OnceLock::new();

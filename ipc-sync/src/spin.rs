@@ -77,8 +77,9 @@ pub(crate) fn spin(mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// As [`spin`], for a waiter that knows where its peer last ran: `peer_cpu` is that CPU + 1 (0:
-/// unknown), as [`cpu_tag`] gives it. A process pinned to one CPU then also spins when the peer
-/// is known to run on another CPU, whatever its record says: the record cannot learn that on
+/// unknown), as [`ipc_core::spin::cpu_tag`] gives it. A process pinned to one CPU then also
+/// spins when the peer is known to run on another CPU, whatever its record says: the record
+/// cannot learn that on
 /// its own once both sides sleep, since a rare probe never catches a peer that is itself asleep
 /// (ping-pong between two processes pinned to two CPUs settled there now and then, at 25-40 us
 /// a round trip instead of 0.5).
@@ -89,19 +90,15 @@ pub(crate) fn spin_for_peer(peer_cpu: u32, mut done: impl FnMut() -> bool) -> bo
         return true;
     }
     let max = LIMIT.load(Ordering::Relaxed);
-    let pays =
-        || several_allowed() || RECORD.should_spin() || (peer_cpu != 0 && peer_cpu != cpu_tag());
+    let pays = || {
+        several_allowed()
+            || RECORD.should_spin()
+            || (peer_cpu != 0 && peer_cpu != ipc_core::spin::cpu_tag())
+    };
     if max == 0 || !pays() {
         return done();
     }
     spin_slow(max, done)
-}
-
-/// The CPU this thread runs on, plus one (so that 0 can mean "unknown" in shared memory).
-#[cfg_attr(loom, allow(dead_code))]
-#[cold]
-pub(crate) fn cpu_tag() -> u32 {
-    u32::try_from(rustix::thread::sched_getcpu()).map_or(0, |c| c.saturating_add(1))
 }
 
 /// Whether this process may run on several CPUs: then it always spins (the scheduler keeps

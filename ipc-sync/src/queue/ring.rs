@@ -333,7 +333,7 @@ impl Ring {
         // The load keeps the common case (nobody sleeps) free of a locked instruction on a
         // word the other side owns; the swap makes sure one announcement costs one wake.
         if waiters.load(Ordering::SeqCst) != 0 && waiters.swap(0, Ordering::SeqCst) != 0 {
-            our_cpu.store(spin::cpu_tag(), Ordering::Relaxed);
+            our_cpu.store(ipc_core::spin::cpu_tag(), Ordering::Relaxed);
             seq.fetch_add(1, Ordering::SeqCst);
             futex::wake_all(seq);
         }
