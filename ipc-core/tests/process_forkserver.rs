@@ -106,9 +106,10 @@ fn kill_if_child(me: i32, pid: i32) {
     let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
         return;
     };
-    if common::children_of(me).contains(&(pid, 'S'))
-        || common::children_of(me).contains(&(pid, 'R'))
-    {
+    let state = common::children_of(me)
+        .into_iter()
+        .find_map(|(p, s)| (p == pid).then_some(s));
+    if matches!(state, Some('S' | 'R')) {
         let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
     }
 }

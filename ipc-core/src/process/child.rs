@@ -72,7 +72,7 @@ impl ChildInner {
             name,
             daemon,
             method,
-            creator: crate::process::global::pid(),
+            creator: crate::process::pid(),
             pidfd,
             state: Mutex::new(State {
                 conn: Some(conn),
@@ -88,7 +88,7 @@ impl ChildInner {
 
     /// Whether this process started the child (only it may wait for, reap or signal it).
     pub(crate) fn is_creator(&self) -> bool {
-        crate::process::global::pid() == self.creator
+        crate::process::pid() == self.creator
     }
 
     /// Whether the child has exited, from its pidfd alone: no reaping, no reading of its result

@@ -58,11 +58,6 @@ pub(crate) fn lock() -> MutexGuard<'static, Global> {
     GLOBAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// This process's pid (see [`crate::sys::pid`]: cached, and right after any fork).
-pub(crate) fn pid() -> i32 {
-    crate::sys::pid()
-}
-
 impl Global {
     /// Replaces the state inherited from the parent, in a new child (fork or bootstrap).
     pub(crate) fn become_child(&mut self, identity: Identity) {
@@ -103,7 +98,7 @@ impl Global {
             name: name.unwrap_or(default_name),
             path,
             daemon,
-            parent: Some((pid(), self.name())),
+            parent: Some((crate::process::pid(), self.name())),
             start_method: Some(method),
         }
     }
@@ -132,7 +127,7 @@ impl Global {
     /// inherited: the children and the forkserver are its parent's, not its own (dropping the
     /// records closes only this process's copies of their descriptors).
     pub(crate) fn forget_inherited(&mut self) {
-        let mine = pid();
+        let mine = crate::process::pid();
         self.children.retain(|c| c.creator == mine);
         if self.forkserver.as_ref().is_some_and(|s| !s.is_creator()) {
             self.forkserver = None;

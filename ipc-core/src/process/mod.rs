@@ -28,7 +28,7 @@
 //! page tables on the caller's path. Fork is refused once a process has threads (a test harness,
 //! a logging thread, an async runtime), so a default that breaks when a thread appears would be
 //! a trap; the forkserver works everywhere fork is unsound and costs one spawn the first time.
-
+//!
 //! # Exit codes
 //! [`JoinHandle::exitcode`] follows Python: `None` while running, `0` after a normal return, `1`
 //! when the function panicked (the message is on the child's stderr and in [`JoinError`]), `-N`
@@ -39,8 +39,8 @@
 //! terminated (SIGTERM, then SIGKILL after 2 s) and the others joined. When this process is
 //! killed, daemon children die too: by the parent-death signal under fork and spawn (tied to the
 //! thread that started the child, so start daemons from a long-lived thread), and by the
-//! forkserver under its own method (it watches for our death, whatever thread started what). A
-//! daemon cannot start children.
+//! forkserver under its own method (it watches for our death, whatever thread started what;
+//! see the forkserver module for the one gap). A daemon cannot start children.
 
 pub(crate) mod bootstrap;
 pub(crate) mod child;
@@ -599,7 +599,7 @@ pub fn current_process() -> ProcessInfo {
     let g = global::lock();
     ProcessInfo {
         name: g.name(),
-        pid: global::pid(),
+        pid: pid(),
         daemon: g.identity.daemon,
         start_method: g.identity.start_method,
         identity: g.identity.path.clone(),

@@ -59,7 +59,7 @@ where
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let (ours, theirs) = pipe(true)?;
-    let parent = crate::process::global::pid();
+    let parent = crate::process::pid();
     let daemon = id.daemon;
     let name = id.name.clone();
     // SAFETY: either this process has one thread (checked above, and we hold the global lock so

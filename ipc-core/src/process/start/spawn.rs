@@ -14,7 +14,6 @@ use super::Launched;
 use crate::conn::pipe;
 use crate::error::{Error, Result};
 use crate::process::bootstrap::SPAWN_ENV;
-use crate::process::global;
 
 /// Starts a fresh copy of this executable waiting for its [`BootInfo`](crate::process::bootstrap::BootInfo).
 pub(crate) fn launch() -> Result<Launched> {
@@ -24,7 +23,7 @@ pub(crate) fn launch() -> Result<Launched> {
         cmd.arg0(argv0);
     }
     let child = cmd
-        .env(SPAWN_ENV, global::pid().to_string())
+        .env(SPAWN_ENV, crate::process::pid().to_string())
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .spawn()
         .map_err(|e| {
