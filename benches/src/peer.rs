@@ -35,7 +35,7 @@ impl Peer {
         f: F,
     ) -> anyhow::Result<Peer>
     where
-        F: FnOnce() -> anyhow::Result<()>,
+        F: FnOnce() -> anyhow::Result<()> + Send + 'static,
     {
         let handle = Builder::new()
             .name(name)

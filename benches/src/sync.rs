@@ -215,7 +215,7 @@ pub fn queue_pingpong(placement: &Placement, n: u64) -> anyhow::Result<Duration>
 }
 
 /// A queue flavour for the throughput cases.
-trait Flavour<T>: Clone + 'static {
+trait Flavour<T>: Clone + Send + 'static {
     fn make() -> anyhow::Result<Self>;
     fn put(&self, item: T) -> anyhow::Result<()>;
     fn get(&self) -> anyhow::Result<T>;
@@ -247,7 +247,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Flavour<T> for
 
 /// A child puts `n` items made by `item(i)` after "go"; the runner gets them all and `check`s
 /// each. Timed from "go" to the last item received.
-fn throughput<T, Q: Flavour<T>>(
+fn throughput<T: 'static, Q: Flavour<T>>(
     placement: &Placement,
     n: u64,
     item: fn(u64) -> T,

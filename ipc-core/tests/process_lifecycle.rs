@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{METHODS, Reap, builder};
@@ -155,9 +156,9 @@ fn daemon_cannot_start_children() {
 // cpython checklist 8: join, terminate from a process that did not start the child are errors.
 #[test]
 fn join_from_a_non_creator_is_an_error() {
-    let h = builder(StartMethod::Spawn).spawn(200, sleep_ms).unwrap();
-    let _reap = Reap(&h);
-    let hr = &h;
+    let h = Arc::new(builder(StartMethod::Spawn).spawn(200, sleep_ms).unwrap());
+    let _reap = Reap(&*h);
+    let hr = h.clone();
     // The forked child has a copy of the handle: it is not the creator.
     let msg = builder(StartMethod::Fork)
         .fork(move || {
@@ -175,6 +176,7 @@ fn join_from_a_non_creator_is_an_error() {
         "{msg}"
     );
     drop(_reap);
+    let h = Arc::into_inner(h).expect("the fork closure's copy is dropped");
     assert_eq!(h.join().unwrap(), 200);
 }
 
@@ -183,14 +185,14 @@ fn join_from_a_non_creator_is_an_error() {
 // not consume the result the real parent will join for.
 #[test]
 fn a_non_creator_polling_the_child_leaves_its_result_alone() {
-    let h = builder(StartMethod::Spawn).spawn(5u32, |x| x + 1).unwrap();
-    let _reap = Reap(&h);
+    let h = Arc::new(builder(StartMethod::Spawn).spawn(5u32, |x| x + 1).unwrap());
+    let _reap = Reap(&*h);
     // Let the child finish, so that its result is waiting on the connection.
     assert_eq!(
         ipc_core::conn::wait(&[h.sentinel()], Some(Duration::from_secs(30))).unwrap(),
         vec![0]
     );
-    let hr = &h;
+    let hr = h.clone();
     let seen = builder(StartMethod::Fork)
         .fork(move || (hr.is_alive(), hr.exitcode()))
         .unwrap()
@@ -202,6 +204,7 @@ fn a_non_creator_polling_the_child_leaves_its_result_alone() {
         "the non-creator sees the child gone but cannot know its exit code"
     );
     drop(_reap);
+    let h = Arc::into_inner(h).expect("the fork closure's copy is dropped");
     assert_eq!(h.join().unwrap(), 6, "the creator still gets the result");
 }
 

@@ -11,7 +11,8 @@
 //! # Safety
 //! The slice is only dereferenced through [`ArrayGuard`], which holds the array's lock; every
 //! process touches the elements only under that same lock (the `ShmSlice` is never dereferenced
-//! directly), so accesses never race and the `&mut [T]` is unique while it lives. `T: ShmSafe`
+//! directly), so accesses never race and the `&mut [T]` is unique while it lives (why no safe
+//! code can end a guard's hold early: the `value` module's Safety paragraph). `T: ShmSafe`
 //! makes any bytes a valid `T`.
 #![allow(unsafe_code)]
 
@@ -159,15 +160,17 @@ impl<T: ShmSafe + Copy> DerefMut for ArrayGuard<'_, T> {
 
 impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.lock.try_acquire() {
-            Ok(g) => {
+        // Only a free lock is taken: taking a dead holder's lock over here and releasing it
+        // would erase the `OwnerDied` report that the next real acquirer needs.
+        match self.lock.try_acquire_free() {
+            Some(g) => {
                 let g = ArrayGuard {
                     array: self,
                     _lock: g,
                 };
                 f.debug_tuple("Array").field(&&*g).finish()
             }
-            Err(_) => f.write_str("Array(<locked>)"),
+            None => write!(f, "Array({})", self.lock.busy_label()),
         }
     }
 }

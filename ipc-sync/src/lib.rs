@@ -97,6 +97,12 @@ pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 pub use value::{AtomicInt, AtomicValue, Value, ValueGuard};
 
 pub use error::{LockError, LockTimeoutError, ReleaseError, TryLockError};
+
+/// Makes a guard `!Send` (and keeps it `Sync`), as std's `MutexGuard`: a guard moved into a
+/// forked child or another thread would be released twice, once by each copy's owner, and the
+/// second release would free the lock under a live `&mut T`.
+#[cfg(not(loom))]
+type NotSend = std::marker::PhantomData<std::sync::MutexGuard<'static, ()>>;
 pub use spin::set_spin_limit;
 
 /// The raw `#[repr(C)]` states, for use inside any shared mapping.

@@ -46,7 +46,10 @@
 //! guard lives, only its drop releases: a foreign release would let a second guard be granted,
 //! and guards of a [`Value`](crate::Value) or [`Array`](crate::Array) hand out `&mut T`. The
 //! owner pid is for robustness, not for ownership checks: [`RLock`](crate::RLock) is the owned
-//! lock. [`RawLock::unlock`] releases unconditionally (raw states carry no guards).
+//! lock. [`RawLock::unlock`] releases unconditionally and [`RawLock::mark_releasable`] gives a
+//! holder's right away, so both are `unsafe fn` (as lock_api's `RawMutex::unlock`): the caller
+//! promises that no guard, in any process, still relies on the lock being held. The typed
+//! [`Lock`] never hands its raw word out.
 
 use std::time::{Duration, Instant};
 
@@ -137,6 +140,31 @@ impl RawLock {
                 Err(now) => s = now,
             }
         }
+    }
+
+    /// Acquires the lock only if nobody holds it, dead or alive: never takes a dead owner's
+    /// lock over, so an `OWNER_DIED` report stays for the next real acquirer.
+    pub(crate) fn try_lock_free(&self) -> bool {
+        let me = crate::ident::pid();
+        let mut s = self.word.load(Ordering::Relaxed);
+        while s & PID_MASK == 0 {
+            match self.word.compare_exchange(
+                s,
+                me | (s & WAITERS),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+        false
+    }
+
+    /// Whether the word names an owner that has died (a snapshot: it may be taken over at once).
+    pub(crate) fn owner_is_dead(&self) -> bool {
+        let owner = self.word.load(Ordering::Relaxed) & PID_MASK;
+        owner != 0 && liveness::is_dead(owner)
     }
 
     #[cold]
@@ -232,20 +260,34 @@ impl RawLock {
     }
 
     /// Releases the lock, held by this process or any other; false if it was not locked.
+    ///
+    /// # Safety
+    /// Whoever holds the lock (this thread, another, or another process) must not rely on
+    /// holding it any more: no guard or critical section built on this word may still be live.
+    /// Otherwise the next `lock` grants a second holder while the first still works under it.
     #[inline]
-    pub fn unlock(&self) -> bool {
+    #[allow(unsafe_code)] // A contract with no unsafe operation inside: see Safety.
+    pub unsafe fn unlock(&self) -> bool {
         self.unlock_when(|_| true).is_ok()
     }
 
-    /// Marks a held lock as releasable by another party (its holder gave up its guard).
-    pub fn mark_releasable(&self) {
+    /// Marks a held lock as releasable by another party (its holder gave up its guard), so that
+    /// [`unlock_releasable`](Self::unlock_releasable) will release it.
+    ///
+    /// # Safety
+    /// The same contract as [`unlock`](Self::unlock): the holder must no longer rely on holding
+    /// the lock, since any party may now release it.
+    #[allow(unsafe_code)] // A contract with no unsafe operation inside: see Safety.
+    pub unsafe fn mark_releasable(&self) {
         // Release: the holder's critical section heads the release sequence that the later
         // releaser's RMW continues, so the next acquirer sees it.
         self.word.fetch_or(RELEASABLE, Ordering::Release);
     }
 
     /// Releases the lock only if it is [`RELEASABLE`]; `Err(true)` if it is held through a
-    /// guard, `Err(false)` if it is not locked.
+    /// guard, `Err(false)` if it is not locked. Safe: only a holder that gave up its right
+    /// ([`LockGuard::leak`](crate::LockGuard::leak), or the unsafe `mark_releasable`) makes a
+    /// word releasable.
     pub fn unlock_releasable(&self) -> Result<(), bool> {
         self.unlock_when(|s| s & RELEASABLE != 0)
     }
@@ -315,6 +357,7 @@ mod typed {
     use serde::{Deserialize, Serialize};
 
     use super::{Acquire, RawLock};
+    use crate::NotSend;
     use crate::error::{LockError, LockTimeoutError, ReleaseError, TryLockError};
 
     /// A robust lock shared by processes; clones and copies sent to children are the same lock.
@@ -347,9 +390,28 @@ mod typed {
     }
 
     /// Holds a [`Lock`]; releases it when dropped.
+    ///
+    /// Not `Send`, as std's `MutexGuard`: a guard moved into a forked child would be released
+    /// by this process's copy while the child still worked under it. To release from another
+    /// thread or process, give the guard up with [`leak`](Self::leak) and call
+    /// [`Lock::release`] there.
+    /// ```compile_fail
+    /// fn send<T: Send>(_: T) {}
+    /// let lock = ipc_sync::Lock::new()?;
+    /// send(lock.acquire().unwrap());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    /// The raw word is not reachable, so nothing can unlock under a guard:
+    /// ```compile_fail
+    /// let v = ipc_sync::Value::new(0u64)?;
+    /// let _g = v.lock().unwrap();
+    /// v.get_lock().raw().unlock();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use = "the lock is released as soon as the guard is dropped"]
     pub struct LockGuard<'a> {
         lock: &'a Lock,
+        _not_send: NotSend,
     }
 
     impl Lock {
@@ -364,8 +426,8 @@ mod typed {
         #[doc(alias = "lock")]
         pub fn acquire(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
             match self.raw.lock(None) {
-                Acquire::OwnerDied => Err(LockError::OwnerDied(LockGuard { lock: self })),
-                _ => Ok(LockGuard { lock: self }),
+                Acquire::OwnerDied => Err(LockError::OwnerDied(LockGuard::new(self))),
+                _ => Ok(LockGuard::new(self)),
             }
         }
 
@@ -374,8 +436,8 @@ mod typed {
         pub fn try_acquire(&self) -> Result<LockGuard<'_>, TryLockError<LockGuard<'_>>> {
             // Build a guard only when the lock is ours: dropping a guard releases the lock.
             match self.raw.try_lock() {
-                Acquire::Acquired => Ok(LockGuard { lock: self }),
-                Acquire::OwnerDied => Err(TryLockError::OwnerDied(LockGuard { lock: self })),
+                Acquire::Acquired => Ok(LockGuard::new(self)),
+                Acquire::OwnerDied => Err(TryLockError::OwnerDied(LockGuard::new(self))),
                 Acquire::Failed => Err(TryLockError::WouldBlock),
             }
         }
@@ -386,9 +448,25 @@ mod typed {
             timeout: Duration,
         ) -> Result<LockGuard<'_>, LockTimeoutError<LockGuard<'_>>> {
             match self.raw.lock(Some(Instant::now() + timeout)) {
-                Acquire::Acquired => Ok(LockGuard { lock: self }),
-                Acquire::OwnerDied => Err(LockTimeoutError::OwnerDied(LockGuard { lock: self })),
+                Acquire::Acquired => Ok(LockGuard::new(self)),
+                Acquire::OwnerDied => Err(LockTimeoutError::OwnerDied(LockGuard::new(self))),
                 Acquire::Failed => Err(LockTimeoutError::Timeout),
+            }
+        }
+
+        /// A guard if nobody holds the lock, without taking over from a dead holder (whose
+        /// report is left for the next real acquirer): for looking, as `Debug` does.
+        pub(crate) fn try_acquire_free(&self) -> Option<LockGuard<'_>> {
+            self.raw.try_lock_free().then(|| LockGuard::new(self))
+        }
+
+        /// What a look at the value found instead of a guard: `"<owner died>"` or
+        /// `"<locked>"`.
+        pub(crate) fn busy_label(&self) -> &'static str {
+            if self.raw.owner_is_dead() {
+                "<owner died>"
+            } else {
+                "<locked>"
             }
         }
 
@@ -415,17 +493,31 @@ mod typed {
             }
         }
 
-        /// The raw state (for primitives built on this lock).
-        pub fn raw(&self) -> &RawLock {
+        /// The raw state (for primitives built on this lock). Crate-private: a raw word
+        /// handed out would let safe code lock or unlock under a [`Value`](crate::Value)'s
+        /// guard.
+        pub(crate) fn raw(&self) -> &RawLock {
             &self.raw
         }
     }
 
-    impl LockGuard<'_> {
+    impl<'a> LockGuard<'a> {
+        fn new(lock: &'a Lock) -> Self {
+            LockGuard {
+                lock,
+                _not_send: NotSend::default(),
+            }
+        }
+
         /// Keeps the lock held after the guard is gone; release it with [`Lock::release`]
         /// (possibly from another thread or process, as Python allows).
         pub fn leak(self) {
-            self.lock.raw.mark_releasable();
+            // SAFETY: the guard is forgotten right here, so nothing relies on the lock being
+            // held any more.
+            #[allow(unsafe_code)]
+            unsafe {
+                self.lock.raw.mark_releasable()
+            };
             std::mem::forget(self);
         }
 

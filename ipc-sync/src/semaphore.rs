@@ -245,6 +245,7 @@ mod typed {
     #[must_use = "the unit is given back as soon as the guard is dropped"]
     pub struct SemaphoreGuard<'a> {
         raw: &'a RawSemaphore,
+        _not_send: crate::NotSend,
     }
 
     impl SemaphoreGuard<'_> {
@@ -279,25 +280,30 @@ mod typed {
             Ok(Semaphore { raw })
         }
 
+        fn guard(&self) -> SemaphoreGuard<'_> {
+            SemaphoreGuard {
+                raw: &self.raw,
+                _not_send: crate::NotSend::default(),
+            }
+        }
+
         /// Takes a unit, blocking until one is available.
         #[doc(alias = "P")]
         pub fn acquire(&self) -> SemaphoreGuard<'_> {
             self.raw.acquire(None);
-            SemaphoreGuard { raw: &self.raw }
+            self.guard()
         }
 
         /// Takes a unit if one is available now (Python's `acquire(False)`).
         pub fn try_acquire(&self) -> Option<SemaphoreGuard<'_>> {
-            self.raw
-                .try_acquire()
-                .then(|| SemaphoreGuard { raw: &self.raw })
+            self.raw.try_acquire().then(|| self.guard())
         }
 
         /// Takes a unit, blocking at most `timeout` (Python's `acquire(timeout=t)`).
         pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
             self.raw
                 .acquire(Some(Instant::now() + timeout))
-                .then(|| SemaphoreGuard { raw: &self.raw })
+                .then(|| self.guard())
         }
 
         /// Adds a unit, waking a waiter.

@@ -19,8 +19,14 @@
 //! process accesses the cell only under that same lock (the `ShmBox` is never dereferenced
 //! directly), so no two accesses race and a `&mut T` is unique while it lives. `T: ShmSafe`
 //! makes every bit pattern a valid `T`, so bytes written by another process are a valid value.
-//! The lock cannot be released under a live guard by anyone else: [`Lock::release`] refuses a
-//! lock held through a guard (only a leaked guard's lock may be released by another party).
+//! The lock's exclusion holds from safe code because nothing else can end a guard's hold:
+//! - no release under a live guard: [`Lock::release`] refuses a lock held through a guard (only
+//!   a leaked guard's lock may be released by another party), the raw word is crate-private,
+//!   and `RawLock`'s unconditional unlock is an `unsafe fn`;
+//! - no copy of a guard: guards are `!Send`, and `fork`'s closure is `Send + 'static`, so a
+//!   guard never runs on in a child while this process drops (unlocks) its copy;
+//! - no takeover of a live holder: a lock is taken over only on proof of its holder's death
+//!   (see `liveness`), and shared objects refuse to cross a pid namespace.
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -49,6 +55,15 @@ use crate::lock::{Lock, LockGuard};
 /// ```
 /// ```compile_fail
 /// let v = ipc_sync::Value::new(true);
+/// ```
+///
+/// A guard cannot move into a forked child: this process would drop (unlock) its copy while
+/// the child still wrote through its own.
+/// ```compile_fail
+/// let v: &'static ipc_sync::Value<u64> = Box::leak(Box::new(ipc_sync::Value::new(0u64)?));
+/// let mut g = v.lock().unwrap();
+/// let child = ipc_core::process::fork(move || *g += 1)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -147,15 +162,17 @@ impl<T: ShmSafe + Copy> DerefMut for ValueGuard<'_, T> {
 
 impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.lock.try_acquire() {
-            Ok(g) => {
+        // Only a free lock is taken: taking a dead holder's lock over here and releasing it
+        // would erase the `OwnerDied` report that the next real acquirer needs.
+        match self.lock.try_acquire_free() {
+            Some(g) => {
                 let g = ValueGuard {
                     value: self,
                     _lock: g,
                 };
                 f.debug_tuple("Value").field(&*g).finish()
             }
-            Err(_) => f.write_str("Value(<locked>)"),
+            None => write!(f, "Value({})", self.lock.busy_label()),
         }
     }
 }

@@ -30,6 +30,14 @@ struct Guarded<T> {
 // SAFETY: `data` is only touched while `lock` is held (what the model checks).
 unsafe impl<T: Send> Sync for Guarded<T> {}
 
+impl<T> Guarded<T> {
+    /// Releases the lock at the end of a critical section.
+    fn unlock(&self) -> bool {
+        // SAFETY: every caller has finished touching `data` (its critical section ended).
+        unsafe { self.lock.unlock() }
+    }
+}
+
 #[test]
 fn lock_excludes_and_never_loses_a_wake() {
     model(|| {
@@ -44,14 +52,14 @@ fn lock_excludes_and_never_loses_a_wake() {
                     assert_eq!(g.lock.lock(None), Acquire::Acquired);
                     // SAFETY: under the lock; loom flags a second concurrent access.
                     g.data.with_mut(|p| unsafe { *p += 1 });
-                    assert!(g.lock.unlock());
+                    assert!(g.unlock());
                 })
             })
             .collect();
         assert_eq!(g.lock.lock(None), Acquire::Acquired);
         // SAFETY: as above.
         g.data.with_mut(|p| unsafe { *p += 1 });
-        assert!(g.lock.unlock());
+        assert!(g.unlock());
         for t in ts {
             t.join().unwrap();
         }
@@ -88,7 +96,7 @@ fn wait_until_flag(g: &Guarded<bool>, c: &RawCondition) -> u32 {
         let registered = c.register();
         let mut ticket = registered;
         loop {
-            g.lock.unlock();
+            g.unlock();
             c.sleep(ticket, None);
             g.lock.lock(None);
             match c.resolve(registered, false) {
@@ -99,7 +107,7 @@ fn wait_until_flag(g: &Guarded<bool>, c: &RawCondition) -> u32 {
         }
         wakeups += 1;
     }
-    g.lock.unlock();
+    g.unlock();
     wakeups
 }
 
@@ -117,7 +125,7 @@ fn condition_never_loses_a_notify() {
         // SAFETY: under the lock.
         g.data.with_mut(|p| unsafe { *p = true });
         c.notify(1);
-        g.lock.unlock();
+        g.unlock();
         // The waiter returns (no deadlock) having consumed at most the one notify.
         assert!(waiter.join().unwrap() <= 1);
         assert_eq!(c.waiting(), 0);
@@ -142,7 +150,7 @@ fn notify_all_reaches_two_waiters() {
         // SAFETY: under the lock.
         g.data.with_mut(|p| unsafe { *p = true });
         let n = c.notify(u32::MAX);
-        g.lock.unlock();
+        g.unlock();
         let woken: u32 = ts.into_iter().map(|t| t.join().unwrap()).sum();
         // Exactly the waiters that were registered at the notify were selected and left
         // through it; the others saw the flag and never waited.

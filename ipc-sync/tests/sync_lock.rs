@@ -293,7 +293,6 @@ fn a_lock_travels_through_a_connection() {
 #[test]
 fn public_types_are_send_and_sync() {
     fn both<T: Send + Sync>() {}
-    fn send<T: Send>() {}
     both::<Lock>();
     both::<RLock>();
     both::<ipc_sync::Semaphore>();
@@ -304,8 +303,15 @@ fn public_types_are_send_and_sync() {
     both::<Value<u64>>();
     both::<AtomicValue<u64>>();
     both::<ipc_sync::Array<u8>>();
-    send::<ipc_sync::LockGuard<'static>>();
+    // Guards are Sync but not Send, as std's MutexGuard (their compile_fail doc tests show
+    // the Send half): one moved into a forked child would be released by both copies.
+    both_sync::<ipc_sync::LockGuard<'static>>();
+    both_sync::<ipc_sync::ValueGuard<'static, u64>>();
+    both_sync::<ipc_sync::ArrayGuard<'static, u64>>();
+    both_sync::<ipc_sync::SemaphoreGuard<'static>>();
 }
+
+fn both_sync<T: Sync>() {}
 
 /// The critical section keeps `cells[0] == cells[1]` except in the middle, where a SIGKILL may
 /// leave them apart. Counts in `silent` every time this process finds them apart *without*

@@ -242,3 +242,39 @@ fn a_value_lock_cannot_be_released_under_a_live_guard() {
     drop(g);
     assert!(!arr.get_lock().locked());
 }
+
+/// Takes the value's lock and holds it until killed.
+fn hold_value_lock(v: Value<u64>) {
+    let mut g = v.lock().unwrap_or_else(LockError::into_guard);
+    *g = 7;
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+// Found in review: formatting a value whose holder died took the lock over and released it,
+// which erased the "may be half-written" report the next real acquirer needs.
+#[test]
+fn debug_of_a_value_whose_holder_died_keeps_the_report() {
+    let v = Value::new(0u64).unwrap();
+    let h = builder(ipc_core::process::StartMethod::Spawn)
+        .spawn(v.clone(), hold_value_lock)
+        .unwrap();
+    let _reap = common::Reap(&h);
+    assert!(
+        common::eventually(|| v.get_lock().locked()),
+        "the child never took the lock"
+    );
+    assert_eq!(format!("{v:?}"), "Value(<locked>)");
+    h.kill().unwrap();
+    assert_eq!(h.join_timeout(common::LONG).unwrap(), Some(-9));
+    assert_eq!(format!("{v:?}"), "Value(<owner died>)");
+    assert_eq!(
+        format!("{v:?}"),
+        "Value(<owner died>)",
+        "looking twice changes nothing"
+    );
+    match v.lock() {
+        Err(LockError::OwnerDied(g)) => assert_eq!(*g, 7),
+        Ok(_) => panic!("the holder's death was not reported to the next acquirer"),
+    }
+    assert_eq!(format!("{v:?}"), "Value(7)");
+}

@@ -168,7 +168,9 @@ impl Builder {
     {
         let method = self.method.unwrap_or_else(default_start_method);
         if method == StartMethod::Fork {
-            return self.fork(move || f(arg));
+            // Sound without `fork`'s bounds: an argument that serializes owns no guard or
+            // borrow whose release in this process could affect the child's copy.
+            return self.fork_closure(move || f(arg));
         }
         // Encode first: an argument that cannot travel is the caller's error, and no child is
         // started for it.
@@ -245,7 +247,34 @@ impl Builder {
     /// assert_eq!(child.join()?, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// The closure is `Send + 'static`, as `std::thread::spawn`'s: this process drops its own
+    /// copy of the captures when the child starts, so a captured borrow or lock guard would be
+    /// released here while the child still uses it. A guard does not compile:
+    /// ```compile_fail
+    /// let m = std::sync::Mutex::new(0);
+    /// let mut g = m.lock().unwrap();
+    /// let child = ipc_core::process::fork(move || { *g += 1; })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    /// and neither does a borrow:
+    /// ```compile_fail
+    /// let mut total = 0u64;
+    /// let r = &mut total;
+    /// let child = ipc_core::process::fork(move || { *r += 1; })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fork<F, R>(self, f: F) -> Result<JoinHandle<R>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        self.fork_closure(f)
+    }
+
+    /// [`fork`](Self::fork) without its bounds, for closures known to capture nothing that
+    /// this process's drop could release under the child.
+    fn fork_closure<F, R>(self, f: F) -> Result<JoinHandle<R>>
     where
         F: FnOnce() -> R,
         R: Serialize + DeserializeOwned,
@@ -370,7 +399,7 @@ where
 /// Forks a child running the closure `f` (see [`Builder::fork`]).
 pub fn fork<F, R>(f: F) -> Result<JoinHandle<R>>
 where
-    F: FnOnce() -> R,
+    F: FnOnce() -> R + Send + 'static,
     R: Serialize + DeserializeOwned,
 {
     Builder::new().fork(f)
