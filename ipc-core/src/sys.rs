@@ -13,6 +13,7 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// What [`fork`] returned in this process.
 pub(crate) enum Forked {
@@ -252,24 +253,64 @@ pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
 /// set up (a kernel without `MADV_WIPEONFORK`), every call asks the kernel: slower, never wrong.
 #[inline]
 pub(crate) fn pid() -> i32 {
-    match pid_cell() {
-        Some(cell) => {
-            let p = cell.load(std::sync::atomic::Ordering::Relaxed);
-            if p != 0 {
-                return p;
-            }
-            let p = rustix::process::getpid().as_raw_nonzero().get();
-            cell.store(p, std::sync::atomic::Ordering::Relaxed);
-            p
+    let Some(cell) = fork_local() else {
+        return rustix::process::getpid().as_raw_nonzero().get();
+    };
+    let p = cell.pid.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    let p = rustix::process::getpid().as_raw_nonzero().get();
+    cell.pid.store(p, Ordering::Relaxed);
+    p
+}
+
+/// This process's pid namespace, as the inode of `/proc/self/ns/pid`; 0 if that cannot be read
+/// (no `/proc`, or one mounted for a namespace this process is not in). Pids mean something
+/// only inside one namespace, so shared objects whose locks name their holders by pid carry it
+/// and refuse to cross (see `shm::heap`). Cached beside the pid, and wiped on fork as it is: a
+/// process's own namespace never changes (`unshare` and `setns` move only later children), but
+/// a child forked after either is in another.
+pub(crate) fn pid_namespace() -> u64 {
+    fn read() -> u64 {
+        rustix::fs::stat("/proc/self/ns/pid").map_or(0, |st| st.st_ino)
+    }
+    let Some(cell) = fork_local() else {
+        return read();
+    };
+    match cell.pid_ns.load(Ordering::Relaxed) {
+        0 => {
+            let ns = read();
+            cell.pid_ns.store(ns, Ordering::Relaxed);
+            ns
         }
-        None => rustix::process::getpid().as_raw_nonzero().get(),
+        ns => ns,
     }
 }
 
-/// The wipe-on-fork page holding the cached pid, or `None` where the kernel refused the advice.
-fn pid_cell() -> Option<&'static std::sync::atomic::AtomicI32> {
-    use std::sync::atomic::AtomicI32;
-    static CELL: std::sync::OnceLock<Option<&'static AtomicI32>> = std::sync::OnceLock::new();
+/// The pid namespace this process's next children will be in (`/proc/self/ns/pid_for_children`,
+/// which `unshare(CLONE_NEWPID)` and `setns` change); 0 if unknown, `u64::MAX` for a namespace
+/// `unshare` made that has no process yet (the link is missing until its first child). Not
+/// cached: it can change at any time.
+pub(crate) fn pid_namespace_for_children() -> u64 {
+    match rustix::fs::stat("/proc/self/ns/pid_for_children") {
+        Ok(st) => st.st_ino,
+        Err(rustix::io::Errno::NOENT) if pid_namespace() != 0 => u64::MAX,
+        Err(_) => 0,
+    }
+}
+
+/// What a process knows about itself that a forked child must learn again: zero-filled in
+/// every child (all-zero means "ask the kernel").
+#[repr(C)]
+struct ForkLocal {
+    pid: AtomicI32,
+    pid_ns: AtomicU64,
+}
+
+/// The wipe-on-fork page holding [`ForkLocal`], or `None` where the kernel refused the advice.
+fn fork_local() -> Option<&'static ForkLocal> {
+    static CELL: std::sync::OnceLock<Option<&'static ForkLocal>> = std::sync::OnceLock::new();
     *CELL.get_or_init(|| {
         use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mmap_anonymous};
         let len = rustix::param::page_size();
@@ -291,9 +332,9 @@ fn pid_cell() -> Option<&'static std::sync::atomic::AtomicI32> {
             let _ = unsafe { rustix::mm::munmap(page, len) };
             return None;
         }
-        // SAFETY: the page is zero-filled, page aligned (so aligned for i32), readable and
-        // writable, and lives forever; zero is a valid AtomicI32.
-        Some(unsafe { &*(page as *const AtomicI32) })
+        // SAFETY: the page is zero-filled, page aligned (so aligned for ForkLocal, 16 bytes),
+        // readable and writable, and lives forever; all-zero atomics are valid.
+        Some(unsafe { &*(page as *const ForkLocal) })
     })
 }
 

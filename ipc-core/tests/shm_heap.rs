@@ -4,6 +4,7 @@
 //! received descriptor exactly as in a child process; when the original mapping is gone first,
 //! the receiver maps the segment afresh, as a child would.
 
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use ipc_core::Error;
@@ -183,12 +184,15 @@ fn bad_messages_are_errors() {
     assert!(matches!(err, Error::Decode(_)), "{err}");
 
     // Forged offsets: out of the arena, overflowing, inside the header, misaligned.
-    let forge = |offset: u64, count: u64, elem: u64| {
+    let our_ns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    let forge_from = |offset: u64, count: u64, elem: u64, pid_ns: u64| {
         let fd = fds[0].try_clone().unwrap();
         let mut b = Vec::new();
-        let fds = codec::encode(&(codec::TransferFd(fd), offset, count, elem), &mut b).unwrap();
+        let wire = (codec::TransferFd(fd), offset, count, elem, pid_ns);
+        let fds = codec::encode(&wire, &mut b).unwrap();
         codec::decode::<ShmSlice<u64>>(&b, fds)
     };
+    let forge = |offset: u64, count: u64, elem: u64| forge_from(offset, count, elem, our_ns);
     for (offset, count) in [
         (1 << 40, 1),
         (64, 1 << 62),
@@ -201,12 +205,18 @@ fn bad_messages_are_errors() {
         assert!(matches!(err, Error::Decode(_)), "{offset} {count}: {err}");
     }
     assert!(forge(64, 1, 8).is_ok());
+    // From another pid namespace (its locks would name holders we cannot see): refused.
+    let err = forge_from(64, 1, 8, our_ns + 1).unwrap_err();
+    assert!(
+        matches!(&err, Error::Decode(m) if m.contains("another pid namespace")),
+        "{err}"
+    );
 
     // A descriptor that is not an arena: a plain segment, and a socket.
     let seg = ipc_core::shm::Segment::new(4096).unwrap();
     let fd = std::os::fd::AsFd::as_fd(&seg).try_clone_to_owned().unwrap();
     let mut b = Vec::new();
-    let f = codec::encode(&(codec::TransferFd(fd), 64u64, 1u64, 8u64), &mut b).unwrap();
+    let f = codec::encode(&(codec::TransferFd(fd), 64u64, 1u64, 8u64, 0u64), &mut b).unwrap();
     let err = codec::decode::<ShmBox<u64>>(&b, f).unwrap_err();
     assert!(
         matches!(&err, Error::Decode(m) if m.contains("not a shared-heap arena")),
@@ -214,7 +224,11 @@ fn bad_messages_are_errors() {
     );
     let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
     let mut b = Vec::new();
-    let f = codec::encode(&(codec::TransferFd(sock.into()), 64u64, 1u64, 8u64), &mut b).unwrap();
+    let f = codec::encode(
+        &(codec::TransferFd(sock.into()), 64u64, 1u64, 8u64, 0u64),
+        &mut b,
+    )
+    .unwrap();
     let err = codec::decode::<ShmBox<u64>>(&b, f).unwrap_err();
     assert!(
         matches!(&err, Error::Decode(m) if m.contains("memfd")),

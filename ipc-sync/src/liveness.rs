@@ -18,11 +18,25 @@
 //! left: a recycled pid that went to a process that does map the memory (a later child of a
 //! process that shares it), which keeps the lock until it exits.
 //!
-//! Pid namespaces: pids are those of the caller's namespace. Processes that share a lock across
-//! pid namespaces (containers sharing memory) would see each other's pids as dead or as someone
-//! else's: share locks only within one pid namespace. A waiter that cannot ask (`EMFILE`, a kernel
-//! without `pidfd_open`) assumes the owner is alive and asks again at its next slice: it may wait
-//! longer, it never steals a live owner's lock.
+//! # Proof, not likelihood
+//! A takeover grants the lock, and with a [`Value`](crate::Value) a `&mut T`, so each "dead"
+//! answer here must be a proof within this process's pid namespace:
+//! - `pidfd_open` fails with `ESRCH` only when no process has that pid, and its pidfd polls
+//!   readable only once that process has exited.
+//! - `/proc/<pid>/maps` is not read atomically, but the kernel documents what a walk guarantees
+//!   (Documentation/filesystems/proc.rst, since Linux 4.9): "if there is something at a given
+//!   vaddr during the entirety of the life of the smaps/maps walk, there will be some output for
+//!   it". A live holder keeps its lock's mapping, at one address, for as long as it holds it (its
+//!   guard holds the handle that holds the mapping), so its walk lists the file; a walk that
+//!   does not list it proves the process is not the holder. Unreadable maps (`hidepid`, a
+//!   non-dumpable process, `EACCES`) answer `None`, never "not mapped".
+//! - Both speak of this process's pid namespace: the `pidfd` calls by construction, `/proc` only
+//!   if it was mounted for that namespace, which [`proc_is_ours`] checks before any maps read.
+//!   Shared objects refuse to cross pid namespaces (ipc-core's heap checks each one received, and
+//!   `fork` into another namespace is refused), so a holder is always a pid of our namespace.
+//!
+//! A waiter that cannot ask (`EMFILE`, a kernel without `pidfd_open`) assumes the owner is alive
+//! and asks again at its next slice: it may wait longer, it never steals a live owner's lock.
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
@@ -56,6 +70,9 @@ pub(crate) fn is_dead(pid: u32) -> bool {
 /// holds `addr` in this process: `Some(false)` means it cannot be the holder of a lock at
 /// `addr`; `None` when that cannot be told (maps unreadable, or `addr` in private memory).
 pub(crate) fn maps_object_at(pid: u32, addr: usize) -> Option<bool> {
+    if !proc_is_ours() {
+        return None;
+    }
     let ours = std::fs::read_to_string("/proc/self/maps").ok()?;
     let object = ours.lines().find_map(|l| {
         let m = Mapping::parse(l)?;
@@ -68,6 +85,21 @@ pub(crate) fn maps_object_at(pid: u32, addr: usize) -> Option<bool> {
             .filter_map(Mapping::parse)
             .any(|m| (m.dev, m.inode) == object),
     )
+}
+
+/// Whether `/proc` was mounted for this process's pid namespace, so that `/proc/<pid>` names the
+/// process our pids name. `NSpid` in `/proc/self/status` lists our pid in every namespace from
+/// the mount's down to ours: exactly one entry, equal to our pid, means the mount is ours.
+pub(crate) fn proc_is_ours() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let Some(nspid) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) else {
+        return false;
+    };
+    let mut pids = nspid.split_ascii_whitespace();
+    let first = pids.next().and_then(|p| p.parse::<u32>().ok());
+    pids.next().is_none() && first == Some(crate::ident::pid())
 }
 
 /// One line of `/proc/<pid>/maps`: `start-end perms offset dev inode [path]`.
@@ -116,6 +148,45 @@ mod tests {
             maps_object_at(std::process::id(), &*private as *const u32 as usize),
             None
         );
+    }
+
+    #[test]
+    fn this_processs_proc_is_its_own() {
+        // The test machines mount /proc for the namespace the tests run in.
+        assert!(proc_is_ours());
+    }
+
+    fn probe_proc((): ()) -> bool {
+        proc_is_ours()
+    }
+
+    /// In a new pid namespace without its own /proc mount, `/proc/<pid>` names other processes
+    /// than our pids do: the maps check must not trust it.
+    #[test]
+    #[allow(unsafe_code)] // Test scaffolding: unshare and the forking opt-in, argued below.
+    fn a_proc_of_another_pid_namespace_is_not_trusted() {
+        use ipc_core::process::{Builder, StartMethod};
+        let in_new_namespace = || -> Option<bool> {
+            // SAFETY: CLONE_NEWPID changes only where later children go; this single-threaded
+            // forked child's memory and descriptors are untouched.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }.ok()?;
+            let h = Builder::new()
+                .start_method(StartMethod::Spawn)
+                .spawn((), probe_proc)
+                .ok()?;
+            h.join().ok()
+        };
+        // SAFETY: the harness's other threads run other tests; the child runs this closure
+        // (unshare, a spawn and a join), which takes no lock they may hold.
+        let b = unsafe {
+            Builder::new()
+                .start_method(StartMethod::Fork)
+                .allow_fork_with_threads()
+        };
+        match b.fork(in_new_namespace).unwrap().join().unwrap() {
+            Some(trusted) => assert!(!trusted, "a /proc of the parent namespace was trusted"),
+            None => eprintln!("skipped: this process may not create a pid namespace"),
+        }
     }
 
     #[test]

@@ -99,3 +99,103 @@ fn every_object_travels_through_a_connection() {
         }
     }
 }
+
+/// What a process in a new pid namespace made of shared objects crossing into or out of it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum AcrossNamespaces {
+    /// `unshare(CLONE_NEWPID)` was refused (not root): nothing was tested.
+    Skipped(String),
+    /// What a fork into the new namespace gave, and the grandchild's report.
+    Ran {
+        fork: String,
+        grandchild: (i32, String),
+    },
+}
+
+/// In a forked child: enter a new pid namespace, try to fork into it (refused), and spawn a
+/// grandchild into it (its pid 1), which gets the parent's held lock on `conn`.
+fn cross_pid_namespaces(conn: Connection) -> AcrossNamespaces {
+    // SAFETY: CLONE_NEWPID changes only where later children go; this process's own memory,
+    // descriptors and threads (it has one) are untouched, so nothing of Rust's is invalidated.
+    if let Err(e) = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }
+    {
+        return AcrossNamespaces::Skipped(format!("unshare(CLONE_NEWPID): {e}"));
+    }
+    let fork = match ipc_core::process::Builder::new()
+        .start_method(StartMethod::Fork)
+        .fork(|| 1u8)
+    {
+        Ok(h) => format!("forked: {:?}", h.join()),
+        Err(e) => format!("refused: {e}"),
+    };
+    let grandchild = ipc_core::process::Builder::new()
+        .start_method(StartMethod::Spawn)
+        .spawn(conn, in_the_new_namespace)
+        .and_then(|h| h.join().map_err(|e| ipc_core::Error::Misuse(e.to_string())))
+        .unwrap_or_else(|e| (0, format!("spawn failed: {e}")));
+    AcrossNamespaces::Ran { fork, grandchild }
+}
+
+/// The grandchild, first process of its pid namespace: receives the parent's lock, then sends
+/// one of its own, held, the other way. Returns its pid and what receiving gave.
+fn in_the_new_namespace(conn: Connection) -> (i32, String) {
+    let received = match conn.recv::<Lock>() {
+        // Before the fix: the parent's pid is invisible here, so its live holder looked dead and
+        // the lock was taken over.
+        Ok(lock) => {
+            let taken = !matches!(lock.try_acquire(), Err(ipc_sync::TryLockError::WouldBlock));
+            format!("accepted; taken over from its live holder: {taken}")
+        }
+        Err(e) => format!("refused: {e}"),
+    };
+    let mine = Lock::new().unwrap();
+    let _held = mine.acquire().unwrap();
+    conn.send(&mine).unwrap();
+    // Hold the lock until the parent has looked at it.
+    let _ = conn.recv::<()>();
+    (ipc_core::process::pid(), received)
+}
+
+// Review finding 3: a live holder in another pid namespace looks dead (its pid means no one
+// there), so a lock crossing namespaces would be granted twice, and a Value's &mut T with it.
+// Shared objects refuse to cross, both ways, and fork into another namespace is refused.
+#[test]
+fn shared_objects_refuse_to_cross_a_pid_namespace() {
+    let (parent, child) = pipe(true).unwrap();
+    let lock = Lock::new().unwrap();
+    let _held = lock.acquire().unwrap();
+    let h = builder(StartMethod::Fork)
+        .fork(move || cross_pid_namespaces(child))
+        .unwrap();
+    let _reap = common::Reap(&h);
+    parent.send(&lock).unwrap();
+    // The grandchild's lock coming the other way (or the end of the connection, if skipped).
+    let theirs = match parent.poll(Some(LONG)).unwrap() {
+        true => parent.recv::<Lock>().map(|l| l.locked()),
+        false => panic!("nothing came back from the new pid namespace"),
+    };
+    let _ = parent.send(&());
+    drop(_reap);
+    match h.join().unwrap() {
+        AcrossNamespaces::Skipped(why) => {
+            eprintln!("skipped: this process may not create a pid namespace ({why})");
+        }
+        AcrossNamespaces::Ran { fork, grandchild } => {
+            assert!(
+                fork.starts_with("refused") && fork.contains("pid namespace"),
+                "{fork}"
+            );
+            let (pid, received) = grandchild;
+            assert_eq!(
+                pid, 1,
+                "the grandchild is its namespace's first process: {received}"
+            );
+            assert!(
+                received.starts_with("refused") && received.contains("pid namespace"),
+                "{received}"
+            );
+            let err = theirs.expect_err("a lock from another pid namespace was accepted");
+            assert!(err.to_string().contains("pid namespace"), "{err}");
+        }
+    }
+}

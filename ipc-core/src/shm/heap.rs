@@ -43,8 +43,10 @@
 //! line shared by all processes using that arena.
 //!
 //! # Receiving
-//! A handle travels as `(descriptor, offset, count, element size)` through [`codec::encode`] and
-//! [`codec::decode`]. A process receiving many handles into one arena maps it once: a per-process
+//! A handle travels as `(descriptor, offset, count, element size, pid namespace)` through
+//! [`codec::encode`] and [`codec::decode`]. A handle from another pid namespace is refused: the
+//! locks built on this heap name their holders by pid, which means someone else (or no one) in
+//! another namespace, so a live holder would look dead and its lock be granted twice. A process receiving many handles into one arena maps it once: a per-process
 //! registry keyed by the memfd's inode (`st_dev`, `st_ino`) holds weak references to the arenas
 //! mapped here. A received handle is checked before use: the descriptor must be a sealed arena (so
 //! no peer can shrink it under us, which would make reads a SIGBUS), and the block must lie inside
@@ -83,6 +85,7 @@ use serde::{Deserialize, Serialize};
 use super::Segment;
 use crate::codec::{self, TransferFd};
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// Types that may live in shared memory.
 ///
@@ -431,7 +434,7 @@ fn allocate_for<T: ShmSafe>(count: usize) -> Result<Block> {
     Ok(Block::new(arena, offset))
 }
 
-/// The wire form of a handle: `(descriptor, offset, count, element size)`.
+/// The wire form of a handle: `(descriptor, offset, count, element size, pid namespace)`.
 fn serialize_block<S: serde::Serializer>(
     b: &Block,
     count: usize,
@@ -445,11 +448,12 @@ fn serialize_block<S: serde::Serializer>(
             codec::serialize_fd(self.0.as_fd(), s)
         }
     }
-    let mut t = s.serialize_tuple(4)?;
+    let mut t = s.serialize_tuple(5)?;
     t.serialize_element(&Fd(&b.arena.seg))?;
     t.serialize_element(&(b.offset as u64))?;
     t.serialize_element(&(count as u64))?;
     t.serialize_element(&(elem as u64))?;
+    t.serialize_element(&sys::pid_namespace())?;
     t.end()
 }
 
@@ -460,9 +464,27 @@ fn deserialize_block<'de, T: ShmSafe, D: serde::Deserializer<'de>>(
     d: D,
     expect_count: Option<u64>,
 ) -> std::result::Result<(Block, usize), D::Error> {
-    let (fd, offset, count, elem) = <(TransferFd, u64, u64, u64)>::deserialize(d)?;
-    receive_block::<T>(fd.0, offset, count, elem, expect_count)
+    let (fd, offset, count, elem, pid_ns) = <(TransferFd, u64, u64, u64, u64)>::deserialize(d)?;
+    check_pid_namespace(pid_ns)
+        .and_then(|()| receive_block::<T>(fd.0, offset, count, elem, expect_count))
         .map_err(|e| serde::de::Error::custom(codec::remember(e.to_string())))
+}
+
+/// Refuses a handle sent from another pid namespace. ipc-sync's locks name their holders by
+/// pid, and a pid read in another namespace names someone else or no one: a live holder would
+/// look dead, and its lock (with the `&mut T` of a `Value` under it) would be granted twice.
+/// A side that cannot read its namespace (0: no `/proc`) cannot tell, and is not refused.
+fn check_pid_namespace(theirs: u64) -> Result<()> {
+    let ours = sys::pid_namespace();
+    if theirs == ours || theirs == 0 || ours == 0 {
+        return Ok(());
+    }
+    Err(Error::misuse(format!(
+        "received a shared object from another pid namespace (its {theirs}, ours {ours}): \
+         shared objects cannot cross pid namespaces, because their locks name holders by pid, \
+         which another namespace reads as someone else; share them only between processes of \
+         one pid namespace"
+    )))
 }
 
 fn receive_block<T: ShmSafe>(

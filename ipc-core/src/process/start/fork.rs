@@ -49,6 +49,17 @@ where
             )));
         }
     }
+    // A forked child keeps every shared object of ours without going through their wire form,
+    // which refuses to cross pid namespaces (see `shm::heap`): refuse the fork instead.
+    let children_ns = sys::pid_namespace_for_children();
+    if children_ns != 0 && children_ns != sys::pid_namespace() {
+        return Err(Error::misuse(
+            "refusing to fork into another pid namespace (this process called \
+             unshare(CLONE_NEWPID) or setns): the child would keep this process's shared objects, \
+             whose locks name holders by pid, which the new namespace reads as someone else. \
+             Use StartMethod::Spawn, whose arguments are checked as they cross",
+        ));
+    }
     // Every page either process writes after the fork is copied (or at least faults) once:
     // leave the child as little to do as possible. Records of finished children would be
     // dropped by the child (and again here later); thread-local destructors would be registered
