@@ -406,58 +406,13 @@ fn thread_count_from_stat() -> io::Result<usize> {
         .ok_or_else(|| io::Error::other("cannot read the thread count from /proc/self/stat"))
 }
 
-/// A function's address relative to the anchor: the same in every process running this binary.
-pub(crate) fn offset_of(f: *const ()) -> isize {
-    (f as isize).wrapping_sub(anchor as *const () as isize)
-}
-
-/// The address of the function at `offset` from the anchor in this process.
-///
-/// The result is only meaningful in a process running the same executable as the one that
-/// computed the offset; calling through it is the caller's responsibility.
-pub(crate) fn address_at(offset: isize) -> *const () {
-    (anchor as *const () as isize).wrapping_add(offset) as *const ()
-}
-
-/// A fixed function that names code positions across `exec` of the same binary.
-///
-/// It is also the load-time hook (see [`BOOT_HOOK`]): referring to it from the spawn path keeps
-/// its object, and so the hook, linked into every binary that can spawn.
-extern "C" fn anchor() {
-    crate::process::bootstrap::on_load();
-}
-
-/// Runs [`anchor`] when the executable is loaded, before `main` and before a test harness.
-///
-/// In an ordinary process `on_load` returns at once. In a child started by the spawn method (an
-/// environment variable says so) it never returns: it runs the requested function and exits, so
-/// the program's own `main` never runs there (no fork bomb, no boilerplate in `main`).
-#[used]
-#[unsafe(link_section = ".init_array")]
-static BOOT_HOOK: extern "C" fn() = anchor;
-
-/// Rebuilds a function pointer of type `F` from its offset (see [`offset_of`]).
-///
-/// # Safety
-/// `offset` must be [`offset_of`] a function whose type is exactly `F`, computed by a process
-/// running this same executable (spawn re-executes `/proc/self/exe`, which names the very file
-/// the parent runs even if it was replaced on disk since; forkserver children are forks of such a
-/// process).
-pub(crate) unsafe fn fn_at<F: Copy>(offset: isize) -> F {
-    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<*const ()>()) };
-    let p = address_at(offset);
-    // SAFETY: by the caller's contract `p` is the address of a function of type `F` in this
-    // executable's text, and `F` is a function pointer type of the same size as `*const ()`.
-    unsafe { std::mem::transmute_copy::<*const (), F>(&p) }
-}
-
 /// Removes a variable from this process's environment.
 ///
-/// Only called before `main`, while the process has a single thread, which is what makes
-/// `remove_var` sound.
-pub(crate) fn remove_env(key: &str) {
-    // SAFETY: called from the load-time hook, before main: no other thread exists to read the
-    // environment concurrently.
+/// # Safety
+/// No other thread may exist (or read the environment) during the call, as for
+/// `std::env::remove_var`.
+pub(crate) unsafe fn remove_env(key: &str) {
+    // SAFETY: the caller guarantees that no other thread reads the environment meanwhile.
     unsafe { std::env::remove_var(key) };
 }
 

@@ -40,7 +40,9 @@ fn a_received_box_of_an_over_page_aligned_type_is_refused() {
     // A crafted (or buggy) peer's wire form of a ShmBox<Huge>: offset 65536 is a multiple of
     // align_of::<Huge>() and lies inside the arena.
     let mut wire = Vec::new();
-    let fds = codec::encode(&(TransferFd(fd), 65536u64, 1u64, 65536u64), &mut wire).unwrap();
+    // The last field, 0, is "pid namespace unknown", which every receiver accepts.
+    let forged = (TransferFd(fd), 65536u64, 1u64, 65536u64, 0u64);
+    let fds = codec::encode(&forged, &mut wire).unwrap();
     let err = codec::decode::<ShmBox<Huge>>(&wire, fds)
         .map(|b| b.as_ptr() as usize)
         .expect_err("a box of a type aligned above a page must be refused on receipt");

@@ -12,13 +12,15 @@
 //! protocol. Under fork, the child runs the closure directly and only shares [`finish`].
 //!
 //! Functions are named across `exec` by their offset from a fixed function of the binary
-//! ([`crate::sys`]); the trampoline is instantiated for the argument and result types in the
+//! ([`function`]); the trampoline is instantiated for the argument and result types in the
 //! parent, so the child decodes exactly the types the parent encoded.
 //!
 //! # Safety
-//! The two `unsafe` calls rebuild function pointers from offsets received from the parent; they
-//! are sound because the parent runs the same executable and pairs each function with the
-//! trampoline instantiated for its exact type (see [`BootInfo::new`]).
+//! Two `unsafe` calls rebuild function pointers from offsets received from the parent; they are
+//! sound because the parent runs the same executable and pairs each function with the
+//! trampoline instantiated for its exact type (see [`BootInfo::new`]). One edits the
+//! environment before `main` (one thread), one closes an inherited descriptor nobody owns here
+//! ([`close_boot_connection`]).
 #![allow(unsafe_code)]
 
 use std::io::Write;
@@ -32,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::conn::Connection;
 use crate::process::StartMethod;
 use crate::process::child::Outcome;
+use crate::process::function;
 use crate::process::global::{self, Identity};
 use crate::sys;
 
@@ -43,7 +46,7 @@ pub(crate) const BOOT_FAILED: i32 = 70;
 
 /// A monomorphized entry point: reads the argument from the connection, runs the function whose
 /// offset it is given, reports the outcome; returns the exit code.
-pub(crate) type Trampoline = fn(isize, &Connection) -> i32;
+pub(crate) type Trampoline = fn(i64, &Connection) -> i32;
 
 /// Everything a spawned or forkserver child needs to know before it runs the function.
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,14 +61,23 @@ pub(crate) struct BootInfo {
     pub(crate) start_method: StartMethod,
     /// Whether a daemon asks for the parent-death signal (see [`run_child`]).
     pub(crate) parent_death_signal: bool,
+    /// The process family's key, so that the child accepts our `RemoteFn`s and we its own.
+    pub(crate) family_key: [u8; 32],
 }
 
 impl BootInfo {
-    pub(crate) fn new(t: Trampoline, func: *const (), id: &Identity, method: StartMethod) -> Self {
+    /// The boot message for a child running `func` through `t`; an error if `func` cannot be
+    /// named in another process (see [`function::offset_of`]).
+    pub(crate) fn new(
+        t: Trampoline,
+        func: *const (),
+        id: &Identity,
+        method: StartMethod,
+    ) -> crate::Result<Self> {
         let (parent_pid, parent_name) = id.parent.clone().unwrap_or((0, String::new()));
-        BootInfo {
-            trampoline: sys::offset_of(t as *const ()) as i64,
-            func: sys::offset_of(func) as i64,
+        Ok(BootInfo {
+            trampoline: function::offset_of(t as *const ())?,
+            func: function::offset_of(func)?,
             name: id.name.clone(),
             path: id.path.clone(),
             daemon: id.daemon,
@@ -73,7 +85,8 @@ impl BootInfo {
             parent_name,
             start_method: method,
             parent_death_signal: true,
-        }
+            family_key: *function::family_key(),
+        })
     }
 
     fn identity(&self) -> Identity {
@@ -88,7 +101,7 @@ impl BootInfo {
 }
 
 /// The trampoline for `fn(A) -> R`.
-pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(func: isize, conn: &Connection) -> i32 {
+pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(func: i64, conn: &Connection) -> i32 {
     let arg: A = match conn.recv() {
         Ok(a) => a,
         Err(e) => {
@@ -102,7 +115,7 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(func: isize, conn: &
     // SAFETY: the parent computed `func` as the offset of an `fn(A) -> R` in this very executable
     // and paired it with this trampoline instantiated for the same `A` and `R` (Builder::spawn
     // takes both from one generic call).
-    let f = unsafe { sys::fn_at::<fn(A) -> R>(func) };
+    let f = unsafe { function::fn_at::<fn(A) -> R>(func) };
     run_and_report(conn, move || f(arg))
 }
 
@@ -163,6 +176,7 @@ pub(crate) fn child_main(conn: Connection) -> ! {
 /// parent process may (the forkserver's children may not: the server watches for the parent's
 /// death instead, see the forkserver module).
 pub(crate) fn run_child(conn: Connection, boot: BootInfo) -> ! {
+    function::adopt_family_key(boot.family_key);
     global::lock().become_child(boot.identity());
     if boot.daemon {
         if boot.parent_death_signal {
@@ -174,8 +188,8 @@ pub(crate) fn run_child(conn: Connection, boot: BootInfo) -> ! {
     // SAFETY: `boot.trampoline` was computed by the parent as the offset of a `Trampoline` in
     // this same executable (spawn re-executes /proc/self/exe; forkserver children are forks of
     // a process spawned that way).
-    let t = unsafe { sys::fn_at::<Trampoline>(boot.trampoline as isize) };
-    let code = t(boot.func as isize, &conn);
+    let t = unsafe { function::fn_at::<Trampoline>(boot.trampoline) };
+    let code = t(boot.func, &conn);
     drop(conn);
     finish(code)
 }
@@ -195,14 +209,17 @@ fn leave_if_orphaned(expected_parent: i32) {
     }
 }
 
-/// Called before `main` in every process that links ipc-core (see [`crate::sys`]).
+/// Called before `main` in every process that links ipc-core (see [`function`]'s load-time
+/// hook).
 pub(crate) fn on_load() {
     if std::env::var_os(SPAWN_ENV).is_none() {
         return;
     }
     // Before main: this process has one thread, so editing the environment is sound; the
     // variable must not leak into processes the child starts on its own.
-    sys::remove_env(SPAWN_ENV);
+    // SAFETY: we run from the `.init_array` hook, before `main` and before any constructor
+    // that could start a thread, so this process has exactly one thread.
+    unsafe { sys::remove_env(SPAWN_ENV) };
     sys::ignore_sigpipe();
     // The control socket arrived as stdin; move it aside and give the child /dev/null instead,
     // as Python does for its children.

@@ -44,6 +44,7 @@
 
 pub(crate) mod bootstrap;
 pub(crate) mod child;
+pub(crate) mod function;
 pub(crate) mod global;
 pub(crate) mod start;
 
@@ -59,6 +60,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::{Error, Result};
 use child::{ChildInner, Outcome};
+pub use function::RemoteFn;
 use start::Launched;
 
 /// How a child process is started.
@@ -180,7 +182,7 @@ impl Builder {
         self.check_may_start(&g)?;
         let id = g.next_child(self.name, self.daemon, method);
         let mut boot =
-            bootstrap::BootInfo::new(bootstrap::trampoline::<A, R>, f as *const (), &id, method);
+            bootstrap::BootInfo::new(bootstrap::trampoline::<A, R>, f as *const (), &id, method)?;
         // The child exists (and is ours) before it is told anything: the boot message and the
         // argument go out only now, after the lock is released.
         let mut attempts = 0;

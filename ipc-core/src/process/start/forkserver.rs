@@ -132,7 +132,7 @@ impl ForkServer {
                 ..id.clone()
             },
             StartMethod::Spawn,
-        );
+        )?;
         let told = conn.send(&boot).and_then(|()| conn.send(&theirs));
         drop(theirs);
         let server = Arc::new(ChildInner::new(

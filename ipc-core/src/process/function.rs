@@ -1,0 +1,454 @@
+//! Naming functions across processes: code offsets, the executable's identity, and
+//! [`RemoteFn`], a handle to a function that another process of the same executable can call.
+//!
+//! # Offsets
+//! ASLR loads the executable at a different address in every process, but a function's distance
+//! from another function of the same object is fixed at link time. So a function is named by its
+//! offset from [`anchor`], a fixed function of this crate, and found again in another process
+//! by adding the offset to that process's `anchor`. That holds only when the function lives in
+//! the object that holds the anchor: a function in a shared object (a Rust `dylib`, a build with
+//! `-C prefer-dynamic`, a `dlopen`ed plugin) is loaded at its own random address, and its offset
+//! means nothing elsewhere. [`offset_of`] asks the dynamic loader (`dladdr`) which object holds
+//! the function and refuses one outside the anchor's.
+//!
+//! # Who may call a handle
+//! ```text
+//! RemoteFn wire form:  executable id (build id) | trampoline offset | function offset | tag
+//!                      tag = HMAC-SHA256(family key, id | trampoline | function)
+//! ```
+//! A handle is code to run, so a handle decoded from bytes must be one this program made:
+//! - the **executable id** is the GNU build id of the object holding the anchor (read from its
+//!   `PT_NOTE` segment in memory; the SHA-256 of the file where the linker wrote none). A
+//!   handle from another program, or another build of this one, is refused: its offsets name
+//!   other code here.
+//! - the **tag** proves the two offsets were paired by [`RemoteFn::new`] (the trampoline is
+//!   instantiated for the function's exact argument and result types), not forged: bytes from a
+//!   peer that holds no key are refused. The **family key** is 32 random bytes made by the first
+//!   process that starts a child or makes a handle, inherited by forked children and handed to
+//!   spawned and forkserver children in their boot message, so a process and all its
+//!   descendants accept each other's handles. Processes that are not related this way (two
+//!   runs of one program, MPI ranks started by `mpirun`) do not share a key and refuse each
+//!   other's handles.
+//!
+//! # The call
+//! The receiver does not need the function's types: [`RemoteFn::call_encoded`] takes the
+//! argument as postcard bytes (and the descriptors that travelled with them) and returns the
+//! result the same way, decoded and encoded by the trampoline that was paired with the function
+//! where the handle was made. A typed [`RemoteFn::call`] goes through the same bytes, so a
+//! receiver that names other types than the maker gets a decode error, never a call with the
+//! wrong types.
+//!
+//! # Safety
+//! Two kinds of `unsafe` here: rebuilding a function pointer from an offset ([`fn_at`], sound
+//! when the offset came from [`offset_of`] in a process running the same object with the same
+//! type, which the spawn path guarantees by construction and a decoded [`RemoteFn`] by its id
+//! and tag); and reading the loader's tables (`dladdr`, `dl_iterate_phdr`) and the build-id note
+//! they point to, which lies inside a loaded segment (checked before reading).
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::sync::OnceLock;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::codec;
+use crate::error::{Error, Result};
+
+/// A fixed function that names code positions across `exec` of the same binary.
+///
+/// It is also the load-time hook (see [`BOOT_HOOK`]): referring to it from the spawn path keeps
+/// its object, and so the hook, linked into every binary that can spawn.
+extern "C" fn anchor() {
+    super::bootstrap::on_load();
+}
+
+/// Runs [`anchor`] when the executable is loaded, before `main` and before a test harness.
+///
+/// In an ordinary process `on_load` returns at once. In a child started by the spawn method (an
+/// environment variable says so) it never returns: it runs the requested function and exits, so
+/// the program's own `main` never runs there (no fork bomb, no boilerplate in `main`).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static BOOT_HOOK: extern "C" fn() = anchor;
+
+fn anchor_address() -> usize {
+    anchor as *const () as usize
+}
+
+/// The base address of the loaded object holding `addr`, from the dynamic loader.
+fn object_base(addr: usize) -> Option<usize> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only reads the loader's tables and writes the out-parameter, which is a
+    // valid, writable Dl_info; it returns 0 (and leaves the struct unspecified) on failure.
+    let found = unsafe { libc::dladdr(addr as *const libc::c_void, info.as_mut_ptr()) };
+    if found == 0 {
+        return None;
+    }
+    // SAFETY: dladdr succeeded, so it filled the struct.
+    let info = unsafe { info.assume_init() };
+    Some(info.dli_fbase as usize)
+}
+
+/// A function's offset from the anchor: the same in every process running this binary. Refuses a
+/// function that is not in the anchor's object (see the module doc), as that offset would send
+/// another process to an arbitrary address.
+pub(crate) fn offset_of(f: *const ()) -> Result<i64> {
+    static ANCHOR_BASE: OnceLock<Option<usize>> = OnceLock::new();
+    let ours = *ANCHOR_BASE.get_or_init(|| object_base(anchor_address()));
+    let theirs = object_base(f as usize);
+    if ours.is_none() || theirs != ours {
+        return Err(Error::misuse(
+            "this function lives in another loaded object (a dylib, -C prefer-dynamic, a plugin) \
+             than ipc-core's code, so it cannot be named in another process; define it in the \
+             executable that starts the process, or link ipc-core into the same object",
+        ));
+    }
+    Ok((f as i64).wrapping_sub(anchor_address() as i64))
+}
+
+/// Rebuilds a function pointer of type `F` from its offset (see [`offset_of`]).
+///
+/// # Safety
+/// `offset` must be [`offset_of`] a function whose type is exactly `F`, computed by a process
+/// running this same executable (spawn re-executes `/proc/self/exe`, which names the very file
+/// the parent runs even if it was replaced on disk since; forkserver children are forks of such a
+/// process; a decoded [`RemoteFn`] checked its executable id and tag).
+pub(crate) unsafe fn fn_at<F: Copy>(offset: i64) -> F {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<*const ()>()) };
+    let p = (anchor_address() as i64).wrapping_add(offset) as usize as *const ();
+    // SAFETY: by the caller's contract `p` is the address of a function of type `F` in this
+    // executable's text, and `F` is a function pointer type of the same size as `*const ()`.
+    unsafe { std::mem::transmute_copy::<*const (), F>(&p) }
+}
+
+/// The identity of the object holding ipc-core's code (normally the executable): its GNU build
+/// id, or where the linker wrote none, the SHA-256 of its file. Computed once per process.
+pub(crate) fn executable_id() -> &'static [u8] {
+    static ID: OnceLock<Vec<u8>> = OnceLock::new();
+    ID.get_or_init(|| build_id().unwrap_or_else(file_digest))
+}
+
+/// The loaded object that holds the anchor, as `dl_iterate_phdr` describes it: its program
+/// headers as `(type, start address, end address)`, and its file name (none for the executable).
+struct Object {
+    segments: Vec<(u32, usize, usize)>,
+    name: Option<std::path::PathBuf>,
+}
+
+fn anchor_object() -> Option<Object> {
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        out: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid dl_phdr_info for the duration of the call, and `out`
+        // is the `Option<Object>` that `anchor_object` passed in.
+        let (info, out) = unsafe { (&*info, &mut *(out as *mut Option<Object>)) };
+        let bias = info.dlpi_addr as usize;
+        let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
+            &[]
+        } else {
+            // SAFETY: dlpi_phdr points at dlpi_phnum program headers of this loaded object.
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) }
+        };
+        let segments: Vec<_> = phdrs
+            .iter()
+            .map(|p| {
+                let start = bias.wrapping_add(p.p_vaddr as usize);
+                (p.p_type, start, start.wrapping_add(p.p_memsz as usize))
+            })
+            .collect();
+        let a = anchor_address();
+        if !segments
+            .iter()
+            .any(|&(t, s, e)| t == libc::PT_LOAD && s <= a && a < e)
+        {
+            return 0;
+        }
+        let name = if info.dlpi_name.is_null() {
+            None
+        } else {
+            // SAFETY: a non-null dlpi_name is a NUL-terminated string owned by the loader.
+            let c = unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) };
+            let path: &std::ffi::OsStr = std::os::unix::ffi::OsStrExt::from_bytes(c.to_bytes());
+            (!path.is_empty()).then(|| path.into())
+        };
+        *out = Some(Object { segments, name });
+        1
+    }
+    let mut out: Option<Object> = None;
+    // SAFETY: `visit` only reads what the loader hands it and writes `out`, which outlives the
+    // call; returning 1 stops the iteration once the anchor's object is found.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut out as *mut _ as *mut libc::c_void) };
+    out
+}
+
+/// The GNU build id of the anchor's object, from its `PT_NOTE` segments in memory.
+fn build_id() -> Option<Vec<u8>> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let obj = anchor_object()?;
+    let loaded = |s: usize, e: usize| {
+        obj.segments
+            .iter()
+            .any(|&(t, ls, le)| t == libc::PT_LOAD && ls <= s && e <= le)
+    };
+    for &(t, start, end) in &obj.segments {
+        if t != libc::PT_NOTE || !loaded(start, end) || end <= start {
+            continue;
+        }
+        // SAFETY: the note segment lies inside a PT_LOAD segment of a loaded object (checked
+        // just above), which the loader mapped readable for the life of the process.
+        let notes = unsafe { std::slice::from_raw_parts(start as *const u8, end - start) };
+        let mut rest = notes;
+        while rest.len() >= 12 {
+            let word = |i: usize| u32::from_ne_bytes(rest[i..i + 4].try_into().unwrap()) as usize;
+            let (namesz, descsz, kind) = (word(0), word(4), word(8) as u32);
+            let name_end = 12 + namesz.next_multiple_of(4);
+            let desc_end = name_end + descsz.next_multiple_of(4);
+            if desc_end > rest.len() {
+                break;
+            }
+            if kind == NT_GNU_BUILD_ID && &rest[12..12 + namesz] == b"GNU\0" && descsz > 0 {
+                return Some(rest[name_end..name_end + descsz].to_vec());
+            }
+            rest = &rest[desc_end..];
+        }
+    }
+    None
+}
+
+/// The SHA-256 of the anchor's object file: the identity of a binary linked without a build id.
+/// Reads the whole file once per process (tens of milliseconds for a large debug binary).
+fn file_digest() -> Vec<u8> {
+    use sha2::Digest;
+    let path = anchor_object()
+        .and_then(|o| o.name)
+        .unwrap_or_else(|| "/proc/self/exe".into());
+    match std::fs::read(&path) {
+        Ok(bytes) => Sha256::digest(&bytes).to_vec(),
+        // Unreadable: an identity no other process shares, so handles are refused, not misread.
+        Err(_) => {
+            let mut random = vec![0u8; 32];
+            let _ = getrandom::fill(&mut random);
+            random
+        }
+    }
+}
+
+/// This process family's key (see the module doc), made on first use.
+pub(crate) fn family_key() -> &'static [u8; 32] {
+    FAMILY_KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).expect("the kernel's random source is unavailable");
+        k
+    })
+}
+
+/// Takes the family key of the parent (a spawned child, from its boot message, before any code
+/// of its own could make one).
+pub(crate) fn adopt_family_key(key: [u8; 32]) {
+    let _ = FAMILY_KEY.set(key);
+}
+
+static FAMILY_KEY: OnceLock<[u8; 32]> = OnceLock::new();
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The MAC of a handle's fields under the family key (see the module doc).
+fn mac(trampoline: i64, func: i64) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(family_key()).expect("HMAC takes any key length");
+    m.update(executable_id());
+    m.update(&trampoline.to_le_bytes());
+    m.update(&func.to_le_bytes());
+    m
+}
+
+/// The monomorphized half of a call: decode the argument, run the function at the offset,
+/// encode the result.
+type Trampoline = fn(i64, &[u8], Vec<OwnedFd>) -> Result<(Vec<u8>, Vec<OwnedFd>)>;
+
+fn trampoline<A: DeserializeOwned, R: Serialize>(
+    func: i64,
+    arg: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let arg: A = codec::decode(arg, fds)?;
+    // SAFETY: `func` was paired with this trampoline by `RemoteFn::new::<A, R>` from an
+    // `fn(A) -> R` of this executable (the tag proves the pairing of a decoded handle).
+    let f = unsafe { fn_at::<fn(A) -> R>(func) };
+    let result = f(arg);
+    let mut out = Vec::new();
+    let fds = codec::encode(&result, &mut out)?;
+    Ok((out, fds))
+}
+
+/// A handle to a function `fn(A) -> R` that any process of this program's family can call: send
+/// it (it is `Serialize`) to a running worker and call it there.
+///
+/// A handle names code, so decoding one checks where it came from:
+/// - it carries the executable's identity (its GNU build id), and another program, or another
+///   build of this one, refuses it;
+/// - it carries a tag made with a key that this process shares only with its ancestors and
+///   descendants started through ipc-core, so bytes from anyone else (another run of the same
+///   program, a forger) are refused. A worker never calls code it was not given by its family.
+///
+/// The worker need not know the function's types: [`call_encoded`](Self::call_encoded) takes
+/// and returns postcard bytes, decoded and encoded with the types the handle was made with.
+/// [`RemoteFn::new`] refuses a function that lives in a shared object (a dylib, a plugin), whose
+/// position another process cannot know.
+///
+/// ```
+/// use ipc_core::process::RemoteFn;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn worker(conn: ipc_core::conn::Connection) {
+///     // The worker knows nothing of `square` or its types: it runs what arrives.
+///     while let Ok((f, arg)) = conn.recv::<(RemoteFn<(), ()>, Vec<u8>)>() {
+///         let (result, _fds) = f.call_encoded(&arg, Vec::new()).unwrap();
+///         conn.send_bytes(&result).unwrap();
+///     }
+/// }
+///
+/// let (ours, theirs) = ipc_core::conn::pipe(true)?;
+/// let child = ipc_core::process::spawn(theirs, worker)?;
+/// let f = RemoteFn::new(square)?;
+/// for x in [3u64, 4] {
+///     ours.send(&(f.erase(), postcard::to_stdvec(&x)?))?;
+///     let result: u64 = postcard::from_bytes(&ours.recv_bytes()?)?;
+///     assert_eq!(result, x * x);
+/// }
+/// drop(ours);
+/// child.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RemoteFn<A, R> {
+    trampoline: i64,
+    func: i64,
+    _types: PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> Clone for RemoteFn<A, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A, R> Copy for RemoteFn<A, R> {}
+
+impl<A, R> fmt::Debug for RemoteFn<A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteFn")
+            .field("func", &self.func)
+            .field("trampoline", &self.trampoline)
+            .finish()
+    }
+}
+
+impl<A: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> RemoteFn<A, R> {
+    /// A handle to `f`, a function or a non-capturing closure. An error if `f` lives in another
+    /// loaded object than ipc-core's code (a dylib or plugin: see the module doc).
+    pub fn new(f: fn(A) -> R) -> Result<Self> {
+        Ok(RemoteFn {
+            trampoline: offset_of(trampoline::<A, R> as Trampoline as *const ())?,
+            func: offset_of(f as *const ())?,
+            _types: PhantomData,
+        })
+    }
+
+    /// Calls the function here with `arg` (through its encoding, as a worker would: see
+    /// [`call_encoded`](Self::call_encoded)). A panic in the function unwinds out of this call.
+    pub fn call(&self, arg: A) -> Result<R> {
+        let mut buf = Vec::new();
+        let fds = codec::encode(&arg, &mut buf)?;
+        let (out, fds) = self.call_encoded(&buf, fds)?;
+        codec::decode(&out, fds)
+    }
+}
+
+impl<A, R> RemoteFn<A, R> {
+    /// Calls the function with a postcard-encoded argument (and the descriptors that came with
+    /// it, for shared objects); returns the encoded result and its descriptors. The types are
+    /// those the handle was made with, wherever it was made: a worker can run handles of any
+    /// types through this one method. A panic in the function unwinds out of this call.
+    pub fn call_encoded(&self, arg: &[u8], fds: Vec<OwnedFd>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        // SAFETY: `trampoline` is the offset of a `Trampoline` in this executable: made here by
+        // `new`, or decoded with a matching executable id and family tag.
+        let t = unsafe { fn_at::<Trampoline>(self.trampoline) };
+        t(self.func, arg, fds)
+    }
+
+    /// The same handle with its types forgotten, for a worker that runs functions of many types
+    /// through [`call_encoded`](Self::call_encoded).
+    pub fn erase(self) -> RemoteFn<(), ()> {
+        RemoteFn {
+            trampoline: self.trampoline,
+            func: self.func,
+            _types: PhantomData,
+        }
+    }
+}
+
+/// The wire form (see the module doc).
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    executable: Vec<u8>,
+    trampoline: i64,
+    func: i64,
+    tag: [u8; 32],
+}
+
+impl<A, R> Serialize for RemoteFn<A, R> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        Wire {
+            executable: executable_id().to_vec(),
+            trampoline: self.trampoline,
+            func: self.func,
+            tag: mac(self.trampoline, self.func)
+                .finalize()
+                .into_bytes()
+                .into(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, A, R> Deserialize<'de> for RemoteFn<A, R> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        let refuse = |msg: String| serde::de::Error::custom(codec::remember(msg));
+        if w.executable != executable_id() {
+            return Err(refuse(format!(
+                "a function handle from another executable (build {}) cannot run in this one \
+                 (build {}): its code offsets name other code here",
+                hex(&w.executable),
+                hex(executable_id())
+            )));
+        }
+        // Constant-time comparison: a forger learns nothing from how fast a guess fails.
+        if mac(w.trampoline, w.func).verify_slice(&w.tag).is_err() {
+            return Err(refuse(
+                "a function handle that this process family did not make (its tag does not \
+                 match): handles are accepted only from this process, its ancestors and \
+                 descendants, never from other programs or forged bytes"
+                    .into(),
+            ));
+        }
+        Ok(RemoteFn {
+            trampoline: w.trampoline,
+            func: w.func,
+            _types: PhantomData,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
