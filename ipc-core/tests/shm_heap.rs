@@ -22,16 +22,16 @@ fn blocks_start_all_zero() {
     // Fill blocks with ones and drop them: later blocks must still be zero (no dirty reuse).
     for _ in 0..50 {
         let s = ShmSlice::<u64>::new(97).unwrap();
-        assert!(s.iter().all(|&x| x == 0));
+        assert!(s.to_vec().iter().all(|&x| x == 0));
         // SAFETY: this thread holds the only handle; all 97 elements are in bounds.
         unsafe { std::ptr::write_bytes(s.as_ptr(), 0xff, s.len()) };
         let b = ShmBox::<[u8; 13]>::new().unwrap();
-        assert_eq!(*b, [0; 13]);
+        assert_eq!(b.read(), [0; 13]);
         // SAFETY: as above.
         unsafe { b.as_ptr().write([0xff; 13]) };
     }
     let big = ShmSlice::<u32>::new(BIG_ALLOCATION).unwrap();
-    assert!(big.iter().all(|&x| x == 0));
+    assert!(big.to_vec().iter().all(|&x| x == 0));
     let empty = ShmSlice::<u64>::new(0).unwrap();
     assert!(empty.is_empty());
     assert_eq!(*ShmBox::<()>::new().unwrap(), ());
@@ -131,7 +131,12 @@ fn memory_outlives_the_original_while_a_message_carries_it() {
     tx.send(&s).unwrap();
     drop(s);
     let r: ShmSlice<u8> = rx.recv().unwrap();
-    assert!(r.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    assert!(
+        r.to_vec()
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i % 251) as u8)
+    );
     assert_eq!(r.arena_handles(), 1);
 }
 
@@ -274,4 +279,29 @@ fn a_box_through_a_connection_shares_memory() {
     a[0].store(1, Ordering::SeqCst);
     assert_eq!(b[0].load(Ordering::SeqCst), 1);
     assert!(a.arena_handles() >= 2);
+}
+
+fn write_plain((b, s): (ShmBox<u64>, ShmSlice<u16>)) -> u64 {
+    let seen = b.read();
+    b.write(seen + 1);
+    s.write(2, 9).unwrap();
+    seen
+}
+
+// Review finding 7: a plain ShmBox<u64> handed out `&u64` to memory other processes write. Plain
+// boxes and slices now copy in and out (volatile), and only `ShmSync` types (atomics, raw states)
+// deref; the copies see another process's writes.
+#[test]
+fn plain_data_is_copied_in_and_out_across_processes() {
+    let b = ShmBox::<u64>::new().unwrap();
+    let s = ShmSlice::<u16>::new(3).unwrap();
+    b.write(41);
+    let h = ipc_core::process::Builder::new()
+        .start_method(ipc_core::process::StartMethod::Spawn)
+        .spawn((b.clone(), s.clone()), write_plain)
+        .unwrap();
+    assert_eq!(h.join().unwrap(), 41);
+    assert_eq!(b.read(), 42);
+    assert_eq!(s.to_vec(), [0, 0, 9]);
+    assert_eq!(s.write(3, 1), Err(1), "out of bounds gives the value back");
 }

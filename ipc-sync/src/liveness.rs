@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn who_maps_a_shared_object() {
         let shared = ipc_core::shm::ShmBox::<u32>::new().unwrap();
-        let addr = &*shared as *const u32 as usize;
+        let addr = shared.as_ptr() as usize;
         assert_eq!(maps_object_at(std::process::id(), addr), Some(true));
         let mut other = std::process::Command::new("sleep")
             .arg("30")

@@ -186,7 +186,7 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
 /// Integers with a matching atomic type that may live in shared memory.
 pub trait AtomicInt: ShmSafe + Copy + sealed::Sealed {
     /// The atomic counterpart (`u32` -> `AtomicU32` ...).
-    type Atomic: ShmSafe;
+    type Atomic: ipc_core::shm::ShmSync;
     #[doc(hidden)]
     fn load(a: &Self::Atomic) -> Self;
     #[doc(hidden)]

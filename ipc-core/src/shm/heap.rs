@@ -102,11 +102,16 @@ use crate::sys;
 /// - **Nothing process-local inside**: no pointers, references, file descriptors, or ownership of
 ///   heap memory. The heap never runs the type's destructor.
 /// - **Sync**: shared mutation happens only through atomics, or through raw pointers by callers
-///   that hold a lock (see [`ShmBox::as_ptr`]); a `&T` may be held in many processes at once.
+///   that hold a lock (see [`ShmBox::as_ptr`]).
+///
+/// A `ShmSafe` type may be plain data (`u64`, a `#[repr(C)]` struct of numbers), which other
+/// processes may write at any moment: a [`ShmBox`] of it gives copies ([`ShmBox::read`],
+/// [`ShmBox::write`]), never a `&T`. Types whose every shared mutation goes through atomics
+/// are also [`ShmSync`], and a box of one derefs to `&T`.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, AtomicU64};
-/// use ipc_core::shm::{ShmBox, ShmSafe};
+/// use ipc_core::shm::{ShmBox, ShmSafe, ShmSync};
 ///
 /// #[repr(C)]
 /// struct Counter {
@@ -115,38 +120,59 @@ use crate::sys;
 /// }
 /// // SAFETY: repr(C) over atomics: any bytes are a valid Counter, nothing process-local inside.
 /// unsafe impl ShmSafe for Counter {}
+/// // SAFETY: every field is an atomic, so every change through `&Counter` is atomic.
+/// unsafe impl ShmSync for Counter {}
 ///
 /// let c = ShmBox::<Counter>::new().unwrap();
 /// assert_eq!(c.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
 /// ```
 pub unsafe trait ShmSafe: Sync + Sized + 'static {}
 
+/// A [`ShmSafe`] type that may be *referenced* from many processes at once: every change another
+/// process can make to it while a `&T` lives here goes through atomics (Rust's `&T` promises
+/// that nothing else changes the bytes, unless they sit in an `UnsafeCell` such as an atomic's).
+/// A [`ShmBox`] or [`ShmSlice`] of such a type derefs to `&T`.
+///
+/// # Safety
+/// All of `T`'s bytes that any process may change while it is shared are inside atomics (or
+/// other `UnsafeCell`s changed only by atomic operations): no method reachable through `&T`
+/// writes them non-atomically.
+///
+/// ```compile_fail
+/// // A plain number can be written by another process at any moment: no `&u64` to it.
+/// let b = ipc_core::shm::ShmBox::<u64>::new().unwrap();
+/// let r: &u64 = &*b;
+/// ```
+pub unsafe trait ShmSync: ShmSafe {}
+
 macro_rules! shm_safe {
     ($($t:ty),* $(,)?) => {
         $(
-            // SAFETY: a primitive number or an atomic of one: every bit pattern is a valid value,
-            // its layout is fixed, and it holds nothing process-local.
+            // SAFETY: a primitive number: every bit pattern is a valid value, its layout is
+            // fixed, and it holds nothing process-local.
             unsafe impl ShmSafe for $t {}
         )*
     };
 }
 
+macro_rules! shm_sync {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: an atomic of a primitive: every bit pattern is valid, its layout is that of
+            // the primitive, it holds nothing process-local, and every change through `&Self` is
+            // an atomic operation.
+            unsafe impl ShmSafe for $t {}
+            // SAFETY: as above: all mutation through `&Self` is atomic.
+            unsafe impl ShmSync for $t {}
+        )*
+    };
+}
+
 shm_safe!(
-    u8,
-    u16,
-    u32,
-    u64,
-    u128,
-    usize,
-    i8,
-    i16,
-    i32,
-    i64,
-    i128,
-    isize,
-    f32,
-    f64,
-    (),
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64,
+);
+
+shm_sync!(
     AtomicU8,
     AtomicU16,
     AtomicU32,
@@ -159,9 +185,16 @@ shm_safe!(
     AtomicIsize,
 );
 
+// SAFETY: a zero-sized type has no bytes to be invalid, shared, or changed.
+unsafe impl ShmSafe for () {}
+// SAFETY: as above: nothing to change.
+unsafe impl ShmSync for () {}
+
 // SAFETY: an array has no padding between elements and no bytes of its own, so its bit patterns
 // are exactly the sequences of valid `T`s; everything else follows from `T: ShmSafe`.
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
+// SAFETY: an array's bytes are its elements', each changed only atomically (`T: ShmSync`).
+unsafe impl<T: ShmSync, const N: usize> ShmSync for [T; N] {}
 
 /// Allocations larger than this many bytes get a segment of their own.
 ///
@@ -573,7 +606,7 @@ impl<T: ShmSafe> ShmBox<T> {
     ///
     /// ```
     /// let b = ipc_core::shm::ShmBox::<[u32; 4]>::new().unwrap();
-    /// assert_eq!(*b, [0; 4]);
+    /// assert_eq!(b.read(), [0; 4]);
     /// ```
     pub fn new() -> Result<Self> {
         Ok(ShmBox {
@@ -591,7 +624,7 @@ impl<T: ShmSafe> ShmBox<T> {
     /// let b = ipc_core::shm::ShmBox::<u64>::new().unwrap();
     /// // SAFETY: nobody else has this box yet.
     /// unsafe { b.as_ptr().write(7) };
-    /// assert_eq!(*b, 7);
+    /// assert_eq!(b.read(), 7);
     /// ```
     pub fn as_ptr(&self) -> *mut T {
         self.block.ptr().cast()
@@ -614,12 +647,44 @@ impl<T: ShmSafe> ShmBox<T> {
     }
 }
 
-impl<T: ShmSafe> Deref for ShmBox<T> {
+/// Copies in and out, for plain data that other processes may write at any moment (a plain
+/// `ShmSafe` box has no `Deref`: a `&T` would let the compiler assume the bytes do not change).
+impl<T: ShmSafe + Copy> ShmBox<T> {
+    /// A copy of the value (a volatile read).
+    ///
+    /// Safe whatever other processes do, but not a snapshot: a value written concurrently may
+    /// be read half old, half new (any bytes are a valid `T`). Hold a lock around writers and
+    /// readers, or use an atomic `T`, where that matters. Volatile accesses are how memory that
+    /// others change is read without a `&T` the compiler may cache (rust-vmm's `vm-memory`
+    /// reads guest memory the same way).
+    ///
+    /// ```
+    /// let b = ipc_core::shm::ShmBox::<[u16; 3]>::new()?;
+    /// b.write([1, 2, 3]);
+    /// assert_eq!(b.read(), [1, 2, 3]);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn read(&self) -> T {
+        // SAFETY: the block holds one T, aligned and inside the mapping that `self.block.arena`
+        // keeps alive; any bytes are a valid T (ShmSafe), so a torn read is still a T.
+        unsafe { self.as_ptr().read_volatile() }
+    }
+
+    /// Replaces the value (a volatile write); see [`read`](Self::read) for what concurrent
+    /// readers may see.
+    pub fn write(&self, value: T) {
+        // SAFETY: as in `read`; no `&T` to these bytes exists (a plain `ShmSafe` box never
+        // hands one out: only `ShmSync` types, changed through atomics, deref).
+        unsafe { self.as_ptr().write_volatile(value) }
+    }
+}
+
+impl<T: ShmSync> Deref for ShmBox<T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the block holds one T, aligned and inside the mapping that `self.block.arena`
-        // keeps alive; any bytes are a valid T (ShmSafe), and T: Sync makes sharing `&T`
-        // across threads and processes sound.
+        // keeps alive; any bytes are a valid T (ShmSafe). Other processes change a ShmSync type
+        // only through atomics, which a `&T` permits (they live in UnsafeCells).
         unsafe { &*self.as_ptr() }
     }
 }
@@ -695,7 +760,7 @@ impl<T: ShmSafe> ShmSlice<T> {
     ///
     /// ```
     /// let s = ipc_core::shm::ShmSlice::<u8>::new(1 << 20).unwrap(); // its own segment
-    /// assert!(s.iter().all(|&b| b == 0));
+    /// assert!(s.to_vec().iter().all(|&b| b == 0));
     /// ```
     pub fn new(len: usize) -> Result<Self> {
         Ok(ShmSlice {
@@ -712,7 +777,7 @@ impl<T: ShmSafe> ShmSlice<T> {
     /// let s = ipc_core::shm::ShmSlice::<u16>::new(4).unwrap();
     /// // SAFETY: nobody else has this slice yet; index 3 is in bounds.
     /// unsafe { s.as_ptr().add(3).write(9) };
-    /// assert_eq!(&s[..], &[0, 0, 0, 9]);
+    /// assert_eq!(s.to_vec(), [0, 0, 0, 9]);
     /// ```
     pub fn as_ptr(&self) -> *mut T {
         self.block.ptr().cast()
@@ -749,12 +814,46 @@ impl<T: ShmSafe> ShmSlice<T> {
     }
 }
 
-impl<T: ShmSafe> Deref for ShmSlice<T> {
+/// Copies in and out, for plain data (see [`ShmBox::read`]: volatile accesses, which may see a
+/// concurrent write half done, never a `&T` to bytes other processes change).
+impl<T: ShmSafe + Copy> ShmSlice<T> {
+    /// A copy of element `i`, or `None` if `i` is out of bounds.
+    ///
+    /// ```
+    /// let s = ipc_core::shm::ShmSlice::<u32>::new(3)?;
+    /// s.write(1, 7).unwrap();
+    /// assert_eq!((s.read(1), s.read(3)), (Some(7), None));
+    /// assert_eq!(s.to_vec(), [0, 7, 0]);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn read(&self, i: usize) -> Option<T> {
+        // SAFETY: `i < len`, so the element lies inside the block (aligned, in the mapping kept
+        // alive by `self.block.arena`); any bytes are a valid T.
+        (i < self.len).then(|| unsafe { self.as_ptr().add(i).read_volatile() })
+    }
+
+    /// Replaces element `i`; gives `value` back if `i` is out of bounds.
+    pub fn write(&self, i: usize, value: T) -> std::result::Result<(), T> {
+        if i >= self.len {
+            return Err(value);
+        }
+        // SAFETY: as in `read`; no `&T` into a plain slice is ever handed out.
+        unsafe { self.as_ptr().add(i).write_volatile(value) };
+        Ok(())
+    }
+
+    /// Copies of all elements, in order.
+    pub fn to_vec(&self) -> Vec<T> {
+        (0..self.len).filter_map(|i| self.read(i)).collect()
+    }
+}
+
+impl<T: ShmSync> Deref for ShmSlice<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         // SAFETY: the block holds `len` contiguous Ts, aligned and inside the mapping kept
         // alive by `self.block.arena` (for len 0 the pointer is still aligned and non-null);
-        // any bytes are valid Ts and T: Sync.
+        // any bytes are valid Ts, changed by other processes only atomically (ShmSync).
         unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
     }
 }

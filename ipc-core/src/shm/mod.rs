@@ -27,6 +27,6 @@ pub mod heap;
 mod named;
 mod segment;
 
-pub use heap::{BIG_ALLOCATION, ShmBox, ShmSafe, ShmSlice};
+pub use heap::{BIG_ALLOCATION, ShmBox, ShmSafe, ShmSlice, ShmSync};
 pub use named::{MAX_NAME_LEN, NamedSegment};
 pub use segment::Segment;

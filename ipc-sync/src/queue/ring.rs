@@ -128,6 +128,8 @@ pub(crate) struct RingHeader {
 // any bytes are a valid header (all-zero is the empty, unbounded, open ring), nothing process-local inside, and all
 // shared mutation goes through atomics.
 unsafe impl ShmSafe for RingHeader {}
+// SAFETY: every field that changes after creation is an atomic (the padding is never written).
+unsafe impl ipc_core::shm::ShmSync for RingHeader {}
 
 /// How long an operation may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
