@@ -53,10 +53,7 @@ pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitO
             if left.is_zero() {
                 return WaitOutcome::TimedOut;
             }
-            Some(futex::Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: i64::from(left.subsec_nanos()),
-            })
+            Some(crate::deadline::timespec(left))
         }
     };
     match futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref()) {

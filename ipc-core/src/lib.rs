@@ -18,6 +18,7 @@
 
 pub mod codec;
 pub mod conn;
+mod deadline;
 pub mod error;
 pub mod futex;
 pub mod process;

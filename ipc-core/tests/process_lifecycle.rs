@@ -766,3 +766,61 @@ fn exit_is_not_held_up_by_a_foreign_fork() {
         "the parent's exit waited for its foreign child"
     );
 }
+
+/// The system call thread `tid` of this process is blocked in, from `/proc` (`None` if running).
+fn blocked_in(tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+// Review finding 6: one thread in join_timeout held the child's state for the whole wait, so
+// kill, terminate, exitcode, is_alive and Debug from another thread waited as long. Each now
+// answers at once, and the joining thread sees the signal.
+#[test]
+fn a_join_in_one_thread_never_blocks_another_threads_kill() {
+    const POLL: u64 = 7;
+    const PPOLL: u64 = 271;
+    for m in METHODS {
+        let h = Arc::new(builder(m).spawn(120_000, sleep_ms).unwrap());
+        let _reap = Reap(&*h);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let joiner = {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                    .unwrap();
+                h.join_timeout(Duration::from_secs(60))
+            })
+        };
+        let tid = rx.recv().unwrap();
+        // The joiner is inside its wait (blocked in poll) before we act.
+        assert!(
+            common::eventually(|| matches!(blocked_in(tid), Some(POLL | PPOLL))),
+            "{m}: the joining thread never started waiting"
+        );
+        let quick = |what: &str, t: Instant| {
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "{m}: {what} waited {:?} behind the join",
+                t.elapsed()
+            );
+        };
+        let t = Instant::now();
+        assert_eq!(h.exitcode(), None);
+        quick("exitcode", t);
+        let t = Instant::now();
+        assert!(h.is_alive());
+        quick("is_alive", t);
+        let t = Instant::now();
+        assert_eq!(h.try_wait().unwrap(), None);
+        quick("try_wait", t);
+        let t = Instant::now();
+        assert!(format!("{h:?}").contains("exitcode: None"));
+        quick("Debug", t);
+        let t = Instant::now();
+        h.kill().unwrap();
+        quick("kill", t);
+        assert_eq!(joiner.join().unwrap().unwrap(), Some(-9), "{m}");
+        assert_eq!(h.exitcode(), Some(-9));
+    }
+}

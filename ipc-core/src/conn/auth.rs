@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::connection::{Connection, deadline_after};
+use super::connection::Connection;
 use crate::error::{Error, Result};
 
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
@@ -116,7 +116,10 @@ impl Connection {
     /// t.join().unwrap().unwrap();
     /// ```
     pub fn deliver_challenge(&self, authkey: &[u8], timeout: Option<Duration>) -> Result<()> {
-        self.deliver_challenge_until(authkey, timeout.map(|t| deadline_after(Instant::now(), t)))
+        self.deliver_challenge_until(
+            authkey,
+            timeout.map(|t| crate::deadline::after(Instant::now(), t)),
+        )
     }
 
     /// Proves to the peer that this side knows `authkey` by answering its challenge (the client
@@ -125,7 +128,10 @@ impl Connection {
     /// A challenge that is malformed, uses another digest than `{sha256}`, or a verdict of
     /// failure is [`Error::Authentication`]. `timeout` bounds the whole exchange.
     pub fn answer_challenge(&self, authkey: &[u8], timeout: Option<Duration>) -> Result<()> {
-        self.answer_challenge_until(authkey, timeout.map(|t| deadline_after(Instant::now(), t)))
+        self.answer_challenge_until(
+            authkey,
+            timeout.map(|t| crate::deadline::after(Instant::now(), t)),
+        )
     }
 
     pub(super) fn deliver_challenge_until(

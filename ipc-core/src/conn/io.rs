@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
@@ -47,36 +47,6 @@ pub(super) enum Interest {
     Write,
 }
 
-/// Converts what is left until `deadline` into a `poll` timeout.
-fn timespec_until(deadline: Instant) -> Timespec {
-    duration_timespec(deadline.saturating_duration_since(Instant::now()))
-}
-
-/// A `Duration` as a `Timespec`, saturating at the largest representable value.
-pub(super) fn duration_timespec(d: Duration) -> Timespec {
-    Timespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(d.subsec_nanos()),
-    }
-}
-
-/// Polls `fds` until one is ready or `deadline` passes; retries `EINTR` with the time left.
-///
-/// Returns the number of ready entries (0 only when the deadline passed). `None` waits forever.
-pub(super) fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> Result<usize> {
-    loop {
-        let ts = deadline.map(timespec_until);
-        match rustix::event::poll(fds, ts.as_ref()) {
-            // `poll` may round a timeout down; only report "nothing ready" once the deadline
-            // has really passed, so callers can rely on having waited at least that long.
-            Ok(0) if deadline.is_some_and(|d| Instant::now() < d) => continue,
-            Ok(n) => return Ok(n),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 /// Waits until `fd` is ready for `interest` (end of file and errors count as ready).
 ///
 /// Returns `false` if `deadline` passed first.
@@ -90,7 +60,7 @@ pub(super) fn wait_fd(
         Interest::Write => PollFlags::OUT,
     };
     let mut pfd = [PollFd::new(&fd, flags)];
-    if poll_until(&mut pfd, deadline)? == 0 {
+    if crate::deadline::poll_until(&mut pfd, deadline)? == 0 {
         return Ok(false);
     }
     if pfd[0].revents().contains(PollFlags::NVAL) {

@@ -16,7 +16,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::address::Address;
 use super::auth::DEFAULT_HANDSHAKE_TIMEOUT;
-use super::connection::{Connection, deadline_after};
+use super::connection::Connection;
 use super::io::{Interest, wait_fd};
 use crate::error::{Error, Result};
 
@@ -172,7 +172,7 @@ impl Listener {
         if let Some(key) = &self.authkey {
             let deadline = self
                 .handshake_timeout
-                .map(|t| deadline_after(Instant::now(), t));
+                .map(|t| crate::deadline::after(Instant::now(), t));
             conn.deliver_challenge_until(key, deadline)?;
             conn.answer_challenge_until(key, deadline)?;
         }
@@ -241,7 +241,7 @@ pub fn connect_timeout(
 ) -> Result<Connection> {
     address.validate()?;
     let start = Instant::now();
-    let deadline = timeout.map(|t| deadline_after(start, t));
+    let deadline = timeout.map(|t| crate::deadline::after(start, t));
     let fd = match unix_addr(address) {
         Some(sa) => connect_unix(&sa?, address, deadline)?,
         None => {

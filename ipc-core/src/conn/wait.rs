@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 
-use super::connection::deadline_after;
-use super::io::poll_until;
 use crate::error::{Error, Result};
 
 /// Waits until at least one of `objects` is ready, or `timeout` passes; returns the indexes of
@@ -42,8 +40,8 @@ pub fn wait<F: AsFd>(objects: &[F], timeout: Option<Duration>) -> Result<Vec<usi
         .iter()
         .map(|fd| PollFd::new(fd, PollFlags::IN))
         .collect();
-    let deadline = timeout.map(|t| deadline_after(Instant::now(), t));
-    if poll_until(&mut pfds, deadline)? == 0 {
+    let deadline = timeout.map(|t| crate::deadline::after(Instant::now(), t));
+    if crate::deadline::poll_until(&mut pfds, deadline)? == 0 {
         return Ok(Vec::new());
     }
     let mut ready = Vec::new();

@@ -8,9 +8,24 @@
 //!
 //! Every child is ours, whatever its start method (the forkserver forks with `CLONE_PARENT`):
 //! `waitpid` reaps it and gives the status; its pidfd gives readiness and safe signalling.
+//!
+//! # Locking
+//! The record's state is behind a mutex that is never held across a wait: a waiter polls (on
+//! the pidfd and a duplicate of the result connection's descriptor) without it, and takes it
+//! only to read a result already complete or to reap a child that has exited, both immediate.
+//! A result still streaming in (larger than the socket buffer) is read with the connection
+//! taken out of the state (`reading`), also unlocked. So `kill`, `terminate`, `exitcode`,
+//! `is_alive` and `Debug` answer at once while another thread is in `join_timeout`.
+//!
+//! ```text
+//! RUNNING --result readable--> READING (conn taken out, read unlocked) --> RUNNING (outcome in)
+//! RUNNING --pidfd readable--> read what is in the connection, reap --> EXITED (exitcode set)
+//! a waiter returns when EXITED and not READING (the outcome is settled), or at its deadline
+//! ```
 
+use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
@@ -44,6 +59,15 @@ pub(crate) struct State {
     pub(crate) outcome: Option<Result<(Vec<u8>, Vec<OwnedFd>)>>,
     /// Python-convention exit code, once reaped.
     pub(crate) exitcode: Option<i32>,
+    /// A waiter took `conn` out and is reading the outcome without the lock.
+    reading: bool,
+}
+
+impl State {
+    /// Reaped, with the outcome read (or known to be missing): nothing more will change.
+    fn settled(&self) -> Option<i32> {
+        self.exitcode.filter(|_| !self.reading)
+    }
 }
 
 /// One child, shared by its `JoinHandle` and the process-wide registry.
@@ -56,6 +80,8 @@ pub(crate) struct ChildInner {
     pub(crate) creator: i32,
     pub(crate) pidfd: OwnedFd,
     pub(crate) state: Mutex<State>,
+    /// Signalled when a reader puts the outcome back (`reading` ends).
+    read_done: Condvar,
 }
 
 impl ChildInner {
@@ -78,7 +104,9 @@ impl ChildInner {
                 conn: Some(conn),
                 outcome: None,
                 exitcode: None,
+                reading: false,
             }),
+            read_done: Condvar::new(),
         }
     }
 
@@ -109,64 +137,83 @@ impl ChildInner {
     }
 
     /// Waits until the child has exited and is reaped, or until `deadline`. Returns the exit
-    /// code, or `None` if the deadline passed first.
+    /// code, or `None` if the deadline passed first. Never holds the state lock while it waits
+    /// (see the module doc).
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
-        let mut st = self.lock();
         loop {
-            if let Some(code) = st.exitcode {
-                return Ok(Some(code));
-            }
-            let State {
-                conn,
-                outcome,
-                exitcode,
-            } = &mut *st;
-            // Poll the result connection (while unread) and the exit notification together.
+            // Look, under the lock.
+            let conn_fd = {
+                let mut st = self.lock();
+                while st.exitcode.is_some() && st.reading {
+                    // Exited: the reader meets end of file at once and puts the outcome back.
+                    st = match deadline {
+                        None => self.read_done.wait(st).unwrap_or_else(|p| p.into_inner()),
+                        Some(d) => {
+                            let left = d.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                return Ok(None);
+                            }
+                            let (st, _) = self
+                                .read_done
+                                .wait_timeout(st, left)
+                                .unwrap_or_else(|p| p.into_inner());
+                            st
+                        }
+                    };
+                }
+                if let Some(code) = st.settled() {
+                    return Ok(Some(code));
+                }
+                match (&st.conn, st.reading) {
+                    (Some(c), false) => Some(c.as_fd().try_clone_to_owned()?),
+                    _ => None,
+                }
+            };
+            // Wait, without it: for the result (while unread) and the exit notification.
             let mut fds = Vec::with_capacity(2);
             fds.push(PollFd::new(&self.pidfd, PollFlags::IN));
-            if let Some(c) = conn.as_ref() {
-                fds.push(PollFd::new(c, PollFlags::IN));
+            if let Some(fd) = conn_fd.as_ref() {
+                fds.push(PollFd::new(fd, PollFlags::IN));
             }
-            let ts = deadline.map(|d| {
-                let left = d.saturating_duration_since(Instant::now());
-                rustix::event::Timespec {
-                    tv_sec: left.as_secs() as i64,
-                    tv_nsec: i64::from(left.subsec_nanos()),
-                }
-            });
-            match rustix::event::poll(&mut fds, ts.as_ref()) {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
+            if crate::deadline::poll_until(&mut fds, deadline)? == 0 {
+                return Ok(None);
             }
             let exited = !fds[0].revents().is_empty();
             let result_ready = fds.get(1).is_some_and(|f| !f.revents().is_empty());
             drop(fds);
-            if result_ready || (exited && conn.is_some()) {
-                // The child writes its outcome before exiting, so once it has exited a readable
-                // connection already holds the whole frame (or nothing: end of file).
-                let c = conn.take().expect("polled connection is present");
-                let ready_now = exited && !result_ready;
-                if !ready_now || c.poll(Some(Duration::ZERO))? {
-                    *outcome = Some(match c.recv_frame(None, c.max_message_size()) {
-                        Err(Error::Eof) => Err(Error::Eof),
-                        other => other,
-                    });
-                } else {
-                    *outcome = Some(Err(Error::Eof));
-                }
+            drop(conn_fd);
+            // Act, under the lock only for what cannot block.
+            let mut st = self.lock();
+            if st.exitcode.is_some() || st.reading {
+                continue; // Another waiter got there first.
             }
-            if exited || (deadline.is_none() && conn.is_none()) {
-                // Exited, or the outcome is in and there is no deadline: the child is on its way
-                // out, so block in `waitpid` at once rather than polling the pidfd first.
-                *exitcode = Some(reap(self.pid)?);
+            if exited {
+                // The child wrote its outcome before exiting, so the connection already holds
+                // the whole frame, or a cut one, or nothing: reading it cannot block.
+                if let Some(c) = st.conn.take() {
+                    st.outcome = Some(if c.poll(Some(Duration::ZERO))? {
+                        c.recv_frame(None, c.max_message_size())
+                    } else {
+                        Err(Error::Eof)
+                    });
+                }
+                st.exitcode = Some(reap(self.pid)?);
+            } else if result_ready && let Some(c) = st.conn.take() {
+                // The outcome is arriving and may be larger than the socket buffer: the child
+                // exits only once it is read, so read it now, without the lock.
+                st.reading = true;
+                drop(st);
+                let outcome = c.recv_frame(None, c.max_message_size());
+                let mut st = self.lock();
+                st.outcome = Some(outcome);
+                st.reading = false;
+                self.read_done.notify_all();
             }
         }
     }
 
     /// The exit code if the child has exited (reaping it), without blocking.
-    pub(crate) fn poll_exit(&self) -> Result<Option<i32>> {
+    pub(crate) fn try_wait(&self) -> Result<Option<i32>> {
         self.wait(Some(Instant::now()))
     }
 

@@ -120,7 +120,7 @@ impl Global {
         // Only records nobody else holds are polled: a live handle's owner may be blocked in a
         // wait on it, and that owner reaps it anyway.
         self.children
-            .retain(|c| Arc::strong_count(c) > 1 || !matches!(c.poll_exit(), Ok(Some(_))));
+            .retain(|c| Arc::strong_count(c) > 1 || !matches!(c.try_wait(), Ok(Some(_))));
     }
 
     /// In a process forked outside this crate (`libc::fork`, nix), forgets the records it

@@ -189,7 +189,14 @@ impl Builder {
         loop {
             attempts += 1;
             let launched = match method {
-                StartMethod::Spawn => start::spawn::launch()?,
+                // fork+exec of this executable touches no process-wide state: other threads'
+                // `current_process` and `active_children` need not wait for it.
+                StartMethod::Spawn => {
+                    drop(g);
+                    let launched = start::spawn::launch();
+                    g = global::lock();
+                    launched?
+                }
                 _ => forkserver_launch(&mut g, self.daemon)?,
             };
             let Launched {
@@ -532,6 +539,24 @@ impl<R> JoinHandle<R> {
         self.inner.wait(Some(Instant::now() + timeout))
     }
 
+    /// The exit code if the child has finished (reaping it), else `None`; never blocks, as
+    /// `std::process::Child::try_wait`. The result stays available to [`join`](Self::join).
+    /// Unlike [`exitcode`](Self::exitcode), errors are reported, and only the process that
+    /// started the child may ask.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let child = ipc_core::process::spawn(50u64, |ms| std::thread::sleep(Duration::from_millis(ms)))?;
+    /// assert_eq!(child.try_wait()?, None); // still sleeping
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(0));
+    /// assert_eq!(child.try_wait()?, Some(0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_wait(&self) -> Result<Option<i32>> {
+        self.inner.check_creator("wait for")?;
+        self.inner.try_wait()
+    }
+
     /// The exit code if the child has finished, else `None` (never blocks).
     ///
     /// Only the process that started the child reaps it and learns its exit code; in another
@@ -539,7 +564,7 @@ impl<R> JoinHandle<R> {
     /// if any, and the child's result is left for its creator to join.
     pub fn exitcode(&self) -> Option<i32> {
         if self.inner.is_creator() {
-            self.inner.poll_exit().ok().flatten()
+            self.inner.try_wait().ok().flatten()
         } else {
             self.inner.lock().exitcode
         }
@@ -723,29 +748,17 @@ pub fn active_children() -> Vec<ChildInfo> {
     let mut finished = Vec::new();
     let mut alive = Vec::new();
     for c in children {
-        // A handle being joined in another thread holds the child's lock: it is alive until
-        // that join returns, so don't block on it.
-        let running = match c.state.try_lock() {
-            Ok(st) if st.exitcode.is_some() => false,
-            Ok(st) => {
-                drop(st);
-                matches!(c.poll_exit(), Ok(None))
-            }
-            Err(_) => true,
-        };
-        if running {
-            // Exited, but not yet reaped (a join in another thread is about to): not active,
-            // and its record stays until that join is done.
-            if c.has_exited() {
-                continue;
-            }
-            alive.push(ChildInfo {
+        // Never blocks: a join in another thread holds the child's state only for instants.
+        match c.try_wait() {
+            // Exited but being settled by another thread's join (its outcome still being read),
+            // or unknown: not active, and its record stays until that join is done.
+            Ok(None) if c.has_exited() => {}
+            Ok(None) => alive.push(ChildInfo {
                 pid: c.pid.as_raw_nonzero().get(),
                 name: c.name.clone(),
                 daemon: c.daemon,
-            });
-        } else {
-            finished.push(c);
+            }),
+            _ => finished.push(c),
         }
     }
     // Reaped children whose handles were dropped: nobody can ask about them again, so their
