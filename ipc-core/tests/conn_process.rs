@@ -136,3 +136,60 @@ fn a_child_with_the_wrong_key_is_refused_on_both_sides() {
     assert!(matches!(listener.accept(), Err(Error::Authentication(_))));
     child.expect_success();
 }
+
+// A split connection: one thread sends 10 000 numbers to a child while another receives the
+// child's answers, at the same time (what a pool's task and result threads do); the halves close
+// the socket only once both are gone.
+#[test]
+fn a_split_connection_sends_and_receives_from_two_threads() {
+    const NAME: &str = "a_split_connection_sends_and_receives_from_two_threads";
+    const N: u64 = 10_000;
+    if is_child(NAME) {
+        let conn = child_connection();
+        while let Ok(n) = conn.recv::<u64>() {
+            conn.send(&(n + 1)).unwrap();
+        }
+        return;
+    }
+    let (parent, child_end) = pipe(true).unwrap();
+    let child = TestChild::spawn(NAME, Some(OwnedFd::from(child_end)), &[]);
+    let (tx, rx) = parent.split().unwrap();
+    let sender = std::thread::spawn(move || {
+        for n in 0..N {
+            tx.send(&n).unwrap();
+        }
+        tx // Kept open until the answers are in: dropping it alone must not close the socket.
+    });
+    let answers: Vec<u64> = (0..N)
+        .map(|_| rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap())
+        .collect();
+    let tx = sender.join().unwrap();
+    assert_eq!(answers, (1..=N).collect::<Vec<_>>());
+    drop(tx);
+    drop(rx); // Now the child sees end of file and exits.
+    child.expect_success();
+}
+
+// recv_timeout across processes: a timeout before anything arrives leaves the connection usable;
+// the message that comes later is received whole.
+#[test]
+fn recv_timeout_waits_for_a_slow_peer_and_leaves_the_connection_usable() {
+    const NAME: &str = "recv_timeout_waits_for_a_slow_peer_and_leaves_the_connection_usable";
+    if is_child(NAME) {
+        let conn = child_connection();
+        let n: u32 = conn.recv().unwrap();
+        conn.send(&vec![n; 100_000]).unwrap();
+        return;
+    }
+    let (parent, child_end) = pipe(true).unwrap();
+    let child = TestChild::spawn(NAME, Some(OwnedFd::from(child_end)), &[]);
+    let early = parent.recv_timeout::<Vec<u32>>(std::time::Duration::from_millis(50));
+    assert!(matches!(early, Err(Error::Timeout)), "{early:?}");
+    parent.send(&9u32).unwrap();
+    let v: Vec<u32> = parent
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!((v.len(), v[0]), (100_000, 9));
+    drop(parent);
+    child.expect_success();
+}

@@ -260,7 +260,31 @@ impl Connection {
     /// A message that does not decode as a `T` is [`Error::Decode`]; it has been consumed, and
     /// the connection stays usable.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        let head = self.read_header(None, self.max_message.get())?;
+        self.recv_until(None)
+    }
+
+    /// [`recv`](Self::recv), waiting at most `timeout` for the whole message:
+    /// [`Error::Timeout`] if it has not arrived by then.
+    ///
+    /// A timeout before the message started to arrive leaves the connection as it was. One in
+    /// the middle of a message (a peer that stalled inside a send) breaks its receive side,
+    /// since where the next message starts is lost: later receives are errors.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = ipc_core::conn::pipe(true)?;
+    /// let nothing = b.recv_timeout::<u32>(Duration::from_millis(10));
+    /// assert!(matches!(nothing, Err(ipc_core::Error::Timeout)));
+    /// a.send(&7u32)?;
+    /// assert_eq!(b.recv_timeout::<u32>(Duration::from_secs(30))?, 7);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
+        self.recv_until(Some(crate::deadline::after(Instant::now(), timeout)))
+    }
+
+    fn recv_until<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
+        let head = self.read_header(deadline, self.max_message.get())?;
         if head.in_scratch == head.len {
             // The whole message came with the header: decode it where it landed.
             let scratch = self.scratch.take();
@@ -268,8 +292,42 @@ impl Connection {
             self.scratch.set(scratch);
             return res;
         }
-        let bytes = self.read_payload_vec(&head, None)?;
+        let bytes = self.read_payload_vec(&head, deadline)?;
         codec::decode(&bytes, head.fds)
+    }
+
+    /// Splits a duplex connection into a half that sends and a half that receives, each
+    /// usable from its own thread at the same time (a `Connection` is one thread's at a time).
+    /// Both halves wrap the same socket (the receive half a duplicate of its descriptor); the
+    /// socket closes when both are dropped. [`Error::Misuse`] for one end of a one-way pipe.
+    ///
+    /// ```
+    /// let (a, b) = ipc_core::conn::pipe(true)?;
+    /// let (tx, rx) = a.split()?;
+    /// let echo = std::thread::spawn(move || {
+    ///     while let Ok(n) = b.recv::<u32>() {
+    ///         b.send(&(n * 2)).unwrap();
+    ///     }
+    /// });
+    /// let sender = std::thread::spawn(move || (0..100u32).try_for_each(|n| tx.send(&n)));
+    /// let doubled: Vec<u32> = (0..100).map(|_| rx.recv().unwrap()).collect();
+    /// sender.join().unwrap()?;
+    /// assert_eq!(doubled, (0..100).map(|n| n * 2).collect::<Vec<_>>());
+    /// drop(rx);
+    /// echo.join().unwrap();
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn split(self) -> Result<(SendHalf, RecvHalf)> {
+        if self.kind != Kind::Socket {
+            return Err(Error::misuse(
+                "only a duplex connection splits into a send half and a receive half; one end \
+                 of a one-way pipe already goes one way",
+            ));
+        }
+        let fd = self.fd.try_clone()?;
+        let rx = Connection::with_framing(fd, Kind::Socket, self.records);
+        rx.max_message.set(self.max_message.get());
+        Ok((SendHalf(self), RecvHalf(rx)))
     }
 
     /// Sends `bytes` as one message (no encoding). An empty slice is a real, empty message.
@@ -770,5 +828,69 @@ mod tests {
     fn errno_reset_maps_to_connection_reset() {
         let e: Error = Errno::CONNRESET.into();
         assert!(matches!(e, Error::Io(ref io) if io.kind() == io::ErrorKind::ConnectionReset));
+    }
+}
+
+/// The sending half of a split [`Connection`] (see [`Connection::split`]).
+#[derive(Debug)]
+pub struct SendHalf(Connection);
+
+/// The receiving half of a split [`Connection`] (see [`Connection::split`]).
+#[derive(Debug)]
+pub struct RecvHalf(Connection);
+
+impl SendHalf {
+    /// As [`Connection::send`].
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.0.send(value)
+    }
+
+    /// As [`Connection::send_bytes`].
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.0.send_bytes(bytes)
+    }
+
+    /// As [`Connection::send_fd`].
+    pub fn send_fd(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        self.0.send_fd(fd)
+    }
+}
+
+impl RecvHalf {
+    /// As [`Connection::recv`].
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+        self.0.recv()
+    }
+
+    /// As [`Connection::recv_timeout`].
+    pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
+        self.0.recv_timeout(timeout)
+    }
+
+    /// As [`Connection::recv_bytes`].
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        self.0.recv_bytes()
+    }
+
+    /// As [`Connection::recv_fd`].
+    pub fn recv_fd(&self) -> Result<OwnedFd> {
+        self.0.recv_fd()
+    }
+
+    /// As [`Connection::poll`].
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.0.poll(timeout)
+    }
+
+    /// As [`Connection::set_max_message_size`].
+    pub fn set_max_message_size(&self, bytes: u64) {
+        self.0.set_max_message_size(bytes)
+    }
+}
+
+impl AsFd for RecvHalf {
+    /// The descriptor to wait on (with [`wait`](super::wait)) for incoming messages.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }

@@ -105,6 +105,6 @@ mod wait;
 
 pub use address::{Address, MAX_ABSTRACT_NAME};
 pub use auth::{DEFAULT_HANDSHAKE_TIMEOUT, HANDSHAKE_MAX_MESSAGE};
-pub use connection::{Connection, DEFAULT_MAX_MESSAGE, HEADER_LEN, Kind, pipe};
+pub use connection::{Connection, DEFAULT_MAX_MESSAGE, HEADER_LEN, Kind, RecvHalf, SendHalf, pipe};
 pub use listener::{Listener, connect, connect_timeout};
 pub use wait::wait;
