@@ -824,3 +824,38 @@ fn a_join_in_one_thread_never_blocks_another_threads_kill() {
         assert_eq!(h.exitcode(), Some(-9));
     }
 }
+
+fn what_a_spawned_child_sees((): ()) -> (Vec<String>, Option<String>) {
+    (
+        std::env::args().collect(),
+        std::thread::current().name().map(str::to_owned),
+    )
+}
+
+fn panics_with(msg: String) {
+    panic!("{msg}");
+}
+
+// Review finding 7: a spawned child runs its function from an .init_array constructor, before
+// std's `main` machinery. What std sets up earlier than that works there: the arguments are the
+// parent's, and a panic is caught and reported with its message. (The main thread has no name
+// there, and std's stack-overflow handler is not installed: documented in the process module.)
+#[test]
+fn a_spawned_child_has_its_arguments_and_reports_panics() {
+    let h = builder(StartMethod::Spawn)
+        .spawn((), what_a_spawned_child_sees)
+        .unwrap();
+    let (args, thread_name) = h.join().unwrap();
+    assert_eq!(args, std::env::args().collect::<Vec<_>>());
+    assert_eq!(
+        thread_name, None,
+        "std names the main thread only in its `main` machinery"
+    );
+    let h = builder(StartMethod::Spawn)
+        .spawn("lost in init_array".to_string(), panics_with)
+        .unwrap();
+    match h.join() {
+        Err(JoinError::Panicked(m)) => assert_eq!(m, "lost in init_array"),
+        other => panic!("expected the panic message, got {other:?}"),
+    }
+}

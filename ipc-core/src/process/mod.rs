@@ -16,7 +16,12 @@
 //! - [`StartMethod::Fork`]: `fork(2)`; the copy runs the function (or any closure, with
 //!   [`Builder::fork`]). Fastest; refused in a multithreaded process unless you opt in.
 //! - [`StartMethod::Spawn`]: re-executes the current binary; the child is routed to the function
-//!   before `main`, so it needs no code in `main` and works in tests and doc tests.
+//!   before `main`, so it needs no code in `main` and works in tests and doc tests. The function
+//!   runs from an `.init_array` constructor, before std's `main` machinery: `std::env::args()`
+//!   (this process's arguments) and panics (caught, reported to `join` with their message)
+//!   work, but the main thread has no name, constructors that run after ipc-core's (the `ctor`
+//!   crate's, in link order) have not run, and std's stack-overflow handler is not installed,
+//!   so a stack overflow there ends the child with SIGSEGV (exit code -11) and no message.
 //! - [`StartMethod::ForkServer`] (the default): a clean single-threaded server process, spawned
 //!   once, forks each child. Nearly as fast as fork and safe in multithreaded programs.
 //!

@@ -19,9 +19,13 @@ use crate::process::bootstrap::SPAWN_ENV;
 pub(crate) fn launch() -> Result<Launched> {
     let (ours, theirs) = pipe(true)?;
     let mut cmd = Command::new("/proc/self/exe");
-    if let Some(argv0) = std::env::args_os().next() {
+    // The child sees this process's arguments, as Python's spawn children see its `sys.argv`
+    // (its `main` never runs, so nothing parses them but the user's function).
+    let mut args = std::env::args_os();
+    if let Some(argv0) = args.next() {
         cmd.arg0(argv0);
     }
+    cmd.args(args);
     let child = cmd
         .env(SPAWN_ENV, crate::process::pid().to_string())
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
