@@ -9,6 +9,19 @@
 //! Every kind of dependency counts (normal, dev, build): a dev-dependency upwards would let a
 //! lower crate's tests lean on a higher one. A workspace member with no layer is an error, so a
 //! new crate has to be placed here deliberately.
+//!
+//! Inside ipc-core the top-level modules are layered the same way, and checked from the source
+//! (every `crate::module` path outside comments and `#[cfg(test)]` modules, whose tests may
+//! start processes from anywhere):
+//! ```text
+//! rank 3   process
+//! rank 2   shm  conn
+//! rank 1   futex  spin  codec
+//! rank 0   error  deadline  sys      (leaves)
+//! ```
+//! A module may name only modules of a strictly lower rank, so the modules form a DAG a
+//! newcomer reads bottom-up. (Inside `process/` the registry, the forkserver and the child
+//! bootstrap refer to each other: one subsystem, one loop, by design.)
 
 use anyhow::bail;
 
@@ -67,10 +80,137 @@ pub(crate) fn violations(members: &[String], edges: &[Edge]) -> Vec<String> {
     out
 }
 
+/// The rank of a top-level module of ipc-core, `None` for one that has not been placed.
+fn module_rank(module: &str) -> Option<u8> {
+    Some(match module {
+        "error" | "deadline" | "sys" => 0,
+        "futex" | "spin" | "codec" => 1,
+        "shm" | "conn" => 2,
+        "process" => 3,
+        _ => return None,
+    })
+}
+
+/// The top-level modules that `source` names as `crate::module` (or `crate::{a, b}`), outside
+/// comments and from the first `#[cfg(test)]` on.
+fn modules_named(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in source.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        if line.trim_start().starts_with("#[cfg(test)]") {
+            break;
+        }
+        let mut rest = code;
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            let list = match rest.strip_prefix('{') {
+                Some(inner) => inner.split('}').next().unwrap_or(""),
+                None => rest,
+            };
+            for item in list.split(',') {
+                let name: String = item
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && !out.contains(&name) {
+                    out.push(name);
+                }
+                if !rest.starts_with('{') {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every module edge of ipc-core (`(from, to)`) that does not point to a lower rank.
+fn module_violations(edges: &[(String, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (from, to) in edges {
+        if from == to {
+            continue;
+        }
+        match (module_rank(from), module_rank(to)) {
+            (None, _) => out.push(format!(
+                "ipc-core module `{from}` has no rank: place it in xtask/src/layers.rs"
+            )),
+            (_, None) => out.push(format!(
+                "ipc-core module `{to}` (named by `{from}`) has no rank: place it in \
+                 xtask/src/layers.rs"
+            )),
+            (Some(a), Some(b)) if b >= a => out.push(format!(
+                "ipc-core: `{from}` (rank {a}) names `crate::{to}` (rank {b}); modules may \
+                 only name lower ranks"
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The module edges of ipc-core's source tree at `src`.
+fn module_edges(src: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    // The crate root's `pub use module::{Item, ..};` lines, as (item, module).
+    let mut reexports: Vec<(String, String)> = Vec::new();
+    for line in std::fs::read_to_string(src.join("lib.rs"))?.lines() {
+        let Some(path) = line.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let Some((module, items)) = path.trim_end_matches(';').split_once("::") else {
+            continue;
+        };
+        for item in items.trim_matches(|c| c == '{' || c == '}').split(',') {
+            reexports.push((item.trim().to_string(), module.to_string()));
+        }
+    }
+    let mut edges = Vec::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(src)?;
+            let first = rel.components().next().expect("a file under src");
+            let module = first
+                .as_os_str()
+                .to_string_lossy()
+                .trim_end_matches(".rs")
+                .to_string();
+            if module == "lib" {
+                continue;
+            }
+            for name in modules_named(&std::fs::read_to_string(&path)?) {
+                // `crate::Error` is a re-export at the root: count it as its module's.
+                let to = reexports
+                    .iter()
+                    .find(|(item, _)| *item == name)
+                    .map_or(name, |(_, m)| m.clone());
+                let edge = (module.clone(), to);
+                if !edges.contains(&edge) {
+                    edges.push(edge);
+                }
+            }
+        }
+    }
+    edges.sort();
+    Ok(edges)
+}
+
 /// Checks the workspace.
 pub(crate) fn run() -> anyhow::Result<()> {
     let w = metadata::workspace()?;
-    let bad = violations(&w.members, &w.edges);
+    let mut bad = violations(&w.members, &w.edges);
+    let core_src = crate::util::root().join("ipc-core/src");
+    let module_edges = module_edges(&core_src)?;
+    bad.extend(module_violations(&module_edges));
     if !bad.is_empty() {
         for b in &bad {
             eprintln!("layers: {b}");
@@ -78,9 +218,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
         bail!("{} layer violation(s)", bad.len());
     }
     println!(
-        "layers: ok ({} crates, {} internal dependencies, all pointing down)",
+        "layers: ok ({} crates, {} internal dependencies, all pointing down; ipc-core's \
+         modules a DAG of {} edges, all pointing down)",
         w.members.len(),
-        w.edges.len()
+        w.edges.len(),
+        module_edges.len()
     );
     Ok(())
 }
@@ -142,6 +284,33 @@ mod tests {
         assert!(v[0].contains("tooling"), "{v:?}");
         let v = violations(&members(), &[edge("ipc-core", "ipc-core", "normal")]);
         assert_eq!(v.len(), 1);
+    }
+
+    #[test]
+    fn module_paths_are_found_outside_comments_and_tests() {
+        let src = "use crate::conn::Connection;\n\
+                   use crate::{codec, error::Result};\n\
+                   /// See [`x`](crate::process::Builder).\n\
+                   let a = crate::sys::pid(); // crate::shm too\n\
+                   #[cfg(test)]\nmod tests { use crate::process; }\n";
+        assert_eq!(modules_named(src), ["conn", "codec", "error", "sys"]);
+    }
+
+    #[test]
+    fn module_edges_must_point_down() {
+        let e = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert!(module_violations(&[e("process", "sys"), e("conn", "spin")]).is_empty());
+        let v = module_violations(&[e("sys", "process")]);
+        assert!(v[0].contains("rank 0") && v[0].contains("rank 3"), "{v:?}");
+        assert_eq!(module_violations(&[e("shm", "conn")]).len(), 1, "same rank");
+        assert!(module_violations(&[e("newmod", "sys")])[0].contains("no rank"));
+    }
+
+    #[test]
+    fn ipc_cores_modules_point_down() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ipc-core/src");
+        let v = module_violations(&module_edges(&src).unwrap());
+        assert!(v.is_empty(), "{v:?}");
     }
 
     #[test]
