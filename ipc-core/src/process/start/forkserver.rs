@@ -73,7 +73,7 @@ use crate::process::bootstrap::{
     BOOT_FAILED, BootInfo, close_boot_connection, run_child, trampoline,
 };
 use crate::process::child::{ChildInner, reap};
-use crate::process::global::Identity;
+use crate::process::global::{Global, Identity};
 use crate::process::{StartMethod, start};
 use crate::sys::{self, Forked, SiblingFork};
 
@@ -99,6 +99,80 @@ enum Response {
 #[derive(Serialize, Deserialize)]
 struct Hello {
     pid: i32,
+}
+
+// The policy: when to start, watch through and replace this process's server.
+
+/// Starts a child through this process's forkserver, starting the server first if needed. A
+/// daemon child is put in the server's care (killed if we die) before it runs.
+///
+/// There is no liveness check up front (a poll per start): a server that was killed is noticed
+/// when a message to it fails or a prepared child never says hello, and is then replaced at
+/// once, so that the daemons it watched are watched again. A start whose child never said hello
+/// is repeated: no child ran for it.
+pub(crate) fn launch(g: &mut Global, daemon: bool) -> Result<Launched> {
+    let mut lost = None;
+    for _ in 0..2 {
+        let launched = running_forkserver(g)?.launch();
+        // A server found broken is replaced at once, whatever this start's outcome: the
+        // daemons it watched need a watcher.
+        if g.forkserver.as_ref().is_some_and(|s| s.is_broken()) {
+            replace_forkserver(g);
+        }
+        match launched {
+            Launch::Done(Ok(l)) => {
+                if !daemon {
+                    return Ok(l);
+                }
+                let watched = match g.forkserver.as_ref() {
+                    Some(server) => server.watch(&l.pidfd),
+                    None => Err(Error::Io(std::io::Error::other(
+                        "forkserver: no server could be started to watch a daemon child",
+                    ))),
+                };
+                match watched {
+                    Ok(()) => return Ok(l),
+                    Err(e) => {
+                        // A daemon nobody would kill at our death does not run.
+                        let _ = rustix::process::kill_process(l.pid, rustix::process::Signal::KILL);
+                        let _ = reap(l.pid);
+                        lost = Some(e);
+                        replace_forkserver(g);
+                    }
+                }
+            }
+            Launch::Done(Err(e)) => return Err(e),
+            // Replaced above (a server gone is broken).
+            Launch::ServerGone(e) => lost = Some(e),
+        }
+    }
+    Err(lost.expect("set on every path that repeats"))
+}
+
+/// This process's forkserver, started if there is none.
+fn running_forkserver(g: &mut Global) -> Result<&mut ForkServer> {
+    // A server inherited through a fork made outside this crate is our parent's.
+    g.forget_inherited();
+    if g.forkserver.is_none() {
+        let id = g.identity.clone();
+        let server = ForkServer::start(&id)?;
+        // The daemons of a server we lost are in the new one's care from now on.
+        for c in &g.children {
+            if c.daemon && c.method == StartMethod::ForkServer && c.is_creator() {
+                let _ = server.watch(&c.pidfd);
+            }
+        }
+        g.forkserver = Some(server);
+    }
+    Ok(g.forkserver.as_mut().expect("started above"))
+}
+
+/// Stops a forkserver that broke and starts another (if it can: otherwise the next start tries).
+fn replace_forkserver(g: &mut Global) {
+    if let Some(dead) = g.forkserver.take() {
+        dead.discard();
+    }
+    let _ = running_forkserver(g);
 }
 
 /// This process's forkserver: the control channel, the server's own record, the next child.
