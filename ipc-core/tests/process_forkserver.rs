@@ -250,3 +250,76 @@ fn a_kill_storm_loses_nothing_and_runs_nothing_twice() {
          killed, {servers} servers"
     );
 }
+
+fn plus_one(x: u32) -> u32 {
+    x + 1
+}
+
+/// The system call thread `tid` of this process is blocked in, from `/proc` (`None` if running).
+fn blocked_in(tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+// Review finding 6: a start waiting on the forkserver held the process lock, so while the server
+// was slow (here: stopped), current_process, active_children and starts by other methods waited
+// too. The forkserver has a lock of its own now: they answer, and the stalled start completes
+// once the server runs again.
+#[test]
+fn a_stalled_forkserver_start_stalls_nothing_else() {
+    builder(StartMethod::ForkServer)
+        .spawn((), noop)
+        .unwrap()
+        .join()
+        .unwrap();
+    let server = process::forkserver_pid().expect("the server is running");
+    let sp = rustix::process::Pid::from_raw(server).unwrap();
+    rustix::process::kill_process(sp, rustix::process::Signal::STOP).unwrap();
+    // Whatever happens below, the server runs again (other tests of this process use it).
+    struct Resume(rustix::process::Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = rustix::process::kill_process(self.0, rustix::process::Signal::CONT);
+        }
+    }
+    let resume = Resume(sp);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let starter = std::thread::spawn(move || {
+        tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+            .unwrap();
+        // The first start may take the child the server prepared before it stopped; the second
+        // needs the stopped server.
+        let a = builder(StartMethod::ForkServer).spawn(1, plus_one)?;
+        let b = builder(StartMethod::ForkServer).spawn(2, plus_one)?;
+        Ok::<_, ipc_core::Error>((a.join().unwrap(), b.join().unwrap()))
+    });
+    let tid = rx.recv().unwrap();
+    assert!(
+        common::eventually(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            !starter.is_finished() && blocked_in(tid).is_some_and(|n| [7, 47, 271].contains(&n))
+        }),
+        "the start never waited on the stopped server"
+    );
+    let t = Instant::now();
+    let me = process::current_process();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "current_process waited {:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let _ = process::active_children();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "active_children waited {:?}",
+        t.elapsed()
+    );
+    // Another method starts and finishes meanwhile.
+    let other = builder(StartMethod::Spawn).spawn(41, plus_one).unwrap();
+    assert_eq!(other.join().unwrap(), 42);
+    assert!(!starter.is_finished(), "the server was stopped all along");
+    drop(resume);
+    assert_eq!(starter.join().unwrap().unwrap(), (2, 3));
+    assert!(!me.name.is_empty());
+}

@@ -1,4 +1,5 @@
-//! Process-wide state: who this process is, the children it started, its forkserver.
+//! Process-wide state: who this process is and the children it started (its forkserver has a
+//! lock of its own: `start::forkserver::lock`, taken before this one when both are needed).
 //!
 //! One `std::sync::Mutex` guards it all. The fork start method holds this lock across `fork`, so
 //! the child inherits it in a known state (held by the forking thread, which is the child's only
@@ -17,7 +18,6 @@ use rustix::process::Signal;
 
 use crate::process::StartMethod;
 use crate::process::child::ChildInner;
-use crate::process::start::forkserver::ForkServer;
 
 /// Who this process is, as its parent described it (or "MainProcess" in the root).
 #[derive(Debug, Clone)]
@@ -34,7 +34,6 @@ pub(crate) struct Global {
     pub(crate) identity: Identity,
     pub(crate) children: Vec<Arc<ChildInner>>,
     pub(crate) counter: u32,
-    pub(crate) forkserver: Option<ForkServer>,
     pub(crate) default_method: Option<StartMethod>,
 }
 
@@ -48,7 +47,6 @@ static GLOBAL: Mutex<Global> = Mutex::new(Global {
     },
     children: Vec::new(),
     counter: 0,
-    forkserver: None,
     default_method: None,
 });
 
@@ -62,10 +60,10 @@ impl Global {
     /// Replaces the state inherited from the parent, in a new child (fork or bootstrap).
     pub(crate) fn become_child(&mut self, identity: Identity) {
         self.identity = identity;
-        // The parent's children and forkserver are not ours. Dropping their records closes our
-        // copies of their descriptors, which does not affect the parent.
+        // The parent's children are not ours. Dropping their records closes our copies of their
+        // descriptors, which does not affect the parent. (Its forkserver is forgotten by the
+        // fork start method, or was never in this fresh process.)
         self.children.clear();
-        self.forkserver = None;
         self.counter = 0;
     }
 
@@ -124,14 +122,12 @@ impl Global {
     }
 
     /// In a process forked outside this crate (`libc::fork`, nix), forgets the records it
-    /// inherited: the children and the forkserver are its parent's, not its own (dropping the
-    /// records closes only this process's copies of their descriptors).
+    /// inherited: the children are its parent's, not its own (dropping the records closes only
+    /// this process's copies of their descriptors; `forkserver::lock` does the same for the
+    /// server).
     pub(crate) fn forget_inherited(&mut self) {
         let mine = crate::process::pid();
         self.children.retain(|c| c.creator == mine);
-        if self.forkserver.as_ref().is_some_and(|s| !s.is_creator()) {
-            self.forkserver = None;
-        }
     }
 }
 
@@ -151,15 +147,17 @@ const DAEMON_GRACE: Duration = Duration::from_secs(2);
 
 /// Terminates daemon children, joins the others, stops the forkserver. Runs at normal exit.
 pub(crate) fn shutdown() {
-    let (children, server) = {
+    // The server first: lock order (see `start::forkserver::lock`).
+    let server = crate::process::start::forkserver::lock().take();
+    let children = {
         let mut g = lock();
         g.forget_inherited();
-        if g.children.is_empty() && g.forkserver.is_none() {
-            // The common case in a child that started nobody: nothing to stop or join.
-            return;
-        }
-        (std::mem::take(&mut g.children), g.forkserver.take())
+        std::mem::take(&mut g.children)
     };
+    if children.is_empty() && server.is_none() {
+        // The common case in a child that started nobody: nothing to stop or join.
+        return;
+    }
     for c in children.iter().filter(|c| c.daemon) {
         let _ = c.signal(Signal::TERM);
     }

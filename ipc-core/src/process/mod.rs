@@ -202,7 +202,13 @@ impl Builder {
                     g = global::lock();
                     launched?
                 }
-                _ => start::forkserver::launch(&mut g, self.daemon)?,
+                // Neither does a start through the forkserver, which has a lock of its own.
+                _ => {
+                    drop(g);
+                    let launched = start::forkserver::launch(self.daemon);
+                    g = global::lock();
+                    launched?
+                }
             };
             let Launched {
                 pid,
@@ -299,10 +305,12 @@ impl Builder {
                  (use Builder::spawn with a function)"
             )));
         }
+        // Both locks, in their order, held across the fork (see `start::fork`).
+        let server = start::forkserver::lock();
         let mut g = global::lock();
         self.check_may_start(&g)?;
         let id = g.next_child(self.name, self.daemon, StartMethod::Fork);
-        let (mut g, inner) = start::fork::start(g, id, self.allow_threads, f)?;
+        let (mut g, inner) = start::fork::start(server, g, id, self.allow_threads, f)?;
         g.register(inner.clone());
         Ok(JoinHandle {
             inner,
@@ -655,7 +663,7 @@ pub fn pid() -> i32 {
 /// The pid of this process's forkserver, if it has started one (it starts with the first
 /// forkserver child).
 pub fn forkserver_pid() -> Option<i32> {
-    global::lock().forkserver.as_ref().map(|s| s.pid())
+    start::forkserver::lock().as_ref().map(|s| s.pid())
 }
 
 /// A live child of this process, as [`active_children`] lists it.

@@ -27,9 +27,14 @@ use crate::sys::{self, Forked};
 /// The global lock, held across the fork.
 type Guard = std::sync::MutexGuard<'static, Global>;
 
-/// Forks a child that runs `body`. The caller passes the global lock, held, so no thread is inside
-/// this crate's state at the fork; the parent gets it back with the child's record.
+/// The forkserver's lock, held across the fork too.
+type ServerGuard = std::sync::MutexGuard<'static, Option<super::forkserver::ForkServer>>;
+
+/// Forks a child that runs `body`. The caller passes the forkserver's lock and the global lock,
+/// held, so no thread is inside this crate's state at the fork (each lock is then in a state the
+/// child can release); the parent gets the global lock back with the child's record.
 pub(crate) fn start<F, R>(
+    mut server: ServerGuard,
     mut g: Guard,
     id: Identity,
     allow_threads: bool,
@@ -81,6 +86,9 @@ where
     match unsafe { sys::fork() }? {
         Forked::Child => {
             drop(ours);
+            // The parent's forkserver is not ours: forget our copy of its record.
+            *server = None;
+            drop(server);
             g.become_child(id);
             // The child's copy of the lock was taken by the forking thread, which is this one:
             // releasing it here leaves the child's state consistent and unlocked.
@@ -93,6 +101,7 @@ where
             finish(code)
         }
         Forked::Parent(pid) => {
+            drop(server);
             drop(theirs);
             let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
                 Ok(fd) => fd,

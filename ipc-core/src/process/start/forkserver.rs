@@ -57,7 +57,7 @@
 
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags};
@@ -73,7 +73,7 @@ use crate::process::bootstrap::{
     BOOT_FAILED, BootInfo, close_boot_connection, run_child, trampoline,
 };
 use crate::process::child::{ChildInner, reap};
-use crate::process::global::{Global, Identity};
+use crate::process::global::{self, Identity};
 use crate::process::{StartMethod, start};
 use crate::sys::{self, Forked, SiblingFork};
 
@@ -103,6 +103,23 @@ struct Hello {
 
 // The policy: when to start, watch through and replace this process's server.
 
+/// This process's forkserver, behind a lock of its own: a start waiting on the server (a slow
+/// or stopped one) holds only this, never the process lock, so `current_process`,
+/// `active_children` and the other start methods go on meanwhile. Lock order: this one first,
+/// then the process lock (`global::lock`), never the other way round. The fork start method
+/// holds both across its `fork`, so a forked child finds this lock in a state it can release.
+static SERVER: Mutex<Option<ForkServer>> = Mutex::new(None);
+
+/// Locks this process's forkserver slot (see [`SERVER`]).
+pub(crate) fn lock() -> MutexGuard<'static, Option<ForkServer>> {
+    let mut slot = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    // A server inherited through a fork made outside this crate is our parent's.
+    if slot.as_ref().is_some_and(|s| !s.is_creator()) {
+        *slot = None;
+    }
+    slot
+}
+
 /// Starts a child through this process's forkserver, starting the server first if needed. A
 /// daemon child is put in the server's care (killed if we die) before it runs.
 ///
@@ -110,21 +127,22 @@ struct Hello {
 /// when a message to it fails or a prepared child never says hello, and is then replaced at
 /// once, so that the daemons it watched are watched again. A start whose child never said hello
 /// is repeated: no child ran for it.
-pub(crate) fn launch(g: &mut Global, daemon: bool) -> Result<Launched> {
+pub(crate) fn launch(daemon: bool) -> Result<Launched> {
+    let mut slot = lock();
     let mut lost = None;
     for _ in 0..2 {
-        let launched = running_forkserver(g)?.launch();
+        let launched = running_forkserver(&mut slot)?.launch();
         // A server found broken is replaced at once, whatever this start's outcome: the
         // daemons it watched need a watcher.
-        if g.forkserver.as_ref().is_some_and(|s| s.is_broken()) {
-            replace_forkserver(g);
+        if slot.as_ref().is_some_and(|s| s.is_broken()) {
+            replace_forkserver(&mut slot);
         }
         match launched {
             Launch::Done(Ok(l)) => {
                 if !daemon {
                     return Ok(l);
                 }
-                let watched = match g.forkserver.as_ref() {
+                let watched = match slot.as_ref() {
                     Some(server) => server.watch(&l.pidfd),
                     None => Err(Error::Io(std::io::Error::other(
                         "forkserver: no server could be started to watch a daemon child",
@@ -137,7 +155,7 @@ pub(crate) fn launch(g: &mut Global, daemon: bool) -> Result<Launched> {
                         let _ = rustix::process::kill_process(l.pid, rustix::process::Signal::KILL);
                         let _ = reap(l.pid);
                         lost = Some(e);
-                        replace_forkserver(g);
+                        replace_forkserver(&mut slot);
                     }
                 }
             }
@@ -150,29 +168,35 @@ pub(crate) fn launch(g: &mut Global, daemon: bool) -> Result<Launched> {
 }
 
 /// This process's forkserver, started if there is none.
-fn running_forkserver(g: &mut Global) -> Result<&mut ForkServer> {
-    // A server inherited through a fork made outside this crate is our parent's.
-    g.forget_inherited();
-    if g.forkserver.is_none() {
-        let id = g.identity.clone();
+fn running_forkserver(slot: &mut Option<ForkServer>) -> Result<&mut ForkServer> {
+    if slot.is_none() {
+        // The process lock only for a copy of what the new server needs (lock order above).
+        let (id, daemons) = {
+            let g = global::lock();
+            let daemons: Vec<Arc<ChildInner>> = g
+                .children
+                .iter()
+                .filter(|c| c.daemon && c.method == StartMethod::ForkServer && c.is_creator())
+                .cloned()
+                .collect();
+            (g.identity.clone(), daemons)
+        };
         let server = ForkServer::start(&id)?;
         // The daemons of a server we lost are in the new one's care from now on.
-        for c in &g.children {
-            if c.daemon && c.method == StartMethod::ForkServer && c.is_creator() {
-                let _ = server.watch(&c.pidfd);
-            }
+        for c in &daemons {
+            let _ = server.watch(&c.pidfd);
         }
-        g.forkserver = Some(server);
+        *slot = Some(server);
     }
-    Ok(g.forkserver.as_mut().expect("started above"))
+    Ok(slot.as_mut().expect("started above"))
 }
 
 /// Stops a forkserver that broke and starts another (if it can: otherwise the next start tries).
-fn replace_forkserver(g: &mut Global) {
-    if let Some(dead) = g.forkserver.take() {
+fn replace_forkserver(slot: &mut Option<ForkServer>) {
+    if let Some(dead) = slot.take() {
         dead.discard();
     }
-    let _ = running_forkserver(g);
+    let _ = running_forkserver(slot);
 }
 
 /// This process's forkserver: the control channel, the server's own record, the next child.
