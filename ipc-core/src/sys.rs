@@ -1,10 +1,11 @@
 //! The few operating-system calls that rustix does not wrap safely.
 //!
 //! Everything else goes through rustix's safe API. This module is the whole unsafe surface of the
-//! crate's syscalls: `fork` (and `clone3`/`clone` for the forkserver), `_exit`, `mmap`/`munmap`
-//! (shared segments, the fork-wiped pid cache), `atexit`, glibc's `sched_getcpu`, the load-time
-//! hook that routes a spawned child to its function before `main`, and turning a function's
-//! offset back into a pointer.
+//! crate's system calls: `fork` (and `clone3`/`clone` for the forkserver), `_exit`,
+//! `mmap`/`munmap` (shared segments, the fork-wiped page of what a process knows about itself),
+//! `atexit`, glibc's `sched_getcpu`, closing a descriptor by number, editing the environment.
+//! (The dynamic loader's tables, which name functions across processes, are read in
+//! `process/function.rs`.) A leaf: it imports no other module of the crate.
 //!
 //! # Safety
 //! Each function documents the contract that makes its call sound; callers uphold it.
@@ -414,6 +415,16 @@ fn thread_count_from_stat() -> io::Result<usize> {
 pub(crate) unsafe fn remove_env(key: &str) {
     // SAFETY: the caller guarantees that no other thread reads the environment meanwhile.
     unsafe { std::env::remove_var(key) };
+}
+
+/// Closes descriptor `fd` by number.
+///
+/// # Safety
+/// Nothing may own `fd` (no `OwnedFd`, `File` ...) or use it afterwards: the number may be
+/// reused at once by the next descriptor this process opens.
+pub(crate) unsafe fn close_raw(fd: std::os::fd::RawFd) {
+    // SAFETY: by the caller's contract nothing owns or uses the descriptor any more.
+    unsafe { libc::close(fd) };
 }
 
 /// Ignores SIGPIPE, as Rust's runtime does before `main` (a spawned child never reaches `main`),

@@ -256,6 +256,6 @@ pub(crate) unsafe fn close_boot_connection() {
     let fd = BOOT_FD.swap(-1, Ordering::Relaxed);
     if fd >= 0 {
         // SAFETY: by the caller's contract, the descriptor's owner is never used again here.
-        unsafe { libc::close(fd) };
+        unsafe { sys::close_raw(fd) };
     }
 }
