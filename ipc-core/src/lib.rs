@@ -5,7 +5,9 @@
 //!
 //! # Map
 //! - [`process`]: start a process running a function under fork, spawn or forkserver; join it for
-//!   its typed result; terminate, kill, exit codes with Python's convention.
+//!   its typed result; terminate, kill, exit codes with Python's convention;
+//!   [`RemoteFn`](process::RemoteFn), a function handle that a running worker of the same
+//!   program can call, and that any other program refuses.
 //! - [`shm`]: anonymous memfd segments, named segments, a heap for small shared objects.
 //! - [`futex`]: wait and wake on an `AtomicU32` in shared memory.
 //! - [`conn`]: [`Connection`](conn::Connection)s carrying typed messages and raw bytes, descriptor
