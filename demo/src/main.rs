@@ -67,6 +67,7 @@ fn tour() -> Res {
     );
     processes::run(epoch)?;
     sync::run(epoch)?;
+    processes::function_handles(epoch)?;
     println!(
         "\nTour complete in {:.1} s.",
         (now_ms() - epoch) as f64 / 1000.0

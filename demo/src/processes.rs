@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipc_core::conn::{Connection, pipe};
-use ipc_core::process::{self, Builder, JoinError, StartMethod};
+use ipc_core::process::{self, Builder, JoinError, RemoteFn, StartMethod};
 use serde::{Deserialize, Serialize};
 
 use crate::{Res, conclude, nap, say, section};
@@ -381,5 +381,82 @@ fn typed_pipe(epoch: u64) -> Res {
     let served = worker.join()?;
     say(epoch, format!("the worker served {served} tasks"));
     conclude("messages keep their boundaries and their types (serde + postcard)");
+    Ok(())
+}
+
+fn cube(x: u64) -> u64 {
+    x * x * x
+}
+
+fn shout(s: String) -> String {
+    s.to_uppercase()
+}
+
+/// A worker that knows none of the functions it runs: each message is a handle and an encoded
+/// argument, and it sends back the encoded result.
+fn handle_worker((conn, epoch): (Connection, u64)) -> u32 {
+    let mut ran = 0;
+    while let Ok(Some((f, arg))) = conn.recv::<Option<(RemoteFn<(), ()>, Vec<u8>)>>() {
+        let reply = f
+            .call_encoded(&arg, Vec::new())
+            .map(|(bytes, _)| bytes)
+            .map_err(|e| e.to_string());
+        say(
+            epoch,
+            format!(
+                "ran a function handle: {} byte(s) back",
+                reply.as_ref().map_or(0, Vec::len)
+            ),
+        );
+        if conn.send(&reply).is_err() {
+            break;
+        }
+        ran += 1;
+    }
+    ran
+}
+
+/// Section 14: functions sent to a worker that is already running (what a pool does), and a
+/// forged handle refused.
+pub(crate) fn function_handles(epoch: u64) -> Res {
+    section(14, "A running worker runs the functions it is sent");
+    let (here, there) = pipe(true)?;
+    let worker = Builder::new()
+        .name("handle-worker")
+        .spawn((there, epoch), handle_worker)?;
+    let ask = |f: RemoteFn<(), ()>,
+               arg: Vec<u8>|
+     -> Result<Result<Vec<u8>, String>, Box<dyn std::error::Error>> {
+        here.send(&Some((f, arg)))?;
+        Ok(here.recv()?)
+    };
+    let cubed = ask(RemoteFn::new(cube)?.erase(), postcard::to_stdvec(&7u64)?)??;
+    say(
+        epoch,
+        format!("cube(7) = {}", postcard::from_bytes::<u64>(&cubed)?),
+    );
+    let shouted = ask(RemoteFn::new(shout)?.erase(), postcard::to_stdvec("hello")?)??;
+    say(
+        epoch,
+        format!(
+            "shout(\"hello\") = {:?}",
+            postcard::from_bytes::<String>(&shouted)?
+        ),
+    );
+    // A handle's bytes changed in transit (its code offset pointed elsewhere) never run.
+    let mut forged = postcard::to_stdvec(&RemoteFn::new(cube)?)?;
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let refused = postcard::from_bytes::<RemoteFn<u64, u64>>(&forged).is_err();
+    say(epoch, format!("a forged handle is refused: {refused}"));
+    here.send(&None::<(RemoteFn<(), ()>, Vec<u8>)>)?;
+    let ran = worker.join()?;
+    say(
+        epoch,
+        format!("the worker ran {ran} functions it had never been told about"),
+    );
+    conclude(
+        "functions travel as checked handles (build id + family tag), never as code addresses anyone can forge",
+    );
     Ok(())
 }

@@ -26,6 +26,9 @@ fn the_tour_runs_and_shows_each_experiment() {
         "Err(OwnerDied(guard))",
         "at most 2 were ever active at once",
         "arrival indices [0, 1, 2]; the action ran 1 time(s)",
+        "cube(7) = 343",
+        "a forged handle is refused: true",
+        "the worker ran 2 functions it had never been told about",
         "Tour complete",
     ] {
         assert!(
@@ -33,7 +36,7 @@ fn the_tour_runs_and_shows_each_experiment() {
             "missing {expected:?} in:\n{stdout}"
         );
     }
-    for heading in 1..=13 {
+    for heading in 1..=14 {
         assert!(
             stdout.contains(&format!("\n== {heading}. ")),
             "section {heading} missing"
