@@ -486,6 +486,23 @@ def shared_memory_create_unlink(ctx, repeat, n, size):
     return repeat(once)
 
 
+def task_handle_roundtrip(ctx, repeat, n):
+    """What a pool does per task, in one process: the task (function and argument) pickled and
+    unpickled (the function by reference, as Pool sends it), called, its result pickled and
+    unpickled."""
+    import pickle
+
+    def once():
+        t0 = clock()
+        for i in range(n):
+            f, args = pickle.loads(pickle.dumps((identity, (i,))))
+            r = pickle.loads(pickle.dumps(f(*args)))
+            if r != i:
+                raise AssertionError(f'round trip gave {r} for {i}')
+        return (clock() - t0) / n * 1e9
+    return repeat(once)
+
+
 # (name, unit, better, function, params).  Sizes: benches/src/cases.rs (the same table).
 CASES = [
     ('process_start_join_fork', 'us/process', 'lower', process_start_join,
@@ -525,6 +542,7 @@ CASES = [
     ('manager_start', 'ms/start+shutdown', 'lower', manager_start, dict(n=20)),
     ('shared_memory_create_unlink', 'us/cycle', 'lower', shared_memory_create_unlink,
      dict(n=5_000, size=MIB)),
+    ('task_handle_roundtrip', 'ns/task', 'lower', task_handle_roundtrip, dict(n=200_000)),
 ]
 
 

@@ -358,6 +358,16 @@ pub static CASES: &[Case] = &[
         None,
         Run::Ready(crate::sync::shared_memory_create_unlink)
     ),
+    case!(
+        "task_handle_roundtrip",
+        "ns/task",
+        Lower,
+        n = 200_000,
+        [],
+        Figure::NanosPerOp,
+        None,
+        Run::Ready(crate::process::task_handle_roundtrip)
+    ),
 ];
 
 /// The case named `name`.

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use ipc_core::process::{Builder, StartMethod};
+use ipc_core::process::{Builder, RemoteFn, StartMethod};
 
 use crate::pin::Placement;
 
@@ -45,4 +45,24 @@ pub fn start_join_spawn(_: &Placement, n: u64) -> anyhow::Result<Duration> {
 /// repetition, which is a warm-up: CPython's forkserver starts the same way).
 pub fn start_join_forkserver(_: &Placement, n: u64) -> anyhow::Result<Duration> {
     start_join(StartMethod::ForkServer, n)
+}
+
+fn identity(x: u64) -> u64 {
+    x
+}
+
+/// `task_handle_roundtrip`: what a pool does per task, in one process: the task (a `RemoteFn`
+/// and its encoded argument) encoded and decoded (which checks the handle's build id and family
+/// tag), called through `call_encoded`, its result decoded.
+pub fn task_handle_roundtrip(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    let f = RemoteFn::new(identity)?.erase();
+    let t0 = Instant::now();
+    for i in 0..n {
+        let wire = postcard::to_stdvec(&(f, postcard::to_stdvec(&i)?))?;
+        let (g, arg): (RemoteFn<(), ()>, Vec<u8>) = postcard::from_bytes(&wire)?;
+        let (out, _) = g.call_encoded(&arg, Vec::new())?;
+        let r: u64 = postcard::from_bytes(&out)?;
+        ensure!(r == i, "round trip gave {r} for {i}");
+    }
+    Ok(t0.elapsed())
 }

@@ -332,6 +332,9 @@ fn trampoline<A: DeserializeOwned, R: Serialize>(
 pub struct RemoteFn<A, R> {
     trampoline: i64,
     func: i64,
+    /// The family tag, computed once (by `new`, or checked when decoded), so sending a handle
+    /// costs no MAC.
+    tag: [u8; 32],
     _types: PhantomData<fn(A) -> R>,
 }
 
@@ -356,9 +359,12 @@ impl<A: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> RemoteFn<
     /// A handle to `f`, a function or a non-capturing closure. An error if `f` lives in another
     /// loaded object than ipc-core's code (a dylib or plugin: see the module doc).
     pub fn new(f: fn(A) -> R) -> Result<Self> {
+        let trampoline = offset_of(trampoline::<A, R> as Trampoline as *const ())?;
+        let func = offset_of(f as *const ())?;
         Ok(RemoteFn {
-            trampoline: offset_of(trampoline::<A, R> as Trampoline as *const ())?,
-            func: offset_of(f as *const ())?,
+            trampoline,
+            func,
+            tag: mac(trampoline, func).finalize().into_bytes().into(),
             _types: PhantomData,
         })
     }
@@ -391,6 +397,7 @@ impl<A, R> RemoteFn<A, R> {
         RemoteFn {
             trampoline: self.trampoline,
             func: self.func,
+            tag: self.tag,
             _types: PhantomData,
         }
     }
@@ -411,10 +418,7 @@ impl<A, R> Serialize for RemoteFn<A, R> {
             executable: executable_id().to_vec(),
             trampoline: self.trampoline,
             func: self.func,
-            tag: mac(self.trampoline, self.func)
-                .finalize()
-                .into_bytes()
-                .into(),
+            tag: self.tag,
         }
         .serialize(s)
     }
@@ -444,6 +448,7 @@ impl<'de, A, R> Deserialize<'de> for RemoteFn<A, R> {
         Ok(RemoteFn {
             trampoline: w.trampoline,
             func: w.func,
+            tag: w.tag,
             _types: PhantomData,
         })
     }
