@@ -193,3 +193,62 @@ fn recv_timeout_waits_for_a_slow_peer_and_leaves_the_connection_usable() {
     drop(parent);
     child.expect_success();
 }
+
+// Issue #11, window 3: a client that connects to an authenticated listener and sends nothing
+// held every other client's accept for the whole handshake timeout (20 s). Handshakes run
+// concurrently now: with 50 silent connections open, a real client in another process connects
+// and is served within a second, for every address family.
+#[test]
+fn fifty_silent_clients_do_not_delay_a_real_one() {
+    const NAME: &str = "fifty_silent_clients_do_not_delay_a_real_one";
+    const KEY: &[u8] = b"manager key";
+    if is_child(NAME) {
+        let addr: Address = std::env::var("IPC_TEST_ADDRESS").unwrap().parse().unwrap();
+        let t = std::time::Instant::now();
+        let conn = connect(&addr, Some(KEY)).unwrap();
+        conn.send(&"hello").unwrap();
+        assert_eq!(conn.recv::<String>().unwrap(), "served");
+        let took = t.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "served after {took:?}"
+        );
+        return;
+    }
+    for addr in every_family("silent") {
+        let listener = Listener::bind(&addr, Some(KEY)).unwrap();
+        let addr = listener.address().clone();
+        // The silent ones: connected (the kernel queued them), never a byte sent.
+        let silent: Vec<OwnedFd> = (0..50)
+            .map(|_| match &addr {
+                Address::Tcp(sa) => OwnedFd::from(std::net::TcpStream::connect(sa).unwrap()),
+                _ => {
+                    let fd = rustix::net::socket_with(
+                        rustix::net::AddressFamily::UNIX,
+                        rustix::net::SocketType::SEQPACKET,
+                        rustix::net::SocketFlags::CLOEXEC,
+                        None,
+                    )
+                    .unwrap();
+                    let sa = match &addr {
+                        Address::Unix(p) => rustix::net::SocketAddrUnix::new(p.as_path()),
+                        Address::Abstract(n) => {
+                            rustix::net::SocketAddrUnix::new_abstract_name(n.as_bytes())
+                        }
+                        Address::Tcp(_) => unreachable!(),
+                    }
+                    .unwrap();
+                    rustix::net::connect(&fd, &sa).unwrap();
+                    fd
+                }
+            })
+            .collect();
+        let child = TestChild::spawn(NAME, None, &[("IPC_TEST_ADDRESS", addr.to_string())]);
+        // The server loop: the real client is the one connection that completes its handshake.
+        let conn = listener.accept().unwrap();
+        assert_eq!(conn.recv::<String>().unwrap(), "hello");
+        conn.send(&"served").unwrap();
+        child.expect_success();
+        drop(silent);
+    }
+}

@@ -38,8 +38,9 @@ const NONCE_LEN: usize = 32;
 pub const HANDSHAKE_MAX_MESSAGE: u64 = 256;
 
 /// How long a [`Listener`](super::Listener) or [`connect`](super::connect) gives the peer to
-/// complete the handshake: generous on a loaded machine, short enough that a silent peer cannot
-/// block an accept loop for long.
+/// complete the handshake: generous on a loaded machine. (A listener runs its clients'
+/// handshakes concurrently, so a silent peer delays nobody; this only bounds how long its
+/// socket is kept.)
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 type HmacSha256 = Hmac<Sha256>;
@@ -53,7 +54,11 @@ fn mac(authkey: &[u8], message: &[u8]) -> Result<HmacSha256> {
 }
 
 /// Receives one handshake message, turning every way a peer can misbehave into a clear error.
-fn recv_step(conn: &Connection, deadline: Option<Instant>, waiting_for: &str) -> Result<Vec<u8>> {
+pub(super) fn recv_step(
+    conn: &Connection,
+    deadline: Option<Instant>,
+    waiting_for: &str,
+) -> Result<Vec<u8>> {
     match conn.recv_frame(deadline, HANDSHAKE_MAX_MESSAGE) {
         Ok((bytes, fds)) if fds.is_empty() => Ok(bytes),
         Ok(_) => Err(Error::Authentication(format!(
@@ -99,6 +104,93 @@ fn show(bytes: &[u8]) -> String {
     }
 }
 
+/// A challenge message: the marker, the digest name and a fresh random nonce.
+pub(super) type Challenge = [u8; CHALLENGE.len() + DIGEST.len() + NONCE_LEN];
+
+/// Challenger, step 1: sends a fresh challenge; returns it, to judge the answer against.
+pub(super) fn send_challenge(conn: &Connection) -> Result<Challenge> {
+    let mut message = [0u8; CHALLENGE.len() + DIGEST.len() + NONCE_LEN];
+    message[..CHALLENGE.len()].copy_from_slice(CHALLENGE);
+    message[CHALLENGE.len()..CHALLENGE.len() + DIGEST.len()].copy_from_slice(DIGEST);
+    getrandom::fill(&mut message[CHALLENGE.len() + DIGEST.len()..]).map_err(|e| {
+        Error::Io(std::io::Error::other(format!(
+            "no random bytes for the challenge: {e}"
+        )))
+    })?;
+    send_step(conn, &message)?;
+    Ok(message)
+}
+
+/// Challenger, step 2: checks the peer's `answer` to `challenge` and tells the peer the verdict.
+pub(super) fn judge_answer(
+    conn: &Connection,
+    authkey: &[u8],
+    challenge: &Challenge,
+    answer: &[u8],
+) -> Result<()> {
+    let signed = &challenge[CHALLENGE.len()..];
+    let verified = match answer.strip_prefix(DIGEST) {
+        Some(tag) => mac(authkey, signed)?.verify_slice(tag).is_ok(),
+        None => false,
+    };
+    if verified {
+        return send_step(conn, WELCOME);
+    }
+    // Tell the peer why we hang up; if that fails too, the verdict is the same.
+    let _ = conn.send_bytes(FAILURE);
+    Err(Error::Authentication(if answer.starts_with(DIGEST) {
+        "the peer's answer to our challenge is wrong (a different authkey?)".into()
+    } else {
+        format!(
+            "the peer answered {} instead of a {{sha256}} digest",
+            show(answer)
+        )
+    }))
+}
+
+/// Answerer, step 1: checks the peer's `challenge` and sends the HMAC of it.
+pub(super) fn send_answer(conn: &Connection, authkey: &[u8], challenge: &[u8]) -> Result<()> {
+    let Some(signed) = challenge.strip_prefix(CHALLENGE) else {
+        return Err(Error::Authentication(format!(
+            "expected a challenge, got {} (does the peer expect an authkey?)",
+            show(challenge)
+        )));
+    };
+    let Some(nonce) = signed.strip_prefix(DIGEST) else {
+        return Err(Error::Authentication(format!(
+            "the challenge asks for {}; only {{sha256}} is supported",
+            show(signed)
+        )));
+    };
+    if nonce.len() < NONCE_LEN {
+        return Err(Error::Authentication(format!(
+            "the challenge nonce is {} bytes; at least {NONCE_LEN} are required",
+            nonce.len()
+        )));
+    }
+    let tag = mac(authkey, signed)?.finalize().into_bytes();
+    let mut answer = Vec::with_capacity(DIGEST.len() + tag.len());
+    answer.extend_from_slice(DIGEST);
+    answer.extend_from_slice(&tag);
+    send_step(conn, &answer)
+}
+
+/// Answerer, step 2: the peer's verdict on our answer.
+pub(super) fn read_verdict(verdict: &[u8]) -> Result<()> {
+    if verdict == WELCOME {
+        Ok(())
+    } else if verdict == FAILURE {
+        Err(Error::Authentication(
+            "the peer rejected our answer (a different authkey?)".into(),
+        ))
+    } else {
+        Err(Error::Authentication(format!(
+            "expected a verdict, got {}",
+            show(verdict)
+        )))
+    }
+}
+
 impl Connection {
     /// Challenges the peer to prove it knows `authkey` (the server side of one direction;
     /// Python's `deliver_challenge`).
@@ -139,36 +231,9 @@ impl Connection {
         authkey: &[u8],
         deadline: Option<Instant>,
     ) -> Result<()> {
-        let mut message = [0u8; CHALLENGE.len() + DIGEST.len() + NONCE_LEN];
-        message[..CHALLENGE.len()].copy_from_slice(CHALLENGE);
-        message[CHALLENGE.len()..CHALLENGE.len() + DIGEST.len()].copy_from_slice(DIGEST);
-        getrandom::fill(&mut message[CHALLENGE.len() + DIGEST.len()..]).map_err(|e| {
-            Error::Io(std::io::Error::other(format!(
-                "no random bytes for the challenge: {e}"
-            )))
-        })?;
-        send_step(self, &message)?;
+        let challenge = send_challenge(self)?;
         let answer = recv_step(self, deadline, "an answer to the challenge")?;
-        let signed = &message[CHALLENGE.len()..];
-        let verified = match answer.strip_prefix(DIGEST) {
-            Some(tag) => mac(authkey, signed)?.verify_slice(tag).is_ok(),
-            None => false,
-        };
-        if verified {
-            send_step(self, WELCOME)?;
-            Ok(())
-        } else {
-            // Tell the peer why we hang up; if that fails too, the verdict is the same.
-            let _ = self.send_bytes(FAILURE);
-            Err(Error::Authentication(if answer.starts_with(DIGEST) {
-                "the peer's answer to our challenge is wrong (a different authkey?)".into()
-            } else {
-                format!(
-                    "the peer answered {} instead of a {{sha256}} digest",
-                    show(&answer)
-                )
-            }))
-        }
+        judge_answer(self, authkey, &challenge, &answer)
     }
 
     pub(super) fn answer_challenge_until(
@@ -176,42 +241,9 @@ impl Connection {
         authkey: &[u8],
         deadline: Option<Instant>,
     ) -> Result<()> {
-        let message = recv_step(self, deadline, "a challenge")?;
-        let Some(signed) = message.strip_prefix(CHALLENGE) else {
-            return Err(Error::Authentication(format!(
-                "expected a challenge, got {} (does the peer expect an authkey?)",
-                show(&message)
-            )));
-        };
-        let Some(nonce) = signed.strip_prefix(DIGEST) else {
-            return Err(Error::Authentication(format!(
-                "the challenge asks for {}; only {{sha256}} is supported",
-                show(signed)
-            )));
-        };
-        if nonce.len() < NONCE_LEN {
-            return Err(Error::Authentication(format!(
-                "the challenge nonce is {} bytes; at least {NONCE_LEN} are required",
-                nonce.len()
-            )));
-        }
-        let tag = mac(authkey, signed)?.finalize().into_bytes();
-        let mut answer = Vec::with_capacity(DIGEST.len() + tag.len());
-        answer.extend_from_slice(DIGEST);
-        answer.extend_from_slice(&tag);
-        send_step(self, &answer)?;
+        let challenge = recv_step(self, deadline, "a challenge")?;
+        send_answer(self, authkey, &challenge)?;
         let verdict = recv_step(self, deadline, "a verdict")?;
-        if verdict == WELCOME {
-            Ok(())
-        } else if verdict == FAILURE {
-            Err(Error::Authentication(
-                "the peer rejected our answer (a different authkey?)".into(),
-            ))
-        } else {
-            Err(Error::Authentication(format!(
-                "expected a verdict, got {}",
-                show(&verdict)
-            )))
-        }
+        read_verdict(&verdict)
     }
 }

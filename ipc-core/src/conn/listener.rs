@@ -5,23 +5,68 @@
 //! descriptor passing); a client falls back to `SOCK_STREAM` when the listener is a stream socket
 //! of another program. TCP connections disable Nagle's algorithm, since every frame leaves in one
 //! write and waiting for more only adds latency to request/response traffic.
+//!
+//! # Concurrent handshakes
+//! An authenticated listener runs the handshakes of all connecting clients at once, so one
+//! client that connects and says nothing (or a hundred) never delays another. [`accept`] keeps
+//! the clients whose handshake is under way, each at a step of the server's side:
+//! ```text
+//! accepted --send challenge--> Answer --answer read, verdict sent--> Challenge
+//!   --their challenge read, our answer sent--> Verdict --welcome read--> returned by accept
+//! any step: wrong key, garbage, end of file -> Err(Authentication) from accept, socket closed
+//!           handshake deadline passed        -> Err(Timeout) from accept, socket closed
+//! ```
+//! and polls the listening socket and every pending client together. A step runs only once its
+//! client's message has started to arrive; it then waits at most [`STEP_GRACE`] for the rest (a
+//! handshake message is one small write, so only a peer that stalls inside a message waits that
+//! long). At most [`MAX_PENDING`] handshakes are kept: beyond, the oldest is dropped.
+//!
+//! [`accept`]: Listener::accept
 
+use std::collections::VecDeque;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
+use rustix::event::{PollFd, PollFlags};
+
 use super::address::Address;
-use super::auth::DEFAULT_HANDSHAKE_TIMEOUT;
+use super::auth::{self, DEFAULT_HANDSHAKE_TIMEOUT};
 use super::connection::Connection;
 use super::io::{Interest, wait_fd};
 use crate::error::{Error, Result};
 
 /// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`).
 const BACKLOG: i32 = 1024;
+
+/// How long a handshake step waits for the rest of a message that has started to arrive.
+pub const STEP_GRACE: Duration = Duration::from_secs(1);
+
+/// The most handshakes an authenticated listener keeps under way; a new client beyond it makes
+/// the oldest one be dropped.
+pub const MAX_PENDING: usize = 1024;
+
+/// What a client's handshake waits for next (the server's side, see the module doc).
+enum Awaiting {
+    /// The answer to the challenge we sent.
+    Answer(auth::Challenge),
+    /// The client's challenge to us.
+    Challenge,
+    /// The client's verdict on our answer.
+    Verdict,
+}
+
+/// A client whose handshake is under way.
+struct Pending {
+    conn: Connection,
+    awaiting: Awaiting,
+    deadline: Option<Instant>,
+}
 
 /// A socket accepting connections at an [`Address`], authenticating each with an authkey when
 /// one is given.
@@ -47,6 +92,8 @@ pub struct Listener {
     authkey: Option<Vec<u8>>,
     handshake_timeout: Option<Duration>,
     unlink: Option<SocketFile>,
+    /// Clients whose handshake is under way, oldest first.
+    pending: Mutex<VecDeque<Pending>>,
 }
 
 /// The socket file a Unix-path listener created, to remove on drop.
@@ -110,6 +157,7 @@ impl Listener {
                 authkey,
                 handshake_timeout,
                 unlink: None,
+                pending: Mutex::default(),
             });
         };
         let fd = rustix::net::socket_with(
@@ -142,6 +190,7 @@ impl Listener {
             authkey,
             handshake_timeout,
             unlink,
+            pending: Mutex::default(),
         };
         rustix::net::listen(&listener.fd, BACKLOG).map_err(|e| context(e, "listen on", address))?;
         Ok(listener)
@@ -150,11 +199,74 @@ impl Listener {
     /// Waits for a connection and returns it, after the handshake when the listener has an
     /// authkey.
     ///
-    /// A client that fails the handshake (wrong key, garbage, silence past the handshake
-    /// timeout) is [`Error::Authentication`] or [`Error::Timeout`]; its connection is closed
-    /// and the listener stays usable, so a server loops on `accept` and carries on. Interrupted
-    /// waits (`EINTR`) are retried.
+    /// Handshakes run concurrently (see the module doc): a client that connects and stays
+    /// silent never delays another. A client that fails its handshake (wrong key, garbage,
+    /// silence past the handshake timeout) is [`Error::Authentication`] or [`Error::Timeout`]
+    /// from one call; its connection is closed and the listener stays usable, so a server
+    /// loops on `accept` and carries on. Interrupted waits (`EINTR`) are retried.
     pub fn accept(&self) -> Result<Connection> {
+        let Some(key) = &self.authkey else {
+            return self.accept_socket();
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            // Handshakes past their deadline end first, each as one call's error.
+            let now = Instant::now();
+            if let Some(i) = pending
+                .iter()
+                .position(|p| p.deadline.is_some_and(|d| d <= now))
+            {
+                drop(pending.remove(i));
+                return Err(Error::Timeout);
+            }
+            let soonest = pending.iter().filter_map(|p| p.deadline).min();
+            let (listener_ready, ready) = {
+                let mut fds = Vec::with_capacity(pending.len() + 1);
+                fds.push(PollFd::new(&self.fd, PollFlags::IN));
+                fds.extend(pending.iter().map(|p| PollFd::new(&p.conn, PollFlags::IN)));
+                crate::deadline::poll_until(&mut fds, soonest)?;
+                let ready: Vec<usize> = fds[1..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| !f.revents().is_empty())
+                    .map(|(i, _)| i)
+                    .collect();
+                (!fds[0].revents().is_empty(), ready)
+            };
+            // Advance every client whose next message has started to arrive (from the last, so
+            // removals keep the earlier indices valid).
+            for &i in ready.iter().rev() {
+                match advance(&mut pending[i], key) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let done = pending.remove(i).expect("an index from this poll");
+                        return Ok(done.conn);
+                    }
+                    Err(e) => {
+                        drop(pending.remove(i));
+                        return Err(e);
+                    }
+                }
+            }
+            if listener_ready {
+                let conn = self.accept_socket()?;
+                let challenge = auth::send_challenge(&conn)?;
+                if pending.len() >= MAX_PENDING {
+                    drop(pending.pop_front());
+                }
+                pending.push_back(Pending {
+                    conn,
+                    awaiting: Awaiting::Answer(challenge),
+                    deadline: self
+                        .handshake_timeout
+                        .map(|t| crate::deadline::after(Instant::now(), t)),
+                });
+            }
+        }
+    }
+
+    /// Takes one connection from the kernel's queue (no handshake).
+    fn accept_socket(&self) -> Result<Connection> {
         let fd = loop {
             match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
                 Ok(fd) => break fd,
@@ -168,15 +280,7 @@ impl Listener {
         if let Address::Tcp(_) = self.address {
             rustix::net::sockopt::set_tcp_nodelay(&fd, true)?;
         }
-        let conn = Connection::from_socket(fd);
-        if let Some(key) = &self.authkey {
-            let deadline = self
-                .handshake_timeout
-                .map(|t| crate::deadline::after(Instant::now(), t));
-            conn.deliver_challenge_until(key, deadline)?;
-            conn.answer_challenge_until(key, deadline)?;
-        }
-        Ok(conn)
+        Ok(Connection::from_socket(fd))
     }
 
     /// The address the listener is bound to; for TCP port 0, the port the kernel picked.
@@ -191,9 +295,36 @@ impl Listener {
     }
 
     /// Sets how long [`accept`](Self::accept) gives a client to complete the handshake;
-    /// `None` waits as long as the client takes (one silent client then blocks the accept loop).
+    /// `None` waits as long as the client takes (a silent client then keeps its socket, and a
+    /// place among the [`MAX_PENDING`] handshakes, until it hangs up; it delays nobody).
     pub fn set_handshake_timeout(&mut self, timeout: Option<Duration>) {
         self.handshake_timeout = timeout;
+    }
+}
+
+/// Runs the step of `p`'s handshake whose message has started to arrive; `Ok(true)` when the
+/// handshake is complete.
+fn advance(p: &mut Pending, key: &[u8]) -> Result<bool> {
+    let grace = crate::deadline::after(Instant::now(), STEP_GRACE);
+    let deadline = Some(p.deadline.map_or(grace, |d| d.min(grace)));
+    match &p.awaiting {
+        Awaiting::Answer(challenge) => {
+            let answer = auth::recv_step(&p.conn, deadline, "an answer to the challenge")?;
+            auth::judge_answer(&p.conn, key, challenge, &answer)?;
+            p.awaiting = Awaiting::Challenge;
+            Ok(false)
+        }
+        Awaiting::Challenge => {
+            let challenge = auth::recv_step(&p.conn, deadline, "a challenge")?;
+            auth::send_answer(&p.conn, key, &challenge)?;
+            p.awaiting = Awaiting::Verdict;
+            Ok(false)
+        }
+        Awaiting::Verdict => {
+            let verdict = auth::recv_step(&p.conn, deadline, "a verdict")?;
+            auth::read_verdict(&verdict)?;
+            Ok(true)
+        }
     }
 }
 

@@ -106,5 +106,5 @@ mod wait;
 pub use address::{Address, MAX_ABSTRACT_NAME};
 pub use auth::{DEFAULT_HANDSHAKE_TIMEOUT, HANDSHAKE_MAX_MESSAGE};
 pub use connection::{Connection, DEFAULT_MAX_MESSAGE, HEADER_LEN, Kind, RecvHalf, SendHalf, pipe};
-pub use listener::{Listener, connect, connect_timeout};
+pub use listener::{Listener, MAX_PENDING, STEP_GRACE, connect, connect_timeout};
 pub use wait::wait;
