@@ -20,7 +20,7 @@ const FILL: u8 = 0xa5;
 
 /// `pipe_pingpong`: `n` round trips of a typed `u64` (`send` / `recv`, the child echoes it).
 pub fn pipe_pingpong(placement: &Placement, n: u64) -> anyhow::Result<Duration> {
-    let (conn, theirs) = pipe(true)?;
+    let (conn, theirs) = pipe()?;
     let peer = Peer::start(placement, 1, "pipe_echo", move || pipe_echo(theirs, n))?;
     handshake(&conn)?;
     let t0 = Instant::now();
@@ -36,7 +36,7 @@ pub fn pipe_pingpong(placement: &Placement, n: u64) -> anyhow::Result<Duration> 
 
 /// `pipe_bytes_pingpong`: `n` round trips of a 16-byte message (`send_bytes` / `recv_bytes`).
 pub fn pipe_bytes_pingpong(placement: &Placement, n: u64) -> anyhow::Result<Duration> {
-    let (conn, theirs) = pipe(true)?;
+    let (conn, theirs) = pipe()?;
     let peer = Peer::start(placement, 1, "pipe_bytes_echo", move || {
         pipe_bytes_echo(theirs, n)
     })?;
@@ -57,7 +57,7 @@ pub fn pipe_bytes_pingpong(placement: &Placement, n: u64) -> anyhow::Result<Dura
 /// `pipe_throughput_1m`: the child sends `n` blocks of 1 MiB, the parent receives them all.
 /// Timed from the parent's "go" to the last block received.
 pub fn pipe_throughput_1m(placement: &Placement, n: u64) -> anyhow::Result<Duration> {
-    let (conn, theirs) = pipe(true)?;
+    let (conn, theirs) = pipe()?;
     let size = THROUGHPUT_BLOCK as u64;
     let peer = Peer::start(placement, 1, "pipe_producer", move || {
         pipe_producer(theirs, n, THROUGHPUT_BLOCK)

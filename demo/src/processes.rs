@@ -363,7 +363,7 @@ fn pipe_worker((conn, epoch): (Connection, u64)) -> u32 {
 
 fn typed_pipe(epoch: u64) -> Res {
     section(7, "A pipe carrying typed tasks and results");
-    let (here, there) = pipe(true)?;
+    let (here, there) = pipe()?;
     let worker = Builder::new()
         .name("pipe-worker")
         .spawn((there, epoch), pipe_worker)?;
@@ -420,7 +420,7 @@ fn handle_worker((conn, epoch): (Connection, u64)) -> u32 {
 /// forged handle refused.
 pub(crate) fn function_handles(epoch: u64) -> Res {
     section(14, "A running worker runs the functions it is sent");
-    let (here, there) = pipe(true)?;
+    let (here, there) = pipe()?;
     let worker = Builder::new()
         .name("handle-worker")
         .spawn((there, epoch), handle_worker)?;

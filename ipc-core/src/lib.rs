@@ -13,7 +13,6 @@
 //! - [`conn`]: [`Connection`](conn::Connection)s carrying typed messages and raw bytes, descriptor
 //!   passing, listeners and clients with an authkey.
 //! - [`codec`]: postcard encoding of values that carry file descriptors.
-//! - [`spin`]: when a waiter should poll before it sleeps (adaptive spinning).
 //! - [`Error`]: what can go wrong.
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
@@ -25,6 +24,7 @@ pub mod error;
 pub mod futex;
 pub mod process;
 pub mod shm;
+#[doc(hidden)] // Tuning internals shared with ipc-sync, not part of the API.
 pub mod spin;
 mod sys;
 

@@ -9,13 +9,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{METHODS, builder, install_handler, pester};
-use ipc_core::conn::{Address, Listener, connect, pipe};
+use ipc_core::conn::{Address, Listener, connect, pipe, pipe_oneway};
 
 #[test]
 fn a_blocking_receive_retries_after_signals() {
     // cpython checklist 44
     install_handler();
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let receiver = std::thread::spawn(move || (b.recv::<String>(), b.recv_bytes()));
     let n = pester(&receiver, Duration::from_millis(150));
     assert!(n > 0, "no signal was delivered");
@@ -32,10 +32,10 @@ fn a_send_larger_than_the_socket_buffer_retries_after_signals() {
     install_handler();
     for duplex in [true, false] {
         let (r, w) = if duplex {
-            let (a, b) = pipe(true).unwrap();
+            let (a, b) = pipe().unwrap();
             (b, a)
         } else {
-            pipe(false).unwrap()
+            pipe_oneway().unwrap()
         };
         let msg: Vec<u8> = (0..8usize << 20).map(|i| (i % 251) as u8).collect();
         let expected = msg.clone();
@@ -60,7 +60,7 @@ fn poll_keeps_its_timeout_across_signals() {
     // cpython checklist 44: an interrupted wait resumes with the time left; it neither fails
     // nor returns early.
     install_handler();
-    let (_a, b) = pipe(true).unwrap();
+    let (_a, b) = pipe().unwrap();
     let t = Duration::from_millis(300);
     let poller = std::thread::spawn(move || {
         let start = Instant::now();

@@ -55,7 +55,7 @@ fn unix_listener_connections_carry_descriptors() {
     let listener = Listener::bind(&addr, None).unwrap();
     let client = client_thread(&addr, None, |c| {
         let c = c.unwrap();
-        let (x, y) = pipe(true).unwrap();
+        let (x, y) = pipe().unwrap();
         c.send(&x).unwrap();
         assert_eq!(y.recv::<u32>().unwrap(), 77);
     });
@@ -278,7 +278,7 @@ fn bogus_answers_are_refused_by_deliver_challenge_and_the_peer_is_told() {
         ("nothing", Vec::new()),
     ];
     for (what, answer) in bogus {
-        let (server, client) = pipe(true).unwrap();
+        let (server, client) = pipe().unwrap();
         let peer = std::thread::spawn(move || {
             let challenge = client.recv_bytes().unwrap();
             assert!(challenge.starts_with(b"#CHALLENGE#{sha256}"));
@@ -297,7 +297,7 @@ fn bogus_answers_are_refused_by_deliver_challenge_and_the_peer_is_told() {
 fn the_answer_is_an_hmac_sha256_over_the_prefixed_challenge() {
     // cpython checklist 51: responses carry a {digest} prefix, and the MAC covers the digest name.
     // The digest is SHA-256, never MD5 (known bug 12).
-    let (client, fake_server) = pipe(true).unwrap();
+    let (client, fake_server) = pipe().unwrap();
     let answering = std::thread::spawn(move || client.answer_challenge(b"key", Some(LIVENESS)));
     let nonce = [7u8; 40];
     let signed = [&b"{sha256}"[..], &nonce[..]].concat();
@@ -354,7 +354,7 @@ fn bogus_challenges_and_verdicts_are_refused_by_answer_challenge() {
         ),
     ];
     for (what, challenge, verdict) in cases {
-        let (client, fake_server) = pipe(true).unwrap();
+        let (client, fake_server) = pipe().unwrap();
         let answering = std::thread::spawn(move || client.answer_challenge(b"key", Some(LIVENESS)));
         fake_server.send_bytes(&challenge).unwrap();
         if let Some(v) = verdict {
@@ -368,8 +368,8 @@ fn bogus_challenges_and_verdicts_are_refused_by_answer_challenge() {
 
 #[test]
 fn a_handshake_peer_sending_descriptors_or_oversized_frames_gets_an_error() {
-    let (server, client) = pipe(true).unwrap();
-    let (x, _y) = pipe(true).unwrap();
+    let (server, client) = pipe().unwrap();
+    let (x, _y) = pipe().unwrap();
     let peer = std::thread::spawn(move || {
         client.recv_bytes().unwrap();
         client.send(&x).unwrap(); // a frame with a descriptor instead of an answer
@@ -379,7 +379,7 @@ fn a_handshake_peer_sending_descriptors_or_oversized_frames_gets_an_error() {
     assert!(matches!(err, Error::Authentication(_)), "{err}");
     drop(peer.join().unwrap());
 
-    let (client, fake_server) = pipe(true).unwrap();
+    let (client, fake_server) = pipe().unwrap();
     fake_server.send_bytes(&[b'#'; 300]).unwrap(); // over the 256-byte handshake limit
     let err = client.answer_challenge(b"k", Some(LIVENESS)).unwrap_err();
     assert!(matches!(err, Error::Authentication(_)), "{err}");

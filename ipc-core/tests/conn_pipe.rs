@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use conn_support::{LIVENESS, header, raw_pair, within_liveness, write_and_close};
 use ipc_core::Error;
 use ipc_core::codec::TransferFd;
-use ipc_core::conn::{Connection, DEFAULT_MAX_MESSAGE, HEADER_LEN, Kind, pipe};
+use ipc_core::conn::{Connection, DEFAULT_MAX_MESSAGE, HEADER_LEN, Kind, pipe, pipe_oneway};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -26,7 +26,7 @@ enum Shape {
 #[test]
 fn duplex_ends_send_and_receive_typed_values_both_ways() {
     // cpython checklist 30
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     assert_eq!((a.kind(), b.kind()), (Kind::Socket, Kind::Socket));
     let () = a.send(&Shape::Circle { r: 1.5 }).unwrap();
     a.send(&Shape::Named("x".into(), vec![-1, 2, i64::MAX]))
@@ -51,7 +51,7 @@ fn duplex_ends_send_and_receive_typed_values_both_ways() {
 #[test]
 fn bytes_round_trip_and_an_empty_message_is_a_real_message() {
     // cpython checklist 31
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     a.send_bytes(b"abc").unwrap();
     assert_eq!(b.recv_bytes().unwrap(), b"abc");
     assert!(!b.poll(Some(Duration::ZERO)).unwrap());
@@ -66,7 +66,7 @@ fn bytes_round_trip_and_an_empty_message_is_a_real_message() {
 #[test]
 fn recv_bytes_into_returns_the_count_and_honours_an_offset() {
     // cpython checklist 32
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let mut buf = [0xAAu8; 32];
     a.send_bytes(b"hello").unwrap();
     assert_eq!(b.recv_bytes_into(&mut buf).unwrap(), 5);
@@ -97,7 +97,7 @@ fn recv_bytes_into_returns_the_count_and_honours_an_offset() {
 #[test]
 fn too_small_buffer_returns_the_whole_message_and_the_stream_continues() {
     // cpython checklist 33
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let msg: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
     a.send_bytes(&msg).unwrap();
     a.send_bytes(b"next").unwrap();
@@ -112,7 +112,7 @@ fn too_small_buffer_returns_the_whole_message_and_the_stream_continues() {
 #[test]
 fn send_bytes_range_checks_offset_and_size() {
     // cpython checklist 34
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let buf = b"0123456789";
     a.send_bytes_range(buf, 0, None).unwrap();
     a.send_bytes_range(buf, 3, None).unwrap();
@@ -140,7 +140,7 @@ fn send_bytes_range_checks_offset_and_size() {
 #[test]
 fn poll_waits_the_timeout_sees_data_at_once_and_never_consumes() {
     // cpython checklist 35
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     assert!(!b.poll(Some(Duration::ZERO)).unwrap());
     let t = Duration::from_millis(100);
     let start = Instant::now();
@@ -173,7 +173,7 @@ fn pattern(len: usize) -> Vec<u8> {
 #[test]
 fn a_16_mib_message_round_trips() {
     // cpython checklist 36
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let msg = pattern(16 << 20);
     let expected = msg.clone();
     let reader = std::thread::spawn(move || b.recv_bytes().unwrap());
@@ -184,7 +184,7 @@ fn a_16_mib_message_round_trips() {
 #[test]
 fn a_64_mib_message_round_trips_both_raw_and_typed() {
     // The socket buffer is a few hundred KiB: the sender blocks until the reader thread drains.
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let msg = pattern(64 << 20);
     let expected = msg.clone();
     let reader = std::thread::spawn(move || {
@@ -222,7 +222,7 @@ fn lengths_are_64_bit_and_oversize_frames_are_refused_before_allocation() {
 
 #[test]
 fn the_maximum_is_configurable_and_the_stream_is_unusable_after_an_oversize_frame() {
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     assert_eq!(b.max_message_size(), DEFAULT_MAX_MESSAGE);
     b.set_max_message_size(10);
     a.send_bytes(&[1; 10]).unwrap();
@@ -240,8 +240,8 @@ fn the_maximum_is_configurable_and_the_stream_is_unusable_after_an_oversize_fram
         "{err}"
     );
     // The maximum travels with a connection sent to another holder.
-    let (c, d) = pipe(true).unwrap();
-    let (carrier_tx, carrier_rx) = pipe(true).unwrap();
+    let (c, d) = pipe().unwrap();
+    let (carrier_tx, carrier_rx) = pipe().unwrap();
     c.set_max_message_size(5);
     carrier_tx.send(&c).unwrap();
     let c2: Connection = carrier_rx.recv().unwrap();
@@ -256,7 +256,7 @@ fn the_maximum_is_configurable_and_the_stream_is_unusable_after_an_oversize_fram
 #[test]
 fn end_of_file_after_the_peer_closes_once_everything_is_drained() {
     // cpython checklist 37
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     a.send(&1u8).unwrap();
     a.send_bytes(b"two").unwrap();
     drop(a);
@@ -268,7 +268,7 @@ fn end_of_file_after_the_peer_closes_once_everything_is_drained() {
     assert!(matches!(b.recv_bytes(), Err(Error::Eof)));
     assert!(matches!(b.recv::<u8>(), Err(Error::Eof)));
     // Also on a one-way pipe.
-    let (r, w) = pipe(false).unwrap();
+    let (r, w) = pipe_oneway().unwrap();
     w.send(&"last").unwrap();
     drop(w);
     assert_eq!(r.recv::<String>().unwrap(), "last");
@@ -279,14 +279,14 @@ fn end_of_file_after_the_peer_closes_once_everything_is_drained() {
 fn a_peer_that_closes_with_unread_data_still_reads_as_end_of_file() {
     // A Unix socket closed with unread data makes the survivor's reads fail with ECONNRESET
     // after its queue drains; between frames that is the peer being gone: end of file.
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     b.send_bytes(b"never read by a").unwrap();
     a.send_bytes(b"read by b").unwrap();
     drop(a);
     assert_eq!(b.recv_bytes().unwrap(), b"read by b");
     assert!(matches!(b.recv_bytes(), Err(Error::Eof)));
     // The same when the reset arrives in the middle of a large frame that is still queued.
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     b.send_bytes(b"never read by a").unwrap();
     let big = pattern(3 << 20);
     let expected = big.clone();
@@ -366,7 +366,7 @@ fn records_that_break_the_framing_rules_are_malformed() {
 #[test]
 fn a_small_send_buffer_makes_records_smaller_not_sends_fail() {
     // A record must fit the socket's send buffer; on EMSGSIZE the sender halves its records.
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     rustix::net::sockopt::set_socket_send_buffer_size(&a, 4096).unwrap();
     let msg = pattern(1 << 20);
     let expected = msg.clone();
@@ -413,7 +413,7 @@ fn a_header_that_lies_about_descriptors_is_malformed() {
 
 #[test]
 fn a_message_that_does_not_decode_is_consumed_and_the_connection_stays_usable() {
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     a.send(&"not a number").unwrap();
     a.send(&7u32).unwrap();
     assert!(matches!(b.recv::<(u64, u64, u64)>(), Err(Error::Decode(_))));
@@ -426,7 +426,7 @@ fn a_message_that_does_not_decode_is_consumed_and_the_connection_stays_usable() 
 #[test]
 fn one_way_pipes_refuse_the_wrong_direction() {
     // cpython checklist 38
-    let (r, w) = pipe(false).unwrap();
+    let (r, w) = pipe_oneway().unwrap();
     assert_eq!((r.kind(), w.kind()), (Kind::PipeReader, Kind::PipeWriter));
     assert!(r.readable() && !r.writable());
     assert!(w.writable() && !w.readable());
@@ -450,8 +450,8 @@ fn one_way_pipes_refuse_the_wrong_direction() {
 
 #[test]
 fn descriptors_cannot_travel_over_a_pipe_and_nothing_is_sent() {
-    let (r, w) = pipe(false).unwrap();
-    let (x, _y) = pipe(true).unwrap();
+    let (r, w) = pipe_oneway().unwrap();
+    let (x, _y) = pipe().unwrap();
     let err = w.send(&x).unwrap_err();
     assert!(matches!(err, Error::Encode(_)), "{err}");
     w.send(&5u8).unwrap();
@@ -462,7 +462,7 @@ fn descriptors_cannot_travel_over_a_pipe_and_nothing_is_sent() {
 fn dropping_an_end_closes_it_and_sending_to_a_closed_peer_is_an_error_not_a_signal() {
     // cpython checklist 40: closing (here: dropping) an end; the survivor sees end of file, and
     // a send gets EPIPE instead of killing the process with SIGPIPE.
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     drop(b);
     assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
     let err = a.send_bytes(b"to nobody").unwrap_err();
@@ -475,7 +475,7 @@ fn dropping_an_end_closes_it_and_sending_to_a_closed_peer_is_an_error_not_a_sign
 #[test]
 fn three_sends_are_three_receives() {
     // cpython checklist 41
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     a.send_bytes(b"one").unwrap();
     a.send_bytes(b"").unwrap();
     a.send_bytes(b"three").unwrap();
@@ -518,7 +518,7 @@ fn a_frame_written_in_pieces_is_received_whole_and_polling_never_pulls_part_of_i
 #[test]
 fn the_descriptor_number_is_exposed_and_from_fd_checks_what_it_wraps() {
     // cpython checklist 42: fileno() is an int; wrapping an invalid handle is an error.
-    let (a, _b) = pipe(true).unwrap();
+    let (a, _b) = pipe().unwrap();
     assert!(a.as_raw_fd() >= 0);
     assert_eq!(a.as_raw_fd(), a.as_fd().as_raw_fd());
 
@@ -545,8 +545,8 @@ fn the_descriptor_number_is_exposed_and_from_fd_checks_what_it_wraps() {
 #[test]
 fn a_connection_sent_through_a_connection_works_on_the_receiving_side() {
     // cpython checklist 43 (within one process; tests/conn_process.rs crosses processes)
-    let (carrier_a, carrier_b) = pipe(true).unwrap();
-    let (x, y) = pipe(true).unwrap();
+    let (carrier_a, carrier_b) = pipe().unwrap();
+    let (x, y) = pipe().unwrap();
     carrier_a.send(&x).unwrap();
     drop(x); // The sender's copy is gone; the received one is an independent descriptor.
     let x2: Connection = carrier_b.recv().unwrap();
@@ -555,7 +555,7 @@ fn a_connection_sent_through_a_connection_works_on_the_receiving_side() {
     y.send(&9i8).unwrap();
     assert_eq!(x2.recv::<i8>().unwrap(), 9);
     // One-way pipe ends travel too, keeping their direction.
-    let (r, w) = pipe(false).unwrap();
+    let (r, w) = pipe_oneway().unwrap();
     carrier_a.send(&(r, w)).unwrap();
     let (r2, w2): (Connection, Connection) = carrier_b.recv().unwrap();
     assert_eq!((r2.kind(), w2.kind()), (Kind::PipeReader, Kind::PipeWriter));
@@ -566,7 +566,7 @@ fn a_connection_sent_through_a_connection_works_on_the_receiving_side() {
 #[test]
 fn raw_descriptors_travel_including_numbers_above_256() {
     // cpython checklist 43: send_handle / recv_handle, with a descriptor number > 256.
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let (mut s, t) = UnixStream::pair().unwrap();
     let high = rustix::io::fcntl_dupfd_cloexec(&t, 300).unwrap();
     assert!(high.as_raw_fd() >= 300);
@@ -591,7 +591,7 @@ fn raw_descriptors_travel_including_numbers_above_256() {
 
 #[test]
 fn the_kernel_maximum_of_253_descriptors_per_message_travels_and_254_is_refused() {
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let (s, _t) = UnixStream::pair().unwrap();
     let fds: Vec<TransferFd> = (0..253)
         .map(|_| TransferFd(s.as_fd().try_clone_to_owned().unwrap()))
@@ -611,7 +611,7 @@ fn the_kernel_maximum_of_253_descriptors_per_message_travels_and_254_is_refused(
 fn non_blocking_descriptors_still_behave_as_blocking_connections() {
     // cpython checklist 50 in Rust terms: a descriptor inherited in non-blocking mode (from an
     // event loop, say) must not turn sends and receives into spurious EAGAIN errors.
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     for c in [&a, &b] {
         let fl = rustix::fs::fcntl_getfl(c).unwrap();
         rustix::fs::fcntl_setfl(c, fl | rustix::fs::OFlags::NONBLOCK).unwrap();
@@ -631,7 +631,7 @@ fn non_blocking_descriptors_still_behave_as_blocking_connections() {
 
 #[test]
 fn sends_larger_than_the_socket_buffer_complete_while_the_peer_reads_slowly() {
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let msg = pattern(2 << 20);
     let expected = msg.clone();
     let reader = within_liveness(move || {
@@ -660,7 +660,7 @@ fn descriptors_over_tcp_are_a_clear_error_and_the_stream_stays_intact() {
     let (server, _) = listener.accept().unwrap();
     let a = Connection::from_socket(OwnedFd::from(client));
     let b = Connection::from_socket(OwnedFd::from(server));
-    let (x, _y) = pipe(true).unwrap();
+    let (x, _y) = pipe().unwrap();
     let err = a.send(&x).unwrap_err();
     assert!(
         matches!(&err, Error::Encode(m) if m.contains("Unix socket")),
@@ -673,7 +673,7 @@ fn descriptors_over_tcp_are_a_clear_error_and_the_stream_stays_intact() {
 #[test]
 fn the_header_is_twelve_bytes_little_endian() {
     // The frame format is part of the contract (other languages may speak it).
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let mut raw = UnixStream::from(OwnedFd::from(b));
     a.send_bytes(b"xyz").unwrap();
     let mut frame = [0u8; HEADER_LEN + 3];

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 
 use conn_support::{TestChild, child_connection, every_family, is_child};
 use ipc_core::Error;
-use ipc_core::conn::{Address, Connection, Listener, connect, pipe};
+use ipc_core::conn::{Address, Connection, Listener, connect, pipe, pipe_oneway};
 
 #[test]
 fn closing_the_parents_copy_of_the_child_end_right_after_start_is_safe() {
@@ -23,7 +23,7 @@ fn closing_the_parents_copy_of_the_child_end_right_after_start_is_safe() {
         }
         return;
     }
-    let (parent, child_end) = pipe(true).unwrap();
+    let (parent, child_end) = pipe().unwrap();
     let child = TestChild::spawn(NAME, Some(OwnedFd::from(child_end)), &[]);
     // `child_end` was moved into the spawn and is closed in this process now.
     for n in 0..100u64 {
@@ -53,10 +53,10 @@ fn connections_and_descriptors_sent_to_another_process_work_there() {
         carrier.send(&"done").unwrap();
         return;
     }
-    let (carrier, child_end) = pipe(true).unwrap();
+    let (carrier, child_end) = pipe().unwrap();
     let child = TestChild::spawn(NAME, Some(OwnedFd::from(child_end)), &[]);
 
-    let (mine, theirs) = pipe(true).unwrap();
+    let (mine, theirs) = pipe().unwrap();
     carrier.send(&theirs).unwrap();
     drop(theirs);
     assert_eq!(
@@ -65,8 +65,8 @@ fn connections_and_descriptors_sent_to_another_process_work_there() {
     );
 
     // One-way pipe ends keep their direction in the other process.
-    let (r1, w1) = pipe(false).unwrap();
-    let (r2, w2) = pipe(false).unwrap();
+    let (r1, w1) = pipe_oneway().unwrap();
+    let (r2, w2) = pipe_oneway().unwrap();
     carrier.send(&(r1, w2)).unwrap();
     w1.send_bytes(b"echo me").unwrap();
     assert_eq!(r2.recv_bytes().unwrap(), b"echo me");
@@ -151,7 +151,7 @@ fn a_split_connection_sends_and_receives_from_two_threads() {
         }
         return;
     }
-    let (parent, child_end) = pipe(true).unwrap();
+    let (parent, child_end) = pipe().unwrap();
     let child = TestChild::spawn(NAME, Some(OwnedFd::from(child_end)), &[]);
     let (tx, rx) = parent.split().unwrap();
     let sender = std::thread::spawn(move || {
@@ -181,7 +181,7 @@ fn recv_timeout_waits_for_a_slow_peer_and_leaves_the_connection_usable() {
         conn.send(&vec![n; 100_000]).unwrap();
         return;
     }
-    let (parent, child_end) = pipe(true).unwrap();
+    let (parent, child_end) = pipe().unwrap();
     let child = TestChild::spawn(NAME, Some(OwnedFd::from(child_end)), &[]);
     let early = parent.recv_timeout::<Vec<u32>>(std::time::Duration::from_millis(50));
     assert!(matches!(early, Err(Error::Timeout)), "{early:?}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use conn_support::{LIVENESS, unique_path};
 use ipc_core::Error;
-use ipc_core::conn::{Address, Listener, connect, pipe, wait};
+use ipc_core::conn::{Address, Listener, connect, pipe, pipe_oneway, wait};
 
 /// A pidfd for a `sleep` child; the child is killed and reaped on drop.
 struct Sleeper {
@@ -40,7 +40,7 @@ impl Drop for Sleeper {
 #[test]
 fn every_ready_reader_is_returned_by_one_call() {
     // cpython checklist 52: multiple ready objects are all returned by one call.
-    let pairs: Vec<_> = (0..5).map(|_| pipe(true).unwrap()).collect();
+    let pairs: Vec<_> = (0..5).map(|_| pipe().unwrap()).collect();
     for i in [0, 2, 3] {
         pairs[i].0.send(&(i as u32)).unwrap();
     }
@@ -57,9 +57,9 @@ fn every_ready_reader_is_returned_by_one_call() {
 #[test]
 fn end_of_file_counts_as_ready() {
     // cpython checklist 52: EOF is "ready".
-    let (a, b) = pipe(true).unwrap();
-    let (r, w) = pipe(false).unwrap();
-    let (_c, d) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
+    let (r, w) = pipe_oneway().unwrap();
+    let (_c, d) = pipe().unwrap();
     drop(a);
     drop(w);
     assert_eq!(
@@ -74,7 +74,7 @@ fn end_of_file_counts_as_ready() {
 fn a_timeout_returns_nothing_after_at_least_the_timeout_and_zero_returns_at_once() {
     // cpython checklist 52: timeout returns [] after >= timeout; a zero (Python: negative)
     // timeout returns [] immediately.
-    let (_a, b) = pipe(true).unwrap();
+    let (_a, b) = pipe().unwrap();
     let t = Duration::from_millis(150);
     let start = Instant::now();
     assert!(wait(&[&b], Some(t)).unwrap().is_empty());
@@ -92,8 +92,8 @@ fn a_timeout_returns_nothing_after_at_least_the_timeout_and_zero_returns_at_once
 
 #[test]
 fn wait_returns_as_soon_as_a_message_arrives() {
-    let (a, b) = pipe(true).unwrap();
-    let (_c, d) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
+    let (_c, d) = pipe().unwrap();
     let sender = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(30));
         a.send_bytes(b"now").unwrap();
@@ -121,7 +121,7 @@ fn a_process_sentinel_is_ready_once_the_process_exits_even_unreaped() {
     // cpython checklist 52 (sentinels) and 9: not ready while the child runs, ready after.
     let running = Sleeper::new("30");
     let quick = Sleeper::new("0.05");
-    let (_a, b) = pipe(true).unwrap();
+    let (_a, b) = pipe().unwrap();
     assert!(
         wait(&[running.pidfd.as_fd(), b.as_fd()], Some(Duration::ZERO))
             .unwrap()

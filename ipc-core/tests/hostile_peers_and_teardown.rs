@@ -124,10 +124,10 @@ fn send_from_a_thread_local_destructor() {
             }
         }
         thread_local! { static BYE: std::cell::RefCell<Option<Bye>> = const { std::cell::RefCell::new(None) }; }
-        let (a, b) = ipc_core::conn::pipe(true).unwrap();
+        let (a, b) = ipc_core::conn::pipe().unwrap();
         std::thread::spawn(move || {
             BYE.with(|t| *t.borrow_mut() = Some(Bye(a))); // registered first, destroyed last
-            let (c, _d) = ipc_core::conn::pipe(true).unwrap();
+            let (c, _d) = ipc_core::conn::pipe().unwrap();
             c.send(&1u8).unwrap(); // registers the codec's tables
         })
         .join()

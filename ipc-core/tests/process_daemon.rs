@@ -28,7 +28,7 @@ fn parent_that_exits((conn, method): (Connection, StartMethod)) {
         .daemon(true)
         .spawn((), sleep_forever)
         .unwrap();
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let n = builder(method).spawn(b, late_reporter).unwrap();
     conn.send(&(d.pid(), n.pid())).unwrap();
     conn.send(&a).unwrap();
@@ -40,7 +40,7 @@ fn parent_that_exits((conn, method): (Connection, StartMethod)) {
 fn normal_exit_terminates_daemons_and_joins_others() {
     for parent_method in METHODS {
         for child_method in METHODS {
-            let (ours, theirs) = pipe(true).unwrap();
+            let (ours, theirs) = pipe().unwrap();
             let p = builder(parent_method)
                 .spawn((theirs, child_method), parent_that_exits)
                 .unwrap();
@@ -82,7 +82,7 @@ fn parent_that_waits((conn, method): (Connection, StartMethod)) {
 fn killed_parent_takes_its_daemons_along() {
     for parent_method in METHODS {
         for child_method in METHODS {
-            let (ours, theirs) = pipe(true).unwrap();
+            let (ours, theirs) = pipe().unwrap();
             let p = builder(parent_method)
                 .spawn((theirs, child_method), parent_that_waits)
                 .unwrap();
@@ -135,7 +135,7 @@ fn parent_whose_server_thread_exits(conn: Connection) {
 // server watches for our death instead: the thread's exit kills nobody, our death kills both.
 #[test]
 fn forkserver_daemons_outlive_the_thread_that_started_the_server() {
-    let (ours, theirs) = pipe(true).unwrap();
+    let (ours, theirs) = pipe().unwrap();
     let p = builder(StartMethod::Spawn)
         .spawn(theirs, parent_whose_server_thread_exits)
         .unwrap();
@@ -170,7 +170,7 @@ fn daemon_of_a_killed_server() -> JoinHandle<()> {
 /// Runs `parent` in a spawned process; it reports the pid of a daemon of its own, then waits.
 /// Kills the parent and checks that the daemon dies too.
 fn assert_daemon_dies_with(parent: fn(Connection)) {
-    let (ours, theirs) = pipe(true).unwrap();
+    let (ours, theirs) = pipe().unwrap();
     let p = builder(StartMethod::Spawn).spawn(theirs, parent).unwrap();
     let _reap = Reap(&p);
     let daemon: i32 = ours.recv().unwrap();

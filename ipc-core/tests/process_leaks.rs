@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{METHODS, Reap, builder, children_of};
-use ipc_core::conn::{Address, Connection, Listener, connect, pipe, wait};
+use ipc_core::conn::{Address, Connection, Listener, connect, pipe, pipe_oneway, wait};
 use ipc_core::process::{self, JoinError, StartMethod, active_children};
 use ipc_core::shm::{BIG_ALLOCATION, NamedSegment, Segment, ShmBox, ShmSlice};
 
@@ -124,7 +124,7 @@ fn processes(round: u32) {
     // An argument that cannot travel starts nothing, after its descriptors were collected.
     for m in [StartMethod::Spawn, StartMethod::ForkServer] {
         let seg = Segment::new(64).unwrap();
-        let (a, _b) = pipe(true).unwrap();
+        let (a, _b) = pipe().unwrap();
         let refused = builder(m).spawn((seg, a, Refuses), |_| ());
         assert!(matches!(refused, Err(ipc_core::Error::Encode(_))), "{m}");
     }
@@ -147,8 +147,12 @@ impl<'de> serde::Deserialize<'de> for Refuses {
 
 fn pipes() {
     for duplex in [true, false] {
-        let (a, b) = pipe(duplex).unwrap();
-        let (r, w) = if duplex { (b, a) } else { (a, b) };
+        let (r, w) = if duplex {
+            let (a, b) = pipe().unwrap();
+            (b, a)
+        } else {
+            pipe_oneway().unwrap()
+        };
         w.send(&"typed").unwrap();
         w.send_bytes(b"raw").unwrap();
         assert_eq!(r.recv::<String>().unwrap(), "typed");
@@ -158,11 +162,11 @@ fn pipes() {
         assert!(r.recv_bytes().is_err(), "end of file");
     }
     // Descriptors and connections through a connection.
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let file = std::fs::File::open("/proc/self/exe").unwrap();
     a.send_fd(file.as_fd()).unwrap();
     drop(b.recv_fd().unwrap());
-    let (x, y) = pipe(true).unwrap();
+    let (x, y) = pipe().unwrap();
     a.send(&x).unwrap();
     drop(x);
     let x: Connection = b.recv().unwrap();
@@ -176,7 +180,7 @@ fn pipes() {
 fn shared_memory(round: u32, report: &mut Report) {
     let seg = Segment::new(4096).unwrap();
     let copy = seg.try_clone().unwrap();
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     a.send(&copy).unwrap();
     let got: Segment = b.recv().unwrap();
     assert_eq!(got.len(), 4096);
@@ -325,7 +329,7 @@ fn settles(f: impl Fn() -> bool) -> bool {
 
 #[test]
 fn a_battery_of_operations_leaves_no_descriptor_process_or_shm_entry() {
-    let (ctl, theirs) = pipe(true).unwrap();
+    let (ctl, theirs) = pipe().unwrap();
     let h = builder(StartMethod::Spawn).spawn(theirs, battery).unwrap();
     let _reap = Reap(&h);
     let pid = h.pid();

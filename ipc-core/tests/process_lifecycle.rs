@@ -225,7 +225,7 @@ fn grandchild_sees_parent_die() {
         let _ = g.join();
     }
     for m in METHODS {
-        let (a, b) = ipc_core::conn::pipe(true).unwrap();
+        let (a, b) = ipc_core::conn::pipe().unwrap();
         let h = builder(m).spawn(b, parent).unwrap();
         let _reap = Reap(&h);
         let parent_pid: i32 = a.recv().unwrap();
@@ -466,7 +466,7 @@ fn interrupt_is_sigint() {
         drop(_reap);
         assert!(matches!(h.join(), Err(JoinError::Signaled(2))), "{m}");
 
-        let (a, b) = ipc_core::conn::pipe(true).unwrap();
+        let (a, b) = ipc_core::conn::pipe().unwrap();
         let h = builder(m).spawn(b, handle_interrupt).unwrap();
         let _reap = Reap(&h);
         assert_eq!(a.recv::<String>().unwrap(), "ready", "{m}");
@@ -499,7 +499,7 @@ fn wait_then_report(conn: Connection) -> u8 {
 #[test]
 fn a_dropped_handle_detaches_and_the_child_is_still_reaped() {
     for m in METHODS {
-        let (a, b) = ipc_core::conn::pipe(true).unwrap();
+        let (a, b) = ipc_core::conn::pipe().unwrap();
         let h = builder(m).spawn(b, wait_then_report).unwrap();
         let pid = h.pid();
         drop(h);
@@ -585,9 +585,9 @@ impl Doubler {
 #[test]
 fn a_type_with_a_run_method_holding_pipe_ends() {
     for m in METHODS {
-        // pipe(false) is (reader, writer), as Python's Pipe(duplex=False).
-        let (input, to_child) = ipc_core::conn::pipe(false).unwrap();
-        let (from_child, output) = ipc_core::conn::pipe(false).unwrap();
+        // pipe_oneway() is (reader, writer), as Python's Pipe(duplex=False).
+        let (input, to_child) = ipc_core::conn::pipe_oneway().unwrap();
+        let (from_child, output) = ipc_core::conn::pipe_oneway().unwrap();
         let h = builder(m)
             .spawn(Doubler::new(input, output), Doubler::run)
             .unwrap();
@@ -751,7 +751,7 @@ fn parent_outlived_by_a_foreign_fork(conn: Connection) {
 // copies of them must not hold our exit up.
 #[test]
 fn exit_is_not_held_up_by_a_foreign_fork() {
-    let (ours, theirs) = ipc_core::conn::pipe(true).unwrap();
+    let (ours, theirs) = ipc_core::conn::pipe().unwrap();
     let h = builder(StartMethod::Spawn)
         .spawn(theirs, parent_outlived_by_a_foreign_fork)
         .unwrap();

@@ -73,7 +73,7 @@ fn ask<A: Serialize, R: serde::de::DeserializeOwned>(
 #[test]
 fn several_handles_run_in_one_running_worker() {
     for m in METHODS {
-        let (ours, theirs) = ipc_core::conn::pipe(true).unwrap();
+        let (ours, theirs) = ipc_core::conn::pipe().unwrap();
         let h = builder(m).spawn(theirs, worker).unwrap();
         let _reap = Reap(&h);
         let sq = RemoteFn::new(square).unwrap();

@@ -35,7 +35,7 @@ fn echo(conn: Connection) -> u32 {
 #[test]
 fn connection_as_argument() {
     for m in METHODS {
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         let h = builder(m).spawn(b, echo).unwrap();
         for s in ["one", "two", "three"] {
             a.send(s).unwrap();
@@ -76,8 +76,8 @@ fn receive_and_use(conn: Connection) -> u64 {
 fn objects_sent_through_a_connection() {
     for m in METHODS {
         let seg = Segment::new(64).unwrap();
-        let (a, b) = pipe(true).unwrap();
-        let (x, y) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
+        let (x, y) = pipe().unwrap();
         let h = builder(m).spawn(b, receive_and_use).unwrap();
         a.send(&seg).unwrap();
         a.send(&y).unwrap();
@@ -105,7 +105,7 @@ fn child_passes_objects_to_grandchild() {
     for m in METHODS {
         for g in METHODS {
             let seg = Segment::new(64).unwrap();
-            let (a, b) = pipe(true).unwrap();
+            let (a, b) = pipe().unwrap();
             let h = builder(m)
                 .spawn((seg.try_clone().unwrap(), b, g), pass_on)
                 .unwrap();

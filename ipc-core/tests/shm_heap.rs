@@ -104,7 +104,7 @@ fn a_box_through_the_codec_shares_memory() {
 
 #[test]
 fn a_slice_through_a_connection_shares_memory() {
-    let (tx, rx) = ipc_core::conn::pipe(true).unwrap();
+    let (tx, rx) = ipc_core::conn::pipe().unwrap();
     let s = ShmSlice::<AtomicU8>::new(33).unwrap();
     let big = ShmSlice::<AtomicU32>::new(BIG_ALLOCATION).unwrap();
     tx.send(&(s.clone(), big.clone())).unwrap();
@@ -120,7 +120,7 @@ fn a_slice_through_a_connection_shares_memory() {
 fn memory_outlives_the_original_while_a_message_carries_it() {
     // A big slice has its own segment: once the original is dropped, this process unmaps it,
     // and only the descriptor inside the message keeps the memory.
-    let (tx, rx) = ipc_core::conn::pipe(true).unwrap();
+    let (tx, rx) = ipc_core::conn::pipe().unwrap();
     let s = ShmSlice::<u8>::new(BIG_ALLOCATION * 2).unwrap();
     // SAFETY: the only handle; every index is in bounds.
     unsafe {
@@ -270,7 +270,7 @@ fn handles_are_send_and_sync() {
 
 #[test]
 fn a_box_through_a_connection_shares_memory() {
-    let (tx, rx) = ipc_core::conn::pipe(true).unwrap();
+    let (tx, rx) = ipc_core::conn::pipe().unwrap();
     let a = ShmBox::<[AtomicU32; 4]>::new().unwrap();
     tx.send(&a).unwrap();
     let b: ShmBox<[AtomicU32; 4]> = rx.recv().unwrap();

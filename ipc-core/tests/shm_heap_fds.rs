@@ -41,7 +41,7 @@ fn many_objects_use_few_descriptors_and_none_leak() {
     // A big slice has its own segment, closed with its last handle, even after travelling.
     let big = ShmSlice::<u8>::new(BIG_ALLOCATION * 4).unwrap();
     assert_eq!(open_fds(), before + 2);
-    let (tx, rx) = ipc_core::conn::pipe(true).unwrap();
+    let (tx, rx) = ipc_core::conn::pipe().unwrap();
     for _ in 0..10 {
         tx.send(&big).unwrap();
     }

@@ -178,7 +178,7 @@ fn a_receiver_writes_through_a_connection_and_the_creator_sees_it() {
     // cpython checklist 103, with the child played by the receiving end of a connection.
     let n = Name::new();
     let seg = NamedSegment::create(&n.0, 4096).unwrap();
-    let (tx, rx) = ipc_core::conn::pipe(true).unwrap();
+    let (tx, rx) = ipc_core::conn::pipe().unwrap();
     tx.send(&seg).unwrap();
     let got: NamedSegment = rx.recv().unwrap();
     // SAFETY: offset 1024 is inside both 4096-byte mappings and 4-aligned (page-aligned base).

@@ -281,7 +281,7 @@ fn cpython_66_lock_passes_on_to_a_grandchild() {
 
 #[test]
 fn a_lock_travels_through_a_connection() {
-    let (a, b) = ipc_core::conn::pipe(true).unwrap();
+    let (a, b) = ipc_core::conn::pipe().unwrap();
     let lock = Lock::new().unwrap();
     a.send(&lock).unwrap();
     let other: Lock = b.recv().unwrap();

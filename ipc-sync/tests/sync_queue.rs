@@ -33,7 +33,6 @@ fn cpython_53_fill_a_bounded_queue() {
 fn cpython_54_full_queue_refuses_puts() {
     let q = Queue::<String>::with_maxsize(1).unwrap();
     q.put("a".into()).unwrap();
-    let t0 = Instant::now();
     assert!(matches!(q.try_put("b".into()), Err(PutError::Full(s)) if s == "b"));
     assert!(matches!(q.put_nowait("c".into()), Err(PutError::Full(_))));
     assert!(matches!(
@@ -46,7 +45,9 @@ fn cpython_54_full_queue_refuses_puts() {
         Ok(()) => panic!("put into a full queue succeeded"),
     }
     assert!(t1.elapsed() >= Duration::from_millis(100));
-    assert!(t1 - t0 < Duration::from_millis(100) || t0.elapsed() >= Duration::from_millis(100));
+    // The three non-blocking puts above returned Full at once: one that waited on this full
+    // queue (nobody gets from it) would never have returned. (An assertion that they took
+    // under 100 ms, found in review, could not fail: it was or-ed with one that always held.)
     assert_eq!(q.qsize(), 1);
 }
 

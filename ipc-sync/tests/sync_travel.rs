@@ -49,7 +49,7 @@ fn receive_and_use(conn: Connection) {
 
 fn forward(conn: Connection) {
     let all: All = conn.recv().unwrap();
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let g = builder(StartMethod::Spawn)
         .spawn(b, receive_and_use)
         .unwrap();
@@ -81,7 +81,7 @@ fn every_object_travels_through_a_connection() {
             );
             locks.0.acquire().unwrap().leak();
             let all: All = (locks, signals, data, queues);
-            let (a, b) = pipe(true).unwrap();
+            let (a, b) = pipe().unwrap();
             let h = builder(m).spawn(b, hop).unwrap();
             let _kill = common::KillOnPanic(vec![h.pid()]);
             a.send(&all).unwrap();
@@ -161,7 +161,7 @@ fn in_the_new_namespace(conn: Connection) -> (i32, String) {
 // Shared objects refuse to cross, both ways, and fork into another namespace is refused.
 #[test]
 fn shared_objects_refuse_to_cross_a_pid_namespace() {
-    let (parent, child) = pipe(true).unwrap();
+    let (parent, child) = pipe().unwrap();
     let lock = Lock::new().unwrap();
     let _held = lock.acquire().unwrap();
     let h = builder(StartMethod::Fork)

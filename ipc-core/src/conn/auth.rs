@@ -202,7 +202,7 @@ impl Connection {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let (server, client) = ipc_core::conn::pipe(true).unwrap();
+    /// let (server, client) = ipc_core::conn::pipe().unwrap();
     /// let t = std::thread::spawn(move || client.answer_challenge(b"secret", Some(Duration::from_secs(10))));
     /// server.deliver_challenge(b"secret", Some(Duration::from_secs(10))).unwrap();
     /// t.join().unwrap().unwrap();

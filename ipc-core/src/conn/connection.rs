@@ -54,7 +54,7 @@ pub enum Kind {
 /// interleave with another thread's.
 ///
 /// ```
-/// let (a, b) = ipc_core::conn::pipe(true).unwrap();
+/// let (a, b) = ipc_core::conn::pipe().unwrap();
 /// a.send(&("task", 7u32)).unwrap();
 /// let (name, n): (String, u32) = b.recv().unwrap();
 /// assert_eq!((name.as_str(), n), ("task", 7));
@@ -92,39 +92,49 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Creates a connected pair: duplex (a Unix `SOCK_SEQPACKET` socketpair) or one-way
-/// (`(reader, writer)`, a pipe).
+/// Creates a connected duplex pair (a Unix `SOCK_SEQPACKET` socketpair): Python's `Pipe()`.
 ///
-/// Both ends are close-on-exec; they reach other processes as process arguments or messages.
-/// A duplex pair can carry descriptors (and so shared objects); a one-way pipe cannot.
+/// Both ends are close-on-exec; they reach other processes as process arguments or messages,
+/// and can carry descriptors (and so shared objects).
 ///
 /// ```
-/// use ipc_core::conn::pipe;
-/// let (reader, writer) = pipe(false).unwrap();
+/// let (a, b) = ipc_core::conn::pipe().unwrap();
+/// a.send(&"there").unwrap();
+/// b.send(&"back").unwrap();
+/// assert_eq!((b.recv::<String>().unwrap(), a.recv::<String>().unwrap()), ("there".into(), "back".into()));
+/// ```
+#[doc(alias = "Pipe")]
+pub fn pipe() -> Result<(Connection, Connection)> {
+    let (a, b) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok((
+        Connection::with_framing(a, Kind::Socket, true),
+        Connection::with_framing(b, Kind::Socket, true),
+    ))
+}
+
+/// Creates a one-way pair `(reader, writer)` over a pipe: Python's `Pipe(duplex=False)`.
+///
+/// Both ends are close-on-exec. A pipe cannot carry descriptors, so shared objects need
+/// [`pipe`].
+///
+/// ```
+/// let (reader, writer) = ipc_core::conn::pipe_oneway().unwrap();
 /// writer.send_bytes(b"one way").unwrap();
 /// assert_eq!(reader.recv_bytes().unwrap(), b"one way");
 /// assert!(reader.send_bytes(b"back").is_err()); // wrong direction: Error::Misuse
 /// ```
 #[doc(alias = "Pipe")]
-pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
-    if duplex {
-        let (a, b) = rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
-        Ok((
-            Connection::with_framing(a, Kind::Socket, true),
-            Connection::with_framing(b, Kind::Socket, true),
-        ))
-    } else {
-        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        Ok((
-            Connection::new(r, Kind::PipeReader),
-            Connection::new(w, Kind::PipeWriter),
-        ))
-    }
+pub fn pipe_oneway() -> Result<(Connection, Connection)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((
+        Connection::new(r, Kind::PipeReader),
+        Connection::new(w, Kind::PipeWriter),
+    ))
 }
 
 impl Connection {
@@ -272,7 +282,7 @@ impl Connection {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let (a, b) = ipc_core::conn::pipe(true)?;
+    /// let (a, b) = ipc_core::conn::pipe()?;
     /// let nothing = b.recv_timeout::<u32>(Duration::from_millis(10));
     /// assert!(matches!(nothing, Err(ipc_core::Error::Timeout)));
     /// a.send(&7u32)?;
@@ -302,7 +312,7 @@ impl Connection {
     /// socket closes when both are dropped. [`Error::Misuse`] for one end of a one-way pipe.
     ///
     /// ```
-    /// let (a, b) = ipc_core::conn::pipe(true)?;
+    /// let (a, b) = ipc_core::conn::pipe()?;
     /// let (tx, rx) = a.split()?;
     /// let echo = std::thread::spawn(move || {
     ///     while let Ok(n) = b.recv::<u32>() {
@@ -345,7 +355,7 @@ impl Connection {
     /// sends an empty message.
     ///
     /// ```
-    /// let (a, b) = ipc_core::conn::pipe(true).unwrap();
+    /// let (a, b) = ipc_core::conn::pipe().unwrap();
     /// a.send_bytes_range(b"abcdef", 2, Some(3)).unwrap();
     /// assert_eq!(b.recv_bytes().unwrap(), b"cde");
     /// assert!(a.send_bytes_range(b"abc", 2, Some(5)).is_err());
@@ -391,7 +401,7 @@ impl Connection {
     ///
     /// ```
     /// use ipc_core::Error;
-    /// let (a, b) = ipc_core::conn::pipe(true).unwrap();
+    /// let (a, b) = ipc_core::conn::pipe().unwrap();
     /// a.send_bytes(b"hello").unwrap();
     /// let mut buf = [0u8; 16];
     /// assert_eq!(b.recv_bytes_into(&mut buf[4..]).unwrap(), 5);
@@ -467,7 +477,7 @@ impl Connection {
         if !fds.is_empty() && self.kind != Kind::Socket {
             return Err(Error::Encode(
                 "file descriptors can only travel over a socket connection, not a one-way pipe \
-                 (make it with pipe(true))"
+                 (make it with pipe())"
                     .into(),
             ));
         }

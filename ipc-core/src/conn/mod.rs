@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use ipc_core::conn::pipe;
-//! let (parent, child) = pipe(true).unwrap();
+//! let (parent, child) = pipe().unwrap();
 //! let worker = std::thread::spawn(move || {
 //!     while let Ok(n) = child.recv::<u64>() {
 //!         child.send(&(n * n)).unwrap();
@@ -48,7 +48,7 @@
 //! connection can be handed to another process between any two messages without losing bytes
 //! in a buffer. How the frame is cut into system calls depends on the socket:
 //!
-//! - **Records** (`SOCK_SEQPACKET`: [`pipe(true)`](pipe) and Unix [`Listener`]s). The frame is
+//! - **Records** (`SOCK_SEQPACKET`: [`pipe()`](pipe) and Unix [`Listener`]s). The frame is
 //!   sent as records: the first holds the header and up to 8180 payload bytes, each later one up
 //!   to 128 KiB. A small message is one `sendmsg` and one `recvmsg`, the same count as a raw
 //!   socket write and read, which is what small-message ping-pong costs. Record boundaries keep
@@ -105,6 +105,8 @@ mod wait;
 
 pub use address::{Address, MAX_ABSTRACT_NAME};
 pub use auth::{DEFAULT_HANDSHAKE_TIMEOUT, HANDSHAKE_MAX_MESSAGE};
-pub use connection::{Connection, DEFAULT_MAX_MESSAGE, HEADER_LEN, Kind, RecvHalf, SendHalf, pipe};
+pub use connection::{
+    Connection, DEFAULT_MAX_MESSAGE, HEADER_LEN, Kind, RecvHalf, SendHalf, pipe, pipe_oneway,
+};
 pub use listener::{Listener, MAX_PENDING, STEP_GRACE, connect, connect_timeout};
 pub use wait::wait;

@@ -23,8 +23,8 @@ use crate::error::{Error, Result};
 /// ```
 /// use std::time::Duration;
 /// use ipc_core::conn::{pipe, wait};
-/// let (a1, b1) = pipe(true).unwrap();
-/// let (_a2, b2) = pipe(true).unwrap();
+/// let (a1, b1) = pipe().unwrap();
+/// let (_a2, b2) = pipe().unwrap();
 /// a1.send(&1u8).unwrap();
 /// assert_eq!(wait(&[&b1, &b2], Some(Duration::from_secs(5))).unwrap(), vec![0]);
 /// assert!(wait(&[&b2], Some(Duration::ZERO)).unwrap().is_empty());

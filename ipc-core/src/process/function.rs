@@ -317,7 +317,7 @@ fn trampoline<A: DeserializeOwned, R: Serialize>(
 ///     }
 /// }
 ///
-/// let (ours, theirs) = ipc_core::conn::pipe(true)?;
+/// let (ours, theirs) = ipc_core::conn::pipe()?;
 /// let child = ipc_core::process::spawn(theirs, worker)?;
 /// let f = RemoteFn::new(square)?;
 /// for x in [3u64, 4] {

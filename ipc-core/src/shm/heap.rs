@@ -581,7 +581,7 @@ fn receive_block<T: ShmSafe>(
 /// assert_eq!(counter.load(Ordering::SeqCst), 5);
 ///
 /// // Through a connection, as another process would receive it.
-/// let (a, b) = ipc_core::conn::pipe(true).unwrap();
+/// let (a, b) = ipc_core::conn::pipe().unwrap();
 /// a.send(&counter).unwrap();
 /// let received: ShmBox<AtomicU64> = b.recv().unwrap();
 /// received.fetch_add(1, Ordering::SeqCst);

@@ -76,7 +76,7 @@ where
     // Unflushed output would be printed twice, once by each process.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    let (ours, theirs) = pipe(true)?;
+    let (ours, theirs) = pipe()?;
     let parent = crate::process::pid();
     let daemon = id.daemon;
     let name = id.name.clone();

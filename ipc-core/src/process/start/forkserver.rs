@@ -217,7 +217,7 @@ impl ForkServer {
     /// Starts a server (spawned, so it is clean whatever this process looks like) and asks it
     /// for a first child.
     pub(crate) fn start(id: &Identity) -> Result<ForkServer> {
-        let (ours, theirs) = pipe(true)?;
+        let (ours, theirs) = pipe()?;
         let Launched {
             pid, pidfd, conn, ..
         } = start::spawn::launch()?;
@@ -263,7 +263,7 @@ impl ForkServer {
     /// Asks the server for a child waiting on a new connection; returns our end. If the server
     /// cannot be told, it is marked broken.
     fn prepare(&mut self) -> Result<Connection> {
-        let (ours, theirs) = pipe(true)?;
+        let (ours, theirs) = pipe()?;
         self.ctrl
             .send(&Request::Prepare(theirs))
             .inspect_err(|_| self.broken = true)?;

@@ -17,7 +17,7 @@ use crate::process::bootstrap::SPAWN_ENV;
 
 /// Starts a fresh copy of this executable waiting for its [`BootInfo`](crate::process::bootstrap::BootInfo).
 pub(crate) fn launch() -> Result<Launched> {
-    let (ours, theirs) = pipe(true)?;
+    let (ours, theirs) = pipe()?;
     let mut cmd = Command::new("/proc/self/exe");
     // The child sees this process's arguments, as Python's spawn children see its `sys.argv`
     // (its `main` never runs, so nothing parses them but the user's function).
