@@ -58,7 +58,7 @@ fn alive_while_running_and_listed() {
     for m in METHODS {
         let h = builder(m).spawn(300, sleep_ms).unwrap();
         let _reap = Reap(&h);
-        assert!(h.is_alive(), "{m}");
+        assert!(h.is_alive() && !h.is_finished(), "{m}");
         assert_eq!(h.exitcode(), None, "{m}");
         assert!(active_children().iter().any(|c| c.pid == h.pid()), "{m}");
         assert_eq!(
@@ -66,7 +66,7 @@ fn alive_while_running_and_listed() {
             Some(0),
             "{m}"
         );
-        assert!(!h.is_alive());
+        assert!(!h.is_alive() && h.is_finished());
         assert_eq!(h.exitcode(), Some(0));
         assert!(!active_children().iter().any(|c| c.pid == h.pid()), "{m}");
     }

@@ -21,10 +21,10 @@ fn cpython_53_fill_a_bounded_queue() {
     q.put_timeout(2, LONG).unwrap();
     q.put_timeout(3, Duration::from_secs(1)).unwrap();
     q.try_put(4).unwrap();
-    q.put_nowait(5).unwrap();
+    q.try_put(5).unwrap();
     q.put(6).unwrap();
-    assert!(q.full() && !q.empty());
-    assert_eq!(q.qsize(), 6);
+    assert!(q.is_full() && !q.is_empty());
+    assert_eq!(q.len(), 6);
 }
 
 // cpython checklist 54: on a full queue the non-blocking puts fail at once, the timed ones after
@@ -34,7 +34,7 @@ fn cpython_54_full_queue_refuses_puts() {
     let q = Queue::<String>::with_maxsize(1).unwrap();
     q.put("a".into()).unwrap();
     assert!(matches!(q.try_put("b".into()), Err(PutError::Full(s)) if s == "b"));
-    assert!(matches!(q.put_nowait("c".into()), Err(PutError::Full(_))));
+    assert!(matches!(q.try_put("c".into()), Err(PutError::Full(_))));
     assert!(matches!(
         q.put_timeout("d".into(), Duration::ZERO),
         Err(PutError::Full(_))
@@ -48,7 +48,7 @@ fn cpython_54_full_queue_refuses_puts() {
     // The three non-blocking puts above returned Full at once: one that waited on this full
     // queue (nobody gets from it) would never have returned. (An assertion that they took
     // under 100 ms, found in review, could not fail: it was or-ed with one that always held.)
-    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.len(), 1);
 }
 
 // cpython checklist 55, 56, 57: FIFO gets of every kind; qsize 0->1->2->1->0; on empty the
@@ -58,23 +58,23 @@ fn cpython_54_full_queue_refuses_puts() {
 #[test]
 fn cpython_55_56_57_gets_and_sizes() {
     let q = Queue::<u64>::with_maxsize(6).unwrap();
-    assert_eq!(q.qsize(), 0);
+    assert_eq!(q.len(), 0);
     q.put(1).unwrap();
-    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.len(), 1);
     q.put(2).unwrap();
-    assert_eq!(q.qsize(), 2);
+    assert_eq!(q.len(), 2);
     assert_eq!(q.get().unwrap(), 1);
-    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.len(), 1);
     assert_eq!(q.get_timeout(Duration::from_secs(1)).unwrap(), 2);
-    assert_eq!(q.qsize(), 0);
+    assert_eq!(q.len(), 0);
     for i in 3..=6 {
         q.put(i).unwrap();
     }
     assert_eq!(q.get().unwrap(), 3);
     assert_eq!(q.get_timeout(LONG).unwrap(), 4);
-    assert_eq!(q.get_nowait().unwrap(), 5);
-    assert_eq!(q.get_nowait().unwrap(), 6);
-    assert!(matches!(q.get_nowait(), Err(GetError::Empty)));
+    assert_eq!(q.try_get().unwrap(), 5);
+    assert_eq!(q.try_get().unwrap(), 6);
+    assert!(matches!(q.try_get(), Err(GetError::Empty)));
     assert!(matches!(
         q.get_timeout(Duration::ZERO),
         Err(GetError::Empty)
@@ -85,7 +85,7 @@ fn cpython_55_56_57_gets_and_sizes() {
         Err(GetError::Empty)
     ));
     assert!(t0.elapsed() >= Duration::from_millis(100));
-    assert!(q.empty() && !q.full());
+    assert!(q.is_empty() && !q.is_full());
 }
 
 fn drain_n((q, n): (Queue<(u32, u32)>, usize)) -> Vec<(u32, u32)> {
@@ -108,7 +108,7 @@ fn cpython_58_67_items_reach_a_child_under_every_start_method() {
         }
         let got = h.join().unwrap();
         assert_eq!(got, (0..20).map(|i| (0, i)).collect::<Vec<_>>(), "{m}");
-        assert!(q.empty());
+        assert!(q.is_empty());
     }
 }
 
@@ -139,7 +139,7 @@ fn cpython_59_joinable_queue() {
         }
         assert!(q.join_timeout(LONG), "{m}");
         assert_eq!(q.unfinished_tasks(), 0);
-        let mut results: Vec<u32> = (0..40).map(|_| done.get_nowait().unwrap()).collect();
+        let mut results: Vec<u32> = (0..40).map(|_| done.try_get().unwrap()).collect();
         results.sort();
         assert_eq!(results, (0..40).map(|i| i * 2).collect::<Vec<_>>(), "{m}");
         for _ in 0..4 {
@@ -171,12 +171,12 @@ fn cpython_61_unencodable_items_leave_the_queue_intact() {
         }
         other => panic!("expected an encode error, got {other:?}"),
     }
-    assert!(q.empty());
+    assert!(q.is_empty());
     q.put(None).unwrap();
-    assert_eq!(q.qsize(), 1);
-    assert!(q.full());
+    assert_eq!(q.len(), 1);
+    assert!(q.is_full());
     assert!(q.get().unwrap().is_none());
-    assert!(q.empty());
+    assert!(q.is_empty());
     // A queue cannot go through a queue either.
     let qq = Queue::<Queue<u8>>::new().unwrap();
     assert!(matches!(
@@ -192,7 +192,7 @@ fn cpython_61_unencodable_items_leave_the_queue_intact() {
 fn cpython_63_64_65_close() {
     let unused = Queue::<u8>::new().unwrap();
     unused.close();
-    assert!(unused.empty() && unused.is_closed());
+    assert!(unused.is_empty() && unused.is_closed());
     let q = Queue::<u8>::new().unwrap();
     let other = q.clone();
     q.put(1).unwrap();
@@ -209,7 +209,7 @@ fn cpython_63_64_65_close() {
     assert_eq!(h.join().unwrap(), 1);
 
     let s = SimpleQueue::<String>::new().unwrap();
-    assert!(s.empty());
+    assert!(s.is_empty());
     let h = builder(StartMethod::ForkServer)
         .spawn(s.clone(), |s: SimpleQueue<String>| {
             s.put("a".into()).unwrap();
@@ -217,10 +217,10 @@ fn cpython_63_64_65_close() {
         })
         .unwrap();
     h.join().unwrap();
-    assert!(!s.empty());
+    assert!(!s.is_empty());
     assert_eq!(s.get().unwrap(), "a");
     assert_eq!(s.get_timeout(LONG).unwrap(), "b");
-    assert!(s.empty());
+    assert!(s.is_empty());
     s.close();
     s.close();
     assert!(matches!(s.get(), Err(GetError::Closed)));
@@ -278,7 +278,7 @@ fn a_record_much_larger_than_the_ring_streams_through_it() {
         .map(|i| (i * 7 + i / 4096) as u8)
         .collect();
     assert_eq!(checksum(&big), checksum(&data));
-    assert!(q.empty());
+    assert!(q.is_empty());
 }
 
 fn produce((q, id, n): (Queue<(u32, u64)>, u32, u64)) {
@@ -337,7 +337,7 @@ fn exactly_once_four_by_four() {
         .flat_map(|id| (0..n).map(move |i| id << 32 | i))
         .fold(0, u64::wrapping_add);
     assert_eq!(total, (4 * n, expect));
-    assert!(q.empty());
+    assert!(q.is_empty());
 }
 
 fn get_until_shutdown(q: JoinableQueue<u32>) -> (Vec<u32>, bool) {
@@ -385,9 +385,9 @@ fn cpython_68_shutdown() {
     }
     let taken = j.get().unwrap();
     j.shutdown(true);
-    assert!(matches!(j.get_nowait(), Err(GetError::ShutDown)));
+    assert!(matches!(j.try_get(), Err(GetError::ShutDown)));
     assert_eq!(
-        (j.qsize(), j.unfinished_tasks()),
+        (j.len(), j.unfinished_tasks()),
         (0, 1),
         "only the taken item is unfinished"
     );
@@ -408,13 +408,13 @@ fn a_record_of_another_type_is_a_decode_error() {
     let mut buf = Vec::new();
     let fds = ipc_core::codec::encode(&q, &mut buf).unwrap();
     let other: Queue<String> = ipc_core::codec::decode(&buf, fds).unwrap();
-    match other.get_nowait() {
+    match other.try_get() {
         Err(GetError::Decode(e)) => assert!(!e.to_string().is_empty()),
         other => panic!("expected a decode error, got {other:?}"),
     }
     // An empty Vec<u64> encodes as the empty string's bytes: it decodes fine.
-    assert_eq!(other.get_nowait().unwrap(), "");
-    assert!(q.empty());
+    assert_eq!(other.try_get().unwrap(), "");
+    assert!(q.is_empty());
 }
 
 fn put_and_leave((q, n, len): (Queue<ByteBuf>, u32, usize)) -> u32 {
@@ -441,9 +441,9 @@ fn a_producer_exits_before_its_items_are_read() {
         drop(_reap);
         assert_eq!(h.join().unwrap(), 256);
         for i in 0..256u32 {
-            let item = q.get_nowait().unwrap();
+            let item = q.try_get().unwrap();
             assert_eq!(item.as_slice(), &[i as u8; 1024][..], "{m}");
         }
-        assert!(q.empty(), "{m}");
+        assert!(q.is_empty(), "{m}");
     }
 }

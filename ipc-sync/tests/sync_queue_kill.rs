@@ -111,7 +111,7 @@ fn producers_killed_at_random_points_lose_nothing_committed() {
         assert_eq!(i, next, "round {round}: a gap or a duplicate");
         next += 1;
     }
-    assert!(q.empty());
+    assert!(q.is_empty());
 }
 
 fn reporting_consumer((q, next, bad): (Queue<Item>, AtomicValue<u64>, AtomicValue<u32>)) {
@@ -178,7 +178,7 @@ fn consumers_killed_at_random_points_lose_at_most_the_record_in_hand() {
     // Drain: the rest is contiguous.
     let mut expected = next.load();
     loop {
-        match q.get_nowait() {
+        match q.try_get() {
             Ok(it) => {
                 assert_eq!(it.0, expected);
                 expected += 1;

@@ -93,8 +93,8 @@ fn every_object_travels_through_a_connection() {
             assert!(sem.acquire_timeout(Duration::ZERO).is_some());
             assert_eq!(bsem.value(), 0);
             assert_eq!((v.get(), at.load(), arr.get(2)), (2, 0, Some(9)));
-            assert_eq!(q.get_nowait().unwrap(), "from afar");
-            assert_eq!(jq.get_nowait().unwrap(), 3);
+            assert_eq!(q.try_get().unwrap(), "from afar");
+            assert_eq!(jq.try_get().unwrap(), 3);
             assert_eq!(sq.get().unwrap(), (1, 2));
         }
     }

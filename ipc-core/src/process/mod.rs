@@ -511,13 +511,20 @@ impl<R> JoinHandle<R> {
     }
 
     /// Whether the child is still running (in any process holding the handle: a process that
-    /// did not start the child asks the kernel without reaping it).
+    /// did not start the child asks the kernel without reaping it). Python's `is_alive()`; the
+    /// Rust name for the opposite is [`is_finished`](Self::is_finished).
     pub fn is_alive(&self) -> bool {
         if self.inner.is_creator() {
             self.exitcode().is_none()
         } else {
             self.inner.lock().exitcode.is_none() && !self.inner.has_exited()
         }
+    }
+
+    /// Whether the child has finished (the negation of [`is_alive`](Self::is_alive), named as
+    /// `std::thread::JoinHandle::is_finished`): `join` will not block.
+    pub fn is_finished(&self) -> bool {
+        !self.is_alive()
     }
 
     /// Asks the child to stop (SIGTERM). The exit code becomes `-15` unless it handles the

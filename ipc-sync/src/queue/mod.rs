@@ -224,9 +224,9 @@ impl<T: Serialize + DeserializeOwned> Core<T> {
 /// ```
 /// let q = ipc_sync::Queue::<String>::new()?;
 /// q.put("hello".to_string()).unwrap();
-/// assert_eq!(q.qsize(), 1);
+/// assert_eq!(q.len(), 1);
 /// assert_eq!(q.get().unwrap(), "hello");
-/// assert!(matches!(q.get_nowait(), Err(ipc_sync::GetError::Empty)));
+/// assert!(matches!(q.try_get(), Err(ipc_sync::GetError::Empty)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Serialize, Deserialize)]
@@ -278,11 +278,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.core.put(item, Wait::No)
     }
 
-    /// Python's name for [`try_put`](Self::try_put).
-    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
-        self.try_put(item)
-    }
-
     /// Takes the oldest item, blocking until there is one.
     pub fn get(&self) -> Result<T, GetError> {
         self.core.get(Wait::Forever)
@@ -294,23 +289,26 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Takes the oldest item if there is one now (Python's `get_nowait`, `get(False)`).
-    #[doc(alias = "try_get")]
-    pub fn get_nowait(&self) -> Result<T, GetError> {
+    #[doc(alias = "get_nowait")]
+    pub fn try_get(&self) -> Result<T, GetError> {
         self.core.get(Wait::No)
     }
 
-    /// Items in the queue (complete records; a snapshot).
-    pub fn qsize(&self) -> usize {
+    /// Items in the queue (complete records; a snapshot; Python's `qsize()`).
+    #[doc(alias = "qsize")]
+    pub fn len(&self) -> usize {
         self.core.ring.len() as usize
     }
 
-    /// Whether the queue holds no complete item (a snapshot).
-    pub fn empty(&self) -> bool {
-        self.qsize() == 0
+    /// Whether the queue holds no complete item (a snapshot; Python's `empty()`).
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
-    /// Whether `maxsize` items are in the queue (never, if unbounded).
-    pub fn full(&self) -> bool {
+    /// Whether `maxsize` items are in the queue (never, if unbounded; Python's `full()`).
+    #[doc(alias = "full")]
+    pub fn is_full(&self) -> bool {
         self.core.ring.full()
     }
 
@@ -331,7 +329,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Shuts the queue down for every process (Python 3.13's `Queue.shutdown`): puts fail with
     /// `ShutDown` at once; gets return what is left, then `ShutDown`; with `immediate`, gets
-    /// fail at once and the items left are discarded. Blocked callers wake up.
+    /// fail at once and the items left are discarded (on a [`JoinableQueue`], they count as
+    /// done, so `join` waits only for the items consumers already took). Blocked callers wake
+    /// up.
     pub fn shutdown(&self, immediate: bool) {
         self.core.ring.shutdown(immediate);
     }

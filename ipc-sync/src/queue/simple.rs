@@ -15,7 +15,7 @@ use super::{Core, DEFAULT_CAPACITY, GetError, PutError};
 /// ```
 /// let q = ipc_sync::SimpleQueue::new()?;
 /// q.put(1u8).unwrap();
-/// assert!(!q.empty());
+/// assert!(!q.is_empty());
 /// assert_eq!(q.get().unwrap(), 1);
 /// q.close();
 /// q.close();
@@ -58,8 +58,9 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         self.core.get(Wait::timeout(timeout))
     }
 
-    /// Whether the queue holds no complete item.
-    pub fn empty(&self) -> bool {
+    /// Whether the queue holds no complete item (Python's `empty()`).
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> bool {
         self.core.ring.len() == 0
     }
 
