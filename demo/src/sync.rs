@@ -217,9 +217,6 @@ fn lock(epoch: u64) -> Res {
     let _ = doomed.join();
     match lock.acquire_timeout(Duration::from_secs(10)) {
         Ok(_) => return Err("the lock should report its dead owner".into()),
-        Err(LockTimeoutError::Timeout) => {
-            return Err("the lock stayed held by a dead process".into());
-        }
         Err(LockTimeoutError::OwnerDied(guard)) => {
             say(
                 epoch,
@@ -227,6 +224,7 @@ fn lock(epoch: u64) -> Res {
             );
             drop(guard);
         }
+        Err(e) => return Err(format!("the lock stayed held by a dead process: {e}").into()),
     }
     conclude(
         "no update was lost; a holder that dies does not leave the lock stuck: the next\n\

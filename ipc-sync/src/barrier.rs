@@ -245,6 +245,7 @@ mod typed {
 
     /// Why a barrier wait did not pass (Python's `BrokenBarrierError`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[non_exhaustive]
     pub enum BarrierError {
         /// The barrier is broken (abort, reset, another party's timeout, an action that
         /// panicked, a party that died inside the barrier's bookkeeping); `reset` repairs it.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// The error of a blocking acquire (`acquire`, `Condition::wait`).
 #[derive(PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockError<G> {
     /// The holder died while holding the lock; the lock is now held by the caller through `G`.
     OwnerDied(G),
@@ -27,6 +28,7 @@ impl<G> LockError<G> {
 
 /// The error of a non-blocking acquire (`try_acquire`).
 #[derive(PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TryLockError<G> {
     /// Held by a live process or thread: acquiring would block.
     WouldBlock,
@@ -46,6 +48,7 @@ impl<G> TryLockError<G> {
 
 /// The error of an acquire with a timeout (`acquire_timeout`, `Condition::wait_timeout` ...).
 #[derive(PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockTimeoutError<G> {
     /// The timeout passed while another live process or thread held the lock.
     Timeout,
@@ -131,6 +134,7 @@ impl<G> From<LockError<G>> for LockTimeoutError<G> {
 
 /// Releasing something that was not held: Python's `RuntimeError`/`ValueError` on `release()`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ReleaseError {
     /// The lock was not locked.
     NotLocked,

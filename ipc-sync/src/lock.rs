@@ -144,6 +144,7 @@ impl RawLock {
 
     /// Acquires the lock only if nobody holds it, dead or alive: never takes a dead owner's
     /// lock over, so an `OWNER_DIED` report stays for the next real acquirer.
+    #[cfg(not(loom))]
     pub(crate) fn try_lock_free(&self) -> bool {
         let me = crate::ident::pid();
         let mut s = self.word.load(Ordering::Relaxed);
@@ -162,6 +163,7 @@ impl RawLock {
     }
 
     /// Whether the word names an owner that has died (a snapshot: it may be taken over at once).
+    #[cfg(not(loom))]
     pub(crate) fn owner_is_dead(&self) -> bool {
         let owner = self.word.load(Ordering::Relaxed) & PID_MASK;
         owner != 0 && liveness::is_dead(owner)

@@ -274,7 +274,10 @@ fn debug_of_a_value_whose_holder_died_keeps_the_report() {
     );
     match v.lock() {
         Err(LockError::OwnerDied(g)) => assert_eq!(*g, 7),
-        Ok(_) => panic!("the holder's death was not reported to the next acquirer"),
+        other => panic!(
+            "the holder's death was not reported to the next acquirer: {:?}",
+            other.map(|_| ()).map_err(|e| e.to_string())
+        ),
     }
     assert_eq!(format!("{v:?}"), "Value(7)");
 }

@@ -35,6 +35,7 @@ pub use simple::SimpleQueue;
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
 
 /// Why an item was not put; every variant gives the item back.
+#[non_exhaustive]
 pub enum PutError<T> {
     /// No room within the time allowed (the maxsize was reached or the ring is full).
     Full(T),
@@ -89,6 +90,7 @@ impl<T> std::error::Error for PutError<T> {}
 
 /// Why no item was taken.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum GetError {
     /// Nothing arrived within the time allowed.
     Empty,
