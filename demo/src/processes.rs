@@ -264,8 +264,10 @@ fn terminate_and_exit_codes(epoch: u64) -> Res {
 fn cpus() -> Res {
     section(5, "cpu_count");
     println!(
-        "  cpu_count() = {} (the CPUs this process may run on)",
-        process::cpu_count()
+        "  cpu_count() = {} (the system's CPUs), process_cpu_count() = {} (the CPUs this \
+         process may run on)",
+        process::cpu_count(),
+        process::process_cpu_count()
     );
     Ok(())
 }

@@ -406,15 +406,35 @@ fn forkserver_death_spares_children() {
     assert_eq!(got, (500, 4, true));
 }
 
+/// Pins itself to its first allowed CPU and reports both counts.
+fn counts_when_pinned((): ()) -> (usize, usize) {
+    let mut one = rustix::thread::CpuSet::new();
+    let first = (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| rustix::thread::sched_getaffinity(None).is_ok_and(|s| s.is_set(c)))
+        .expect("some CPU is allowed");
+    one.set(first);
+    rustix::thread::sched_setaffinity(None, &one).unwrap();
+    (process::cpu_count(), process::process_cpu_count())
+}
+
+// cpu_count is the system's (Python's os.cpu_count), process_cpu_count the affinity mask's
+// (Python 3.13's os.process_cpu_count): a child pinned to one CPU sees 1 of all.
 #[test]
-fn cpu_count_respects_affinity() {
-    let n = process::cpu_count();
-    assert!(n >= 1);
-    assert!(
-        n <= std::thread::available_parallelism()
-            .map_or(usize::MAX, |n| n.get())
-            .max(n)
-    );
+fn cpu_counts_system_and_process() {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let system: usize = online
+        .trim()
+        .split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+            None => 1,
+        })
+        .sum();
+    assert_eq!(process::cpu_count(), system);
+    let h = builder(StartMethod::Spawn)
+        .spawn((), counts_when_pinned)
+        .unwrap();
+    assert_eq!(h.join().unwrap(), (system, 1));
 }
 
 // Handles are Send and Sync like std's.

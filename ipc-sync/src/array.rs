@@ -38,6 +38,7 @@ use crate::lock::{Lock, LockGuard};
 /// assert_eq!(a.to_vec(), [1, 3, 6]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[doc(alias = "RawArray")]
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Array<T: ShmSafe + Copy> {

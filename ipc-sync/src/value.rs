@@ -254,6 +254,7 @@ atomic_int!(
 /// assert_eq!(hits.load(), 5);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[doc(alias = "RawValue")]
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct AtomicValue<T: AtomicInt> {

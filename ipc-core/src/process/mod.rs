@@ -116,7 +116,9 @@ pub fn set_default_start_method(method: StartMethod) {
     global::lock().default_method = Some(method);
 }
 
-/// Configures and starts a child process.
+/// Configures and starts a child process (Python's `Process(...)`, with `start` as
+/// [`spawn`](Builder::spawn)).
+#[doc(alias = "Process")]
 #[derive(Debug, Clone, Default)]
 pub struct Builder {
     name: Option<String>,
@@ -168,6 +170,7 @@ impl Builder {
     /// `f` is a function or a non-capturing closure: under spawn and forkserver it is found in the
     /// child by its position in the executable, and `arg` (postcard) carries the data. Shared
     /// objects (connections, segments, ipc-sync's locks and queues) can be part of `arg`.
+    #[doc(alias = "start")]
     pub fn spawn<A, R>(self, arg: A, f: fn(A) -> R) -> Result<JoinHandle<R>>
     where
         A: Serialize + DeserializeOwned,
@@ -406,6 +409,7 @@ impl From<Error> for JoinError {
 /// Dropping the handle detaches the child: it keeps running, and is reaped when it exits (at the
 /// next start, at [`active_children`], or at this process's exit, which also joins it unless it
 /// is a daemon).
+#[doc(alias = "Process")]
 pub struct JoinHandle<R> {
     inner: Arc<ChildInner>,
     _result: PhantomData<fn() -> R>,
@@ -719,8 +723,20 @@ pub fn active_children() -> Vec<ChildInfo> {
     alive
 }
 
-/// The number of CPUs this process may run on (its affinity mask), at least 1.
+/// The number of CPUs in the system (online logical CPUs), at least 1: Python's `cpu_count()`.
+/// How many this process may use is [`process_cpu_count`].
 pub fn cpu_count() -> usize {
+    crate::sys::online_cpus()
+}
+
+/// The number of CPUs this process may run on (its affinity mask), at least 1: Python 3.13's
+/// `process_cpu_count()`, and the number of workers a pool should start by default.
+///
+/// ```
+/// let (system, mine) = (ipc_core::process::cpu_count(), ipc_core::process::process_cpu_count());
+/// assert!(1 <= mine && mine <= system);
+/// ```
+pub fn process_cpu_count() -> usize {
     rustix::thread::sched_getaffinity(None).map_or_else(
         |_| std::thread::available_parallelism().map_or(1, |n| n.get()),
         |set| (set.count() as usize).max(1),

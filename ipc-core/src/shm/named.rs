@@ -64,6 +64,7 @@ const ATTEMPTS: usize = 100;
 /// a.unlink().unwrap(); // the name is gone; both mappings stay valid
 /// assert!(NamedSegment::open(&name).is_err());
 /// ```
+#[doc(alias = "SharedMemory")]
 pub struct NamedSegment {
     seg: Segment,
     name: String,
