@@ -265,8 +265,12 @@ fn blocked_in(tid: i32) -> Option<u64> {
 // was slow (here: stopped), current_process, active_children and starts by other methods waited
 // too. The forkserver has a lock of its own now: they answer, and the stalled start completes
 // once the server runs again.
+/// The tests that stop this process's forkserver take turns (under `cargo test` they share it).
+static STOPS_THE_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_stalled_forkserver_start_stalls_nothing_else() {
+    let _turn = STOPS_THE_SERVER.lock().unwrap_or_else(|p| p.into_inner());
     builder(StartMethod::ForkServer)
         .spawn((), noop)
         .unwrap()
@@ -322,4 +326,40 @@ fn a_stalled_forkserver_start_stalls_nothing_else() {
     drop(resume);
     assert_eq!(starter.join().unwrap().unwrap(), (2, 3));
     assert!(!me.name.is_empty());
+}
+
+// Issue #11, window 4: a SIGSTOPped forkserver made every later start wait forever. A start now
+// gives a server that does not answer up after its answer timeout (10 s), replaces it (the
+// stopped one is killed and reaped) and runs on the new one.
+#[test]
+fn a_stopped_forkserver_is_replaced_and_the_start_goes_on() {
+    let _turn = STOPS_THE_SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    builder(StartMethod::ForkServer)
+        .spawn((), noop)
+        .unwrap()
+        .join()
+        .unwrap();
+    let stopped = process::forkserver_pid().expect("the server is running");
+    let sp = rustix::process::Pid::from_raw(stopped).unwrap();
+    rustix::process::kill_process(sp, rustix::process::Signal::STOP).unwrap();
+    // The first start may take the child prepared before the stop; the second needs the server.
+    let t = Instant::now();
+    let results: Vec<u32> = (0..2)
+        .map(|i| {
+            builder(StartMethod::ForkServer)
+                .spawn(i, plus_one)
+                .unwrap()
+                .join()
+                .unwrap()
+        })
+        .collect();
+    let _ = rustix::process::kill_process(sp, rustix::process::Signal::CONT);
+    assert_eq!(results, [1, 2]);
+    assert!(t.elapsed() < LONG, "the starts took {:?}", t.elapsed());
+    let now = process::forkserver_pid().expect("a new server");
+    assert_ne!(now, stopped, "the stopped server was kept");
+    assert!(
+        wait_gone(stopped, LONG),
+        "the stopped server was not killed and reaped"
+    );
 }

@@ -58,7 +58,7 @@
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
@@ -100,6 +100,10 @@ enum Response {
 struct Hello {
     pid: i32,
 }
+
+/// How long a start waits for the server's answer and its prepared child's hello before it
+/// gives the server up (and replaces it). Both come in microseconds from a running server.
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 // The policy: when to start, watch through and replace this process's server.
 
@@ -276,11 +280,31 @@ impl ForkServer {
         self.broken || self.server.has_exited()
     }
 
-    /// The server's response to the oldest unanswered `Prepare`; an error if the server is gone.
-    fn response(&mut self) -> Result<Response> {
+    /// The server's response to the oldest unanswered `Prepare`; an error if the server is gone
+    /// or has not answered by `deadline` (stopped, or hopelessly overloaded: then it is broken,
+    /// and replaced).
+    fn response(&mut self, deadline: Instant) -> Result<Response> {
+        let left = deadline.saturating_duration_since(Instant::now());
         self.ctrl
-            .recv::<Response>()
+            .recv_timeout::<Response>(left)
+            .map_err(|e| self.unanswered(e))
             .inspect_err(|_| self.broken = true)
+    }
+
+    /// A timeout waiting on the server, as an error that says what happened.
+    fn unanswered(&self, e: Error) -> Error {
+        match e {
+            Error::Timeout => Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the forkserver (pid {}) did not answer within {} s: it is stopped or \
+                     overloaded, and is replaced",
+                    self.pid(),
+                    ANSWER_TIMEOUT.as_secs()
+                ),
+            )),
+            other => other,
+        }
     }
 
     /// Takes the prepared child (asking for the next one at once), waiting for it if need be.
@@ -300,8 +324,12 @@ impl ForkServer {
             // The server forks the next child while this one starts and runs. If it cannot be
             // told, it is marked broken, and replaced after this start.
             self.prepared = self.prepare().ok();
-            let hello = conn.recv::<Hello>();
-            let pid = match (hello, self.response()) {
+            // A server (or prepared child) that cannot answer, for example because it was
+            // stopped (SIGSTOP), is given up after ANSWER_TIMEOUT: the start is then made on a
+            // new server instead of waiting forever.
+            let deadline = Instant::now() + ANSWER_TIMEOUT;
+            let hello = conn.recv_timeout::<Hello>(ANSWER_TIMEOUT);
+            let pid = match (hello, self.response(deadline)) {
                 (Ok(Hello { pid }), Ok(Response::Forked { pid: forked })) if pid == forked => pid,
                 // The server died after the fork: the child is ours all the same.
                 (Ok(Hello { pid }), Err(_)) => pid,
@@ -333,7 +361,7 @@ impl ForkServer {
                 }
                 // Neither: the server died before forking, so no child exists for this start,
                 // and none will run.
-                (Err(e), Err(_)) => return Launch::ServerGone(e),
+                (Err(e), Err(_)) => return Launch::ServerGone(self.unanswered(e)),
             };
             let Some(pid) = Pid::from_raw(pid) else {
                 self.broken = true;
@@ -391,9 +419,13 @@ impl ForkServer {
         // The prepared child is ours: learn its pid (from the server, or from the child if the
         // server died after forking it), then stop it and reap it.
         if let Some(conn) = self.prepared.take() {
-            let pid = match self.response() {
+            let deadline = Instant::now() + ANSWER_TIMEOUT;
+            let pid = match self.response(deadline) {
                 Ok(Response::Forked { pid }) => Some(pid),
-                _ => conn.recv::<Hello>().ok().map(|h| h.pid),
+                _ => conn
+                    .recv_timeout::<Hello>(deadline.saturating_duration_since(Instant::now()))
+                    .ok()
+                    .map(|h| h.pid),
             };
             drop(conn);
             if let Some(pid) = pid.and_then(Pid::from_raw) {
