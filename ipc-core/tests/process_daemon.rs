@@ -16,9 +16,11 @@ fn sleep_forever((): ()) {
     }
 }
 
-fn late_reporter(conn: Connection) {
-    std::thread::sleep(Duration::from_millis(300));
-    conn.send(&"non-daemon finished").unwrap();
+/// Reports only once its parent has begun to exit (it says so on `exiting`): still running
+/// then, it must be joined by the parent's exit handler, not abandoned.
+fn late_reporter((report, exiting): (Connection, Connection)) {
+    let _ = exiting.recv::<()>();
+    report.send(&"non-daemon finished").unwrap();
 }
 
 /// Starts a daemon and a non-daemon child with `method`, reports their pids, then leaves through
@@ -29,9 +31,11 @@ fn parent_that_exits((conn, method): (Connection, StartMethod)) {
         .spawn((), sleep_forever)
         .unwrap();
     let (a, b) = pipe().unwrap();
-    let n = builder(method).spawn(b, late_reporter).unwrap();
+    let (exiting, told) = pipe().unwrap();
+    let n = builder(method).spawn((b, told), late_reporter).unwrap();
     conn.send(&(d.pid(), n.pid())).unwrap();
     conn.send(&a).unwrap();
+    exiting.send(&()).unwrap();
     std::process::exit(0)
 }
 

@@ -94,24 +94,51 @@ fn semaphore_limits_concurrency_across_processes() {
     }
 }
 
-fn release_later(s: Semaphore) {
-    std::thread::sleep(Duration::from_millis(50));
+/// Which thread of which process to watch: the parent's pid and the tid of its waiting thread.
+type Waiter = (i32, i32);
+
+fn this_thread() -> Waiter {
+    (
+        ipc_core::process::pid(),
+        rustix::thread::gettid().as_raw_nonzero().get(),
+    )
+}
+
+/// Waits until thread `tid` of process `pid` sleeps in a futex wait (system call 202), as the
+/// kernel reports it: the observable state "blocked", with no sleep that merely hopes for it.
+fn until_blocked_in_futex((pid, tid): Waiter) {
+    const FUTEX: &str = "202 ";
+    let path = format!("/proc/{pid}/task/{tid}/syscall");
+    let deadline = Instant::now() + LONG;
+    while !std::fs::read_to_string(&path).is_ok_and(|s| s.starts_with(FUTEX)) {
+        assert!(Instant::now() < deadline, "the waiter never blocked");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn release_when_blocked((s, waiter): (Semaphore, Waiter)) {
+    until_blocked_in_futex(waiter);
     s.release().unwrap();
 }
 
+// The release reaches a parent that is really asleep on the semaphore (the child waits until the
+// kernel shows the parent's thread in its futex wait; a release that came first would not test
+// the wake-up at all).
 #[test]
 fn a_child_release_wakes_a_blocked_parent() {
     for m in METHODS {
         let s = Semaphore::new(0).unwrap();
-        let h = builder(m).spawn(s.clone(), release_later).unwrap();
+        let h = builder(m)
+            .spawn((s.clone(), this_thread()), release_when_blocked)
+            .unwrap();
         let _reap = Reap(&h);
         assert!(s.acquire_timeout(LONG).is_some(), "{m}");
         assert_eq!(h.join_timeout(LONG).unwrap(), Some(0), "{m}");
     }
 }
 
-fn set_event(ev: Event) {
-    std::thread::sleep(Duration::from_millis(50));
+fn set_when_blocked((ev, waiter): (Event, Waiter)) {
+    until_blocked_in_futex(waiter);
     ev.set();
 }
 
@@ -136,7 +163,9 @@ fn cpython_82_event_semantics_across_processes() {
     assert!(!ev.is_set());
     for m in METHODS {
         ev.clear();
-        let h = builder(m).spawn(ev.clone(), set_event).unwrap();
+        let h = builder(m)
+            .spawn((ev.clone(), this_thread()), set_when_blocked)
+            .unwrap();
         let _reap = Reap(&h);
         assert!(ev.wait_timeout(LONG), "{m}");
         assert!(ev.is_set());
