@@ -106,7 +106,7 @@ fn queues(epoch: u64) -> Res {
     for _ in &workers {
         tasks.put(None)?;
     }
-    tasks.join();
+    tasks.join()?;
     say(epoch, "tasks.join() returned: every task is done");
     let mut answers: Vec<_> = (0..limits.len())
         .map(|_| results.get_timeout(Duration::from_secs(30)))

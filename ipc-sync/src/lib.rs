@@ -87,7 +87,8 @@ pub use event::Event;
 pub use lock::{Lock, LockGuard};
 #[cfg(not(loom))]
 pub use queue::{
-    DEFAULT_CAPACITY, GetError, JoinableQueue, PutError, Queue, SimpleQueue, TaskDoneError,
+    DEFAULT_CAPACITY, GetError, JoinableQueue, PutError, Queue, QueueJoinError, SimpleQueue,
+    TaskDoneError,
 };
 #[cfg(not(loom))]
 pub use rlock::{RLock, RLockGuard};

@@ -137,7 +137,7 @@ fn cpython_59_joinable_queue() {
         for i in 0..40 {
             q.put(i).unwrap();
         }
-        assert!(q.join_timeout(LONG), "{m}");
+        assert_eq!(q.join_timeout(LONG), Ok(()), "{m}");
         assert_eq!(q.unfinished_tasks(), 0);
         let mut results: Vec<u32> = (0..40).map(|_| done.try_get().unwrap()).collect();
         results.sort();
@@ -145,7 +145,7 @@ fn cpython_59_joinable_queue() {
         for _ in 0..4 {
             q.put(u32::MAX).unwrap();
         }
-        q.join();
+        q.join().unwrap();
         for k in &kids {
             assert_eq!(k.join_timeout(LONG).unwrap(), Some(0), "{m}");
         }
@@ -365,7 +365,7 @@ fn cpython_68_shutdown() {
         let _kill = KillOnPanic(vec![h.pid()]);
         q.put(1).unwrap();
         q.put(2).unwrap();
-        q.join();
+        q.join().unwrap();
         // The child now blocks in get; a shutdown wakes it.
         q.shutdown(false);
         assert_eq!(h.join().unwrap(), (vec![1, 2], true), "{m}");
@@ -391,10 +391,13 @@ fn cpython_68_shutdown() {
         (0, 1),
         "only the taken item is unfinished"
     );
-    assert!(!j.join_timeout(Duration::from_millis(20)));
+    assert_eq!(
+        j.join_timeout(Duration::from_millis(20)),
+        Err(ipc_sync::QueueJoinError::TimedOut)
+    );
     assert_eq!(taken, 0);
     j.task_done().unwrap();
-    j.join();
+    j.join().unwrap();
     assert!(j.task_done().is_err());
 }
 

@@ -189,3 +189,52 @@ fn consumers_killed_at_random_points_lose_at_most_the_record_in_hand() {
     }
     println!("records lost with their killed consumer: {lost} of 24 kills");
 }
+
+/// Takes `n` items, marks the first one done, tells the parent, and waits to be killed.
+fn take_and_die((q, n, told): (ipc_sync::JoinableQueue<u32>, u32, ipc_sync::Event)) {
+    for _ in 0..n {
+        q.get().unwrap();
+    }
+    q.task_done().unwrap();
+    told.set();
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+// Issue #11, window 2: JoinableQueue::join waited forever when a consumer died owing task_done.
+// Now join reports the items that can never be done (and who owed them), writes them off, and
+// a later join returns at once; work marked done by another process than its taker still
+// counts.
+#[test]
+fn join_reports_work_owed_by_a_dead_consumer() {
+    for m in METHODS {
+        let q = ipc_sync::JoinableQueue::<u32>::new().unwrap();
+        for i in 0..3 {
+            q.put(i).unwrap();
+        }
+        let told = ipc_sync::Event::new().unwrap();
+        let h = builder(m)
+            .spawn((q.clone(), 3, told.clone()), take_and_die)
+            .unwrap();
+        let _reap = common::Reap(&h);
+        assert!(
+            told.wait_timeout(LONG),
+            "{m}: the consumer never took its items"
+        );
+        // Another process finishes one of the dead consumer's items for it.
+        q.task_done().unwrap();
+        h.kill().unwrap();
+        assert_eq!(h.join_timeout(LONG).unwrap(), Some(-9));
+        let pid = h.pid() as u32;
+        drop(_reap);
+        assert_eq!(
+            q.join_timeout(LONG),
+            Err(ipc_sync::QueueJoinError::Abandoned {
+                tasks: 1,
+                pids: vec![pid]
+            }),
+            "{m}"
+        );
+        assert_eq!(q.unfinished_tasks(), 0);
+        assert_eq!(q.join_timeout(std::time::Duration::ZERO), Ok(()), "{m}");
+    }
+}

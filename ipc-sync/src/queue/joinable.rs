@@ -5,16 +5,25 @@
 //! the high bits of the ring's `tail` word, published in the same store as the record itself,
 //! so a producer killed mid-put can never leave the count one too high; `task_done` bumps
 //! `done` (a futex word that `join` sleeps on) with a CAS that refuses to pass the puts.
+//!
+//! A consumer that dies owing `task_done` would make Python's `join` wait forever. Here each
+//! get is counted against its process in a roster ([`owed`](super::owed)), and `join` ends with
+//! [`QueueJoinError::Abandoned`] (naming the items and the dead processes, and writing those
+//! items off) once everything still unfinished is owed by processes that died.
 
 use std::fmt;
 use std::ops::Deref;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::ring::{Stop, Wait};
-use super::{DEFAULT_CAPACITY, Queue};
+use super::ring::Wait;
+use ipc_core::shm::ShmBox;
+
+use super::owed::Owed;
+use super::{DEFAULT_CAPACITY, GetError, Queue};
+use crate::lock::SLICE;
 
 /// An extra `task_done` (Python's `ValueError: task_done() called too many times`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,15 +36,51 @@ impl fmt::Display for TaskDoneError {
 }
 impl std::error::Error for TaskDoneError {}
 
+/// Why [`JoinableQueue::join`] returned without every item marked done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueJoinError {
+    /// The timeout passed first.
+    TimedOut,
+    /// Everything still unfinished was taken by processes that died before marking it done,
+    /// so it never will be. These items were written off (a later `join` does not wait for
+    /// them); the work they stood for was lost with its consumer.
+    Abandoned {
+        /// How many items were written off.
+        tasks: u64,
+        /// The dead processes that owed them.
+        pids: Vec<u32>,
+    },
+}
+
+impl fmt::Display for QueueJoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueJoinError::TimedOut => f.write_str("timed out waiting for task_done calls"),
+            QueueJoinError::Abandoned { tasks, pids } => write!(
+                f,
+                "{tasks} item(s) will never be marked done: the processes that took them died \
+                 (pids {pids:?}); they were written off"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for QueueJoinError {}
+
 /// A queue with `task_done` and `join` (Python's `JoinableQueue`): a [`Queue`] (every queue
 /// method, through `Deref`) whose consumers mark items done.
+///
+/// Take items with this type's own `get`, `get_timeout` and `try_get` (they shadow the
+/// [`Queue`] ones and count each item against the taking process, which is how `join` learns
+/// that a consumer died owing work).
 ///
 /// ```
 /// let q = ipc_sync::JoinableQueue::<u32>::new()?;
 /// q.put(7).unwrap();
 /// assert_eq!(q.get().unwrap(), 7);
 /// q.task_done().unwrap();
-/// q.join();
+/// q.join()?;
 /// assert!(q.task_done().is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -43,12 +88,14 @@ impl std::error::Error for TaskDoneError {}
 #[serde(bound = "")]
 pub struct JoinableQueue<T> {
     queue: Queue<T>,
+    owed: ShmBox<Owed>,
 }
 
 impl<T> Clone for JoinableQueue<T> {
     fn clone(&self) -> Self {
         JoinableQueue {
             queue: self.queue.clone(),
+            owed: self.owed.clone(),
         }
     }
 }
@@ -75,28 +122,98 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     pub fn with_capacity(bytes: usize, maxsize: usize) -> ipc_core::Result<Self> {
         Ok(JoinableQueue {
             queue: Queue::with_capacity(bytes, maxsize)?,
+            owed: ShmBox::new()?,
         })
+    }
+
+    /// Takes the oldest item, blocking until there is one; this process owes its `task_done`.
+    pub fn get(&self) -> Result<T, GetError> {
+        self.owing(|q| q.get())
+    }
+
+    /// Takes the oldest item, blocking at most `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.owing(|q| q.get_timeout(timeout))
+    }
+
+    /// Takes the oldest item if there is one now (Python's `get_nowait`).
+    #[doc(alias = "get_nowait")]
+    pub fn try_get(&self) -> Result<T, GetError> {
+        self.owing(|q| q.try_get())
+    }
+
+    /// Runs a get with the item counted against this process first (see the `owed` module).
+    fn owing(&self, get: impl FnOnce(&Queue<T>) -> Result<T, GetError>) -> Result<T, GetError> {
+        let slot = self.owed.claim();
+        if let Some(s) = slot {
+            s.owe();
+        }
+        let got = get(&self.queue);
+        if got.is_err()
+            && let Some(s) = slot
+        {
+            s.unowe();
+        }
+        got
     }
 }
 
 impl<T> JoinableQueue<T> {
-    /// Marks one item taken by `get` as processed.
+    /// Marks one item taken by `get` as processed (by any process, as in Python).
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
         if self.ring().task_done() {
+            self.owed.paid();
             Ok(())
         } else {
             Err(TaskDoneError)
         }
     }
 
-    /// Blocks until every item put was marked done.
-    pub fn join(&self) {
-        let _ = self.ring().join(Wait::Forever);
+    /// Blocks until every item put was marked done, or until what is left can never be
+    /// ([`QueueJoinError::Abandoned`]: its consumers died).
+    pub fn join(&self) -> Result<(), QueueJoinError> {
+        self.join_until(None)
     }
 
-    /// Blocks until every item put was marked done or `timeout` passes; whether they were.
-    pub fn join_timeout(&self, timeout: Duration) -> bool {
-        self.ring().join(Wait::timeout(timeout)) != Err(Stop::TimedOut)
+    /// [`join`](Self::join), waiting at most `timeout` ([`QueueJoinError::TimedOut`]).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), QueueJoinError> {
+        self.join_until(Some(Instant::now() + timeout))
+    }
+
+    fn join_until(&self, deadline: Option<Instant>) -> Result<(), QueueJoinError> {
+        loop {
+            // Sleep in slices: a consumer's death wakes nobody, so look at the roster between.
+            let slice_end = Instant::now() + SLICE;
+            let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+            if self.ring().join(Wait::Until(until)).is_ok() {
+                return Ok(());
+            }
+            if let Some((tasks, pids)) = self.abandoned() {
+                return Err(QueueJoinError::Abandoned { tasks, pids });
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(QueueJoinError::TimedOut);
+            }
+        }
+    }
+
+    /// If nothing is left to take and the dead owe at least all that is unfinished, writes the
+    /// unfinished items off and returns them with the dead owers.
+    fn abandoned(&self) -> Option<(u64, Vec<u32>)> {
+        let unfinished = self.ring().unfinished();
+        if unfinished == 0 || self.ring().len() != 0 {
+            return None;
+        }
+        let (owed, pids) = self.owed.owed_by_the_dead();
+        if owed < unfinished {
+            return None;
+        }
+        let mut written_off = 0;
+        while written_off < unfinished && self.ring().task_done() {
+            written_off += 1;
+        }
+        self.owed.forgive(&pids);
+        Some((written_off, pids))
     }
 
     /// Items put and not yet marked done.

@@ -14,6 +14,7 @@
 //! pool of consumers can be stopped without sentinel items.
 
 mod joinable;
+pub(crate) mod owed;
 pub(crate) mod ring;
 mod simple;
 
@@ -27,7 +28,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use joinable::{JoinableQueue, TaskDoneError};
+pub use joinable::{JoinableQueue, QueueJoinError, TaskDoneError};
 use ring::{Ring, Wait};
 pub use simple::SimpleQueue;
 

@@ -20,8 +20,8 @@
 //! data: ShmSlice<u8>, capacity a power of two; positions count bytes modulo 2^40
 //! frame at an 8-aligned position: | len: u32 | flags: u32 | payload (len) | pad to 8 |
 //! ```
-//! Flags: `FIRST|LAST` is a whole record; a record larger than a quarter of the ring goes as
-//! `FIRST`, `MIDDLE`..., `LAST` chunks; `PAD` frames align large payloads to 64 bytes (glibc's
+//! Flags: `FIRST|LAST` is a whole record; a record larger than half the ring (frame and
+//! alignment included) goes as `FIRST`, `MIDDLE`..., `LAST` chunks of a quarter of the ring; `PAD` frames align large payloads to 64 bytes (glibc's
 //! memcpy is many times slower for some misalignments on this CPU).
 //!
 //! # Visibility and robustness
