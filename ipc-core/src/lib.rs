@@ -17,6 +17,11 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "ipc-core supports Linux only: it is built on memfd, futexes, pidfds, clone3, SCM_RIGHTS and /proc"
+);
+
 pub mod codec;
 pub mod conn;
 mod deadline;

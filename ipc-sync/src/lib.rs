@@ -55,6 +55,11 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "ipc-sync supports Linux only: it is built on shared futexes and pidfds (through ipc-core)"
+);
+
 #[cfg(not(loom))]
 mod array;
 mod barrier;

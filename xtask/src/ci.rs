@@ -3,7 +3,8 @@
 //! Steps, in order, stopping at the first failure: `cargo fmt --all -- --check`, `cargo clippy
 //! --workspace --all-targets -- -D warnings`, `layers`, `tidy`, `test` (every test and doc test),
 //! the benches smoke run (`cargo test -p benches --benches`: each bench once with one iteration),
-//! the loom model check of ipc-sync's state machines.
+//! the loom model check of ipc-sync's state machines, and `cargo publish --dry-run` of every
+//! library crate (packaged and built as crates.io would, each against the others' packages).
 //! Then, always, the leak check (see `leaks.rs`): no process started by the run and no new
 //! `/dev/shm` entry may remain.
 
@@ -29,6 +30,25 @@ fn loom() -> anyhow::Result<()> {
     ])
     .env("RUSTFLAGS", "--cfg loom")
     .env("CARGO_TARGET_DIR", util::root().join("target/loom"));
+    util::run(&mut cmd)
+}
+
+/// Packages and builds each library crate as `cargo publish` would (the tooling crates are
+/// `publish = false`), without uploading anything.
+fn publish_dry_run() -> anyhow::Result<()> {
+    let mut cmd = util::cargo();
+    cmd.args([
+        "publish",
+        "--workspace",
+        "--dry-run",
+        "--allow-dirty",
+        "--exclude",
+        "benches",
+        "--exclude",
+        "xtask",
+        "--exclude",
+        "demo",
+    ]);
     util::run(&mut cmd)
 }
 
@@ -67,6 +87,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             Box::new(|| util::run(util::cargo().args(["test", "-p", "benches", "--benches"]))),
         ),
         ("loom", Box::new(loom)),
+        ("publish dry-run", Box::new(publish_dry_run)),
     ];
     let mut report = Vec::new();
     let mut failed = None;
