@@ -73,6 +73,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                     "clippy",
                     "--workspace",
                     "--all-targets",
+                    "--features",
+                    test::FAILPOINTS,
                     "--",
                     "-D",
                     "warnings",

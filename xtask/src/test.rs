@@ -3,7 +3,8 @@
 //! Runs `cargo nextest run` when cargo-nextest is installed (faster, one process per test) and
 //! plain `cargo test` otherwise or with `--cargo-test` (a fresh machine has only the toolchain);
 //! doc tests always go through `cargo test --doc`, which nextest cannot run. Bench targets are
-//! left out: `cargo xtask ci` runs them separately in their smoke mode.
+//! left out: `cargo xtask ci` runs them separately in their smoke mode. Both runs enable
+//! ipc-sync's `failpoints` feature (tests that kill a process at a named step).
 
 use std::process::Command;
 use std::time::Instant;
@@ -11,6 +12,9 @@ use std::time::Instant;
 use anyhow::bail;
 
 use crate::util;
+
+/// The feature that compiles ipc-sync's failpoints into the test build.
+pub(crate) const FAILPOINTS: &str = "ipc-sync/failpoints";
 
 /// Counts parsed from the runners' output.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +77,17 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let nextest = !force_cargo_test && util::installed("cargo-nextest", &["nextest", "--version"]);
-    let targets = ["--workspace", "--lib", "--bins", "--tests", "--examples"];
+    // ipc-sync's failpoints (named kill points, never in a release build) are compiled into
+    // the test build, so the tests that reproduce a death at a precise step run.
+    let targets = [
+        "--workspace",
+        "--lib",
+        "--bins",
+        "--tests",
+        "--examples",
+        "--features",
+        FAILPOINTS,
+    ];
     let mut steps: Vec<(&str, Command)> = Vec::new();
     let mut unit = util::cargo();
     if nextest {
@@ -85,7 +99,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         steps.push(("tests (cargo test)", unit));
     }
     let mut doc = util::cargo();
-    doc.args(["test", "--workspace", "--doc"]);
+    doc.args(["test", "--workspace", "--doc", "--features", FAILPOINTS]);
     steps.push(("doc tests", doc));
 
     let mut total = Counts::default();

@@ -339,6 +339,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.core.ring.shutdown(immediate);
     }
 
+    /// Wakes every process blocked in a get or a put on this queue, to look again (Python has
+    /// no equivalent). Call it when you learn that a process using the queue died, as a pool's
+    /// supervisor does after reaping a worker: a producer killed between committing an item and
+    /// waking the consumer would otherwise leave a consumer blocked in an untimed `get` beside
+    /// that item until the next put. Harmless at any time (one spurious wake-up).
+    pub fn wake_waiters(&self) {
+        self.core.ring.wake_everybody();
+    }
+
     /// Whether the queue was shut down (by any process).
     pub fn is_shut_down(&self) -> bool {
         self.core.ring.is_shut_down()

@@ -53,15 +53,22 @@
 //! load it copies, and loaded with `Acquire`, so the next holder of the side's lock (or the
 //! one that takes it over from a dead holder) inherits what the load saw.
 //!
-//! Sleeping is a Dekker handshake on two words per direction. A side about to sleep sets its
-//! waiters flag (`get_waiters`/`put_waiters`, `SeqCst`), reads the futex sequence word
-//! (`not_empty`/`not_full`), re-checks the position, and sleeps only if the sequence word is
-//! unchanged. A publisher stores its position (`SeqCst`), then reads the flag (`SeqCst`): if
-//! set, it takes it (swap to 0), bumps the sequence word and wakes. In the single total order
-//! either the flag store comes first (the publisher sees it and wakes) or the publication does
-//! (the re-check sees it). Taking the flag means one wake per sleep, not per publication: a
-//! producer that keeps putting while a woken consumer has not run yet makes no more syscalls,
-//! and a sleeper killed in its sleep costs one spurious wake, not a syscall per publication.
+//! Sleeping is a Dekker handshake on two words per direction. A side about to sleep reads the
+//! futex sequence word (`not_empty`/`not_full`), announces itself in its waiters word
+//! (`get_waiters`/`put_waiters`, `SeqCst`) with the sequence value it read, re-checks the
+//! position, and sleeps only if the sequence word is unchanged. A publisher stores its position
+//! (`SeqCst`), then reads the waiters word (`SeqCst`): if it holds an announcement, it bumps the
+//! sequence word, wakes, and then clears that announcement (a CAS from the value it read). In
+//! the single total order either the announcement comes first (the publisher sees it and
+//! wakes) or the publication does (the re-check sees it). Clearing means one wake per sleep, not
+//! per publication: a producer that keeps putting while a woken consumer has not run yet makes
+//! no more syscalls, and a sleeper killed in its sleep costs one spurious wake.
+//!
+//! A publisher SIGKILLed after its position store never leaves the announcement cleared
+//! without a wake: the next publication, by anybody, wakes the sleeper. Until then (if none
+//! comes) the sleeper of an untimed get sleeps beside the committed record: whoever learns of
+//! the death (a pool's supervisor reaping its worker) calls `wake_waiters`. Timed waits look
+//! again at least every 100 ms.
 //!
 //! # Safety
 //! The unsafe code copies bytes between private buffers and `data`. The ring protocol gives
@@ -130,6 +137,11 @@ pub(crate) struct RingHeader {
 unsafe impl ShmSafe for RingHeader {}
 // SAFETY: every field that changes after creation is an atomic (the padding is never written).
 unsafe impl ipc_core::shm::ShmSync for RingHeader {}
+
+/// A sleeper's announcement: the sequence value it sleeps on, never 0 (0 = nobody sleeps).
+fn announce(seq: u32) -> u32 {
+    seq.wrapping_add(1).max(1)
+}
 
 /// How long an operation may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,31 +325,39 @@ impl Ring {
         if spin::spin_for_peer(peer_cpu.load(Ordering::Relaxed), || !unchanged()) {
             return WaitOutcome::Woken;
         }
-        // Known window: a publisher SIGKILLed between its position store and its wake leaves a
-        // sleeper without a deadline asleep beside a record (or free space) until the next
-        // publication. Sleeping in timed slices would close it, but a timed futex wait arms a
-        // kernel timer on every sleep: it cut queue_throughput_small from 14 to 9.5 M items/s.
-        waiters.store(1, Ordering::SeqCst);
+        // The announcement names the sequence value we sleep on, so that a publisher clears
+        // exactly the announcement it served (see `wake_sleeper`).
         let s = seq.load(Ordering::SeqCst);
+        waiters.store(announce(s), Ordering::SeqCst);
         if unchanged() {
             futex::wait(seq, s, until)
         } else {
             WaitOutcome::Woken
         }
-        // The flag stays for the publisher to take (after a timeout that costs it one needless
-        // wake): only one process at a time sleeps per side, so nothing else needs clearing it.
+        // The announcement stays for a publisher to clear after its wake (after a timeout that
+        // costs it one needless wake): only one process at a time sleeps per side.
     }
 
     /// The publisher's half of the handshake: wake the other side if it announced a sleep, and
     /// tell it (in `our_cpu`) where we run, so that its next wait knows whether to spin.
+    ///
+    /// The announcement is cleared only after the wake, and only if it is still the one served:
+    /// a publisher killed anywhere between its position store and that clear leaves it in
+    /// place, so the next publication (by anyone) wakes the sleeper. (Clearing first, as a swap,
+    /// left a sleeper beside the dead publisher's record for good once it died between the swap
+    /// and the wake.) A sleeper that announces anew after our bump names another sequence value,
+    /// and our clear leaves it alone.
     #[inline]
     fn wake_sleeper(seq: &AtomicU32, waiters: &AtomicU32, our_cpu: &AtomicU32) {
         // The load keeps the common case (nobody sleeps) free of a locked instruction on a
-        // word the other side owns; the swap makes sure one announcement costs one wake.
-        if waiters.load(Ordering::SeqCst) != 0 && waiters.swap(0, Ordering::SeqCst) != 0 {
+        // word the other side owns.
+        let announced = waiters.load(Ordering::SeqCst);
+        if announced != 0 {
+            crate::failpoint::hit("queue.wake.announced");
             our_cpu.store(ipc_core::spin::cpu_tag(), Ordering::Relaxed);
             seq.fetch_add(1, Ordering::SeqCst);
             futex::wake_all(seq);
+            let _ = waiters.compare_exchange(announced, 0, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
 
@@ -392,7 +412,10 @@ impl Ring {
         }
     }
 
-    fn wake_everybody(&self) {
+    /// Wakes every sleeper on both sides, to look again: the repair after a process that used
+    /// the queue died (a publisher killed between committing and waking leaves its sleeper
+    /// asleep until the next publication).
+    pub(crate) fn wake_everybody(&self) {
         let h = &*self.header;
         for w in [&h.not_empty, &h.not_full] {
             w.fetch_add(1, Ordering::SeqCst);

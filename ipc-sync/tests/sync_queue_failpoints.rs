@@ -1,0 +1,108 @@
+//! Deaths at a precise step of the queue's protocol, reproduced with ipc-sync's failpoints
+//! (`--features failpoints`, which `cargo xtask test` turns on): a random kill would hit these
+//! few instructions once in millions of runs.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{LONG, METHODS, Reap, builder};
+use ipc_sync::Queue;
+
+/// Puts `item` with the failpoint armed: killed after the item is committed, before the
+/// consumer's wake-up.
+fn put_and_die((q, item): (Queue<u32>, u32)) {
+    ipc_sync::__failpoint_arm("queue.wake.announced");
+    let _ = q.put(item);
+    unreachable!("the failpoint kills this process");
+}
+
+fn put_one((q, item): (Queue<u32>, u32)) {
+    q.put(item).unwrap();
+}
+
+/// The system call thread `tid` of this process is in (`None` if it runs).
+fn blocked_in(tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// A consumer thread taking two items with untimed gets (each sent on `got` as it arrives),
+/// returned once it is seen asleep in its futex wait.
+fn sleeping_consumer(
+    q: &Queue<u32>,
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<u32>) {
+    const FUTEX: u64 = 202;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (got, items) = std::sync::mpsc::channel();
+    let consumer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                .unwrap();
+            for _ in 0..2 {
+                got.send(q.get().unwrap()).unwrap();
+            }
+        })
+    };
+    let tid = rx.recv().unwrap();
+    let deadline = Instant::now() + LONG;
+    while blocked_in(tid) != Some(FUTEX) {
+        assert!(Instant::now() < deadline, "the consumer never slept");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (consumer, items)
+}
+
+// Issue #11, window 1: a producer SIGKILLed after committing its item and seeing the consumer's
+// announcement, before waking it. The publisher cleared the announcement before waking, so the
+// consumer slept beside the item even through later puts. Now the announcement is cleared only
+// after the wake: the next put, by anybody, wakes the consumer, which gets both items.
+#[test]
+fn a_producer_killed_before_its_wake_is_repaired_by_the_next_put() {
+    for m in METHODS {
+        let q = Queue::<u32>::new().unwrap();
+        let (consumer, items) = sleeping_consumer(&q);
+        let h = builder(m).spawn((q.clone(), 1), put_and_die).unwrap();
+        let _reap = Reap(&h);
+        assert_eq!(h.join_timeout(LONG).unwrap(), Some(-9), "{m}");
+        assert_eq!(q.len(), 1, "{m}: the item was committed");
+        let other = builder(m).spawn((q.clone(), 2), put_one).unwrap();
+        assert_eq!(other.join_timeout(LONG).unwrap(), Some(0));
+        let got: Vec<u32> = (0..2)
+            .map(|_| {
+                items
+                    .recv_timeout(LONG)
+                    .unwrap_or_else(|_| panic!("{m}: the consumer slept through the next put"))
+            })
+            .collect();
+        assert_eq!(got, [1, 2], "{m}");
+        consumer.join().unwrap();
+    }
+}
+
+// The same death with no later put: the consumer sleeps beside the committed item until
+// whoever learns of the death (here the parent that reaped the producer, in a pool its
+// supervisor) calls wake_waiters.
+#[test]
+fn wake_waiters_repairs_a_death_with_no_later_put() {
+    for m in METHODS {
+        let q = Queue::<u32>::new().unwrap();
+        let (consumer, items) = sleeping_consumer(&q);
+        let h = builder(m).spawn((q.clone(), 7), put_and_die).unwrap();
+        let _reap = Reap(&h);
+        assert_eq!(h.join_timeout(LONG).unwrap(), Some(-9), "{m}");
+        assert_eq!(q.len(), 1, "{m}");
+        // The window itself: the item is there and nobody woke the consumer.
+        assert!(
+            items.recv_timeout(Duration::from_millis(300)).is_err(),
+            "{m}: the consumer was woken after all"
+        );
+        q.wake_waiters();
+        assert_eq!(items.recv_timeout(LONG), Ok(7), "{m}");
+        q.put(8).unwrap();
+        assert_eq!(items.recv_timeout(LONG), Ok(8), "{m}");
+        consumer.join().unwrap();
+    }
+}
