@@ -52,7 +52,7 @@ impl Peer {
     }
 
     /// The peer's process id.
-    pub fn pid(&self) -> i32 {
+    pub fn pid(&self) -> u32 {
         self.handle.as_ref().map_or(0, JoinHandle::pid)
     }
 

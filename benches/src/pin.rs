@@ -102,7 +102,7 @@ impl Placement {
 
     /// Places a child the case just started; `live` counts the case's live children, this one
     /// included (so the first child of a case gets the runner's neighbour CPU).
-    pub fn child_started(&self, pid: i32, live: usize) -> anyhow::Result<()> {
+    pub fn child_started(&self, pid: u32, live: usize) -> anyhow::Result<()> {
         if self.mode != Pin::Split {
             return Ok(());
         }
@@ -110,7 +110,10 @@ impl Placement {
             pin(None, self.cpus[0])?;
             self.parent_pinned.set(true);
         }
-        let pid = Pid::from_raw(pid).with_context(|| format!("bad child pid {pid}"))?;
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .with_context(|| format!("bad child pid {pid}"))?;
         pin(Some(pid), self.cpus[live % self.cpus.len()])
     }
 
@@ -149,7 +152,7 @@ mod tests {
     fn none_leaves_the_affinity_alone() {
         let before = sched_getaffinity(None).unwrap();
         let p = Placement::new(Pin::None).unwrap();
-        p.child_started(std::process::id() as i32, 1).unwrap();
+        p.child_started(std::process::id(), 1).unwrap();
         p.case_done().unwrap();
         assert_eq!(sched_getaffinity(None).unwrap(), before);
     }

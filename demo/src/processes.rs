@@ -274,9 +274,9 @@ fn cpus() -> Res {
 
 /// Reports where it runs: its pid, its parent's pid (as the kernel sees it) and how it was
 /// started.
-fn whoami(_: ()) -> (i32, i32, String) {
+fn whoami(_: ()) -> (u32, u32, String) {
     let me = process::current_process();
-    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
     let method = me.start_method.map_or("?".into(), |m| m.to_string());
     (me.pid, parent, method)
 }
@@ -291,7 +291,7 @@ fn start_methods(epoch: u64) -> Res {
         let t = Instant::now();
         let child = Builder::new().start_method(method).spawn((), whoami)?;
         let (pid, parent, how) = child.join()?;
-        if parent != std::process::id() as i32 {
+        if parent != std::process::id() {
             return Err(
                 format!("the {method} child's parent is {parent}, not this process").into(),
             );

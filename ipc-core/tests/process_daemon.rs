@@ -49,7 +49,7 @@ fn normal_exit_terminates_daemons_and_joins_others() {
                 .spawn((theirs, child_method), parent_that_exits)
                 .unwrap();
             let _reap = Reap(&p);
-            let (daemon, non_daemon): (i32, i32) = ours.recv().unwrap();
+            let (daemon, non_daemon): (u32, u32) = ours.recv().unwrap();
             let report: Connection = ours.recv().unwrap();
             let code = p.join_timeout(Duration::from_secs(60)).unwrap();
             assert_eq!(code, Some(0), "{parent_method}/{child_method}");
@@ -91,7 +91,7 @@ fn killed_parent_takes_its_daemons_along() {
                 .spawn((theirs, child_method), parent_that_waits)
                 .unwrap();
             let _reap = Reap(&p);
-            let (daemon, non_daemon): (i32, i32) = ours.recv().unwrap();
+            let (daemon, non_daemon): (u32, u32) = ours.recv().unwrap();
             p.kill().unwrap();
             assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
             let daemon_gone = wait_gone(daemon, Duration::from_secs(30));
@@ -144,7 +144,7 @@ fn forkserver_daemons_outlive_the_thread_that_started_the_server() {
         .spawn(theirs, parent_whose_server_thread_exits)
         .unwrap();
     let _reap = Reap(&p);
-    let (alive, first, second): (bool, i32, i32) = ours.recv().unwrap();
+    let (alive, first, second): (bool, u32, u32) = ours.recv().unwrap();
     p.kill().unwrap();
     assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
     let gone =
@@ -177,7 +177,7 @@ fn assert_daemon_dies_with(parent: fn(Connection)) {
     let (ours, theirs) = pipe().unwrap();
     let p = builder(StartMethod::Spawn).spawn(theirs, parent).unwrap();
     let _reap = Reap(&p);
-    let daemon: i32 = ours.recv().unwrap();
+    let daemon: u32 = ours.recv().unwrap();
     p.kill().unwrap();
     assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
     let gone = wait_gone(daemon, Duration::from_secs(30));

@@ -99,8 +99,8 @@ impl Rng {
 
 /// SIGKILLs `pid` if it is still an unreaped child of `me` (through a pidfd opened before the
 /// check, so a recycled pid is never hit).
-fn kill_if_child(me: i32, pid: i32) {
-    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+fn kill_if_child(me: u32, pid: u32) {
+    let Some(p) = common::raw_pid(pid) else {
         return;
     };
     let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
@@ -129,11 +129,11 @@ fn mark_and_answer(arg: (PathBuf, u32)) -> u64 {
 /// Returns what went wrong (nothing, if all is well), and how many starts failed, how many
 /// children were killed and how many servers served.
 fn storm((dir, starts, seed): (PathBuf, u32, u64)) -> (Vec<String>, usize, usize, usize) {
-    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
     use std::sync::{Arc, Mutex};
-    let me = std::process::id() as i32;
-    let running = Arc::new(AtomicI32::new(0));
-    let server = Arc::new(AtomicI32::new(0));
+    let me = std::process::id();
+    let running = Arc::new(AtomicU32::new(0));
+    let server = Arc::new(AtomicU32::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let killer = {
         let (running, server, stop) = (running.clone(), server.clone(), stop.clone());
@@ -277,7 +277,7 @@ fn a_stalled_forkserver_start_stalls_nothing_else() {
         .join()
         .unwrap();
     let server = process::forkserver_pid().expect("the server is running");
-    let sp = rustix::process::Pid::from_raw(server).unwrap();
+    let sp = common::raw_pid(server).unwrap();
     rustix::process::kill_process(sp, rustix::process::Signal::STOP).unwrap();
     // Whatever happens below, the server runs again (other tests of this process use it).
     struct Resume(rustix::process::Pid);
@@ -340,7 +340,7 @@ fn a_stopped_forkserver_is_replaced_and_the_start_goes_on() {
         .join()
         .unwrap();
     let stopped = process::forkserver_pid().expect("the server is running");
-    let sp = rustix::process::Pid::from_raw(stopped).unwrap();
+    let sp = common::raw_pid(stopped).unwrap();
     rustix::process::kill_process(sp, rustix::process::Signal::STOP).unwrap();
     // The first start may take the child prepared before the stop; the second needs the server.
     let t = Instant::now();

@@ -34,7 +34,7 @@ const LONG: Duration = Duration::from_secs(30);
 /// What the child reports after a round.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Report {
-    forkserver: Option<i32>,
+    forkserver: Option<u32>,
     /// Names of the named segments and socket files the round made (all must be gone).
     shm_names: Vec<String>,
     socket_files: Vec<PathBuf>,
@@ -276,7 +276,7 @@ fn battery(ctl: Connection) {
 }
 
 /// fd number -> what it refers to.
-fn fd_table(pid: i32) -> BTreeMap<u32, String> {
+fn fd_table(pid: u32) -> BTreeMap<u32, String> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|e| {
@@ -305,7 +305,7 @@ fn descriptor_kinds(table: &BTreeMap<u32, String>) -> BTreeMap<String, usize> {
 }
 
 /// The shared-memory mappings (memfd segments, heap arenas, /dev/shm files).
-fn shared_mappings(pid: i32) -> Vec<String> {
+fn shared_mappings(pid: u32) -> Vec<String> {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap()
         .lines()
@@ -406,7 +406,7 @@ fn double(x: u32) -> u32 {
 /// Whether `pid` looks like the idle child a forkserver prepares: no children, and nothing open
 /// but its one connection and what the server inherited itself (the standard streams, and
 /// whatever the test environment leaves open across `exec`), none of the server's sockets.
-fn is_prepared_child(pid: i32, server: i32) -> bool {
+fn is_prepared_child(pid: u32, server: u32) -> bool {
     let server_fds = fd_table(server);
     let (shared, own): (Vec<_>, Vec<_>) = fd_table(pid)
         .into_iter()
@@ -419,7 +419,7 @@ fn is_prepared_child(pid: i32, server: i32) -> bool {
 }
 
 /// The idle children prepared for forkserver starts among `children` (all but the server).
-fn prepared(children: &[(i32, char)], server: i32) -> Vec<(i32, char)> {
+fn prepared(children: &[(u32, char)], server: u32) -> Vec<(u32, char)> {
     children
         .iter()
         .copied()
@@ -430,8 +430,8 @@ fn prepared(children: &[(i32, char)], server: i32) -> Vec<(i32, char)> {
 /// In its own process (so that its forkserver is its own): kills the child prepared for the next
 /// forkserver start, then starts children through the server; returns their results and this
 /// process's children afterwards.
-fn kill_the_spare((): ()) -> (Vec<u32>, i32, Vec<(i32, char)>) {
-    let me = std::process::id() as i32;
+fn kill_the_spare((): ()) -> (Vec<u32>, u32, Vec<(u32, char)>) {
+    let me = std::process::id();
     let first = builder(StartMethod::ForkServer).spawn(1, double).unwrap();
     assert_eq!(first.join().unwrap(), 2);
     let server = process::forkserver_pid().expect("a forkserver runs");

@@ -13,7 +13,7 @@ use ipc_core::process::{
     self, JoinError, StartMethod, active_children, current_process, parent_process,
 };
 
-fn identity((): ()) -> (String, i32, Option<(i32, String)>, bool) {
+fn identity((): ()) -> (String, u32, Option<(u32, String)>, bool) {
     let me = current_process();
     let parent = parent_process().map(|p| (p.pid(), p.name().to_string()));
     (me.name, me.pid, parent, me.daemon)
@@ -228,7 +228,7 @@ fn grandchild_sees_parent_die() {
         let (a, b) = ipc_core::conn::pipe().unwrap();
         let h = builder(m).spawn(b, parent).unwrap();
         let _reap = Reap(&h);
-        let parent_pid: i32 = a.recv().unwrap();
+        let parent_pid: u32 = a.recv().unwrap();
         assert_eq!(parent_pid, h.pid(), "{m}");
         h.kill().unwrap();
         let gone: bool = a.recv().unwrap();
@@ -501,7 +501,7 @@ fn interrupt_is_sigint() {
     }
 }
 
-fn exists_unreaped(pid: i32) -> bool {
+fn exists_unreaped(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -623,7 +623,7 @@ fn a_type_with_a_run_method_holding_pipe_ends() {
 }
 
 /// The socket inodes among a process's descriptors.
-fn socket_inodes(pid: i32) -> Vec<u64> {
+fn socket_inodes(pid: u32) -> Vec<u64> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -776,7 +776,7 @@ fn exit_is_not_held_up_by_a_foreign_fork() {
         .spawn(theirs, parent_outlived_by_a_foreign_fork)
         .unwrap();
     let _reap = Reap(&h);
-    let foreign: i32 = ours.recv().unwrap();
+    let foreign: u32 = ours.recv().unwrap();
     let _kill = common::KillOnPanic(vec![foreign]);
     let code = h.join_timeout(Duration::from_secs(20)).unwrap();
     common::kill_pid(foreign);

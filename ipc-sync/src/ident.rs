@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// This process's pid (cached by ipc-core, right after any fork).
 #[inline]
 pub(crate) fn pid() -> u32 {
-    ipc_core::process::pid() as u32
+    ipc_core::process::pid()
 }
 
 static NEXT_THREAD: AtomicU32 = AtomicU32::new(1);

@@ -604,7 +604,7 @@ mod tests {
             .spawn(lock.clone(), hold)
             .unwrap();
         let t = Instant::now();
-        while lock.owner() != Some(h.pid() as u32) {
+        while lock.owner() != Some(h.pid()) {
             assert!(
                 t.elapsed() < Duration::from_secs(30),
                 "the child never took the lock"

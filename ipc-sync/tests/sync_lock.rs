@@ -38,7 +38,7 @@ fn lock_excludes_processes_under_every_start_method() {
             .collect();
         add_under_lock((lock.clone(), counter.clone(), 2_000));
         for k in kids {
-            let pid = k.pid() as u32;
+            let pid = k.pid();
             assert_eq!(
                 k.join().unwrap(),
                 pid,
@@ -83,7 +83,7 @@ fn cpython_69_lock_basics_and_locked_across_processes() {
         let _reap = Reap(&h);
         assert!(ev.wait_timeout(LONG), "{m}");
         assert!(lock.locked(), "{m}: held by the child");
-        assert_eq!(lock.owner(), Some(h.pid() as u32), "{m}");
+        assert_eq!(lock.owner(), Some(h.pid()), "{m}");
         // Python lets any process release a Lock.
         assert_eq!(lock.release(), Ok(()), "{m}");
         assert!(!lock.locked());

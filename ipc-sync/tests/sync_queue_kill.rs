@@ -224,7 +224,7 @@ fn join_reports_work_owed_by_a_dead_consumer() {
         q.task_done().unwrap();
         h.kill().unwrap();
         assert_eq!(h.join_timeout(LONG).unwrap(), Some(-9));
-        let pid = h.pid() as u32;
+        let pid = h.pid();
         drop(_reap);
         assert_eq!(
             q.join_timeout(LONG),

@@ -95,7 +95,7 @@ fn semaphore_limits_concurrency_across_processes() {
 }
 
 /// Which thread of which process to watch: the parent's pid and the tid of its waiting thread.
-type Waiter = (i32, i32);
+type Waiter = (u32, i32);
 
 fn this_thread() -> Waiter {
     (

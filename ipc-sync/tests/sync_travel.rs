@@ -108,7 +108,7 @@ enum AcrossNamespaces {
     /// What a fork into the new namespace gave, and the grandchild's report.
     Ran {
         fork: String,
-        grandchild: (i32, String),
+        grandchild: (u32, String),
     },
 }
 
@@ -138,7 +138,7 @@ fn cross_pid_namespaces(conn: Connection) -> AcrossNamespaces {
 
 /// The grandchild, first process of its pid namespace: receives the parent's lock, then sends
 /// one of its own, held, the other way. Returns its pid and what receiving gave.
-fn in_the_new_namespace(conn: Connection) -> (i32, String) {
+fn in_the_new_namespace(conn: Connection) -> (u32, String) {
     let received = match conn.recv::<Lock>() {
         // Before the fix: the parent's pid is invisible here, so its live holder looked dead and
         // the lock was taken over.

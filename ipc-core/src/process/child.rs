@@ -98,7 +98,7 @@ impl ChildInner {
             name,
             daemon,
             method,
-            creator: crate::process::pid(),
+            creator: crate::sys::pid(),
             pidfd,
             state: Mutex::new(State {
                 conn: Some(conn),
@@ -116,7 +116,7 @@ impl ChildInner {
 
     /// Whether this process started the child (only it may wait for, reap or signal it).
     pub(crate) fn is_creator(&self) -> bool {
-        crate::process::pid() == self.creator
+        crate::sys::pid() == self.creator
     }
 
     /// Whether the child has exited, from its pidfd alone: no reaping, no reading of its result

@@ -96,7 +96,7 @@ impl Global {
             name: name.unwrap_or(default_name),
             path,
             daemon,
-            parent: Some((crate::process::pid(), self.name())),
+            parent: Some((crate::sys::pid(), self.name())),
             start_method: Some(method),
         }
     }
@@ -126,7 +126,7 @@ impl Global {
     /// this process's copies of their descriptors; `forkserver::lock` does the same for the
     /// server).
     pub(crate) fn forget_inherited(&mut self) {
-        let mine = crate::process::pid();
+        let mine = crate::sys::pid();
         self.children.retain(|c| c.creator == mine);
     }
 }

@@ -553,9 +553,9 @@ impl<R> JoinHandle<R> {
         self.inner.signal(rustix::process::Signal::KILL)
     }
 
-    /// The child's process id.
-    pub fn pid(&self) -> i32 {
-        self.inner.pid.as_raw_nonzero().get()
+    /// The child's process id (`u32`, as `std::process::Child::id`).
+    pub fn pid(&self) -> u32 {
+        self.inner.pid.as_raw_nonzero().get() as u32
     }
 
     /// The child's name.
@@ -586,7 +586,7 @@ pub struct ProcessInfo {
     /// "MainProcess" in the root, else the name its parent gave it.
     pub name: String,
     /// The process id.
-    pub pid: i32,
+    pub pid: u32,
     /// Whether it is a daemon.
     pub daemon: bool,
     /// How it was started (`None` in the root).
@@ -600,7 +600,7 @@ pub struct ProcessInfo {
 /// ```
 /// let me = ipc_core::process::current_process();
 /// assert_eq!(me.name, "MainProcess");
-/// assert_eq!(me.pid, std::process::id() as i32);
+/// assert_eq!(me.pid, std::process::id());
 /// ```
 pub fn current_process() -> ProcessInfo {
     let g = global::lock();
@@ -623,8 +623,8 @@ pub struct ParentProcess {
 
 impl ParentProcess {
     /// The parent's pid.
-    pub fn pid(&self) -> i32 {
-        self.pid
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
     }
 
     /// The parent's name.
@@ -664,24 +664,24 @@ pub fn parent_process() -> Option<ParentProcess> {
 /// in a page the kernel wipes in forked children).
 ///
 /// ```
-/// assert_eq!(ipc_core::process::pid(), std::process::id() as i32);
+/// assert_eq!(ipc_core::process::pid(), std::process::id());
 /// ```
 #[inline]
-pub fn pid() -> i32 {
-    crate::sys::pid()
+pub fn pid() -> u32 {
+    crate::sys::pid() as u32
 }
 
 /// The pid of this process's forkserver, if it has started one (it starts with the first
 /// forkserver child).
-pub fn forkserver_pid() -> Option<i32> {
-    start::forkserver::lock().as_ref().map(|s| s.pid())
+pub fn forkserver_pid() -> Option<u32> {
+    start::forkserver::lock().as_ref().map(|s| s.pid() as u32)
 }
 
 /// A live child of this process, as [`active_children`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildInfo {
     /// The child's pid.
-    pub pid: i32,
+    pub pid: u32,
     /// The child's name.
     pub name: String,
     /// Whether it is a daemon.
@@ -705,7 +705,7 @@ pub fn active_children() -> Vec<ChildInfo> {
             // or unknown: not active, and its record stays until that join is done.
             Ok(None) if c.has_exited() => {}
             Ok(None) => alive.push(ChildInfo {
-                pid: c.pid.as_raw_nonzero().get(),
+                pid: c.pid.as_raw_nonzero().get() as u32,
                 name: c.name.clone(),
                 daemon: c.daemon,
             }),

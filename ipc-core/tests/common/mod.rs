@@ -63,7 +63,7 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
 
 /// Kills the processes `pids` if the test fails (panics) before they are joined; for tests
 /// that must move their handles into `join`.
-pub struct KillOnPanic(pub Vec<i32>);
+pub struct KillOnPanic(pub Vec<u32>);
 
 impl Drop for KillOnPanic {
     fn drop(&mut self) {
@@ -76,8 +76,8 @@ impl Drop for KillOnPanic {
 }
 
 /// Waits up to `timeout` for an arbitrary process (not necessarily our child) to be gone.
-pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
-    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let Some(p) = raw_pid(pid) else {
         return true;
     };
     let fd: OwnedFd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
@@ -87,7 +87,7 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
     poll_readable(fd.as_fd(), timeout) || is_zombie_or_gone(pid)
 }
 
-fn is_zombie_or_gone(pid: i32) -> bool {
+fn is_zombie_or_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s
             .rsplit_once(')')
@@ -97,10 +97,17 @@ fn is_zombie_or_gone(pid: i32) -> bool {
 }
 
 /// Sends SIGKILL to any pid (used to kill grandchildren that are not our children).
-pub fn kill_pid(pid: i32) {
-    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+pub fn kill_pid(pid: u32) {
+    if let Some(p) = raw_pid(pid) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
     }
+}
+
+/// A pid as the kernel calls take it (`None` for 0 or out of range).
+pub fn raw_pid(pid: u32) -> Option<rustix::process::Pid> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
 }
 
 /// Whether `fd` becomes readable within `timeout` (a pidfd: the process exited).
@@ -164,10 +171,10 @@ pub fn pester<T>(thread: &std::thread::JoinHandle<T>, period: Duration) -> usize
 }
 
 /// Every process whose parent is `pid`, with its state (Z = zombie).
-pub fn children_of(pid: i32) -> Vec<(i32, char)> {
+pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
@@ -178,7 +185,7 @@ pub fn children_of(pid: i32) -> Vec<(i32, char)> {
         };
         let mut f = rest.split_whitespace();
         let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        if f.next().and_then(|s| s.parse::<i32>().ok()) == Some(pid) {
+        if f.next().and_then(|s| s.parse::<u32>().ok()) == Some(pid) {
             out.push((p, state));
         }
     }

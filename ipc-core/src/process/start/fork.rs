@@ -77,7 +77,7 @@ where
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let (ours, theirs) = pipe()?;
-    let parent = crate::process::pid();
+    let parent = crate::sys::pid();
     let daemon = id.daemon;
     let name = id.name.clone();
     // SAFETY: either this process has one thread (checked above, and we hold the global lock so

@@ -27,7 +27,7 @@ pub(crate) fn launch() -> Result<Launched> {
     }
     cmd.args(args);
     let child = cmd
-        .env(SPAWN_ENV, crate::process::pid().to_string())
+        .env(SPAWN_ENV, crate::sys::pid().to_string())
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .spawn()
         .map_err(|e| {
