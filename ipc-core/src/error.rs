@@ -92,8 +92,21 @@ impl From<io::Error> for Error {
     }
 }
 
-impl From<rustix::io::Errno> for Error {
-    fn from(e: rustix::io::Errno) -> Self {
+/// `.os()?` turns a failed system call (rustix's `Errno`) into [`Error::Io`]. A crate-private
+/// trait rather than `From<Errno> for Error`, which would make rustix part of the public API.
+pub(crate) trait Os<T> {
+    fn os(self) -> Result<T>;
+}
+
+impl<T> Os<T> for std::result::Result<T, rustix::io::Errno> {
+    fn os(self) -> Result<T> {
+        self.map_err(|e| Error::Io(e.into()))
+    }
+}
+
+impl Error {
+    /// [`Error::Io`] from a failed system call.
+    pub(crate) fn os(e: rustix::io::Errno) -> Self {
         Error::Io(e.into())
     }
 }

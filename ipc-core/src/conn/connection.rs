@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::io::{self as cio, Interest};
 use crate::codec::{self, MAX_FDS_PER_MESSAGE, TransferFd};
-use crate::error::{Error, Result};
+use crate::error::{Error, Os, Result};
 use crate::spin::Adaptive;
 
 /// Bytes in a frame header: the payload length (`u64`) and the descriptor count (`u32`).
@@ -110,7 +110,8 @@ pub fn pipe() -> Result<(Connection, Connection)> {
         SocketType::SEQPACKET,
         SocketFlags::CLOEXEC,
         None,
-    )?;
+    )
+    .os()?;
     Ok((
         Connection::with_framing(a, Kind::Socket, true),
         Connection::with_framing(b, Kind::Socket, true),
@@ -130,7 +131,7 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 /// ```
 #[doc(alias = "Pipe")]
 pub fn pipe_oneway() -> Result<(Connection, Connection)> {
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).os()?;
     Ok((
         Connection::new(r, Kind::PipeReader),
         Connection::new(w, Kind::PipeWriter),
@@ -179,10 +180,10 @@ impl Connection {
     /// assert!(ipc_core::conn::Connection::from_fd(OwnedFd::from(file)).is_err());
     /// ```
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {
-        let stat = rustix::fs::fstat(&fd)?;
+        let stat = rustix::fs::fstat(&fd).os()?;
         match FileType::from_raw_mode(stat.st_mode) {
             FileType::Socket => {
-                let ty = rustix::net::sockopt::socket_type(&fd)?;
+                let ty = rustix::net::sockopt::socket_type(&fd).os()?;
                 if ty != SocketType::STREAM && ty != SocketType::SEQPACKET {
                     return Err(Error::misuse(
                         "a Connection needs a connected SOCK_STREAM or SOCK_SEQPACKET socket; \
@@ -196,7 +197,7 @@ impl Connection {
                 ))
             }
             FileType::Fifo => {
-                let mode = rustix::fs::fcntl_getfl(&fd)? & rustix::fs::OFlags::RWMODE;
+                let mode = rustix::fs::fcntl_getfl(&fd).os()? & rustix::fs::OFlags::RWMODE;
                 if mode == rustix::fs::OFlags::RDONLY {
                     Ok(Self::new(fd, Kind::PipeReader))
                 } else if mode == rustix::fs::OFlags::WRONLY {
@@ -483,7 +484,8 @@ impl Connection {
         }
         // TCP accepts SCM_RIGHTS control messages and silently drops them: ask the socket's
         // domain (one system call, only for messages that carry descriptors).
-        if !fds.is_empty() && rustix::net::sockopt::socket_domain(&self.fd)? != AddressFamily::UNIX
+        if !fds.is_empty()
+            && rustix::net::sockopt::socket_domain(&self.fd).os()? != AddressFamily::UNIX
         {
             return Err(Error::Encode(
                 "file descriptors can only travel over a Unix socket connection, not over TCP"
@@ -836,7 +838,7 @@ mod tests {
 
     #[test]
     fn errno_reset_maps_to_connection_reset() {
-        let e: Error = Errno::CONNRESET.into();
+        let e: Error = Error::os(Errno::CONNRESET);
         assert!(matches!(e, Error::Io(ref io) if io.kind() == io::ErrorKind::ConnectionReset));
     }
 }

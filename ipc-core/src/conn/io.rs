@@ -97,7 +97,7 @@ fn retry<T>(
                     return Err(Error::Timeout);
                 }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Error::os(e)),
         }
     }
 }

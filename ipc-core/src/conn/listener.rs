@@ -39,7 +39,7 @@ use super::address::Address;
 use super::auth::{self, DEFAULT_HANDSHAKE_TIMEOUT};
 use super::connection::Connection;
 use super::io::{Interest, wait_fd};
-use crate::error::{Error, Result};
+use crate::error::{Error, Os, Result};
 
 /// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`).
 const BACKLOG: i32 = 1024;
@@ -165,7 +165,8 @@ impl Listener {
             SocketType::SEQPACKET,
             SocketFlags::CLOEXEC,
             None,
-        )?;
+        )
+        .os()?;
         rustix::net::bind(&fd, &sa?).map_err(|e| context(e, "bind", address))?;
         let unlink = match address {
             Address::Unix(path) => match rustix::fs::stat(path.as_path()) {
@@ -278,7 +279,7 @@ impl Listener {
             }
         };
         if let Address::Tcp(_) = self.address {
-            rustix::net::sockopt::set_tcp_nodelay(&fd, true)?;
+            rustix::net::sockopt::set_tcp_nodelay(&fd, true).os()?;
         }
         Ok(Connection::from_socket(fd))
     }
@@ -414,14 +415,14 @@ fn connect_unix(
         SocketFlags::CLOEXEC
     };
     for ty in [SocketType::SEQPACKET, SocketType::STREAM] {
-        let fd = rustix::net::socket_with(AddressFamily::UNIX, ty, flags, None)?;
+        let fd = rustix::net::socket_with(AddressFamily::UNIX, ty, flags, None).os()?;
         let mut pause = Duration::from_micros(100);
         loop {
             match rustix::net::connect(&fd, sa) {
                 // A Unix connect interrupted by a signal may still have completed.
                 Ok(()) | Err(Errno::ISCONN) => {
                     if deadline.is_some() {
-                        rustix::io::ioctl_fionbio(&fd, false)?;
+                        rustix::io::ioctl_fionbio(&fd, false).os()?;
                     }
                     return Ok(fd);
                 }

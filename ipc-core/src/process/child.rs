@@ -223,7 +223,7 @@ impl ChildInner {
         }
         match rustix::process::pidfd_send_signal(&self.pidfd, sig) {
             Ok(()) | Err(Errno::SRCH) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(Error::os(e)),
         }
     }
 }
@@ -243,7 +243,7 @@ pub(crate) fn reap(pid: Pid) -> Result<i32> {
                     pid.as_raw_nonzero()
                 ))));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Error::os(e)),
         }
     }
 }

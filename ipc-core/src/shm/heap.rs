@@ -84,7 +84,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Segment;
 use crate::codec::{self, TransferFd};
-use crate::error::{Error, Result};
+use crate::error::{Error, Os, Result};
 use crate::sys;
 
 /// Types that may live in shared memory.
@@ -256,7 +256,7 @@ impl Arena {
 
     /// The arena behind a received descriptor: the one mapped here already, or a new mapping.
     fn receive(fd: OwnedFd) -> Result<Arc<Arena>> {
-        let st = rustix::fs::fstat(&fd)?;
+        let st = rustix::fs::fstat(&fd).os()?;
         let key = (st.st_dev as u64, st.st_ino as u64);
         if let Some(a) = REGISTRY.lock().get(&key).and_then(Weak::upgrade) {
             return Ok(a);
@@ -338,7 +338,7 @@ impl Drop for Arena {
 }
 
 fn inode_key(fd: impl AsFd) -> Result<(u64, u64)> {
-    let st = rustix::fs::fstat(fd)?;
+    let st = rustix::fs::fstat(fd).os()?;
     Ok((st.st_dev as u64, st.st_ino as u64))
 }
 

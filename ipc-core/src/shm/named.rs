@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Segment;
 use crate::codec::{self, TransferFd};
-use crate::error::{Error, Result};
+use crate::error::{Error, Os, Result};
 
 /// The longest name, in bytes (the kernel's `NAME_MAX`).
 ///
@@ -100,10 +100,11 @@ impl NamedSegment {
             name,
             OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
             Mode::RUSR | Mode::WUSR,
-        )?;
+        )
+        .os()?;
         // From here on the name exists: any failure must remove it again.
         let mapped = rustix::fs::ftruncate(&fd, size as u64)
-            .map_err(Error::from)
+            .map_err(Error::os)
             .and_then(|()| Segment::from_fd(fd, size));
         match mapped {
             Ok(seg) => Ok(NamedSegment {
@@ -148,8 +149,8 @@ impl NamedSegment {
         // NOFOLLOW: /dev/shm is world-writable; a symlink planted under our name is refused
         // (glibc's shm_open does the same).
         let nofollow = OFlags::from_bits_retain(rustix::fs::OFlags::NOFOLLOW.bits());
-        let fd = rustix::shm::open(name, OFlags::RDWR | nofollow, Mode::empty())?;
-        let st = rustix::fs::fstat(&fd)?;
+        let fd = rustix::shm::open(name, OFlags::RDWR | nofollow, Mode::empty()).os()?;
+        let st = rustix::fs::fstat(&fd).os()?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(Error::misuse(format!(
                 "/dev/shm/{name} is not a shared-memory segment (not a regular file)"
@@ -213,7 +214,7 @@ impl NamedSegment {
     /// ```
     pub fn unlink(&self) -> Result<()> {
         self.owns_name.store(false, Ordering::Relaxed);
-        rustix::shm::unlink(self.name.as_str())?;
+        rustix::shm::unlink(self.name.as_str()).os()?;
         Ok(())
     }
 
@@ -228,7 +229,7 @@ impl NamedSegment {
     /// ```
     pub fn unlink_name(name: &str) -> Result<()> {
         check_name(name)?;
-        rustix::shm::unlink(name)?;
+        rustix::shm::unlink(name).os()?;
         Ok(())
     }
 

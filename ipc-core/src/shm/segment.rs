@@ -20,7 +20,7 @@ use rustix::fs::{MemfdFlags, SealFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, TransferFd};
-use crate::error::{Error, Result};
+use crate::error::{Error, Os, Result};
 use crate::sys;
 
 /// A shared-memory segment: a memfd mapped read-write into this process.
@@ -63,8 +63,9 @@ impl Segment {
             ));
         }
         let fd = create_memfd()?;
-        rustix::fs::ftruncate(&fd, len as u64)?;
-        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+        rustix::fs::ftruncate(&fd, len as u64).os()?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+            .os()?;
         Self::map(fd, len)
     }
 
@@ -83,7 +84,7 @@ impl Segment {
     /// assert!(Segment::from_fd(fd, 8193).is_err());
     /// ```
     pub fn from_fd(fd: OwnedFd, len: usize) -> Result<Segment> {
-        let size = rustix::fs::fstat(&fd)?.st_size as u64;
+        let size = rustix::fs::fstat(&fd).os()?.st_size as u64;
         if size < len as u64 || len == 0 {
             return Err(Error::malformed(format!(
                 "segment descriptor holds {size} bytes, {len} expected"
@@ -167,8 +168,8 @@ fn create_memfd() -> Result<OwnedFd> {
     // NOEXEC_SEAL (Linux 6.3+) keeps the kernel from warning about executable memfds.
     match rustix::fs::memfd_create("ipc-core", base | MemfdFlags::NOEXEC_SEAL) {
         Ok(fd) => Ok(fd),
-        Err(rustix::io::Errno::INVAL) => Ok(rustix::fs::memfd_create("ipc-core", base)?),
-        Err(e) => Err(e.into()),
+        Err(rustix::io::Errno::INVAL) => Ok(rustix::fs::memfd_create("ipc-core", base).os()?),
+        Err(e) => Err(Error::os(e)),
     }
 }
 

@@ -108,7 +108,7 @@ where
                 Err(e) => {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                     let _ = crate::process::child::reap(pid);
-                    return Err(e.into());
+                    return Err(Error::os(e));
                 }
             };
             let child = ChildInner::new(pid, pidfd, ours, name, daemon, StartMethod::Fork);

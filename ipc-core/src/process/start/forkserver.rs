@@ -373,7 +373,7 @@ impl ForkServer {
                 Err(e) => {
                     let _ = rustix::process::kill_process(pid, Signal::KILL);
                     let _ = reap(pid);
-                    return Launch::Done(Err(e.into()));
+                    return Launch::Done(Err(Error::os(e)));
                 }
             };
             if crate::conn::wait(&[&pidfd], Some(Duration::ZERO)).is_ok_and(|r| !r.is_empty()) {

@@ -45,7 +45,7 @@ pub(crate) fn launch() -> Result<Launched> {
         Err(e) => {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             let _ = crate::process::child::reap(pid);
-            return Err(e.into());
+            return Err(Error::os(e));
         }
     };
     Ok(Launched {
