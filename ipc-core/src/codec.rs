@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Result};
+use crate::error::{CodecError, Error, Result};
 
 /// The most descriptors one message may carry (the kernel's `SCM_MAX_FD` is 253).
 pub const MAX_FDS_PER_MESSAGE: usize = 253;
@@ -38,14 +38,15 @@ pub(crate) fn remember(msg: String) -> String {
     msg
 }
 
-fn explain(e: postcard::Error) -> String {
+/// A postcard error, with the text a descriptor hook left (postcard drops custom texts).
+fn explain(e: postcard::Error) -> CodecError {
     match LAST_ERROR
         .try_with(|l| l.borrow_mut().take())
         .ok()
         .flatten()
     {
-        Some(msg) => msg,
-        None => e.to_string(),
+        Some(msg) => CodecError::with_source(msg, e),
+        None => CodecError::with_source(e.to_string(), e),
     }
 }
 
@@ -112,11 +113,11 @@ fn with_outgoing<R>(
 
 fn check_fd_count(fds: Vec<OwnedFd>) -> Result<Vec<OwnedFd>> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
-        return Err(Error::Encode(format!(
+        return Err(Error::Encode(CodecError::new(format!(
             "the value carries {} file descriptors; one message carries at most {}",
             fds.len(),
             MAX_FDS_PER_MESSAGE
-        )));
+        ))));
     }
     Ok(fds)
 }
@@ -144,10 +145,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T>
     let (value, rest) =
         postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::Decode(explain(e)))?;
     if !rest.is_empty() {
-        return Err(Error::Decode(format!(
+        return Err(Error::Decode(CodecError::new(format!(
             "{} unexpected trailing bytes",
             rest.len()
-        )));
+        ))));
     }
     Ok(value)
 }
@@ -251,9 +252,24 @@ mod tests {
         let mut buf = Vec::new();
         let err = encode_plain(&TransferFd(OwnedFd::from(a)), &mut buf).unwrap_err();
         assert!(
-            matches!(&err, Error::Encode(m) if m.contains("Connection")),
+            matches!(&err, Error::Encode(m) if m.message().contains("Connection")),
             "{err}"
         );
+    }
+
+    /// The serializer's own error stays reachable as the source (layer 2 need not parse text).
+    #[test]
+    fn a_decode_error_keeps_postcard_as_its_source() {
+        use std::error::Error as _;
+        let err = decode::<String>(&[5, b'a'], vec![]).unwrap_err();
+        let Error::Decode(codec) = &err else {
+            panic!("{err}")
+        };
+        assert!(codec.source().is_some(), "{err}");
+        assert!(err.source().is_some(), "{err}");
+        // A check of ours, not postcard's, has no source.
+        let trailing = decode::<u8>(&[1, 2], vec![]).unwrap_err();
+        assert!(trailing.source().unwrap().source().is_none(), "{trailing}");
     }
 
     #[test]

@@ -29,9 +29,9 @@ pub enum Error {
     Malformed(String),
     /// A value could not be encoded (postcard) or could not travel (a shared object outside a
     /// [`Connection`](crate::conn::Connection) or process argument).
-    Encode(String),
+    Encode(CodecError),
     /// Received bytes did not decode as the expected type.
-    Decode(String),
+    Decode(CodecError),
     /// The authentication handshake failed (wrong authkey or a peer that is not ours).
     Authentication(String),
     /// `recv_bytes_into` got a buffer smaller than the message; the message is returned whole.
@@ -41,6 +41,64 @@ pub enum Error {
     /// The object was used in a way its contract forbids (start twice, join before start, wrong
     /// direction on a one-way pipe, use after close, ...).
     Misuse(String),
+}
+
+/// Why a value did not encode or decode: what happened, in words, and the serializer's own
+/// error where there is one (as [`source`](std::error::Error::source)).
+#[derive(Debug)]
+pub struct CodecError {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl CodecError {
+    /// What happened (also the `Display` text).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        CodecError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        CodecError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+impl From<&str> for CodecError {
+    fn from(message: &str) -> Self {
+        CodecError::new(message)
+    }
+}
+
+impl From<String> for CodecError {
+    fn from(message: String) -> Self {
+        CodecError::new(message)
+    }
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CodecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl Error {
@@ -81,6 +139,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::Encode(e) | Error::Decode(e) => Some(e),
             _ => None,
         }
     }

@@ -33,4 +33,4 @@ pub mod shm;
 pub mod spin;
 mod sys;
 
-pub use error::{Error, Result};
+pub use error::{CodecError, Error, Result};

@@ -663,7 +663,7 @@ fn descriptors_over_tcp_are_a_clear_error_and_the_stream_stays_intact() {
     let (x, _y) = pipe().unwrap();
     let err = a.send(&x).unwrap_err();
     assert!(
-        matches!(&err, Error::Encode(m) if m.contains("Unix socket")),
+        matches!(&err, Error::Encode(m) if m.message().contains("Unix socket")),
         "{err}"
     );
     a.send(&"still fine").unwrap();

@@ -131,7 +131,7 @@ fn a_forged_handle_is_refused() {
         bad[i] ^= 0x01;
         let err = ipc_core::codec::decode::<RemoteFn<u64, u64>>(&bad, Vec::new()).unwrap_err();
         assert!(
-            matches!(&err, Error::Decode(m) if m.contains("did not make") || m.contains("executable")),
+            matches!(&err, Error::Decode(m) if m.message().contains("did not make") || m.message().contains("executable")),
             "byte {i}: {err}"
         );
     }

@@ -178,7 +178,7 @@ fn bad_messages_are_errors() {
     let fds2: Vec<_> = fds.iter().map(|f| f.try_clone().unwrap()).collect();
     let err = codec::decode::<ShmBox<u32>>(&buf, fds2).unwrap_err();
     assert!(
-        matches!(&err, Error::Decode(m) if m.contains("expected")),
+        matches!(&err, Error::Decode(m) if m.message().contains("expected")),
         "{err}"
     );
     // A box where a slice of many is described, and vice versa.
@@ -213,7 +213,7 @@ fn bad_messages_are_errors() {
     // From another pid namespace (its locks would name holders we cannot see): refused.
     let err = forge_from(64, 1, 8, our_ns + 1).unwrap_err();
     assert!(
-        matches!(&err, Error::Decode(m) if m.contains("another pid namespace")),
+        matches!(&err, Error::Decode(m) if m.message().contains("another pid namespace")),
         "{err}"
     );
 
@@ -224,7 +224,7 @@ fn bad_messages_are_errors() {
     let f = codec::encode(&(codec::TransferFd(fd), 64u64, 1u64, 8u64, 0u64), &mut b).unwrap();
     let err = codec::decode::<ShmBox<u64>>(&b, f).unwrap_err();
     assert!(
-        matches!(&err, Error::Decode(m) if m.contains("not a shared-heap arena")),
+        matches!(&err, Error::Decode(m) if m.message().contains("not a shared-heap arena")),
         "{err}"
     );
     let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -236,7 +236,7 @@ fn bad_messages_are_errors() {
     .unwrap();
     let err = codec::decode::<ShmBox<u64>>(&b, f).unwrap_err();
     assert!(
-        matches!(&err, Error::Decode(m) if m.contains("memfd")),
+        matches!(&err, Error::Decode(m) if m.message().contains("memfd")),
         "{err}"
     );
 }

@@ -493,10 +493,13 @@ impl Connection {
             ));
         }
         if fds.len() > MAX_FDS_PER_MESSAGE {
-            return Err(Error::Encode(format!(
-                "{} file descriptors in one message; at most {MAX_FDS_PER_MESSAGE}",
-                fds.len()
-            )));
+            return Err(Error::Encode(
+                format!(
+                    "{} file descriptors in one message; at most {MAX_FDS_PER_MESSAGE}",
+                    fds.len()
+                )
+                .into(),
+            ));
         }
         let mut sent = 0;
         let fd = self.fd.as_fd();
@@ -748,11 +751,14 @@ fn refuse_fds(fds: &[OwnedFd]) -> Result<()> {
     if fds.is_empty() {
         Ok(())
     } else {
-        Err(Error::Decode(format!(
-            "the message carried {} file descriptors, which raw bytes cannot hold (they were \
-             closed); receive it with recv::<T>()",
-            fds.len()
-        )))
+        Err(Error::Decode(
+            format!(
+                "the message carried {} file descriptors, which raw bytes cannot hold (they were \
+                 closed); receive it with recv::<T>()",
+                fds.len()
+            )
+            .into(),
+        ))
     }
 }
 
