@@ -255,42 +255,51 @@ fn plus_one(x: u32) -> u32 {
     x + 1
 }
 
-/// The system call thread `tid` of this process is blocked in, from `/proc` (`None` if running).
-fn blocked_in(tid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
-    s.split_whitespace().next()?.parse().ok()
+/// The tests that stop this process's forkserver take turns (under `cargo test` they share it).
+static STOPS_THE_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// This process's forkserver, SIGSTOPped until the guard is dropped (then SIGCONT, whatever the
+/// test's outcome: other tests of this process use the server).
+struct StoppedServer {
+    pid: u32,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl StoppedServer {
+    fn new() -> StoppedServer {
+        let turn = STOPS_THE_SERVER.lock().unwrap_or_else(|p| p.into_inner());
+        builder(StartMethod::ForkServer)
+            .spawn((), noop)
+            .unwrap()
+            .join()
+            .unwrap();
+        let pid = process::forkserver_pid().expect("the server is running");
+        common::raw_pid(pid)
+            .map(|p| rustix::process::kill_process(p, rustix::process::Signal::STOP))
+            .expect("a pid")
+            .unwrap();
+        StoppedServer { pid, _turn: turn }
+    }
+}
+
+impl Drop for StoppedServer {
+    fn drop(&mut self) {
+        if let Some(p) = common::raw_pid(self.pid) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::CONT);
+        }
+    }
 }
 
 // Review finding 6: a start waiting on the forkserver held the process lock, so while the server
 // was slow (here: stopped), current_process, active_children and starts by other methods waited
 // too. The forkserver has a lock of its own now: they answer, and the stalled start completes
 // once the server runs again.
-/// The tests that stop this process's forkserver take turns (under `cargo test` they share it).
-static STOPS_THE_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn a_stalled_forkserver_start_stalls_nothing_else() {
-    let _turn = STOPS_THE_SERVER.lock().unwrap_or_else(|p| p.into_inner());
-    builder(StartMethod::ForkServer)
-        .spawn((), noop)
-        .unwrap()
-        .join()
-        .unwrap();
-    let server = process::forkserver_pid().expect("the server is running");
-    let sp = common::raw_pid(server).unwrap();
-    rustix::process::kill_process(sp, rustix::process::Signal::STOP).unwrap();
-    // Whatever happens below, the server runs again (other tests of this process use it).
-    struct Resume(rustix::process::Pid);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            let _ = rustix::process::kill_process(self.0, rustix::process::Signal::CONT);
-        }
-    }
-    let resume = Resume(sp);
+    let resume = StoppedServer::new();
     let (tx, rx) = std::sync::mpsc::channel();
     let starter = std::thread::spawn(move || {
-        tx.send(rustix::thread::gettid().as_raw_nonzero().get())
-            .unwrap();
+        tx.send(common::current_tid()).unwrap();
         // The first start may take the child the server prepared before it stopped; the second
         // needs the stopped server.
         let a = builder(StartMethod::ForkServer).spawn(1, plus_one)?;
@@ -301,7 +310,9 @@ fn a_stalled_forkserver_start_stalls_nothing_else() {
     assert!(
         common::eventually(|| {
             std::thread::sleep(Duration::from_millis(50));
-            !starter.is_finished() && blocked_in(tid).is_some_and(|n| [7, 47, 271].contains(&n))
+            !starter.is_finished()
+                && common::blocked_in(process::pid(), tid)
+                    .is_some_and(|n| n == 47 || common::SYS_POLL.contains(&n))
         }),
         "the start never waited on the stopped server"
     );
@@ -333,15 +344,8 @@ fn a_stalled_forkserver_start_stalls_nothing_else() {
 // stopped one is killed and reaped) and runs on the new one.
 #[test]
 fn a_stopped_forkserver_is_replaced_and_the_start_goes_on() {
-    let _turn = STOPS_THE_SERVER.lock().unwrap_or_else(|p| p.into_inner());
-    builder(StartMethod::ForkServer)
-        .spawn((), noop)
-        .unwrap()
-        .join()
-        .unwrap();
-    let stopped = process::forkserver_pid().expect("the server is running");
-    let sp = common::raw_pid(stopped).unwrap();
-    rustix::process::kill_process(sp, rustix::process::Signal::STOP).unwrap();
+    let server = StoppedServer::new();
+    let stopped = server.pid;
     // The first start may take the child prepared before the stop; the second needs the server.
     let t = Instant::now();
     let results: Vec<u32> = (0..2)
@@ -353,7 +357,7 @@ fn a_stopped_forkserver_is_replaced_and_the_start_goes_on() {
                 .unwrap()
         })
         .collect();
-    let _ = rustix::process::kill_process(sp, rustix::process::Signal::CONT);
+    drop(server);
     assert_eq!(results, [1, 2]);
     assert!(t.elapsed() < LONG, "the starts took {:?}", t.elapsed());
     let now = process::forkserver_pid().expect("a new server");

@@ -780,6 +780,8 @@ fn exit_is_not_held_up_by_a_foreign_fork() {
     let _kill = common::KillOnPanic(vec![foreign]);
     let code = h.join_timeout(Duration::from_secs(20)).unwrap();
     common::kill_pid(foreign);
+    // Gone before the test ends, so it holds none of the harness's output pipes.
+    assert!(common::wait_gone(foreign, common::LONG));
     assert_eq!(
         code,
         Some(0),
@@ -787,19 +789,11 @@ fn exit_is_not_held_up_by_a_foreign_fork() {
     );
 }
 
-/// The system call thread `tid` of this process is blocked in, from `/proc` (`None` if running).
-fn blocked_in(tid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}
-
 // Review finding 6: one thread in join_timeout held the child's state for the whole wait, so
 // kill, terminate, exitcode, is_alive and Debug from another thread waited as long. Each now
 // answers at once, and the joining thread sees the signal.
 #[test]
 fn a_join_in_one_thread_never_blocks_another_threads_kill() {
-    const POLL: u64 = 7;
-    const PPOLL: u64 = 271;
     for m in METHODS {
         let h = Arc::new(builder(m).spawn(120_000, sleep_ms).unwrap());
         let _reap = Reap(&*h);
@@ -807,15 +801,17 @@ fn a_join_in_one_thread_never_blocks_another_threads_kill() {
         let joiner = {
             let h = h.clone();
             std::thread::spawn(move || {
-                tx.send(rustix::thread::gettid().as_raw_nonzero().get())
-                    .unwrap();
+                tx.send(common::current_tid()).unwrap();
                 h.join_timeout(Duration::from_secs(60))
             })
         };
         let tid = rx.recv().unwrap();
         // The joiner is inside its wait (blocked in poll) before we act.
         assert!(
-            common::eventually(|| matches!(blocked_in(tid), Some(POLL | PPOLL))),
+            common::eventually(|| {
+                common::blocked_in(process::pid(), tid)
+                    .is_some_and(|n| common::SYS_POLL.contains(&n))
+            }),
             "{m}: the joining thread never started waiting"
         );
         let quick = |what: &str, t: Instant| {

@@ -22,25 +22,17 @@ fn put_one((q, item): (Queue<u32>, u32)) {
     q.put(item).unwrap();
 }
 
-/// The system call thread `tid` of this process is in (`None` if it runs).
-fn blocked_in(tid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}
-
 /// A consumer thread taking two items with untimed gets (each sent on `got` as it arrives),
 /// returned once it is seen asleep in its futex wait.
 fn sleeping_consumer(
     q: &Queue<u32>,
 ) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<u32>) {
-    const FUTEX: u64 = 202;
     let (tx, rx) = std::sync::mpsc::channel();
     let (got, items) = std::sync::mpsc::channel();
     let consumer = {
         let q = q.clone();
         std::thread::spawn(move || {
-            tx.send(rustix::thread::gettid().as_raw_nonzero().get())
-                .unwrap();
+            tx.send(common::current_tid()).unwrap();
             for _ in 0..2 {
                 got.send(q.get().unwrap()).unwrap();
             }
@@ -48,7 +40,7 @@ fn sleeping_consumer(
     };
     let tid = rx.recv().unwrap();
     let deadline = Instant::now() + LONG;
-    while blocked_in(tid) != Some(FUTEX) {
+    while common::blocked_in(ipc_core::process::pid(), tid) != Some(common::SYS_FUTEX) {
         assert!(Instant::now() < deadline, "the consumer never slept");
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -98,19 +98,14 @@ fn semaphore_limits_concurrency_across_processes() {
 type Waiter = (u32, i32);
 
 fn this_thread() -> Waiter {
-    (
-        ipc_core::process::pid(),
-        rustix::thread::gettid().as_raw_nonzero().get(),
-    )
+    (ipc_core::process::pid(), common::current_tid())
 }
 
-/// Waits until thread `tid` of process `pid` sleeps in a futex wait (system call 202), as the
-/// kernel reports it: the observable state "blocked", with no sleep that merely hopes for it.
+/// Waits until thread `tid` of process `pid` sleeps in a futex wait, as the kernel reports it:
+/// the observable state "blocked", with no sleep that merely hopes for it.
 fn until_blocked_in_futex((pid, tid): Waiter) {
-    const FUTEX: &str = "202 ";
-    let path = format!("/proc/{pid}/task/{tid}/syscall");
     let deadline = Instant::now() + LONG;
-    while !std::fs::read_to_string(&path).is_ok_and(|s| s.starts_with(FUTEX)) {
+    while common::blocked_in(pid, tid) != Some(common::SYS_FUTEX) {
         assert!(Instant::now() < deadline, "the waiter never blocked");
         std::thread::sleep(Duration::from_millis(1));
     }

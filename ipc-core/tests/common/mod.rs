@@ -191,3 +191,21 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     }
     out
 }
+
+/// The system call number (x86-64) a thread sleeps in for a futex wait, and for poll/ppoll.
+pub const SYS_FUTEX: u64 = 202;
+/// See [`SYS_FUTEX`].
+pub const SYS_POLL: [u64; 2] = [7, 271];
+
+/// The calling thread's id.
+pub fn current_tid() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
+}
+
+/// The system call thread `tid` of process `pid` is blocked in, as the kernel reports it in
+/// `/proc/PID/task/TID/syscall` (`None` while it runs): lets a test wait until another thread
+/// or process really sleeps, instead of sleeping and hoping.
+pub fn blocked_in(pid: u32, tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
