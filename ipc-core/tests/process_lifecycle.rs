@@ -764,7 +764,8 @@ fn parent_outlived_by_a_foreign_fork(conn: Connection) {
         // SAFETY: _exit has no preconditions.
         unsafe { libc::_exit(0) };
     }
-    conn.send(&pid).unwrap();
+    conn.send(&(pid as u32, process::forkserver_pid().unwrap()))
+        .unwrap();
 }
 
 // Stopping the forkserver at exit waits for no descriptor to close: a foreign child holding
@@ -776,12 +777,14 @@ fn exit_is_not_held_up_by_a_foreign_fork() {
         .spawn(theirs, parent_outlived_by_a_foreign_fork)
         .unwrap();
     let _reap = Reap(&h);
-    let foreign: u32 = ours.recv().unwrap();
-    let _kill = common::KillOnPanic(vec![foreign]);
+    let (foreign, server): (u32, u32) = ours.recv().unwrap();
+    let _kill = common::KillOnPanic(vec![foreign, server]);
     let code = h.join_timeout(Duration::from_secs(20)).unwrap();
     common::kill_pid(foreign);
-    // Gone before the test ends, so it holds none of the harness's output pipes.
+    // Both gone before the test ends (the server leaves once the foreign copy of its control
+    // channel closes), so neither holds the harness's output pipes.
     assert!(common::wait_gone(foreign, common::LONG));
+    assert!(common::wait_gone(server, common::LONG));
     assert_eq!(
         code,
         Some(0),
