@@ -35,9 +35,39 @@ fn loom() -> anyhow::Result<()> {
 
 /// Packages and builds each library crate as `cargo publish` would (the tooling crates are
 /// `publish = false`), without uploading anything.
+///
+/// Cargo takes the packaged crates as registry crates of a fixed version, and registry crates
+/// never change: it would reuse their sources unpacked by an earlier run (under
+/// `$CARGO_HOME/registry/src/-*/`) and their builds in the target directory, and verify today's
+/// crates against yesterday's. So the unpacked copies of our crates go first, and the build
+/// runs in a target directory of its own, made afresh.
 fn publish_dry_run() -> anyhow::Result<()> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    if let Some(src) = cargo_home.map(|h| h.join("registry/src"))
+        && let Ok(registries) = std::fs::read_dir(&src)
+    {
+        for registry in registries.flatten() {
+            // The local overlay's directory; crates.io's is `index.crates.io-*`.
+            if !registry.file_name().to_string_lossy().starts_with('-') {
+                continue;
+            }
+            for unpacked in std::fs::read_dir(registry.path())?.flatten() {
+                let name = unpacked.file_name().to_string_lossy().into_owned();
+                if ["ipc-core-", "ipc-sync-", "ipc-pool-", "ipc-manager-"]
+                    .iter()
+                    .any(|c| name.starts_with(c))
+                {
+                    std::fs::remove_dir_all(unpacked.path())?;
+                }
+            }
+        }
+    }
+    let target = util::root().join("target/publish");
+    let _ = std::fs::remove_dir_all(&target);
     let mut cmd = util::cargo();
-    cmd.args([
+    cmd.env("CARGO_TARGET_DIR", &target).args([
         "publish",
         "--workspace",
         "--dry-run",
