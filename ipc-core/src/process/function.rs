@@ -403,19 +403,51 @@ impl<A, R> RemoteFn<A, R> {
     }
 }
 
-/// The wire form (see the module doc).
+/// The wire form (see the module doc). The executable id is borrowed from the message: a
+/// worker decodes a handle per task, and allocates nothing for it.
 #[derive(Serialize, Deserialize)]
-struct Wire {
-    executable: Vec<u8>,
+struct Wire<'a> {
+    #[serde(borrow)]
+    executable: &'a [u8],
     trampoline: i64,
     func: i64,
     tag: [u8; 32],
 }
 
+thread_local! {
+    /// The last handle this thread verified: a worker receives the same handle with every task,
+    /// and checking it again would cost an HMAC (most of a decode) each time.
+    static VERIFIED: std::cell::Cell<Option<(i64, i64, [u8; 32])>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether two tags are equal, in time that does not depend on where they differ (so a forger
+/// comparing guesses against a verified tag learns nothing from timing).
+fn same_tag(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `(trampoline, func, tag)` was made by this process family: the cached last verified
+/// handle, or a fresh HMAC check (constant time either way).
+fn verified(trampoline: i64, func: i64, tag: &[u8; 32]) -> bool {
+    let cached = VERIFIED.try_with(std::cell::Cell::get).ok().flatten();
+    if let Some((t, f, known)) = cached
+        && t == trampoline
+        && f == func
+        && same_tag(&known, tag)
+    {
+        return true;
+    }
+    let ok = mac(trampoline, func).verify_slice(tag).is_ok();
+    if ok {
+        let _ = VERIFIED.try_with(|v| v.set(Some((trampoline, func, *tag))));
+    }
+    ok
+}
+
 impl<A, R> Serialize for RemoteFn<A, R> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         Wire {
-            executable: executable_id().to_vec(),
+            executable: executable_id(),
             trampoline: self.trampoline,
             func: self.func,
             tag: self.tag,
@@ -432,12 +464,11 @@ impl<'de, A, R> Deserialize<'de> for RemoteFn<A, R> {
             return Err(refuse(format!(
                 "a function handle from another executable (build {}) cannot run in this one \
                  (build {}): its code offsets name other code here",
-                hex(&w.executable),
+                hex(w.executable),
                 hex(executable_id())
             )));
         }
-        // Constant-time comparison: a forger learns nothing from how fast a guess fails.
-        if mac(w.trampoline, w.func).verify_slice(&w.tag).is_err() {
+        if !verified(w.trampoline, w.func, &w.tag) {
             return Err(refuse(
                 "a function handle that this process family did not make (its tag does not \
                  match): handles are accepted only from this process, its ancestors and \
