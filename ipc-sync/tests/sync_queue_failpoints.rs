@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{LONG, METHODS, Reap, builder};
+use ipc_core::process::StartMethod;
 use ipc_sync::Queue;
 
 /// Puts `item` with the failpoint armed: killed after the item is committed, before the
@@ -47,6 +48,25 @@ fn sleeping_consumer(
     (consumer, items)
 }
 
+/// The window itself, set up: a consumer asleep in an untimed get, and a producer (started by
+/// `m`) killed after committing `item` and before waking it; the item is in the queue.
+fn strand_an_item(
+    m: StartMethod,
+    item: u32,
+) -> (
+    Queue<u32>,
+    std::thread::JoinHandle<()>,
+    std::sync::mpsc::Receiver<u32>,
+) {
+    let q = Queue::<u32>::new().unwrap();
+    let (consumer, items) = sleeping_consumer(&q);
+    let h = builder(m).spawn((q.clone(), item), put_and_die).unwrap();
+    let _reap = Reap(&h);
+    assert_eq!(h.join_timeout(LONG).unwrap(), Some(-9), "{m}");
+    assert_eq!(q.len(), 1, "{m}: the item was committed");
+    (q, consumer, items)
+}
+
 // Issue #11, window 1: a producer SIGKILLed after committing its item and seeing the consumer's
 // announcement, before waking it. The publisher cleared the announcement before waking, so the
 // consumer slept beside the item even through later puts. Now the announcement is cleared only
@@ -54,12 +74,7 @@ fn sleeping_consumer(
 #[test]
 fn a_producer_killed_before_its_wake_is_repaired_by_the_next_put() {
     for m in METHODS {
-        let q = Queue::<u32>::new().unwrap();
-        let (consumer, items) = sleeping_consumer(&q);
-        let h = builder(m).spawn((q.clone(), 1), put_and_die).unwrap();
-        let _reap = Reap(&h);
-        assert_eq!(h.join_timeout(LONG).unwrap(), Some(-9), "{m}");
-        assert_eq!(q.len(), 1, "{m}: the item was committed");
+        let (q, consumer, items) = strand_an_item(m, 1);
         let other = builder(m).spawn((q.clone(), 2), put_one).unwrap();
         assert_eq!(other.join_timeout(LONG).unwrap(), Some(0));
         let got: Vec<u32> = (0..2)
@@ -80,12 +95,7 @@ fn a_producer_killed_before_its_wake_is_repaired_by_the_next_put() {
 #[test]
 fn wake_waiters_repairs_a_death_with_no_later_put() {
     for m in METHODS {
-        let q = Queue::<u32>::new().unwrap();
-        let (consumer, items) = sleeping_consumer(&q);
-        let h = builder(m).spawn((q.clone(), 7), put_and_die).unwrap();
-        let _reap = Reap(&h);
-        assert_eq!(h.join_timeout(LONG).unwrap(), Some(-9), "{m}");
-        assert_eq!(q.len(), 1, "{m}");
+        let (q, consumer, items) = strand_an_item(m, 7);
         // The window itself: the item is there and nobody woke the consumer.
         assert!(
             items.recv_timeout(Duration::from_millis(300)).is_err(),
