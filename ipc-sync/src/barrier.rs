@@ -9,36 +9,47 @@
 //! | history       |                            | generation       |                   |
 //! +---------------+----------------------------+------------------+-------------------+
 //! | timeout_ns: AtomicU64 (default wait timeout; 0 = none)                            |
-//! | history: AtomicU64 (bit i: generation `current - 1 - i` ended broken (reset))     |
+//! | history: AtomicU64 (bit g % 64: generation g ended broken (reset), not passed)    |
 //! +-----------------------------------------------------------------------------------+
 //! ```
-//! # States and transitions (under `lock`, except the sleep)
+//! # States and transitions (under `lock`, except the sleep and a timed-out break)
 //! ```text
 //! FILLING(g, c)   word = g<<1, count = c < parties
 //! BROKEN(g)       word = g<<1 | BROKEN        arrivals fail at once
 //!
 //! wait:   FILLING(g, c) and c+1 < parties -> FILLING(g, c+1); sleep while word == g<<1
-//!         FILLING(g, parties-1) -> run the action, then history <<= 1,
-//!                                  FILLING(g+1, 0); wake all          (the generation passes)
-//! abort, a wait timeout, an action that panics, a holder of `lock` that died:
+//!         FILLING(g, parties-1) -> run the action, clear history bit g, then
+//!                                  CAS word g<<1 -> (g+1)<<1; wake all (the generation passes)
+//!                                  (the CAS fails only if a timed-out party broke g meanwhile:
+//!                                  then g ends broken, and so does this wait)
+//! abort, an action that panics, a holder of `lock` that died:
 //!         FILLING(g, c) -> BROKEN(g); wake all
-//! reset:  FILLING(g, c > 0) or BROKEN(g) -> history = history << 1 | 1, FILLING(g+1, 0), wake all
+//! timeout (no lock taken): CAS word g<<1 -> g<<1 | BROKEN; wake all
+//! reset:  FILLING(g, c > 0) or BROKEN(g) -> set history bit g, FILLING(g+1, 0), wake all
 //! ```
+//! A deadline bounds the whole call: a party that cannot take the lock in time (the last party
+//! may hold it for as long as its action runs) breaks the generation it sees without the lock
+//! and returns, and a waiter reads how its generation ended without the lock. Breaking is the
+//! only change made without the lock, and every store of the word under the lock either sets
+//! BROKEN too (abort), moves the generation on (reset: it marks g broken in any case), or is a
+//! CAS that notices the break (pass).
+//!
 //! Waiters sleep in 100 ms slices; a party that dies holding the internal lock (running the
 //! action, say) is found by the next slice's pidfd check, and the waiter that takes the lock
 //! over breaks the barrier, so nobody hangs even without a timeout.
 //!
 //! A waiter of generation g wakes when the word changes. If it still reads generation g, the
-//! barrier broke; if the generation moved on, bit `G - 1 - g` of `history` says whether g ended
-//! by passing or by a reset. So waiters need not leave before the next generation fills (unlike
+//! barrier broke; if the generation moved on, history bit `g % 64` says whether g ended by
+//! passing or by a reset. So waiters need not leave before the next generation fills (unlike
 //! CPython's draining phase), and a waiter that dies holds nobody up. A waiter that sleeps
 //! through 64 later generations (possible only with more threads than parties) is reported as
 //! having passed.
 //!
 //! # Memory ordering
-//! Every change happens under `lock` (Acquire/Release); the word is stored with `Release` after
-//! the bookkeeping and the action, and waiters read it with `Acquire`, so the action's writes
-//! are visible to every party that passes.
+//! Every change but a timed-out break happens under `lock` (Acquire/Release); the word is
+//! stored with `Release` after the bookkeeping, the history bit and the action, and waiters read
+//! it with `Acquire` before the history, so the action's writes are visible to every party that
+//! passes, and a waiter that sees generation g end sees how it ended.
 
 use std::time::Instant;
 
@@ -101,27 +112,54 @@ impl RawBarrier {
         }
     }
 
-    /// Takes the internal lock; a holder that died leaves the count unknown, so break.
-    fn enter(&self) {
-        if self.lock.lock(None) == Acquire::OwnerDied {
-            self.break_locked();
+    /// Takes the internal lock by `deadline` (false if it passed first); a holder that died
+    /// leaves the count unknown, so its successor breaks the barrier.
+    fn enter(&self, deadline: Option<Instant>) -> bool {
+        match self.lock.lock(deadline) {
+            Acquire::Acquired => true,
+            Acquire::OwnerDied => {
+                self.break_locked();
+                true
+            }
+            Acquire::Failed => false,
         }
     }
 
     fn break_locked(&self) {
-        let w = self.word.load(Ordering::Relaxed);
-        if w & BROKEN == 0 {
-            self.word.store(w | BROKEN, Ordering::Release);
+        if self.word.fetch_or(BROKEN, Ordering::Release) & BROKEN == 0 {
             futex::wake_all(&self.word);
         }
+    }
+
+    /// Without the lock: breaks generation `w` if the word still reads it, unbroken.
+    fn break_timed_out(&self, w: u32) -> bool {
+        let broke = w & BROKEN == 0
+            && self
+                .word
+                .compare_exchange(w, w | BROKEN, Ordering::Release, Ordering::Relaxed)
+                .is_ok();
+        if broke {
+            futex::wake_all(&self.word);
+        }
+        broke
+    }
+
+    /// History bit of generation `g` (see the module doc).
+    fn history_bit(g: u32) -> u64 {
+        1 << (g % 64)
     }
 
     /// Arrives and waits for the others until `deadline`; the last to arrive runs `action`
     /// (with the internal lock held) before anybody is released.
     ///
+    /// The deadline bounds the whole call, even while another party's action holds the lock.
     /// If the action panics, the barrier breaks and the panic continues in the caller.
     pub fn wait(&self, deadline: Option<Instant>, action: impl FnOnce()) -> Passage {
-        self.enter();
+        if !self.enter(deadline) {
+            // We could not even arrive: break the generation we would have joined.
+            self.break_timed_out(self.word.load(Ordering::Relaxed));
+            return Passage::TimedOut;
+        }
         let w = self.word.load(Ordering::Relaxed);
         if w & BROKEN != 0 {
             self.lock.unlock_held();
@@ -136,57 +174,55 @@ impl RawBarrier {
                 std::panic::resume_unwind(panic);
             }
             self.count.store(0, Ordering::Relaxed);
-            let h = self.history.load(Ordering::Relaxed);
-            self.history.store(h << 1, Ordering::Relaxed);
-            self.word
-                .store((w >> 1).wrapping_add(1) << 1, Ordering::Release);
-            futex::wake_all(&self.word);
+            self.history
+                .fetch_and(!Self::history_bit(w >> 1), Ordering::Relaxed);
+            let next = (w >> 1).wrapping_add(1) << 1;
+            let passed = self
+                .word
+                .compare_exchange(w, next, Ordering::Release, Ordering::Relaxed)
+                .is_ok();
+            if passed {
+                futex::wake_all(&self.word);
+            }
             self.lock.unlock_held();
-            return Passage::Passed(index);
+            // A party timed out during the action and broke the generation (and woke all).
+            return if passed {
+                Passage::Passed(index)
+            } else {
+                Passage::Broken
+            };
         }
         self.count.store(index + 1, Ordering::Relaxed);
         self.lock.unlock_held();
 
         spin::spin(|| self.word.load(Ordering::Acquire) != w);
-        loop {
-            if self.word.load(Ordering::Acquire) != w {
-                break;
-            }
+        while self.word.load(Ordering::Acquire) == w {
             // Sleep in slices: the last party runs the action holding the internal lock, and
             // if it dies there nobody else would ever wake us. When a slice ends and the lock's
             // holder is dead, taking the lock over (`enter`) breaks the barrier.
             let slice_end = Instant::now() + SLICE;
             let until = deadline.map_or(slice_end, |d| d.min(slice_end));
-            let out = futex::wait(&self.word, w, Some(until));
-            if out == WaitOutcome::TimedOut && deadline.is_none_or(|d| Instant::now() < d) {
-                if self.lock.owner().is_some_and(crate::liveness::is_dead) {
-                    self.enter();
-                    self.lock.unlock_held();
-                }
+            if futex::wait(&self.word, w, Some(until)) != WaitOutcome::TimedOut {
                 continue;
             }
-            if out == WaitOutcome::TimedOut {
-                self.enter();
-                let now = self.word.load(Ordering::Relaxed);
-                if now == w {
-                    self.break_locked();
+            if deadline.is_none_or(|d| Instant::now() < d) {
+                if self.lock.owner().is_some_and(crate::liveness::is_dead) && self.enter(deadline) {
                     self.lock.unlock_held();
-                    return Passage::TimedOut;
                 }
-                self.lock.unlock_held();
-                break;
+            } else if self.break_timed_out(w) {
+                return Passage::TimedOut;
             }
         }
-        self.enter();
+        // How generation g ended, read without the lock (the next generation's last party may
+        // hold it through a long action).
         let now = self.word.load(Ordering::Acquire);
         let history = self.history.load(Ordering::Relaxed);
-        self.lock.unlock_held();
         let (g, g_now) = (w >> 1, now >> 1);
         if g_now == g {
             return Passage::Broken;
         }
-        let back = (g_now.wrapping_sub(g) & (u32::MAX >> 1)) - 1;
-        if back < 64 && history & (1 << back) != 0 {
+        let later = g_now.wrapping_sub(g) & (u32::MAX >> 1);
+        if later <= 64 && history & Self::history_bit(g) != 0 {
             Passage::Broken
         } else {
             Passage::Passed(index)
@@ -195,18 +231,18 @@ impl RawBarrier {
 
     /// Breaks the barrier: current and future waiters fail until [`reset`](Self::reset).
     pub fn abort(&self) {
-        self.enter();
+        self.enter(None);
         self.break_locked();
         self.lock.unlock_held();
     }
 
     /// Returns the barrier to its initial state; current waiters fail with `Broken`.
     pub fn reset(&self) {
-        self.enter();
+        self.enter(None);
         let w = self.word.load(Ordering::Relaxed);
         if w & BROKEN != 0 || self.count.load(Ordering::Relaxed) > 0 {
-            let h = self.history.load(Ordering::Relaxed);
-            self.history.store((h << 1) | 1, Ordering::Relaxed);
+            self.history
+                .fetch_or(Self::history_bit(w >> 1), Ordering::Relaxed);
             self.count.store(0, Ordering::Relaxed);
             self.word
                 .store((w >> 1).wrapping_add(1) << 1, Ordering::Release);

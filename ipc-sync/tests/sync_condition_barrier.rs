@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{LONG, METHODS, Reap, builder, eventually};
+use common::{KillOnPanic, LONG, METHODS, Reap, builder, eventually};
 use ipc_core::process::{JoinHandle, StartMethod};
 use ipc_sync::{AtomicValue, Barrier, BarrierError, Condition, LockError, RLock, Value};
 
@@ -414,6 +414,84 @@ fn a_party_killed_in_the_action_breaks_the_barrier() {
         assert!(!b.broken());
         let _ = h.join_timeout(LONG);
     }
+}
+
+/// Arrives last and runs an action that lasts until `release` is set, holding the barrier's
+/// internal lock all along; `in_action` says it started.
+fn last_with_a_long_action(
+    (b, in_action, release): (Barrier, ipc_sync::Event, ipc_sync::Event),
+) -> Result<u32, BarrierError> {
+    b.wait_with(None, || {
+        in_action.set();
+        release.wait_timeout(LONG);
+    })
+}
+
+/// Starts the last party of a 2-party barrier, which holds the internal lock in its action.
+fn start_long_action(b: &Barrier) -> (JoinHandle<Result<u32, BarrierError>>, ipc_sync::Event) {
+    let in_action = ipc_sync::Event::new().unwrap();
+    let release = ipc_sync::Event::new().unwrap();
+    let h = builder(StartMethod::Spawn)
+        .spawn(
+            (b.clone(), in_action.clone(), release.clone()),
+            last_with_a_long_action,
+        )
+        .unwrap();
+    assert!(
+        in_action.wait_timeout(LONG),
+        "the last party never ran its action"
+    );
+    (h, release)
+}
+
+// cpython checklist 89, kept to the letter: a waiter's timeout bounds its whole call, even when
+// it passes while the last party's action holds the internal lock (found in review: the
+// waiter then blocked on that lock until the action ended). The generation ends broken for
+// every party, the one in the action included.
+#[test]
+fn a_timeout_is_kept_while_the_last_party_runs_its_action() {
+    let b = Barrier::new(2).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let b2 = b.clone();
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = b2.wait_timeout(Duration::from_secs(3));
+        let _ = tx.send((r, t.elapsed()));
+    });
+    assert!(eventually(|| b.n_waiting() == 1));
+    let (h, release) = start_long_action(&b);
+    let _kill = KillOnPanic(vec![h.pid()]);
+    let (r, took) = rx
+        .recv_timeout(LONG)
+        .expect("the timed waiter overran its timeout");
+    assert_eq!(r, Err(BarrierError::Timeout));
+    assert!(took >= Duration::from_secs(3) && took < LONG, "{took:?}");
+    assert!(b.broken());
+    release.set();
+    assert_eq!(h.join().unwrap(), Err(BarrierError::Broken));
+}
+
+// The same bound for a party that cannot even arrive: the action holds the lock it needs to
+// count itself in. It breaks the generation it would have joined, and its waiter wakes.
+#[test]
+fn a_timeout_is_kept_by_a_party_that_cannot_arrive() {
+    let b = Barrier::new(2).unwrap();
+    let b2 = b.clone();
+    let first = std::thread::spawn(move || b2.wait());
+    assert!(eventually(|| b.n_waiting() == 1));
+    let (h, release) = start_long_action(&b);
+    let _kill = KillOnPanic(vec![h.pid()]);
+    let t = Instant::now();
+    assert_eq!(
+        b.wait_timeout(Duration::from_millis(300)),
+        Err(BarrierError::Timeout)
+    );
+    assert!(t.elapsed() < LONG, "{:?}", t.elapsed());
+    assert_eq!(first.join().unwrap(), Err(BarrierError::Broken));
+    release.set();
+    assert_eq!(h.join().unwrap(), Err(BarrierError::Broken));
+    b.reset();
+    assert!(!b.broken());
 }
 
 /// Holds the condition's lock until its one waiter has registered.
