@@ -37,9 +37,22 @@
 //! notify that follows our registration always moves `seq` past our ticket.
 //!
 //! # Robustness
-//! A waiter that dies while registered leaves `waiters` one too high: a later notify may select
-//! the dead waiter, which shows up as one spurious wake for a future waiter (harmless for code
-//! that waits in a predicate loop, as `wait_for` does).
+//! A waiter that dies while registered never departs. The typed [`Condition`] counts each
+//! process's registrations in a [roster](crate::roster) (hold before `register`, release after
+//! departing), and when a process in it has died, a waiter whose 100 ms sleep slice ended, or
+//! [`ConditionGuard::waiting`], settles for it under the lock, once per dead registration:
+//! ```text
+//! signals == 0   -> waiters -= 1               (it cannot have been selected)
+//! waiters == 0   -> signals -= 1               (it must have been selected)
+//! both > 0       -> waiters -= 1; seq += 1; futex_wake(all)
+//! ```
+//! A waiter killed while asleep is taken out exactly, so `waiting()` is exact and notify never
+//! selects it again. Only one killed in the instant between being selected and departing, while
+//! others wait unselected, is ambiguous (a notify selects anonymously): the sum is still exact,
+//! and the bump lets every live waiter take a token that is left, so a selected live waiter
+//! never loses its wake-up; the price is at most one waiter more than asked for reporting
+//! "notified" (harmless in a predicate loop, as `wait_for` is). A process that dies holding the
+//! lock itself is reported as `OwnerDied`, and the count may then be off by one.
 
 use std::time::Instant;
 
@@ -131,6 +144,26 @@ impl RawCondition {
         k
     }
 
+    /// With the lock held: `n` registered waiters died without departing (see the module
+    /// doc).
+    pub fn depart_dead(&self, n: u32) {
+        let mut bump = false;
+        for _ in 0..n {
+            let w = self.waiters.load(Ordering::Relaxed);
+            let s = self.signals.load(Ordering::Relaxed);
+            if w == 0 {
+                self.signals.store(s.saturating_sub(1), Ordering::Relaxed);
+            } else {
+                self.waiters.store(w - 1, Ordering::Relaxed);
+                bump |= s > 0;
+            }
+        }
+        if bump {
+            self.seq.fetch_add(1, Ordering::Relaxed);
+            futex::wake_all(&self.seq);
+        }
+    }
+
     /// Waiters registered and not yet selected (a snapshot; exact under the lock).
     pub fn waiting(&self) -> u32 {
         self.waiters.load(Ordering::Relaxed)
@@ -151,9 +184,10 @@ mod typed {
 
     use super::{RawCondition, Wakeup};
     use crate::error::{LockError, LockTimeoutError, TryLockError};
-    use crate::lock::{Acquire, Lock};
+    use crate::lock::{Acquire, Lock, SLICE};
     use crate::primitive::WaitOutcome;
     use crate::rlock::RLock;
+    use crate::roster::Roster;
 
     /// The lock under a condition: a flavor enum, as Python's `Condition(lock)` takes either.
     #[derive(Clone, Serialize, Deserialize)]
@@ -182,6 +216,8 @@ mod typed {
     #[derive(Clone, Serialize, Deserialize)]
     pub struct Condition {
         raw: ShmBox<RawCondition>,
+        /// Each process's registered waiters (see the module doc's Robustness).
+        roster: ShmBox<Roster>,
         lock: Flavor,
     }
 
@@ -201,17 +237,19 @@ mod typed {
 
         /// A condition over an existing [`Lock`] (shared with other users of that lock).
         pub fn with_lock(lock: Lock) -> ipc_core::Result<Condition> {
-            Ok(Condition {
-                raw: ShmBox::new()?,
-                lock: Flavor::Lock(lock),
-            })
+            Self::over(Flavor::Lock(lock))
         }
 
         /// A condition over an [`RLock`]: a wait releases every level and restores them.
         pub fn with_rlock(lock: RLock) -> ipc_core::Result<Condition> {
+            Self::over(Flavor::RLock(lock))
+        }
+
+        fn over(lock: Flavor) -> ipc_core::Result<Condition> {
             Ok(Condition {
                 raw: ShmBox::new()?,
-                lock: Flavor::RLock(lock),
+                roster: ShmBox::new()?,
+                lock,
             })
         }
 
@@ -297,21 +335,60 @@ mod typed {
 
         /// Waits for a notify or the deadline; (notified, a lock holder died meanwhile).
         fn wait_until(&self, deadline: Option<Instant>) -> (bool, bool) {
-            let raw = &self.cond.raw;
-            let registered = raw.register();
+            let cond = self.cond;
+            // Counted before registering, released after departing (see the module doc).
+            let slot = cond.roster.claim();
+            if let Some(s) = slot {
+                s.hold();
+            }
+            let registered = cond.raw.register();
             let mut ticket = registered;
             let mut died = false;
             loop {
                 let depth = self.release_all();
-                let out = raw.sleep(ticket, deadline);
+                let recheck = self.sleep(ticket, deadline);
                 died |= self.reacquire(depth);
-                let late =
-                    out == WaitOutcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d);
-                match raw.resolve(registered, late) {
-                    Wakeup::Notified => return (true, died),
-                    Wakeup::TimedOut => return (false, died),
-                    Wakeup::Spurious => ticket = raw.ticket(),
+                if recheck {
+                    self.settle_dead();
                 }
+                let late = deadline.is_some_and(|d| Instant::now() >= d);
+                let wakeup = cond.raw.resolve(registered, late);
+                if wakeup == Wakeup::Spurious {
+                    ticket = cond.raw.ticket();
+                    continue;
+                }
+                if let Some(s) = slot {
+                    s.release();
+                }
+                return (wakeup == Wakeup::Notified, died);
+            }
+        }
+
+        /// Without the lock: sleeps until a notify moves `seq` past `ticket` or `deadline`
+        /// passes, in slices; true if it stopped because, when a slice ended, a process with
+        /// registered waiters had died (see the module doc).
+        fn sleep(&self, ticket: u32, deadline: Option<Instant>) -> bool {
+            loop {
+                let slice_end = Instant::now() + SLICE;
+                let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+                let out = self.cond.raw.sleep(ticket, Some(until));
+                if out != WaitOutcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
+                    return false;
+                }
+                if self.cond.roster.held_by_the_dead().0 > 0 {
+                    return true;
+                }
+            }
+        }
+
+        /// With the lock held: departs the waiters of processes that died registered.
+        fn settle_dead(&self) {
+            let (n, pids) = self.cond.roster.held_by_the_dead();
+            if n > 0 {
+                self.cond
+                    .raw
+                    .depart_dead(u32::try_from(n).unwrap_or(u32::MAX));
+                self.cond.roster.forget(&pids);
             }
         }
 
@@ -386,8 +463,10 @@ mod typed {
             self.cond.raw.notify(u32::MAX)
         }
 
-        /// Waiters registered and not yet notified.
+        /// Waiters registered and not yet notified (exact: waiters of processes that died
+        /// are departed first).
         pub fn waiting(&self) -> u32 {
+            self.settle_dead();
             self.cond.raw.waiting()
         }
     }

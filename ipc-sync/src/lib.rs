@@ -75,6 +75,8 @@ mod primitive;
 #[cfg(not(loom))]
 mod queue;
 mod rlock;
+#[cfg(not(loom))]
+mod roster;
 mod semaphore;
 #[cfg(not(loom))]
 mod shm_safe;

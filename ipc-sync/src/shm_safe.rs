@@ -41,8 +41,8 @@ unsafe impl ShmSafe for RawBarrier {}
 // SAFETY: its fields are atomics (or states of this list); see the module doc.
 unsafe impl ShmSync for RawBarrier {}
 
-// SAFETY: repr(C) over 64 pairs of AtomicU32 (a JoinableQueue's roster of who owes task_done):
-// any bytes are a valid roster (all-zero: nobody owes anything); see the module doc.
-unsafe impl ShmSafe for crate::queue::owed::Owed {}
+// SAFETY: repr(C) over 64 pairs of AtomicU32 (a roster of processes and what they
+// hold): any bytes are a valid roster (all-zero: nobody holds anything); see the module doc.
+unsafe impl ShmSafe for crate::roster::Roster {}
 // SAFETY: its fields are atomics, changed only atomically.
-unsafe impl ShmSync for crate::queue::owed::Owed {}
+unsafe impl ShmSync for crate::roster::Roster {}

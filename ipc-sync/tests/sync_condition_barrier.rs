@@ -224,6 +224,95 @@ fn condition_waiter_learns_of_a_dead_lock_holder() {
     }
 }
 
+/// Waits on `cond` with no timeout until the test kills it.
+fn wait_until_killed(cond: Condition) {
+    let g = cond.acquire().unwrap_or_else(LockError::into_guard);
+    let _ = g.wait();
+}
+
+// A waiter killed while it waits is no longer counted (found in review: `waiting()` stayed one
+// too high for good, and notify kept selecting the dead waiter). A live waiter beside it gets
+// the next notify, and the counts are exact.
+#[test]
+fn a_killed_waiter_is_not_counted() {
+    for m in METHODS {
+        let cond = Condition::new().unwrap();
+        let h = builder(m).spawn(cond.clone(), wait_until_killed).unwrap();
+        let _reap = Reap(&h);
+        assert!(eventually(|| waiting(&cond) == 1), "{m}");
+        let c2 = cond.clone();
+        let live = std::thread::spawn(move || {
+            let g = c2.acquire().unwrap_or_else(LockError::into_guard);
+            g.wait_timeout(LONG).unwrap_or_else(LockError::into_guard).1
+        });
+        assert!(eventually(|| waiting(&cond) == 2), "{m}");
+        h.kill().unwrap();
+        assert_eq!(h.join_timeout(LONG).unwrap(), Some(-9), "{m}");
+        let g = cond.acquire().unwrap_or_else(LockError::into_guard);
+        assert_eq!(g.waiting(), 1, "{m}: the dead waiter is still counted");
+        assert_eq!(g.notify(2), 1, "{m}");
+        drop(g);
+        assert!(
+            live.join().unwrap(),
+            "{m}: the live waiter was not notified"
+        );
+        assert_eq!(waiting(&cond), 0, "{m}");
+    }
+}
+
+// The waiters' own sleep slices settle for a dead waiter too: with nobody calling `waiting()`,
+// a notify after the death selects only the live waiter (notify's count says so).
+#[test]
+fn sleeping_waiters_settle_for_a_killed_one() {
+    let cond = Condition::new().unwrap();
+    let h = builder(StartMethod::Spawn)
+        .spawn(cond.clone(), wait_until_killed)
+        .unwrap();
+    let _reap = Reap(&h);
+    assert!(eventually(|| waiting(&cond) == 1));
+    let c2 = cond.clone();
+    let live = std::thread::spawn(move || {
+        let g = c2.acquire().unwrap_or_else(LockError::into_guard);
+        g.wait_timeout(LONG).unwrap_or_else(LockError::into_guard).1
+    });
+    assert!(eventually(|| waiting(&cond) == 2));
+    h.kill().unwrap();
+    assert_eq!(h.join_timeout(LONG).unwrap(), Some(-9));
+    // Read the raw count (no settling) until the live waiter's slice has done it.
+    assert!(eventually(|| format!("{cond:?}").contains("waiting: 1")));
+    assert_eq!(cond.acquire().unwrap().notify(2), 1);
+    assert!(live.join().unwrap());
+}
+
+// A waiter killed after a notify selected it and before it departed (it waits for the lock the
+// notifier holds): no wake-up is lost for the live waiters, and the condition stays exact.
+#[test]
+fn a_waiter_killed_after_being_selected_loses_nobody_a_wake_up() {
+    let cond = Condition::new().unwrap();
+    let flag = AtomicValue::new(0u32).unwrap();
+    let h = builder(StartMethod::Spawn)
+        .spawn(cond.clone(), wait_until_killed)
+        .unwrap();
+    let _reap = Reap(&h);
+    let g = once_one_waits(&cond);
+    assert_eq!(g.notify(1), 1);
+    h.kill().unwrap();
+    assert_eq!(h.join_timeout(LONG).unwrap(), Some(-9));
+    drop(g);
+    let (c2, f2) = (cond.clone(), flag.clone());
+    let live = std::thread::spawn(move || {
+        let g = c2.acquire().unwrap_or_else(LockError::into_guard);
+        let _g = g.wait_for(|| f2.load() == 1).unwrap();
+    });
+    assert!(eventually(|| waiting(&cond) == 1));
+    flag.store(1);
+    assert_eq!(cond.acquire().unwrap().notify(1), 1);
+    live.join().unwrap();
+    let g = cond.acquire().unwrap();
+    assert_eq!(g.waiting(), 0);
+    assert_eq!(g.notify_all(), 0);
+}
+
 fn barrier_party((b, rounds, actions): (Barrier, u32, AtomicValue<u32>)) -> Vec<u32> {
     (0..rounds)
         .map(|_| {

@@ -7,9 +7,23 @@
 //! `done` (a futex word that `join` sleeps on) with a CAS that refuses to pass the puts.
 //!
 //! A consumer that dies owing `task_done` would make Python's `join` wait forever. Here each
-//! get is counted against its process in a roster ([`owed`](super::owed)), and `join` ends with
+//! get is counted against its process in a [roster](crate::roster), and `join` ends with
 //! [`QueueJoinError::Abandoned`] (naming the items and the dead processes, and writing those
-//! items off) once everything still unfinished is owed by processes that died.
+//! items off) once everything still unfinished is owed by processes that died:
+//! ```text
+//! get by P      hold in P's slot BEFORE taking the record; release if no record was taken
+//! task_done     drop_any (Python lets any process mark an item done, so work handed on is
+//!               still paid off)
+//! join          while items are unfinished: if the queue is empty and processes that died owe
+//!               at least as many items as are unfinished, nothing left can ever be marked done:
+//!               write the unfinished items off (done += n), forget those slots, report them
+//! ```
+//! The count before the take is what makes a death anywhere in `get` safe: killed after it,
+//! the dead process owes an item it may not have taken, but that item is still in the queue
+//! (so `join` waits: the queue is not empty), and once another consumer takes and marks it, the
+//! dead process's phantom debt can only make a later write-off cover items that are indeed lost
+//! (the write-off is the unfinished count, never more). Items taken through the plain `Queue`
+//! view of a `JoinableQueue` are not counted.
 
 use std::fmt;
 use std::ops::Deref;
@@ -21,9 +35,9 @@ use serde::{Deserialize, Serialize};
 use super::ring::Wait;
 use ipc_core::shm::ShmBox;
 
-use super::owed::Owed;
 use super::{DEFAULT_CAPACITY, GetError, Queue};
 use crate::lock::SLICE;
+use crate::roster::Roster;
 
 /// An extra `task_done` (Python's `ValueError: task_done() called too many times`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +102,7 @@ impl std::error::Error for QueueJoinError {}
 #[serde(bound = "")]
 pub struct JoinableQueue<T> {
     queue: Queue<T>,
-    owed: ShmBox<Owed>,
+    owed: ShmBox<Roster>,
 }
 
 impl<T> Clone for JoinableQueue<T> {
@@ -142,17 +156,17 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.owing(|q| q.try_get())
     }
 
-    /// Runs a get with the item counted against this process first (see the `owed` module).
+    /// Runs a get with the item counted against this process first (see the module doc).
     fn owing(&self, get: impl FnOnce(&Queue<T>) -> Result<T, GetError>) -> Result<T, GetError> {
         let slot = self.owed.claim();
         if let Some(s) = slot {
-            s.owe();
+            s.hold();
         }
         let got = get(&self.queue);
         if got.is_err()
             && let Some(s) = slot
         {
-            s.unowe();
+            s.release();
         }
         got
     }
@@ -162,7 +176,7 @@ impl<T> JoinableQueue<T> {
     /// Marks one item taken by `get` as processed (by any process, as in Python).
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
         if self.ring().task_done() {
-            self.owed.paid();
+            self.owed.drop_any();
             Ok(())
         } else {
             Err(TaskDoneError)
@@ -204,7 +218,7 @@ impl<T> JoinableQueue<T> {
         if unfinished == 0 || self.ring().len() != 0 {
             return None;
         }
-        let (owed, pids) = self.owed.owed_by_the_dead();
+        let (owed, pids) = self.owed.held_by_the_dead();
         if owed < unfinished {
             return None;
         }
@@ -212,7 +226,7 @@ impl<T> JoinableQueue<T> {
         while written_off < unfinished && self.ring().task_done() {
             written_off += 1;
         }
-        self.owed.forgive(&pids);
+        self.owed.forget(&pids);
         Some((written_off, pids))
     }
 

@@ -14,7 +14,6 @@
 //! pool of consumers can be stopped without sentinel items.
 
 mod joinable;
-pub(crate) mod owed;
 pub(crate) mod ring;
 mod simple;
 
