@@ -181,7 +181,7 @@ fn daemons(epoch: u64) -> Res {
     if alive(daemon) {
         return Err("the daemon outlived its killed main process".into());
     }
-    conclude("a killed main process takes its daemons along (parent-death signal)");
+    conclude("a killed main process takes its daemons along (their lifeline hangs up)");
     Ok(())
 }
 

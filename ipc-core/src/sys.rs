@@ -3,7 +3,8 @@
 //! Everything else goes through rustix's safe API. This module is the whole unsafe surface of the
 //! crate's system calls: `fork` (and `clone3`/`clone` for the forkserver), `_exit`,
 //! `mmap`/`munmap` (shared segments, the fork-wiped page of what a process knows about itself),
-//! `atexit`, glibc's `sched_getcpu`, closing a descriptor by number, editing the environment.
+//! `atexit`, glibc's `sched_getcpu`, closing a descriptor by number, editing the environment,
+//! and the `fcntl`s that make a descriptor's hang-up kill its process.
 //! (The dynamic loader's tables, which name functions across processes, are read in
 //! `process/function.rs`.) A leaf: it imports no other module of the crate.
 //!
@@ -425,6 +426,32 @@ pub(crate) unsafe fn remove_env(key: &str) {
 pub(crate) unsafe fn close_raw(fd: std::os::fd::RawFd) {
     // SAFETY: by the caller's contract nothing owns or uses the descriptor any more.
     unsafe { libc::close(fd) };
+}
+
+/// Has the kernel send this process SIGKILL when `fd` (the read end of a pipe, or a socket) sees
+/// an event, such as the hang-up of its last writer: `F_SETOWN` to this process, `F_SETSIG` to
+/// SIGKILL, then `O_ASYNC`. The settings belong to the open file description, which must be
+/// this process's own (not shared with another process that also sets them).
+pub(crate) fn kill_me_on_event(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // <asm-generic/fcntl.h>'s F_SETSIG (the libc crate does not export it).
+    const F_SETSIG: libc::c_int = 10;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let check = |r: libc::c_int| {
+        if r == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    // SAFETY: `fd` is a valid open descriptor for the duration of the borrow, and these fcntl
+    // commands take integer arguments and touch no memory of ours.
+    unsafe {
+        check(libc::fcntl(raw, libc::F_SETOWN, libc::getpid()))?;
+        check(libc::fcntl(raw, F_SETSIG, libc::SIGKILL))?;
+        let flags = check(libc::fcntl(raw, libc::F_GETFL))?;
+        check(libc::fcntl(raw, libc::F_SETFL, flags | libc::O_ASYNC))?;
+    }
+    Ok(())
 }
 
 /// Ignores SIGPIPE, as Rust's runtime does before `main` (a spawned child never reaches `main`),

@@ -59,8 +59,8 @@ pub(crate) struct BootInfo {
     pub(crate) parent_pid: i32,
     pub(crate) parent_name: String,
     pub(crate) start_method: StartMethod,
-    /// Whether a daemon asks for the parent-death signal (see [`run_child`]).
-    pub(crate) parent_death_signal: bool,
+    /// A daemon's end of its lifeline (see [`lifeline`](super::lifeline)).
+    pub(crate) lifeline: Option<crate::codec::TransferFd>,
     /// The process family's key, so that the child accepts our `RemoteFn`s and we its own.
     pub(crate) family_key: [u8; 32],
 }
@@ -84,7 +84,7 @@ impl BootInfo {
             parent_pid,
             parent_name,
             start_method: method,
-            parent_death_signal: true,
+            lifeline: None,
             family_key: *function::family_key(),
         })
     }
@@ -171,19 +171,13 @@ pub(crate) fn child_main(conn: Connection) -> ! {
 
 /// Sets up a child from its [`BootInfo`] and runs it: the common path of spawn and forkserver.
 ///
-/// A daemon leaves at once if its parent is already gone, and otherwise asks for the
-/// parent-death signal when the boot message says its parent thread lives as long as the
-/// parent process may (the forkserver's children may not: the server watches for the parent's
-/// death instead, see the forkserver module).
-pub(crate) fn run_child(conn: Connection, boot: BootInfo) -> ! {
+/// A daemon takes hold of its lifeline first: it dies with its parent from then on, and at
+/// once if the parent is already gone.
+pub(crate) fn run_child(conn: Connection, mut boot: BootInfo) -> ! {
     function::adopt_family_key(boot.family_key);
     global::lock().become_child(boot.identity());
-    if boot.daemon {
-        if boot.parent_death_signal {
-            guard_parent_death(boot.parent_pid);
-        } else {
-            leave_if_orphaned(boot.parent_pid);
-        }
+    if let Some(line) = boot.lifeline.take() {
+        super::lifeline::hold(line.0);
     }
     // SAFETY: `boot.trampoline` was computed by the parent as the offset of a `Trampoline` in
     // this same executable (spawn re-executes /proc/self/exe; forkserver children are forks of
@@ -192,21 +186,6 @@ pub(crate) fn run_child(conn: Connection, boot: BootInfo) -> ! {
     let code = t(boot.func, &conn);
     drop(conn);
     finish(code)
-}
-
-/// A daemon dies with its parent: ask for SIGKILL when the parent goes, and leave at once if it
-/// is already gone (it may have died before the request was made).
-pub(crate) fn guard_parent_death(expected_parent: i32) {
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    leave_if_orphaned(expected_parent);
-}
-
-/// Leaves at once if our parent is no longer `expected_parent` (it died; we were adopted).
-fn leave_if_orphaned(expected_parent: i32) {
-    let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
-    if ppid != expected_parent {
-        sys::exit_now(BOOT_FAILED);
-    }
 }
 
 /// Called before `main` in every process that links ipc-core (see [`function`]'s load-time

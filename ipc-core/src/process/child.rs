@@ -76,6 +76,8 @@ pub(crate) struct ChildInner {
     pub(crate) name: String,
     pub(crate) daemon: bool,
     pub(crate) method: StartMethod,
+    /// A daemon's lifeline: our end of the pipe whose hang-up kills it (see `lifeline`).
+    lifeline: Mutex<Option<OwnedFd>>,
     /// The pid of the process that started the child: only it may wait for or signal it.
     pub(crate) creator: i32,
     pub(crate) pidfd: OwnedFd,
@@ -90,14 +92,15 @@ impl ChildInner {
         pidfd: OwnedFd,
         conn: Connection,
         name: String,
-        daemon: bool,
         method: StartMethod,
+        lifeline: Option<OwnedFd>,
     ) -> ChildInner {
         ChildInner {
             pid,
             name,
-            daemon,
+            daemon: lifeline.is_some(),
             method,
+            lifeline: Mutex::new(lifeline),
             creator: crate::sys::pid(),
             pidfd,
             state: Mutex::new(State {
@@ -112,6 +115,17 @@ impl ChildInner {
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes this process's copy of the daemon's lifeline (in a child forked from the daemon's
+    /// parent, whose death alone must end the daemon).
+    pub(crate) fn cut_lifeline(&self) {
+        drop(
+            self.lifeline
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
     }
 
     /// Whether this process started the child (only it may wait for, reap or signal it).

@@ -62,7 +62,12 @@ impl Global {
         self.identity = identity;
         // The parent's children are not ours. Dropping their records closes our copies of their
         // descriptors, which does not affect the parent. (Its forkserver is forgotten by the
-        // fork start method, or was never in this fresh process.)
+        // fork start method, or was never in this fresh process.) Handles copied with the
+        // parent's memory may keep a record alive: close the copies of the daemons' lifelines
+        // now, or the daemons would outlive their parent for as long as we live.
+        for c in &self.children {
+            c.cut_lifeline();
+        }
         self.children.clear();
         self.counter = 0;
     }

@@ -42,15 +42,16 @@
 //! # Daemons
 //! When this process exits normally (`main` returns or `std::process::exit`), daemon children are
 //! terminated (SIGTERM, then SIGKILL after 2 s) and the others joined. When this process is
-//! killed, daemon children die too: by the parent-death signal under fork and spawn (tied to the
-//! thread that started the child, so start daemons from a long-lived thread), and by the
-//! forkserver under its own method (it watches for our death, whatever thread started what;
-//! see the forkserver module for the one gap). A daemon cannot start children.
+//! killed, daemon children die too, under every start method and whichever thread started them:
+//! each holds a [lifeline](lifeline) whose hang-up at our death makes the kernel kill it. (A
+//! process forked from ours outside this crate, say by `libc::fork` without an exec, keeps our
+//! daemons alive for as long as it lives.) A daemon cannot start children.
 
 pub(crate) mod bootstrap;
 pub(crate) mod child;
 pub(crate) mod function;
 pub(crate) mod global;
+pub(crate) mod lifeline;
 pub(crate) mod start;
 
 use std::fmt;
@@ -208,25 +209,26 @@ impl Builder {
                 // Neither does a start through the forkserver, which has a lock of its own.
                 _ => {
                     drop(g);
-                    let launched = start::forkserver::launch(self.daemon);
+                    let launched = start::forkserver::launch();
                     g = global::lock();
                     launched?
                 }
             };
-            let Launched {
-                pid,
-                pidfd,
-                conn,
-                parent_death_signal,
-            } = launched;
-            boot.parent_death_signal = parent_death_signal;
+            let Launched { pid, pidfd, conn } = launched;
+            // A daemon's lifeline goes out with its boot message (a new one per attempt: the
+            // record of a failed attempt closes its end).
+            let (keep, give) = match self.daemon {
+                true => lifeline::new().map(|(k, g)| (Some(k), Some(g)))?,
+                false => (None, None),
+            };
+            boot.lifeline = give.map(codec::TransferFd);
             let inner = Arc::new(ChildInner::new(
                 pid,
                 pidfd,
                 conn,
                 id.name.clone(),
-                self.daemon,
                 method,
+                keep,
             ));
             g.register(inner.clone());
             drop(g);

@@ -19,9 +19,10 @@ use serde::Serialize;
 use crate::conn::pipe;
 use crate::error::{Error, Result};
 use crate::process::StartMethod;
-use crate::process::bootstrap::{finish, guard_parent_death, run_and_report};
+use crate::process::bootstrap::{finish, run_and_report};
 use crate::process::child::ChildInner;
 use crate::process::global::{Global, Identity};
+use crate::process::lifeline;
 use crate::sys::{self, Forked};
 
 /// The global lock, held across the fork.
@@ -77,8 +78,10 @@ where
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let (ours, theirs) = pipe()?;
-    let parent = crate::sys::pid();
-    let daemon = id.daemon;
+    let (keep, give) = match id.daemon {
+        true => lifeline::new().map(|(k, g)| (Some(k), Some(g)))?,
+        false => (None, None),
+    };
     let name = id.name.clone();
     // SAFETY: either this process has one thread (checked above, and we hold the global lock so
     // this crate's own state is consistent), or the caller accepted the multithreaded risk
@@ -93,8 +96,9 @@ where
             // The child's copy of the lock was taken by the forking thread, which is this one:
             // releasing it here leaves the child's state consistent and unlocked.
             drop(g);
-            if daemon {
-                guard_parent_death(parent);
+            drop(keep);
+            if let Some(read) = give {
+                lifeline::hold(read);
             }
             let code = run_and_report(&theirs, body);
             drop(theirs);
@@ -103,6 +107,7 @@ where
         Forked::Parent(pid) => {
             drop(server);
             drop(theirs);
+            drop(give);
             let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
                 Ok(fd) => fd,
                 Err(e) => {
@@ -111,7 +116,7 @@ where
                     return Err(Error::os(e));
                 }
             };
-            let child = ChildInner::new(pid, pidfd, ours, name, daemon, StartMethod::Fork);
+            let child = ChildInner::new(pid, pidfd, ours, name, StartMethod::Fork, keep);
             Ok((g, Arc::new(child)))
         }
     }

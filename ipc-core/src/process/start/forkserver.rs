@@ -15,7 +15,6 @@
 //! ```text
 //! parent -> server, control channel: Prepare(conn)  fork a child that waits on `conn`
 //! server -> parent, control channel: Forked { pid } or Failed(why), one per Prepare, in order
-//! parent -> server, control channel: Watch(pidfd)   a daemon: kill it if our parent dies
 //! child  -> parent, on conn: Hello { pid }, first thing
 //! parent -> child,  on conn: boot message, argument  (as under spawn)
 //! ```
@@ -30,17 +29,10 @@
 //! new server. Only the server and the new child dying within the same microseconds could
 //! leave a zombie until we exit.
 //!
-//! Daemon children die with us. `Watch` hands the server a pidfd of each daemon before it runs,
-//! and the server kills them when our end of the control channel closes (we exited or were
-//! killed). A parent-death signal alone cannot do it: it follows the thread that is the child's
-//! parent, here the thread of ours that started the server, which may be short-lived. When that
-//! thread is our main thread, daemons ask for the signal too, so a daemon whose server was
-//! killed still dies with us (a main thread that ends by `pthread_exit` while the process goes
-//! on counts as our end there, as it does for spawn's daemons); otherwise, until the next start
-//! replaces the server (and hands the new one the daemons still running), a killed server
-//! leaves its daemons unwatched. A server whose answer fails knows we are gone: it forks
-//! nothing more, reads what we sent to the end (daemons to watch may still be queued) and
-//! kills the daemons.
+//! Daemon children die with us through their [lifeline](crate::process::lifeline), sent with
+//! the boot message as under spawn: the server plays no part in it, so a daemon outlives
+//! neither us nor a killed server's absence. The server leaves when our end of the control
+//! channel closes (we exited or were killed) or an answer to us fails.
 //!
 //! Measured with `cargo xtask compare --only process_start_join_forkserver` (2 vCPUs, unpinned),
 //! start+join took 346-430 us when the server forked on request and reported exit codes, 277-353
@@ -55,18 +47,14 @@
 //! The one `unsafe` call is the fork in the server, which is single-threaded by construction.
 #![allow(unsafe_code)]
 
-use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags};
-use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::{Deserialize, Serialize};
 
 use super::Launched;
-use crate::codec::TransferFd;
 use crate::conn::{Connection, pipe};
 use crate::error::{Error, Result};
 use crate::process::bootstrap::{
@@ -81,8 +69,6 @@ use crate::sys::{self, Forked, SiblingFork};
 enum Request {
     /// Fork a child that says hello on this connection and waits for its instructions.
     Prepare(Connection),
-    /// A daemon child's pidfd: kill it when the control channel closes.
-    Watch(TransferFd),
 }
 
 /// The server's answer to each `Prepare`, in order, on the control channel.
@@ -105,7 +91,7 @@ struct Hello {
 /// gives the server up (and replaces it). Both come in microseconds from a running server.
 pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-// The policy: when to start, watch through and replace this process's server.
+// The policy: when to start and replace this process's server.
 
 /// This process's forkserver, behind a lock of its own: a start waiting on the server (a slow
 /// or stopped one) holds only this, never the process lock, so `current_process`,
@@ -124,46 +110,23 @@ pub(crate) fn lock() -> MutexGuard<'static, Option<ForkServer>> {
     slot
 }
 
-/// Starts a child through this process's forkserver, starting the server first if needed. A
-/// daemon child is put in the server's care (killed if we die) before it runs.
+/// Starts a child through this process's forkserver, starting the server first if needed.
 ///
 /// There is no liveness check up front (a poll per start): a server that was killed is noticed
 /// when a message to it fails or a prepared child never says hello, and is then replaced at
-/// once, so that the daemons it watched are watched again. A start whose child never said hello
+/// once (so that the next start finds a child prepared). A start whose child never said hello
 /// is repeated: no child ran for it.
-pub(crate) fn launch(daemon: bool) -> Result<Launched> {
+pub(crate) fn launch() -> Result<Launched> {
     let mut slot = lock();
     let mut lost = None;
     for _ in 0..2 {
         let launched = running_forkserver(&mut slot)?.launch();
-        // A server found broken is replaced at once, whatever this start's outcome: the
-        // daemons it watched need a watcher.
+        // A server found broken is replaced at once, whatever this start's outcome.
         if slot.as_ref().is_some_and(|s| s.is_broken()) {
             replace_forkserver(&mut slot);
         }
         match launched {
-            Launch::Done(Ok(l)) => {
-                if !daemon {
-                    return Ok(l);
-                }
-                let watched = match slot.as_ref() {
-                    Some(server) => server.watch(&l.pidfd),
-                    None => Err(Error::Io(std::io::Error::other(
-                        "forkserver: no server could be started to watch a daemon child",
-                    ))),
-                };
-                match watched {
-                    Ok(()) => return Ok(l),
-                    Err(e) => {
-                        // A daemon nobody would kill at our death does not run.
-                        let _ = rustix::process::kill_process(l.pid, rustix::process::Signal::KILL);
-                        let _ = reap(l.pid);
-                        lost = Some(e);
-                        replace_forkserver(&mut slot);
-                    }
-                }
-            }
-            Launch::Done(Err(e)) => return Err(e),
+            Launch::Done(done) => return done,
             // Replaced above (a server gone is broken).
             Launch::ServerGone(e) => lost = Some(e),
         }
@@ -175,22 +138,8 @@ pub(crate) fn launch(daemon: bool) -> Result<Launched> {
 fn running_forkserver(slot: &mut Option<ForkServer>) -> Result<&mut ForkServer> {
     if slot.is_none() {
         // The process lock only for a copy of what the new server needs (lock order above).
-        let (id, daemons) = {
-            let g = global::lock();
-            let daemons: Vec<Arc<ChildInner>> = g
-                .children
-                .iter()
-                .filter(|c| c.daemon && c.method == StartMethod::ForkServer && c.is_creator())
-                .cloned()
-                .collect();
-            (g.identity.clone(), daemons)
-        };
-        let server = ForkServer::start(&id)?;
-        // The daemons of a server we lost are in the new one's care from now on.
-        for c in &daemons {
-            let _ = server.watch(&c.pidfd);
-        }
-        *slot = Some(server);
+        let id = global::lock().identity.clone();
+        *slot = Some(ForkServer::start(&id)?);
     }
     Ok(slot.as_mut().expect("started above"))
 }
@@ -211,10 +160,6 @@ pub(crate) struct ForkServer {
     prepared: Option<Connection>,
     /// A message to the server failed: it is gone (or misbehaves) and must be replaced.
     broken: bool,
-    /// Whether the server was started by our main thread. Its children's parent is then our
-    /// main thread (they are forked with `CLONE_PARENT`), so a daemon's parent-death signal
-    /// fires only when this process ends: they ask for it, as a second guard beside the server.
-    from_main_thread: bool,
 }
 
 impl ForkServer {
@@ -242,15 +187,14 @@ impl ForkServer {
             pidfd,
             conn,
             "ForkServer".into(),
-            false,
             StartMethod::Spawn,
+            None,
         ));
         let mut s = ForkServer {
             ctrl: ours,
             server,
             prepared: None,
             broken: false,
-            from_main_thread: rustix::thread::gettid() == rustix::process::getpid(),
         };
         match told.and_then(|()| s.prepare()) {
             Ok(c) => {
@@ -275,7 +219,7 @@ impl ForkServer {
     }
 
     /// Whether the server must be replaced: a message to it failed, or it has exited (a poll of
-    /// its pidfd, about a microsecond: the daemons it watched need a new watcher at once).
+    /// its pidfd, about a microsecond, so that the next start finds a child prepared).
     pub(crate) fn is_broken(&self) -> bool {
         self.broken || self.server.has_exited()
     }
@@ -381,22 +325,11 @@ impl ForkServer {
                 let _ = reap(pid);
                 continue;
             }
-            return Launch::Done(Ok(Launched {
-                pid,
-                pidfd,
-                conn,
-                parent_death_signal: self.from_main_thread,
-            }));
+            return Launch::Done(Ok(Launched { pid, pidfd, conn }));
         }
         Launch::Done(Err(Error::Io(std::io::Error::other(
             "forkserver: every prepared child died before it could start",
         ))))
-    }
-
-    /// Has the server kill this daemon child if this process dies (sent before the child runs).
-    pub(crate) fn watch(&self, pidfd: &OwnedFd) -> Result<()> {
-        let copy = pidfd.try_clone()?;
-        self.ctrl.send(&Request::Watch(TransferFd(copy)))
     }
 
     /// Whether this process started the server (a process forked from ours holds a copy).
@@ -489,72 +422,28 @@ fn serve(ctrl: Connection) {
     crate::codec::prepare_for_fork();
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let _ = std::io::Write::flush(&mut std::io::stderr());
-    // Daemon children's pidfds, until they exit.
-    let mut watched: Vec<OwnedFd> = Vec::new();
-    // Our parent can no longer hear us (a response failed): it is gone. Fork nothing more,
-    // read what it sent until end of file, then kill the daemons it asked us to watch.
-    let mut orphaned = false;
-    loop {
-        let mut fds = Vec::with_capacity(watched.len() + 1);
-        fds.push(PollFd::new(&ctrl, PollFlags::IN));
-        for w in &watched {
-            fds.push(PollFd::new(w, PollFlags::IN));
-        }
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) => {}
-            Err(Errno::INTR) => continue,
-            Err(_) => break,
-        }
-        let request_ready = !fds[0].revents().is_empty();
-        let exited: Vec<usize> = (1..fds.len())
-            .filter(|&i| !fds[i].revents().is_empty())
-            .map(|i| i - 1)
-            .collect();
-        drop(fds);
-        for i in exited.into_iter().rev() {
-            watched.swap_remove(i);
-        }
-        if !request_ready {
-            continue;
-        }
-        match ctrl.recv::<Request>() {
-            Ok(Request::Watch(fd)) => watched.push(fd.0),
-            Ok(Request::Prepare(_)) if orphaned => {}
-            Ok(Request::Prepare(conn)) => {
-                // SAFETY: the server is single-threaded (it runs nothing but this loop, on the
-                // thread that made `forker`), so the fork cannot leave a lock held by another
-                // thread in the child.
-                let response = match unsafe { forker.fork() } {
-                    Ok(Forked::Child) => {
-                        // The child keeps nothing of the server's but the standard streams: a
-                        // copy of the control channel would hide our parent's death from the
-                        // server, which watches for it.
-                        drop(ctrl);
-                        drop(watched);
-                        prepared_main(conn)
-                    }
-                    Ok(Forked::Parent(pid)) => Response::Forked {
-                        pid: pid.as_raw_nonzero().get(),
-                    },
-                    Err(e) => Response::Failed(format!("fork failed: {e}")),
-                };
-                drop(conn);
-                if ctrl.send(&response).is_err() {
-                    orphaned = true;
-                }
+    // Until the control channel ends: our parent exited or was killed (end of file), or can
+    // no longer hear us (a response failed), or sent what we cannot read (say, its descriptors
+    // were dropped for want of free ones: our parent sees the channel break and replaces us).
+    while let Ok(Request::Prepare(conn)) = ctrl.recv::<Request>() {
+        // SAFETY: the server is single-threaded (it runs nothing but this loop, on the thread
+        // that made `forker`), so the fork cannot leave a lock held by another thread in the
+        // child.
+        let response = match unsafe { forker.fork() } {
+            Ok(Forked::Child) => {
+                // The child keeps nothing of the server's but the standard streams: a copy of
+                // the control channel would hide our parent's death from the server.
+                drop(ctrl);
+                prepared_main(conn)
             }
-            // End of file: our parent exited or was killed. Daemon children die with it (at a
-            // normal exit it has already stopped them).
-            Err(Error::Eof) => {
-                for w in &watched {
-                    let _ = rustix::process::pidfd_send_signal(w, Signal::KILL);
-                }
-                break;
-            }
-            // A request we cannot read (say, its descriptors were dropped for want of free
-            // ones): leave without an answer. Our parent sees the channel break, starts another
-            // server and hands it the daemons, which must not die for our trouble.
-            Err(_) => break,
+            Ok(Forked::Parent(pid)) => Response::Forked {
+                pid: pid.as_raw_nonzero().get(),
+            },
+            Err(e) => Response::Failed(format!("fork failed: {e}")),
+        };
+        drop(conn);
+        if ctrl.send(&response).is_err() {
+            break;
         }
     }
 }

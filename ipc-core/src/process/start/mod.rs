@@ -20,7 +20,4 @@ pub(crate) struct Launched {
     pub(crate) pid: Pid,
     pub(crate) pidfd: OwnedFd,
     pub(crate) conn: Connection,
-    /// Whether a daemon child may ask for the parent-death signal (its parent is a thread that
-    /// lives as long as this process: see the forkserver module).
-    pub(crate) parent_death_signal: bool,
 }

@@ -52,7 +52,5 @@ pub(crate) fn launch() -> Result<Launched> {
         pid,
         pidfd,
         conn: ours,
-        // Tied to the thread that spawned it, as documented for fork and spawn.
-        parent_death_signal: true,
     })
 }
