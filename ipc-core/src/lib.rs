@@ -26,6 +26,9 @@ pub mod codec;
 pub mod conn;
 mod deadline;
 pub mod error;
+/// Test support (feature `failpoints`): named kill points. Not part of the API.
+#[doc(hidden)]
+pub mod failpoint;
 pub mod futex;
 pub mod process;
 pub mod shm;

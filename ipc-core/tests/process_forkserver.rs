@@ -367,3 +367,43 @@ fn a_stopped_forkserver_is_replaced_and_the_start_goes_on() {
         "the stopped server was not killed and reaped"
     );
 }
+
+/// Arms the double death (every server dies with the first child it forks, both before they
+/// say a word), makes a start, disarms, makes another; returns whether the first failed, the
+/// second's result, and this process's children that are zombies.
+#[cfg(feature = "failpoints")]
+fn start_through_double_deaths((): ()) -> (bool, u32, Vec<u32>) {
+    ipc_core::failpoint::arm("forkserver.forked");
+    let first_failed = match builder(StartMethod::ForkServer).spawn(1, plus_one) {
+        Ok(h) => h.join().is_err(),
+        Err(_) => true,
+    };
+    ipc_core::failpoint::disarm();
+    let second = builder(StartMethod::ForkServer)
+        .spawn(2, plus_one)
+        .unwrap()
+        .join()
+        .unwrap();
+    let zombies = common::children_of(process::pid())
+        .into_iter()
+        .filter(|&(_, state)| state == 'Z')
+        .map(|(pid, _)| pid)
+        .collect();
+    (first_failed, second, zombies)
+}
+
+// Issue #11, window 4: a forkserver and the child it just forked, killed before either told us
+// the child's pid, left a zombie of ours that nobody knew of until we exited. Replacing the
+// server now kills and reaps its process group, where such a child still is. (In a process of
+// its own: the failpoint is inherited by every server that process starts.)
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_server_and_its_new_child_dying_together_leave_no_zombie() {
+    let h = builder(StartMethod::Spawn)
+        .spawn((), start_through_double_deaths)
+        .unwrap();
+    let (first_failed, second, zombies) = h.join().unwrap();
+    assert!(first_failed, "a start succeeded on servers that all died");
+    assert_eq!(second, 3);
+    assert_eq!(zombies, Vec::<u32>::new(), "unknown children left unreaped");
+}

@@ -66,8 +66,6 @@ mod barrier;
 mod condition;
 pub mod error;
 mod event;
-#[cfg(not(loom))]
-mod failpoint;
 mod ident;
 mod liveness;
 mod lock;
@@ -114,12 +112,6 @@ pub use error::{LockError, LockTimeoutError, ReleaseError, TryLockError};
 #[cfg(not(loom))]
 type NotSend = std::marker::PhantomData<std::sync::MutexGuard<'static, ()>>;
 pub use spin::set_spin_limit;
-
-/// Test support (feature `failpoints`): arms a named failpoint in this process. Not part of the
-/// API.
-#[cfg(all(feature = "failpoints", not(loom)))]
-#[doc(hidden)]
-pub use failpoint::arm as __failpoint_arm;
 
 /// The raw `#[repr(C)]` states, for use inside any shared mapping.
 pub mod raw {

@@ -1,5 +1,5 @@
-//! Deaths at a precise step of the queue's protocol, reproduced with ipc-sync's failpoints
-//! (`--features failpoints`, which `cargo xtask test` turns on): a random kill would hit these
+//! Deaths at a precise step of the queue's protocol, reproduced with failpoints
+//! (ipc-sync's `--features failpoints`, which `cargo xtask test` turns on): a random kill would hit these
 //! few instructions once in millions of runs.
 #![cfg(feature = "failpoints")]
 
@@ -14,7 +14,7 @@ use ipc_sync::Queue;
 /// Puts `item` with the failpoint armed: killed after the item is committed, before the
 /// consumer's wake-up.
 fn put_and_die((q, item): (Queue<u32>, u32)) {
-    ipc_sync::__failpoint_arm("queue.wake.announced");
+    ipc_core::failpoint::arm("queue.wake.announced");
     let _ = q.put(item);
     unreachable!("the failpoint kills this process");
 }

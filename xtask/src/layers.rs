@@ -17,7 +17,7 @@
 //! rank 3   process
 //! rank 2   shm  conn
 //! rank 1   futex  spin  codec
-//! rank 0   error  deadline  sys      (leaves)
+//! rank 0   error  deadline  sys  failpoint   (leaves)
 //! ```
 //! A module may name only modules of a strictly lower rank, so the modules form a DAG a
 //! newcomer reads bottom-up. (Inside `process/` the registry, the forkserver and the child
@@ -83,7 +83,7 @@ pub(crate) fn violations(members: &[String], edges: &[Edge]) -> Vec<String> {
 /// The rank of a top-level module of ipc-core, `None` for one that has not been placed.
 fn module_rank(module: &str) -> Option<u8> {
     Some(match module {
-        "error" | "deadline" | "sys" => 0,
+        "error" | "deadline" | "sys" | "failpoint" => 0,
         "futex" | "spin" | "codec" => 1,
         "shm" | "conn" => 2,
         "process" => 3,

@@ -4,7 +4,8 @@
 //! plain `cargo test` otherwise or with `--cargo-test` (a fresh machine has only the toolchain);
 //! doc tests always go through `cargo test --doc`, which nextest cannot run. Bench targets are
 //! left out: `cargo xtask ci` runs them separately in their smoke mode. Both runs enable
-//! ipc-sync's `failpoints` feature (tests that kill a process at a named step).
+//! ipc-sync's `failpoints` feature, which turns on ipc-core's (tests that kill a process at a
+//! named step).
 
 use std::process::Command;
 use std::time::Instant;
@@ -13,7 +14,8 @@ use anyhow::bail;
 
 use crate::util;
 
-/// The feature that compiles ipc-sync's failpoints into the test build.
+/// The feature that compiles the failpoints (ipc-sync's, and through it ipc-core's) into the
+/// test build.
 pub(crate) const FAILPOINTS: &str = "ipc-sync/failpoints";
 
 /// Counts parsed from the runners' output.

@@ -199,6 +199,14 @@ pub(crate) fn on_load() {
     // SAFETY: we run from the `.init_array` hook, before `main` and before any constructor
     // that could start a thread, so this process has exactly one thread.
     unsafe { sys::remove_env(SPAWN_ENV) };
+    #[cfg(feature = "failpoints")]
+    if let Some(point) = std::env::var_os(crate::failpoint::ENV) {
+        // SAFETY: as above, this process has exactly one thread.
+        unsafe { sys::remove_env(crate::failpoint::ENV) };
+        crate::failpoint::arm(Box::leak(
+            point.to_string_lossy().into_owned().into_boxed_str(),
+        ));
+    }
     sys::ignore_sigpipe();
     // The control socket arrived as stdin; move it aside and give the child /dev/null instead,
     // as Python does for its children.

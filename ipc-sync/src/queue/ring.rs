@@ -353,7 +353,7 @@ impl Ring {
         // word the other side owns.
         let announced = waiters.load(Ordering::SeqCst);
         if announced != 0 {
-            crate::failpoint::hit("queue.wake.announced");
+            ipc_core::failpoint::hit("queue.wake.announced");
             our_cpu.store(ipc_core::spin::cpu_tag(), Ordering::Relaxed);
             seq.fetch_add(1, Ordering::SeqCst);
             futex::wake_all(seq);

@@ -26,8 +26,10 @@
 //! twice. Each child is known two ways, by its hello and by the server's response, so the death
 //! of either at any moment leaves no child of ours unknown (hence unreaped): without both, the
 //! server died before forking, no child holds the connection, and the start is repeated on a
-//! new server. Only the server and the new child dying within the same microseconds could
-//! leave a zombie until we exit.
+//! new server. If the server and the new child die within the same microseconds, before either
+//! spoke, the child is ours and unknown: the server leads a process group of its own, which its
+//! children leave for ours just before their hello, so replacing a server kills and reaps its
+//! group, and with it every child nobody could know of ([`ForkServer::discard`]).
 //!
 //! Daemon children die with us through their [lifeline](crate::process::lifeline), sent with
 //! the boot message as under spawn: the server plays no part in it, so a daemon outlives
@@ -51,6 +53,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::{Deserialize, Serialize};
 
@@ -256,7 +259,7 @@ impl ForkServer {
     /// Each child is known two ways: its own hello on its connection, and the server's response
     /// on the control channel. Either is enough, so one process dying at any moment (the
     /// server, or the child before its hello) leaves no child of ours unknown, hence none
-    /// unreaped. Only both dying in the same few microseconds could.
+    /// unreaped; both dying is repaired when the server is discarded.
     pub(crate) fn launch(&mut self) -> Launch {
         // A prepared child killed while it waited is reaped and replaced, once or twice.
         for _ in 0..3 {
@@ -372,9 +375,24 @@ impl ForkServer {
     }
 
     /// Stops a server whose control channel broke: it may still run (a protocol error), so it
-    /// is killed before it is reaped.
+    /// is killed before it is reaped, and with it every child of its that never said hello.
+    ///
+    /// Such a child is ours (forked with `CLONE_PARENT`) but may be unknown: if it and the
+    /// server die before either tells us its pid, nobody would reap it. The server leads a
+    /// process group of its own, which its children leave (for our parent's group) just before
+    /// their hello; so the children still in it are exactly those we may not know. The whole
+    /// group is killed while the server is unreaped (its pid, which names the group, cannot be
+    /// reused meanwhile), then every child of ours left in the group is reaped, the server
+    /// with them.
     pub(crate) fn discard(self) {
-        let _ = self.server.signal(Signal::KILL);
+        let group = self.server.pid;
+        if rustix::process::kill_process_group(group, Signal::KILL).is_err() {
+            // No group (the server died before making it): the server alone.
+            let _ = self.server.signal(Signal::KILL);
+        }
+        while let Ok(Some(_)) | Err(Errno::INTR) =
+            rustix::process::waitpgid(group, rustix::process::WaitOptions::empty())
+        {}
         self.stop();
     }
 }
@@ -390,11 +408,16 @@ pub(crate) enum Launch {
 /// A prepared child's life before its start: say hello, wait for the boot message, run. End of
 /// file before the boot message (the parent stopped or died) ends it quietly. It never returns
 /// into the server's frames, nor unwinds into them: a panic ends the process here.
-fn prepared_main(conn: Connection) -> ! {
+fn prepared_main(conn: Connection, group: Pid) -> ! {
     // SAFETY: this function never returns, and a panic below is caught before it could unwind
     // into the server's frames, which own the boot connection.
     unsafe { close_boot_connection() };
     let outcome = catch_unwind(AssertUnwindSafe(move || {
+        crate::failpoint::hit("forkserver.forked");
+        // Leave the server's process group before we are known (see [`serve`]).
+        if rustix::process::setpgid(None, Some(group)).is_err() {
+            sys::exit_now(BOOT_FAILED);
+        }
         let pid = rustix::process::getpid().as_raw_nonzero().get();
         if conn.send(&Hello { pid }).is_err() {
             sys::exit_now(0);
@@ -422,6 +445,10 @@ fn serve(ctrl: Connection) {
     crate::codec::prepare_for_fork();
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let _ = std::io::Write::flush(&mut std::io::stderr());
+    // A process group of our own, which our children share until they said hello and move to
+    // our parent's group (see [`ForkServer::discard`]).
+    let group = rustix::process::getpgrp();
+    let _ = rustix::process::setpgid(None, None);
     // Until the control channel ends: our parent exited or was killed (end of file), or can
     // no longer hear us (a response failed), or sent what we cannot read (say, its descriptors
     // were dropped for want of free ones: our parent sees the channel break and replaces us).
@@ -434,11 +461,14 @@ fn serve(ctrl: Connection) {
                 // The child keeps nothing of the server's but the standard streams: a copy of
                 // the control channel would hide our parent's death from the server.
                 drop(ctrl);
-                prepared_main(conn)
+                prepared_main(conn, group)
             }
-            Ok(Forked::Parent(pid)) => Response::Forked {
-                pid: pid.as_raw_nonzero().get(),
-            },
+            Ok(Forked::Parent(pid)) => {
+                crate::failpoint::hit("forkserver.forked");
+                Response::Forked {
+                    pid: pid.as_raw_nonzero().get(),
+                }
+            }
             Err(e) => Response::Failed(format!("fork failed: {e}")),
         };
         drop(conn);

@@ -26,6 +26,10 @@ pub(crate) fn launch() -> Result<Launched> {
         cmd.arg0(argv0);
     }
     cmd.args(args);
+    #[cfg(feature = "failpoints")]
+    if let Some(point) = crate::failpoint::armed() {
+        cmd.env(crate::failpoint::ENV, point);
+    }
     let child = cmd
         .env(SPAWN_ENV, crate::sys::pid().to_string())
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
