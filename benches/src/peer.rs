@@ -59,7 +59,7 @@ impl Peer {
     /// Waits (up to the handshake timeout) for the peer to finish and checks that it succeeded.
     pub fn join(mut self) -> anyhow::Result<()> {
         let handle = self.handle.take().expect("a peer is joined once");
-        if handle.join_timeout(HANDSHAKE_TIMEOUT)?.is_none() {
+        if let Err(ipc_core::Error::Timeout) = handle.join_timeout(HANDSHAKE_TIMEOUT) {
             let _ = handle.kill();
             let _ = handle.join_timeout(Duration::from_secs(5));
             bail!(

@@ -190,11 +190,15 @@ fn join_with_timeout(epoch: u64) -> Res {
     let sleepy = Builder::new()
         .name("sleepy")
         .spawn((epoch, 3, 200), sleepy_worker)?;
-    let code = sleepy.join_timeout(Duration::from_millis(250))?;
+    let first = match sleepy.join_timeout(Duration::from_millis(250)) {
+        Ok(code) => format!("exit code {code}"),
+        Err(ipc_core::Error::Timeout) => "a timeout error".to_string(),
+        Err(e) => return Err(e.into()),
+    };
     say(
         epoch,
         format!(
-            "join_timeout(0.25 s) returned {code:?}: is_alive = {}, exitcode = {:?}",
+            "join_timeout(0.25 s) returned {first}: is_alive = {}, exitcode = {:?}",
             sleepy.is_alive(),
             sleepy.exitcode()
         ),

@@ -123,7 +123,7 @@ fn join_retries_after_signals_and_keeps_its_timeout() {
         let n = pester(&joiner, Duration::from_millis(150));
         assert!(n > 0, "no signal was delivered");
         let (r, elapsed) = joiner.join().unwrap();
-        assert_eq!(r, Ok(None), "{m}");
+        assert_eq!(r, Err(ipc_core::Error::Timeout.to_string()), "{m}");
         assert!(elapsed >= t, "{m}: join_timeout returned after {elapsed:?}");
     }
 }

@@ -52,7 +52,7 @@ fn normal_exit_terminates_daemons_and_joins_others() {
             let (daemon, non_daemon): (u32, u32) = ours.recv().unwrap();
             let report: Connection = ours.recv().unwrap();
             let code = p.join_timeout(Duration::from_secs(60)).unwrap();
-            assert_eq!(code, Some(0), "{parent_method}/{child_method}");
+            assert_eq!(code, 0, "{parent_method}/{child_method}");
             // The non-daemon's report was sent before its parent finished exiting.
             assert!(
                 report.poll(Some(Duration::ZERO)).unwrap(),
@@ -93,7 +93,7 @@ fn killed_parent_takes_its_daemons_along() {
             let _reap = Reap(&p);
             let (daemon, non_daemon): (u32, u32) = ours.recv().unwrap();
             p.kill().unwrap();
-            assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
+            assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), -9);
             let daemon_gone = wait_gone(daemon, Duration::from_secs(30));
             let non_daemon_alive = !wait_gone(non_daemon, Duration::from_millis(200));
             common::kill_pid(daemon);
@@ -147,7 +147,7 @@ fn daemons_outlive_the_thread_that_started_them() {
     let _reap = Reap(&p);
     let (alive, daemons): (bool, [u32; 3]) = ours.recv().unwrap();
     p.kill().unwrap();
-    assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
+    assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), -9);
     let gone = daemons.map(|d| wait_gone(d, Duration::from_secs(30)));
     daemons.into_iter().for_each(common::kill_pid);
     assert!(alive, "a daemon died with the thread that started it");
@@ -175,7 +175,7 @@ fn assert_daemon_dies_with(parent: fn(Connection)) {
     let _reap = Reap(&p);
     let daemon: u32 = ours.recv().unwrap();
     p.kill().unwrap();
-    assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(-9));
+    assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), -9);
     let gone = wait_gone(daemon, Duration::from_secs(30));
     common::kill_pid(daemon);
     assert!(gone, "the daemon outlived its killed parent");

@@ -367,7 +367,7 @@ fn holders_killed_at_random_points_are_always_reported() {
         std::thread::sleep(Duration::from_micros(3_000 + rand(20_000)));
         let victim = &kids[rand(2) as usize];
         victim.kill().unwrap();
-        assert_eq!(victim.join_timeout(LONG).unwrap(), Some(-9));
+        assert_eq!(victim.join_timeout(LONG).unwrap(), -9);
         // Whoever holds it now (the survivor, or us) must learn of a torn state.
         let g = match a.lock() {
             Ok(g) => {

@@ -147,7 +147,7 @@ fn cpython_59_joinable_queue() {
         }
         q.join().unwrap();
         for k in &kids {
-            assert_eq!(k.join_timeout(LONG).unwrap(), Some(0), "{m}");
+            assert_eq!(k.join_timeout(LONG).unwrap(), 0, "{m}");
         }
         assert!(
             q.task_done().is_err(),
@@ -273,7 +273,7 @@ fn a_record_much_larger_than_the_ring_streams_through_it() {
     assert_eq!(q.get_timeout(LONG).unwrap().as_ref(), &[1u8; 10]);
     let big = q.get_timeout(LONG).unwrap();
     assert_eq!(big.len(), 64 << 20);
-    assert_eq!(h.join_timeout(LONG).unwrap(), Some(0));
+    assert_eq!(h.join_timeout(LONG).unwrap(), 0);
     let data: Vec<u8> = (0..64usize << 20)
         .map(|i| (i * 7 + i / 4096) as u8)
         .collect();
@@ -440,7 +440,7 @@ fn a_producer_exits_before_its_items_are_read() {
             .spawn((q.clone(), 256, 1024), put_and_leave)
             .unwrap();
         let _reap = Reap(&h);
-        assert_eq!(h.join_timeout(LONG).unwrap(), Some(0), "{m}: joined first");
+        assert_eq!(h.join_timeout(LONG).unwrap(), 0, "{m}: joined first");
         drop(_reap);
         assert_eq!(h.join().unwrap(), 256);
         for i in 0..256u32 {

@@ -265,7 +265,7 @@ fn debug_of_a_value_whose_holder_died_keeps_the_report() {
     );
     assert_eq!(format!("{v:?}"), "Value(<locked>)");
     h.kill().unwrap();
-    assert_eq!(h.join_timeout(common::LONG).unwrap(), Some(-9));
+    assert_eq!(h.join_timeout(common::LONG).unwrap(), -9);
     assert_eq!(format!("{v:?}"), "Value(<owner died>)");
     assert_eq!(
         format!("{v:?}"),

@@ -477,12 +477,18 @@ impl<R: DeserializeOwned> JoinHandle<R> {
 }
 
 impl<R> JoinHandle<R> {
-    /// Waits up to `timeout` for the child to exit; returns its exit code, or `None` if it is
-    /// still running (Python's `join(timeout)` followed by `exitcode`). The result stays
-    /// available to [`join`](Self::join).
-    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
+    /// Waits up to `timeout` for the child to exit; returns its exit code (Python's
+    /// `join(timeout)` followed by `exitcode`), or [`Error::Timeout`] if it is still running.
+    /// The result stays available to [`join`](Self::join).
+    ///
+    /// Every `join_timeout` of the workspace has this shape: `Ok` with what the join gives, or
+    /// a timeout error (as `Connection::recv_timeout`); [`try_wait`](Self::try_wait) is the
+    /// non-blocking form with `std`'s `Option`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<i32> {
         self.inner.check_creator("join")?;
-        self.inner.wait(Some(Instant::now() + timeout))
+        self.inner
+            .wait(Some(Instant::now() + timeout))?
+            .ok_or(Error::Timeout)
     }
 
     /// The exit code if the child has finished (reaping it), else `None`; never blocks, as
@@ -494,7 +500,7 @@ impl<R> JoinHandle<R> {
     /// use std::time::Duration;
     /// let child = ipc_core::process::spawn(50u64, |ms| std::thread::sleep(Duration::from_millis(ms)))?;
     /// assert_eq!(child.try_wait()?, None); // still sleeping
-    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(0));
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, 0);
     /// assert_eq!(child.try_wait()?, Some(0));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -636,16 +642,18 @@ impl ParentProcess {
 
     /// Whether the parent is still running.
     pub fn is_alive(&self) -> bool {
-        !self.join_timeout(Duration::ZERO)
+        matches!(self.join_timeout(Duration::ZERO), Err(Error::Timeout))
     }
 
-    /// Waits up to `timeout` for the parent to exit; true if it has.
-    pub fn join_timeout(&self, timeout: Duration) -> bool {
-        match &self.pidfd {
-            Some(fd) => {
-                crate::conn::wait(&[fd], Some(timeout)).map_or(true, |ready| !ready.is_empty())
-            }
-            None => true,
+    /// Waits up to `timeout` for the parent to exit: `Ok` once it has, [`Error::Timeout`] if it
+    /// still runs (its exit code belongs to its own parent).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        let Some(fd) = &self.pidfd else {
+            return Ok(());
+        };
+        match crate::conn::wait(&[fd], Some(timeout))?.is_empty() {
+            true => Err(Error::Timeout),
+            false => Ok(()),
         }
     }
 }
