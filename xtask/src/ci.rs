@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: the whole gate, as `.ci/run` runs it on a machine with only the toolchain.
 //!
 //! Steps, in order, stopping at the first failure: `cargo fmt --all -- --check`, `cargo clippy
-//! --workspace --all-targets -- -D warnings`, `layers`, `tidy`, `test` (every test and doc test),
+//! --workspace --all-targets -- -D warnings`, the MSRV check, `layers`, `tidy`, `test` (every
+//! test and doc test),
 //! the benches smoke run (`cargo test -p benches --benches`: each bench once with one iteration),
 //! the loom model check of ipc-sync's state machines, and `cargo publish --dry-run` of every
 //! library crate (packaged and built as crates.io would, each against the others' packages).
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 
-use crate::{layers, leaks, test, tidy, util};
+use crate::{layers, leaks, metadata, test, tidy, util};
 
 type Step = (&'static str, Box<dyn Fn() -> anyhow::Result<()>>);
 
@@ -30,6 +31,55 @@ fn loom() -> anyhow::Result<()> {
     ])
     .env("RUSTFLAGS", "--cfg loom")
     .env("CARGO_TARGET_DIR", util::root().join("target/loom"));
+    util::run(&mut cmd)
+}
+
+/// The minimum supported Rust version is checked, not assumed: every member declares the same
+/// `rust-version`, and the workspace builds with that toolchain. If the active toolchain is that
+/// version, every other step of the gate is the check; otherwise `cargo +<msrv> check` runs in
+/// a target directory of its own (and the toolchain must be installed: none is fetched).
+fn msrv() -> anyhow::Result<()> {
+    let ws = metadata::workspace()?;
+    let mut declared: Vec<&str> = Vec::new();
+    for (name, v) in &ws.rust_versions {
+        let Some(v) = v else {
+            bail!("{name} declares no rust-version (use `rust-version.workspace = true`)");
+        };
+        if !declared.contains(&v.as_str()) {
+            declared.push(v);
+        }
+    }
+    let [msrv] = declared[..] else {
+        bail!("the members declare different rust-versions: {declared:?}");
+    };
+    // rustup names a toolchain by its full version.
+    let toolchain = match msrv.split('.').count() {
+        2 => format!("{msrv}.0"),
+        _ => msrv.to_string(),
+    };
+    let out = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()?;
+    let active = String::from_utf8_lossy(&out.stdout);
+    let active = active.split_whitespace().nth(1).unwrap_or("?");
+    if active == toolchain {
+        println!("msrv: the active toolchain is the MSRV ({toolchain}); every step builds on it");
+        return Ok(());
+    }
+    let probe = std::process::Command::new("rustc")
+        .arg(format!("+{toolchain}"))
+        .arg("--version")
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        bail!(
+            "the MSRV is {msrv} and the active toolchain {active}: install the MSRV's \
+             (`rustup toolchain install {toolchain}`) so that ci can check it"
+        );
+    }
+    let mut cmd = std::process::Command::new("cargo");
+    cmd.arg(format!("+{toolchain}"))
+        .args(["check", "--workspace", "--all-targets", "--locked"])
+        .env("CARGO_TARGET_DIR", util::root().join("target/msrv"));
     util::run(&mut cmd)
 }
 
@@ -111,6 +161,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 ]))
             }),
         ),
+        ("msrv", Box::new(msrv)),
         ("layers", Box::new(layers::run)),
         ("tidy", Box::new(tidy::run)),
         ("test", Box::new(move || test::run(&test_args))),

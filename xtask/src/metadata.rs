@@ -25,6 +25,8 @@ pub(crate) struct Workspace {
     pub(crate) edges: Vec<Edge>,
     /// Where cargo puts build output (`target/` unless configured otherwise).
     pub(crate) target_dir: std::path::PathBuf,
+    /// Each member's `rust-version` (its minimum supported Rust version), if it declares one.
+    pub(crate) rust_versions: Vec<(String, Option<String>)>,
 }
 
 /// Reads the workspace from `cargo metadata`.
@@ -86,9 +88,15 @@ pub(crate) fn parse(v: &Value) -> anyhow::Result<Workspace> {
             });
         }
     }
+    let rust_versions = members
+        .iter()
+        .zip(&names)
+        .map(|(p, n)| (n.clone(), p["rust_version"].as_str().map(String::from)))
+        .collect();
     Ok(Workspace {
         members: names,
         edges,
+        rust_versions,
         target_dir: v["target_directory"].as_str().unwrap_or("target").into(),
     })
 }
