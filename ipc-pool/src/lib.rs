@@ -1,5 +1,76 @@
-//! ipc-pool: a pool of worker processes (`map`, `imap`, `apply_async`, ...).
+//! ipc-pool: a pool of worker processes (Python's `multiprocessing.Pool`), with a failure
+//! contract: a task that panics, or whose worker is killed, fails alone; the pool stays usable
+//! and nothing waits forever.
 //!
-//! Layer 2: depends on ipc-core and ipc-sync, never on ipc-manager. It holds no code yet: the
-//! pool is a later issue. The crate exists so that the layering rule is checked from day one.
+//! ```
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! let pool = ipc_pool::Pool::new(2)?;
+//! assert_eq!(pool.map(square, 1..=4)?, [1, 4, 9, 16]);
+//! let r = pool.apply_async(square, 12)?;
+//! assert_eq!(r.get()?, 144);
+//! let firsts: Vec<u64> = pool.imap(square, 1..).take(3).collect::<Result<_, _>>()?;
+//! assert_eq!(firsts, [1, 4, 9]);
+//! pool.close();
+//! pool.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Tasks are plain functions (or non-capturing closures) `fn(A) -> R`: a worker is another
+//! process, and the function reaches it as an [`ipc_core::process::RemoteFn`], checked to come
+//! from this program and this process family. Arguments and results travel as postcard bytes,
+//! so they are `Serialize + DeserializeOwned`; an argument that holds a shared object (a lock, a
+//! queue, a segment: anything that travels by file descriptor) is refused when it is submitted.
+//!
+//! # Wire protocol (shared-memory queues of ipc-sync)
+//! ```text
+//! parent -> worker w   mailbox_w: Chunk { id, func, items: [arg bytes] }   (at most AHEAD each)
+//! worker -> parent     results:   Item { chunk, item, pid, outcome }       (one per item)
+//! supervisor -> parent results:   Died { worker }      (after every record the dead one put)
+//! parent -> itself     results:   Stop
+//! worker w, before each item:     slot_w = chunk << 24 | item              (shared atomic)
+//! ```
+//! # A chunk's life (the ledger, in the parent)
+//! ```text
+//! PENDING --dispatch to the least loaded worker--> ASSIGNED(w) --every item reported--> gone
+//! ASSIGNED(w) and w dies: slot_w says (chunk c, item k)
+//!     chunk c:            item k fails (WorkerDied: its signal or exit code), items reported
+//!                         before k are kept, the items after k go back to PENDING (front) as a
+//!                         new chunk; if k was reported too, only the items after k go back
+//!     chunks after c:     not started: back to PENDING (front), whole
+//! ```
+//! A worker writes its slot before it runs an item and puts the item's outcome on the result
+//! queue before it writes the slot again, so at its death the slot names the item it was
+//! running (or had just reported). The supervisor thread, which watches the workers' pidfds,
+//! posts `Died` on the same queue after the worker is dead, hence after every record it put:
+//! the collector thread, which reads the queue, sees all of a worker's outcomes before its
+//! death and accounts for every item exactly once. It then starts a replacement.
+//!
+//! # Threads and processes
+//! The parent runs two threads per pool: the collector (results and deaths, completes jobs,
+//! dispatches chunks) and the supervisor (waits on the workers' pidfds: Linux cannot wait on a
+//! futex and a pidfd at once). Workers are daemons: they die with the pool's owner (see
+//! ipc-core's lifeline), whichever way it ends. A pool at rest costs no CPU: workers sleep on
+//! their mailbox's futex, the collector on the result queue's, the supervisor in `poll`.
+//!
+//! The fork start method is refused for now: the pool has threads, and forking a threaded
+//! process is refused, so replacements would need a single-threaded zygote (not built yet).
+//! Use [`StartMethod::ForkServer`](ipc_core::process::StartMethod) (the default) or `Spawn`.
 #![forbid(unsafe_code)]
+
+mod engine;
+mod error;
+mod imap;
+mod job;
+mod local;
+mod pool;
+mod wire;
+mod worker;
+
+pub use engine::{Batch, Engine};
+pub use error::{PoolError, TaskError};
+pub use imap::Imap;
+pub use job::{AsyncResult, ItemOutcome};
+pub use pool::{Builder, Pool};

@@ -1,0 +1,43 @@
+//! The seam between the pool's API and what runs the tasks: [`Engine`]. The local engine
+//! (worker processes on this host) is one; a crate of a higher layer (the MPI pool) can bring
+//! another, and [`Pool::with_engine`](crate::Pool::with_engine) puts the same API on it.
+
+use std::sync::Arc;
+
+use ipc_core::process::RemoteFn;
+use serde_bytes::ByteBuf;
+
+use crate::error::PoolError;
+pub use crate::job::Batch;
+
+/// Runs chunks of tasks and reports each item's outcome to its [`Batch`].
+///
+/// The contract: every item submitted is reported exactly once (a value, or a
+/// [`TaskError`](crate::TaskError)), unless its batch is cancelled or the engine terminated;
+/// nothing waits without a bound; a dead worker fails only the item it was running.
+pub trait Engine: Send + Sync + 'static {
+    /// How many tasks can run at once.
+    fn processes(&self) -> usize;
+
+    /// Queues one chunk: `items` (encoded arguments) run in order by `func` on one worker, and
+    /// item `k`'s outcome goes to `batch.complete(first + k, ..)`.
+    fn submit(
+        &self,
+        batch: &Arc<Batch>,
+        func: RemoteFn<(), ()>,
+        first: u64,
+        items: Vec<ByteBuf>,
+    ) -> Result<(), PoolError>;
+
+    /// Drops what of `batch` has not started (its outcomes are no longer wanted).
+    fn cancel(&self, batch: &Arc<Batch>);
+
+    /// Takes no more work; what was submitted still runs.
+    fn close(&self);
+
+    /// After `close`: waits until every task ran, then stops the workers.
+    fn join(&self) -> Result<(), PoolError>;
+
+    /// Stops everything now: running tasks are killed, pending ones fail as cancelled.
+    fn terminate(&self);
+}

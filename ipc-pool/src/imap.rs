@@ -1,0 +1,170 @@
+//! [`Imap`]: a lazy map over an input iterator, with a bound on the items in flight.
+//!
+//! ```text
+//! next():  refill: while submitted - taken < bound and the input has items:
+//!              read up to `chunksize` items, encode them, submit them as one chunk
+//!          then ordered: wait for item `taken`; unordered: wait for the next arrival
+//!          the input ended and every submitted item was taken -> None
+//! bound:   max(2 x processes x chunksize, chunksize): results not yet taken count, so a
+//!          slow consumer holds the input back (an endless input works)
+//! drop:    the items submitted and not taken are cancelled (those not started never run)
+//! ```
+//! An argument that cannot be encoded becomes that item's error, in its place.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::engine::{Batch, Engine};
+use crate::error::{PoolError, TaskError};
+use crate::job::decode;
+use crate::pool::{encode, remote};
+use crate::wire::MAX_CHUNK;
+
+/// The iterator of [`Pool::imap`](crate::Pool::imap) and
+/// [`Pool::imap_unordered`](crate::Pool::imap_unordered): one `Result` per input item.
+///
+/// ```
+/// fn triple(x: u32) -> u32 {
+///     x * 3
+/// }
+/// let pool = ipc_pool::Pool::new(2)?;
+/// // An endless input: only what is taken (plus a bounded look-ahead) runs.
+/// let mut it = pool.imap(triple, 0..);
+/// assert_eq!(it.next().unwrap()?, 0);
+/// assert_eq!(it.next().unwrap()?, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Imap<'p, A, R> {
+    engine: Arc<dyn Engine>,
+    func: Result<ipc_core::process::RemoteFn<(), ()>, Option<PoolError>>,
+    input: Box<dyn Iterator<Item = A> + 'p>,
+    batch: Arc<Batch>,
+    chunksize: usize,
+    bound: u64,
+    ordered: bool,
+    submitted: u64,
+    taken: u64,
+    input_done: bool,
+    _r: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<'p, A, R> Imap<'p, A, R>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    pub(crate) fn new(
+        engine: Arc<dyn Engine>,
+        f: fn(A) -> R,
+        input: Box<dyn Iterator<Item = A> + 'p>,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Self {
+        let chunksize = chunksize.clamp(1, MAX_CHUNK);
+        let bound = (2 * engine.processes() * chunksize).max(chunksize) as u64;
+        Imap {
+            engine,
+            func: remote(f).map_err(Some),
+            input,
+            batch: Batch::new(),
+            chunksize,
+            bound,
+            ordered,
+            submitted: 0,
+            taken: 0,
+            input_done: false,
+            _r: std::marker::PhantomData,
+        }
+    }
+
+    /// Items read from the input and submitted so far.
+    pub fn submitted(&self) -> u64 {
+        self.submitted
+    }
+
+    /// Submits chunks while the bound allows; items that cannot be encoded are completed with
+    /// their error at once.
+    fn refill(&mut self) -> Result<(), PoolError> {
+        let func = match &mut self.func {
+            Ok(f) => *f,
+            Err(e) => return Err(e.take().unwrap_or(PoolError::Closed)),
+        };
+        while !self.input_done && self.submitted - self.taken < self.bound {
+            let read: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
+            if read.len() < self.chunksize {
+                self.input_done = true;
+            }
+            let mut start = self.submitted;
+            let mut args = Vec::with_capacity(read.len());
+            for a in read {
+                let index = self.submitted;
+                self.submitted += 1;
+                match encode(index, &a) {
+                    Ok(b) => args.push(b),
+                    Err(PoolError::Task(e)) => {
+                        // Submit what came before, then this item's error in its place.
+                        self.flush(func, start, std::mem::take(&mut args))?;
+                        self.batch.complete(index, Err(e));
+                        start = index + 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            self.flush(func, start, args)?;
+        }
+        Ok(())
+    }
+
+    fn flush(
+        &self,
+        func: ipc_core::process::RemoteFn<(), ()>,
+        first: u64,
+        args: Vec<serde_bytes::ByteBuf>,
+    ) -> Result<(), PoolError> {
+        if args.is_empty() {
+            return Ok(());
+        }
+        self.engine.submit(&self.batch, func, first, args)
+    }
+}
+
+impl<A, R> Iterator for Imap<'_, A, R>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = self.refill() {
+            // The pool is closed (or the function cannot be named): end, saying why once.
+            self.input_done = true;
+            self.submitted = self.taken;
+            return match e {
+                PoolError::Task(t) => Some(Err(t)),
+                _ => None,
+            };
+        }
+        if self.taken == self.submitted {
+            return None;
+        }
+        let (index, outcome) = if self.ordered {
+            (self.taken, self.batch.take(self.taken))
+        } else {
+            self.batch.take_next()
+        };
+        self.taken += 1;
+        Some(decode(index, outcome))
+    }
+}
+
+impl<A, R> Drop for Imap<'_, A, R> {
+    fn drop(&mut self) {
+        if self.taken < self.submitted {
+            self.engine.cancel(&self.batch);
+            self.batch.cancel();
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! The local engine: worker processes on this host, a collector thread and a supervisor thread
+//! (the protocol and a chunk's life are in the crate doc).
+//!
+//! ```text
+//! State (one mutex): workers (serial, handle, mailbox, slot, chunks assigned in order),
+//!                    chunks (id -> batch, func, first index, arguments, items done),
+//!                    pending chunk ids (front first), closed / terminated
+//! collector:  Item   -> report to the batch; a finished chunk leaves its worker; dispatch
+//!             Died   -> account for the dead worker's chunks (crate doc); replace it; dispatch
+//!             Stop   -> leave
+//! supervisor: poll(control, every worker's pidfd) -> Died on the result queue, once per worker
+//! ```
+//! Lock order: the state, then a batch's own lock (`Batch::complete`); a batch never calls back.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle as Thread;
+use std::time::Duration;
+
+use ipc_core::conn::{Connection, pipe};
+use ipc_core::process::{Builder, JoinHandle, RemoteFn, StartMethod};
+use ipc_sync::{AtomicValue, PutError, Queue};
+use serde_bytes::ByteBuf;
+
+use crate::engine::{Batch, Engine};
+use crate::error::{PoolError, TaskError};
+use crate::wire::{Chunk, Outcome, Report, WorkerBoot, unpack};
+
+/// Chunks given to one worker at once: the one it runs and the next, so it never waits for the
+/// parent between chunks, and a long chunk holds back at most one other.
+const AHEAD: usize = 2;
+
+/// How long a dead worker's reaping may take (its pidfd already said it exited).
+const REAP: Duration = Duration::from_secs(10);
+
+/// The local engine (see the module doc).
+pub(crate) struct LocalEngine {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<Thread<()>>>,
+}
+
+struct Shared {
+    results: Queue<Report>,
+    method: StartMethod,
+    processes: usize,
+    state: Mutex<State>,
+    /// Signalled when the last outstanding chunk ends (for `join`).
+    idle: Condvar,
+    /// Tells the supervisor to look again at the workers (a byte), or to leave (end of file).
+    control: Mutex<Option<Connection>>,
+}
+
+#[derive(Default)]
+struct State {
+    workers: Vec<Worker>,
+    chunks: HashMap<u64, ChunkRec>,
+    pending: VecDeque<u64>,
+    next_chunk: u64,
+    next_worker: u64,
+    closed: bool,
+    terminated: bool,
+}
+
+struct Worker {
+    serial: u64,
+    handle: JoinHandle<()>,
+    mailbox: Queue<Chunk>,
+    slot: AtomicValue<u64>,
+    assigned: VecDeque<u64>,
+}
+
+struct ChunkRec {
+    batch: Arc<Batch>,
+    func: RemoteFn<(), ()>,
+    first: u64,
+    items: Vec<ByteBuf>,
+    done: Vec<bool>,
+    left: usize,
+}
+
+impl LocalEngine {
+    /// Starts `processes` workers under `method`, and the two threads.
+    pub(crate) fn start(processes: usize, method: StartMethod) -> Result<LocalEngine, PoolError> {
+        let (ours, theirs) = pipe()?;
+        let shared = Arc::new(Shared {
+            results: Queue::new()?,
+            method,
+            processes,
+            state: Mutex::new(State {
+                next_chunk: 1,
+                ..State::default()
+            }),
+            idle: Condvar::new(),
+            control: Mutex::new(Some(ours)),
+        });
+        {
+            let mut st = shared.lock();
+            for _ in 0..processes {
+                match shared.start_worker(&mut st) {
+                    Ok(w) => st.workers.push(w),
+                    Err(e) => {
+                        // Checklist 143: the workers started so far are stopped.
+                        drop(st);
+                        shared.stop_workers(true);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let s1 = shared.clone();
+        let s2 = shared.clone();
+        let threads = vec![
+            std::thread::Builder::new()
+                .name("ipc-pool-collector".into())
+                .spawn(move || s1.collect())
+                .map_err(|e| PoolError::Os(ipc_core::Error::Io(e)))?,
+            std::thread::Builder::new()
+                .name("ipc-pool-supervisor".into())
+                .spawn(move || s2.supervise(theirs))
+                .map_err(|e| PoolError::Os(ipc_core::Error::Io(e)))?,
+        ];
+        Ok(LocalEngine {
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Stops the threads (after the workers are gone or going).
+    fn stop_threads(&self) {
+        let _ = self.shared.results.put(Report::Stop);
+        // End of file on the control channel: the supervisor leaves.
+        drop(
+            self.shared
+                .control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Engine for LocalEngine {
+    fn processes(&self) -> usize {
+        self.shared.processes
+    }
+
+    fn submit(
+        &self,
+        batch: &Arc<Batch>,
+        func: RemoteFn<(), ()>,
+        first: u64,
+        items: Vec<ByteBuf>,
+    ) -> Result<(), PoolError> {
+        let mut st = self.shared.lock();
+        if st.closed || st.terminated {
+            return Err(PoolError::Closed);
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let id = st.new_chunk(batch.clone(), func, first, items);
+        st.pending.push_back(id);
+        self.shared.dispatch(&mut st);
+        Ok(())
+    }
+
+    fn cancel(&self, batch: &Arc<Batch>) {
+        let mut st = self.shared.lock();
+        let State {
+            pending, chunks, ..
+        } = &mut *st;
+        pending.retain(|id| {
+            let drop_it = chunks.get(id).is_some_and(|c| Arc::ptr_eq(&c.batch, batch));
+            if drop_it {
+                chunks.remove(id);
+            }
+            !drop_it
+        });
+        if st.chunks.is_empty() {
+            self.shared.idle.notify_all();
+        }
+    }
+
+    fn close(&self) {
+        self.shared.lock().closed = true;
+    }
+
+    fn join(&self) -> Result<(), PoolError> {
+        let mut st = self.shared.lock();
+        if !st.closed && !st.terminated {
+            return Err(PoolError::Misuse(
+                "join() before close() (or terminate()) would wait forever".into(),
+            ));
+        }
+        while !st.chunks.is_empty() && !st.terminated {
+            st = self.shared.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(st);
+        self.shared.stop_workers(false);
+        self.stop_threads();
+        Ok(())
+    }
+
+    fn terminate(&self) {
+        let outstanding = {
+            let mut st = self.shared.lock();
+            st.terminated = true;
+            st.closed = true;
+            st.pending.clear();
+            std::mem::take(&mut st.chunks)
+        };
+        self.shared.idle.notify_all();
+        for (_, c) in outstanding {
+            for (k, done) in c.done.iter().enumerate() {
+                if !done {
+                    let index = c.first + k as u64;
+                    c.batch.complete(index, Err(TaskError::Cancelled { index }));
+                }
+            }
+        }
+        self.shared.stop_workers(true);
+        self.stop_threads();
+    }
+}
+
+impl Drop for LocalEngine {
+    fn drop(&mut self) {
+        if !self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            self.terminate();
+        }
+    }
+}
+
+impl State {
+    fn new_chunk(
+        &mut self,
+        batch: Arc<Batch>,
+        func: RemoteFn<(), ()>,
+        first: u64,
+        items: Vec<ByteBuf>,
+    ) -> u64 {
+        let id = self.next_chunk;
+        self.next_chunk += 1;
+        let n = items.len();
+        self.chunks.insert(
+            id,
+            ChunkRec {
+                batch,
+                func,
+                first,
+                items,
+                done: vec![false; n],
+                left: n,
+            },
+        );
+        id
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts one worker (its serial is taken from the state).
+    fn start_worker(&self, st: &mut State) -> Result<Worker, PoolError> {
+        let serial = st.next_worker;
+        st.next_worker += 1;
+        let mailbox = Queue::new()?;
+        let slot = AtomicValue::new(0u64)?;
+        let boot = WorkerBoot {
+            mailbox: mailbox.clone(),
+            results: self.results.clone(),
+            slot: slot.clone(),
+        };
+        let handle = Builder::new()
+            .name(format!("PoolWorker-{}", serial + 1))
+            .daemon(true)
+            .start_method(self.method)
+            .spawn(boot, crate::worker::main)?;
+        Ok(Worker {
+            serial,
+            handle,
+            mailbox,
+            slot,
+            assigned: VecDeque::new(),
+        })
+    }
+
+    /// Gives pending chunks to workers with room, least loaded first.
+    fn dispatch(&self, st: &mut State) {
+        let State {
+            workers,
+            chunks,
+            pending,
+            ..
+        } = st;
+        'chunks: while let Some(&id) = pending.front() {
+            let Some(rec) = chunks.get(&id) else {
+                pending.pop_front();
+                continue;
+            };
+            let mut order: Vec<usize> = (0..workers.len())
+                .filter(|&i| workers[i].assigned.len() < AHEAD)
+                .collect();
+            order.sort_by_key(|&i| workers[i].assigned.len());
+            for i in order {
+                let w = &mut workers[i];
+                let chunk = Chunk {
+                    id,
+                    func: rec.func,
+                    items: rec.items.clone(),
+                };
+                let sent = match w.mailbox.try_put(chunk) {
+                    Ok(()) => true,
+                    // A chunk larger than the free room: an idle worker takes it as it streams
+                    // in (bounded by the worker's life).
+                    Err(PutError::Full(chunk)) if w.assigned.is_empty() => {
+                        put_while_alive(w, chunk)
+                    }
+                    Err(_) => false,
+                };
+                if sent {
+                    w.assigned.push_back(id);
+                    pending.pop_front();
+                    continue 'chunks;
+                }
+            }
+            break;
+        }
+    }
+
+    /// The collector thread (see the module doc).
+    fn collect(&self) {
+        loop {
+            match self.results.get() {
+                Ok(Report::Item {
+                    chunk,
+                    item,
+                    pid,
+                    outcome,
+                }) => self.on_item(chunk, item, pid, outcome),
+                Ok(Report::Died { worker }) => self.on_death(worker),
+                Ok(Report::Stop) | Err(_) => return,
+            }
+        }
+    }
+
+    fn on_item(&self, chunk: u64, item: u32, pid: u32, outcome: Outcome) {
+        let mut st = self.lock();
+        let Some(rec) = st.chunks.get_mut(&chunk) else {
+            // Cancelled, or the pool was terminated.
+            return;
+        };
+        let k = item as usize;
+        if k >= rec.done.len() || rec.done[k] {
+            return;
+        }
+        rec.done[k] = true;
+        rec.left -= 1;
+        let index = rec.first + item as u64;
+        rec.batch.complete(index, item_outcome(index, pid, outcome));
+        if rec.left == 0 {
+            st.chunks.remove(&chunk);
+            if let Some(w) = st
+                .workers
+                .iter_mut()
+                .find(|w| w.assigned.front() == Some(&chunk))
+            {
+                w.assigned.pop_front();
+            }
+            if st.chunks.is_empty() {
+                self.idle.notify_all();
+            }
+            self.dispatch(&mut st);
+        }
+    }
+
+    fn on_death(&self, serial: u64) {
+        let mut st = self.lock();
+        let Some(pos) = st.workers.iter().position(|w| w.serial == serial) else {
+            return;
+        };
+        let w = st.workers.swap_remove(pos);
+        let code = w.handle.join_timeout(REAP).ok();
+        let pid = w.handle.pid();
+        let (running, item) = unpack(w.slot.load());
+        let mut requeue = Vec::new();
+        for id in &w.assigned {
+            let Some(rec) = st.chunks.remove(id) else {
+                continue;
+            };
+            let started = (*id == running).then_some(item as usize);
+            let mut rest = Vec::new();
+            for (k, arg) in rec.items.into_iter().enumerate() {
+                if rec.done[k] {
+                    continue;
+                }
+                let index = rec.first + k as u64;
+                if started == Some(k) {
+                    rec.batch.complete(
+                        index,
+                        Err(TaskError::WorkerDied {
+                            index,
+                            pid,
+                            signal: code.filter(|c| *c < 0).map(|c| -c),
+                            exit_code: code.filter(|c| *c >= 0),
+                        }),
+                    );
+                } else {
+                    rest.push((index, arg));
+                }
+            }
+            // The items left run again, as chunks of consecutive indices.
+            for run in consecutive(rest) {
+                requeue.push((rec.batch.clone(), rec.func, run));
+            }
+        }
+        let mut ids = Vec::new();
+        for (batch, func, (first, items)) in requeue {
+            ids.push(st.new_chunk(batch, func, first, items));
+        }
+        for id in ids.into_iter().rev() {
+            st.pending.push_front(id);
+        }
+        if !st.terminated {
+            match self.start_worker(&mut st) {
+                Ok(nw) => st.workers.push(nw),
+                Err(e) => eprintln!("ipc-pool: a replacement worker could not start: {e}"),
+            }
+            self.wake_supervisor();
+        }
+        if st.workers.is_empty() {
+            // Nobody left to run what waits: it fails rather than waiting forever.
+            st.pending.clear();
+            for (_, c) in std::mem::take(&mut st.chunks) {
+                for (k, done) in c.done.iter().enumerate() {
+                    if !done {
+                        let index = c.first + k as u64;
+                        c.batch.complete(index, Err(TaskError::Cancelled { index }));
+                    }
+                }
+            }
+        }
+        if st.chunks.is_empty() {
+            self.idle.notify_all();
+        }
+        self.dispatch(&mut st);
+    }
+
+    fn wake_supervisor(&self) {
+        if let Some(c) = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = c.send(&());
+        }
+    }
+
+    /// The supervisor thread (see the module doc).
+    fn supervise(&self, control: Connection) {
+        let mut told: Vec<u64> = Vec::new();
+        loop {
+            let watched: Vec<(u64, OwnedFd)> = self
+                .lock()
+                .workers
+                .iter()
+                .filter(|w| !told.contains(&w.serial))
+                .filter_map(|w| {
+                    let fd = w.handle.sentinel().try_clone_to_owned().ok()?;
+                    Some((w.serial, fd))
+                })
+                .collect();
+            let mut fds: Vec<std::os::fd::BorrowedFd<'_>> = vec![control.as_fd()];
+            fds.extend(watched.iter().map(|(_, fd)| fd.as_fd()));
+            let Ok(ready) = ipc_core::conn::wait(&fds, None) else {
+                return;
+            };
+            for i in ready {
+                if i == 0 {
+                    if control.recv::<()>().is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                let serial = watched[i - 1].0;
+                told.push(serial);
+                if self.results.put(Report::Died { worker: serial }).is_err() {
+                    return;
+                }
+            }
+            let live: Vec<u64> = self.lock().workers.iter().map(|w| w.serial).collect();
+            told.retain(|s| live.contains(s));
+        }
+    }
+
+    /// Ends every worker: shuts their mailboxes (they leave after what they hold), or kills
+    /// them (`kill`); then reaps them.
+    fn stop_workers(&self, kill: bool) {
+        let workers = std::mem::take(&mut self.lock().workers);
+        for w in &workers {
+            w.mailbox.shutdown(kill);
+            if kill {
+                let _ = w.handle.kill();
+            }
+        }
+        for w in workers {
+            if w.handle.join_timeout(REAP).is_err() {
+                let _ = w.handle.kill();
+                let _ = w.handle.join_timeout(REAP);
+            }
+        }
+    }
+}
+
+/// Puts a chunk into an idle worker's mailbox as it streams in; false if the worker died.
+fn put_while_alive(w: &Worker, mut chunk: Chunk) -> bool {
+    loop {
+        match w.mailbox.put_timeout(chunk, Duration::from_millis(100)) {
+            Ok(()) => return true,
+            Err(PutError::Full(c)) if w.handle.is_alive() => chunk = c,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The engine's report of one item, from the worker's.
+fn item_outcome(index: u64, pid: u32, outcome: Outcome) -> Result<Vec<u8>, TaskError> {
+    match outcome {
+        Outcome::Value(b) => Ok(b.into_vec()),
+        Outcome::Panicked { message, backtrace } => Err(TaskError::Panicked {
+            index,
+            pid,
+            message,
+            backtrace,
+        }),
+        Outcome::Argument(message) => Err(TaskError::Argument { index, message }),
+        Outcome::Result(message) => Err(TaskError::Result { index, message }),
+    }
+}
+
+/// Groups `(index, argument)` pairs (ascending) into runs of consecutive indices.
+fn consecutive(items: Vec<(u64, ByteBuf)>) -> Vec<(u64, Vec<ByteBuf>)> {
+    let mut runs: Vec<(u64, Vec<ByteBuf>)> = Vec::new();
+    for (index, arg) in items {
+        match runs.last_mut() {
+            Some((first, args)) if *first + args.len() as u64 == index => args.push(arg),
+            _ => runs.push((index, vec![arg])),
+        }
+    }
+    runs
+}

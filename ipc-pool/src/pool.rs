@@ -1,0 +1,398 @@
+//! [`Pool`]: the user-facing API, written against an [`Engine`] (the local one by default).
+//!
+//! ```text
+//! map / map_results / map_async:  encode every argument first (an argument that cannot travel
+//!                                 fails the call at once, before anything runs), cut into
+//!                                 chunks (Python's rule: len / (4 x processes), rounded up),
+//!                                 submit all, wait for all
+//! apply / apply_async:            one item, one chunk
+//! imap / imap_unordered:          lazy: see `imap.rs`
+//! close -> join                   no more work; wait for what was submitted; stop the workers
+//! terminate (and Drop)            kill the workers now; what did not end fails as cancelled
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use ipc_core::process::{RemoteFn, StartMethod};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+use crate::engine::{Batch, Engine};
+use crate::error::{PoolError, TaskError};
+use crate::imap::Imap;
+use crate::job::{AsyncResult, ItemOutcome, decode};
+use crate::local::LocalEngine;
+use crate::wire::MAX_CHUNK;
+
+/// Configures a [`Pool`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    processes: Option<usize>,
+    method: Option<StartMethod>,
+}
+
+impl Builder {
+    /// A builder with the defaults: one worker per CPU this process may use, ipc-core's default
+    /// start method.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// The number of workers (at least 1).
+    pub fn processes(mut self, n: usize) -> Builder {
+        self.processes = Some(n);
+        self
+    }
+
+    /// The start method of the workers (`ForkServer` or `Spawn`; see the crate doc for `Fork`).
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Pool, PoolError> {
+        let processes = match self.processes {
+            Some(0) => {
+                return Err(PoolError::Misuse(
+                    "a pool needs at least one process".into(),
+                ));
+            }
+            Some(n) => n,
+            None => ipc_core::process::process_cpu_count(),
+        };
+        let method = self
+            .method
+            .unwrap_or_else(ipc_core::process::default_start_method);
+        if method == StartMethod::Fork {
+            return Err(PoolError::Misuse(
+                "the fork start method is not available for pools yet: the pool has threads, \
+                 and its replacement workers would have to be forked from a threaded process \
+                 (refused); use StartMethod::ForkServer (the default) or StartMethod::Spawn"
+                    .into(),
+            ));
+        }
+        let engine = LocalEngine::start(processes, method)?;
+        Ok(Pool {
+            engine: Arc::new(engine),
+        })
+    }
+}
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`); see the crate doc.
+///
+/// `Pool` is `Send + Sync`: threads may submit work to one pool at once.
+#[doc(alias = "multiprocessing.Pool")]
+pub struct Pool {
+    engine: Arc<dyn Engine>,
+}
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Pool>();
+};
+
+impl Pool {
+    /// A pool of `processes` workers under ipc-core's default start method.
+    pub fn new(processes: usize) -> Result<Pool, PoolError> {
+        Builder::new().processes(processes).build()
+    }
+
+    /// A builder (number of workers, start method).
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// The same API on another engine (for example MPI ranks, from a crate of a higher layer).
+    pub fn with_engine(engine: Arc<dyn Engine>) -> Pool {
+        Pool { engine }
+    }
+
+    /// The number of workers.
+    pub fn processes(&self) -> usize {
+        self.engine.processes()
+    }
+
+    /// Runs `f` on every item, in parallel, and returns the results in order. If any item
+    /// failed, the first failing item's error, once every item ended (Python checklist 135):
+    /// [`map_results`](Self::map_results) gives each item its own `Result`.
+    ///
+    /// A function of several arguments takes a tuple (Python's `starmap`).
+    #[doc(alias = "starmap")]
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_async(f, items, None)?.get()
+    }
+
+    /// [`map`](Self::map) with an explicit chunk size (items sent to a worker at once).
+    pub fn map_chunked<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_async(f, items, Some(chunksize))?.get()
+    }
+
+    /// Runs `f` on every item; one `Result` per item, in order: a failed item does not hide
+    /// the others' results.
+    pub fn map_results<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Result<R, TaskError>>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let (batch, n) = self.submit_all(f, items, None)?;
+        batch.wait_for(n, None);
+        Ok(batch
+            .take_all(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| decode(i as u64, o))
+            .collect())
+    }
+
+    /// Starts a `map` and returns at once; `chunksize` `None` is Python's rule.
+    pub fn map_async<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let (batch, n) = self.submit_all(f, items, chunksize)?;
+        Ok(AsyncResult::new(
+            batch,
+            n,
+            self.engine.clone(),
+            finish_all::<R>,
+        ))
+    }
+
+    /// Runs `f(arg)` in a worker and waits for the result.
+    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, arg)?.get()
+    }
+
+    /// Runs `f(arg)` in a worker; returns at once.
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let func = remote(f)?;
+        let item = encode(0, &arg)?;
+        let batch = Batch::new();
+        self.engine.submit(&batch, func, 0, vec![item])?;
+        Ok(AsyncResult::new(
+            batch,
+            1,
+            self.engine.clone(),
+            finish_one::<R>,
+        ))
+    }
+
+    /// The results of `f` over `items`, in order, lazily: the input is read only as results
+    /// are taken, and at most a bounded number of items are in flight (submitted and not yet
+    /// taken), so an endless input works. Each item is a `Result` of its own.
+    pub fn imap<'p, A, R, I>(&'p self, f: fn(A) -> R, items: I) -> Imap<'p, A, R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'p,
+    {
+        Imap::new(self.engine.clone(), f, Box::new(items.into_iter()), 1, true)
+    }
+
+    /// [`imap`](Self::imap) with `chunksize` items sent to a worker at once.
+    pub fn imap_chunked<'p, A, R, I>(
+        &'p self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> Imap<'p, A, R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'p,
+    {
+        Imap::new(
+            self.engine.clone(),
+            f,
+            Box::new(items.into_iter()),
+            chunksize,
+            true,
+        )
+    }
+
+    /// [`imap`](Self::imap), yielding results as they come (any order); each says its index.
+    pub fn imap_unordered<'p, A, R, I>(&'p self, f: fn(A) -> R, items: I) -> Imap<'p, A, R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'p,
+    {
+        Imap::new(
+            self.engine.clone(),
+            f,
+            Box::new(items.into_iter()),
+            1,
+            false,
+        )
+    }
+
+    /// Takes no more work; what was submitted still runs (then [`join`](Self::join)).
+    pub fn close(&self) {
+        self.engine.close();
+    }
+
+    /// After [`close`](Self::close): waits for every task, then stops and reaps the workers.
+    pub fn join(&self) -> Result<(), PoolError> {
+        self.engine.join()
+    }
+
+    /// Stops now: workers are killed and reaped, what did not end fails as cancelled. Also
+    /// what dropping the pool does (once the last [`AsyncResult`] or [`Imap`] of it is gone).
+    pub fn terminate(&self) {
+        self.engine.terminate();
+    }
+
+    /// Encodes every item, chunks them and submits the chunks; the batch and its size.
+    fn submit_all<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<(Arc<Batch>, u64), PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let func = remote(f)?;
+        let args = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| encode(i as u64, &a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = args.len();
+        let size = match chunksize {
+            Some(0) => return Err(PoolError::Misuse("a chunk size must be at least 1".into())),
+            Some(c) => c,
+            None => python_chunksize(n, self.processes()),
+        }
+        .min(MAX_CHUNK);
+        let batch = Batch::new();
+        let mut first = 0u64;
+        let mut args = args.into_iter().peekable();
+        while args.peek().is_some() {
+            let chunk: Vec<ByteBuf> = args.by_ref().take(size).collect();
+            let len = chunk.len() as u64;
+            if let Err(e) = self.engine.submit(&batch, func, first, chunk) {
+                self.engine.cancel(&batch);
+                return Err(e);
+            }
+            first += len;
+        }
+        Ok((batch, n as u64))
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes())
+            .finish()
+    }
+}
+
+/// Python's default chunk size for `map`: `len / (4 x processes)`, rounded up (0 items: 1).
+pub(crate) fn python_chunksize(items: usize, processes: usize) -> usize {
+    items.div_ceil(4 * processes.max(1)).max(1)
+}
+
+/// The handle of `f`, erased.
+pub(crate) fn remote<A, R>(f: fn(A) -> R) -> Result<RemoteFn<(), ()>, PoolError>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    Ok(RemoteFn::new(f)?.erase())
+}
+
+/// An argument's bytes; an error (for item `index`) if it cannot travel through a queue.
+pub(crate) fn encode<A: Serialize>(index: u64, arg: &A) -> Result<ByteBuf, PoolError> {
+    let mut buf = Vec::new();
+    ipc_core::codec::encode_plain(arg, &mut buf).map_err(|e| {
+        PoolError::Task(TaskError::Argument {
+            index,
+            message: e.to_string(),
+        })
+    })?;
+    Ok(ByteBuf::from(buf))
+}
+
+fn finish_all<R: DeserializeOwned>(outcomes: Vec<ItemOutcome>) -> Result<Vec<R>, PoolError> {
+    let mut out = Vec::with_capacity(outcomes.len());
+    let mut first_error = None;
+    for (i, o) in outcomes.into_iter().enumerate() {
+        match decode(i as u64, o) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(PoolError::Task(e)),
+        None => Ok(out),
+    }
+}
+
+fn finish_one<R: DeserializeOwned>(outcomes: Vec<ItemOutcome>) -> Result<R, PoolError> {
+    let o = outcomes
+        .into_iter()
+        .next()
+        .unwrap_or(Err(TaskError::Cancelled { index: 0 }));
+    decode(0, o).map_err(PoolError::Task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::python_chunksize;
+
+    // Python: chunksize, extra = divmod(len, 4 * processes); if extra: chunksize += 1.
+    #[test]
+    fn the_default_chunk_size_is_pythons() {
+        assert_eq!(python_chunksize(100, 2), 13);
+        assert_eq!(python_chunksize(8, 2), 1);
+        assert_eq!(python_chunksize(9, 2), 2);
+        assert_eq!(python_chunksize(1000, 4), 63);
+        assert_eq!(python_chunksize(0, 4), 1);
+    }
+}
