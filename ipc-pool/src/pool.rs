@@ -158,7 +158,34 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let (batch, n) = self.submit_all(f, items, None)?;
+        self.results_of(f, items, None)
+    }
+
+    /// [`map_results`](Self::map_results) with an explicit chunk size.
+    pub fn map_results_chunked<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<Result<R, TaskError>>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.results_of(f, items, Some(chunksize))
+    }
+
+    fn results_of<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<Result<R, TaskError>>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let (batch, n) = self.submit_all(f, items, chunksize)?;
         batch.wait_for(n, None);
         Ok(batch
             .take_all(n)

@@ -1,0 +1,308 @@
+//! The pool's API under spawn and forkserver. Ports CPython checklist items 122-133 and
+//! 135-139 (see each test), with the pool's own failure contract where ours differs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{LONG, eventually};
+use ipc_core::process::StartMethod;
+use ipc_pool::{Pool, PoolError, TaskError};
+
+/// The pool's start methods (fork is refused: see `the_fork_start_method_is_refused_clearly`).
+const METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::ForkServer];
+
+fn pool(m: StartMethod, n: usize) -> Pool {
+    Pool::builder()
+        .processes(n)
+        .start_method(m)
+        .build()
+        .unwrap()
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add((a, b): (u64, u64)) -> u64 {
+    a + b
+}
+
+fn pid_of(_: u32) -> u32 {
+    ipc_core::process::pid()
+}
+
+fn sleep_then(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn panics_on_three(x: u32) -> u32 {
+    if x == 3 {
+        panic!("three is right out");
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    x
+}
+
+// cpython checklist 122 and 123: apply; map and starmap equal the sequential map, with and
+// without a chunk size; map_async(...).get().
+#[test]
+fn cpython_122_123_apply_and_map_equal_the_sequential_map() {
+    for m in METHODS {
+        let p = pool(m, 2);
+        assert_eq!(p.apply(square, 5).unwrap(), 25, "{m}");
+        let want: Vec<u64> = (0..100).map(square).collect();
+        assert_eq!(p.map(square, 0..100).unwrap(), want, "{m}");
+        assert_eq!(p.map_chunked(square, 0..100, 20).unwrap(), want, "{m}");
+        assert_eq!(
+            p.map_async(square, 0..100, None).unwrap().get().unwrap(),
+            want
+        );
+        let pairs: Vec<(u64, u64)> = (0..50).map(|i| (i, 2 * i)).collect();
+        let sums: Vec<u64> = pairs.iter().map(|&(a, b)| a + b).collect();
+        assert_eq!(p.map(add, pairs).unwrap(), sums, "{m}: starmap");
+    }
+}
+
+// cpython checklist 126 and 132: empty inputs give empty results, at once.
+#[test]
+fn cpython_126_132_empty_inputs() {
+    let p = pool(StartMethod::ForkServer, 1);
+    assert_eq!(p.map(square, Vec::new()).unwrap(), Vec::<u64>::new());
+    let r = p.map_async(square, Vec::new(), Some(1)).unwrap();
+    assert!(r.ready());
+    assert_eq!(r.get().unwrap(), Vec::<u64>::new());
+    assert!(p.imap(square, Vec::new()).next().is_none());
+    assert!(p.imap_unordered(square, Vec::new()).next().is_none());
+}
+
+// cpython checklist 128: get with a timeout gives up after about that long, and the result
+// can still be had afterwards.
+#[test]
+fn cpython_128_get_timeout() {
+    let p = pool(StartMethod::ForkServer, 1);
+    let r = p.apply_async(sleep_then, 500).unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        r.get_timeout(Duration::from_millis(50)),
+        Err(PoolError::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    assert!(!r.ready());
+    assert_eq!(r.successful(), None);
+    assert_eq!(r.get_timeout(LONG).unwrap(), 500);
+    assert!(matches!(r.get_timeout(LONG), Err(PoolError::Taken)));
+}
+
+// cpython checklist 129: imap keeps order and ends; chunksize 100 over 1000 items;
+// imap_unordered gives the same multiset.
+#[test]
+fn cpython_129_imap_order_and_unordered() {
+    for m in METHODS {
+        let p = pool(m, 2);
+        let mut it = p.imap(square, 0..10);
+        let got: Vec<u64> = it.by_ref().map(Result::unwrap).collect();
+        assert_eq!(got, (0..10).map(square).collect::<Vec<_>>(), "{m}");
+        assert!(it.next().is_none(), "{m}: after the end");
+        let big: Vec<u64> = p
+            .imap_chunked(square, 0..1000, 100)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(big, (0..1000).map(square).collect::<Vec<_>>(), "{m}");
+        let mut unordered: Vec<u64> = p
+            .imap_unordered(square, 0..200)
+            .map(Result::unwrap)
+            .collect();
+        unordered.sort_unstable();
+        assert_eq!(unordered, (0..200).map(square).collect::<Vec<_>>(), "{m}");
+    }
+}
+
+// cpython checklist 130: zero processes is an error; Pool(3) has 3 workers.
+#[test]
+fn cpython_130_process_counts() {
+    assert!(matches!(Pool::new(0), Err(PoolError::Misuse(_))));
+    let p = pool(StartMethod::ForkServer, 3);
+    assert_eq!(p.processes(), 3);
+    // Three workers exist: three tasks that each wait for the others run at once.
+    let r = p.map_chunked(sleep_then, [300u64, 300, 300], 1).unwrap();
+    assert_eq!(r, [300, 300, 300]);
+}
+
+// cpython checklist 131 and 133: terminate with 10 000 queued long tasks returns promptly;
+// the pool then takes no work; its workers are reaped and its descriptors closed.
+#[test]
+fn cpython_131_133_terminate_with_a_long_queue() {
+    // What stays for the process's life: the forkserver and the shared heap's arena.
+    let warm = pool(StartMethod::ForkServer, 1);
+    assert_eq!(warm.apply(square, 2).unwrap(), 4);
+    drop(warm);
+    let fds_before = open_fds();
+    let p = pool(StartMethod::ForkServer, 2);
+    let r = p
+        .map_async(sleep_then, vec![1000u64; 10_000], Some(1))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    p.terminate();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(matches!(
+        r.get(),
+        Err(PoolError::Task(TaskError::Cancelled { .. }))
+    ));
+    assert!(matches!(p.map(square, 0..3), Err(PoolError::Closed)));
+    drop(p);
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "{} > {fds_before}: {:?}",
+        open_fds(),
+        fd_targets()
+    );
+}
+
+// cpython checklist 135: map waits for every task, then reports the first failure; the pool
+// stays usable and join does not deadlock. A panic is the item's error, with its index, the
+// worker's pid, the message and a backtrace; the other items' results are all there.
+#[test]
+fn cpython_135_map_waits_for_all_and_reports_the_panic() {
+    for m in METHODS {
+        let p = pool(m, 2);
+        let t = Instant::now();
+        let err = p.map_chunked(panics_on_three, 0..8, 1).unwrap_err();
+        let PoolError::Task(TaskError::Panicked {
+            index,
+            pid,
+            message,
+            backtrace,
+        }) = err
+        else {
+            panic!("{m}: {err}")
+        };
+        assert_eq!(index, 3, "{m}");
+        assert_ne!(pid, 0);
+        assert!(message.contains("three is right out"), "{m}: {message}");
+        assert!(!backtrace.is_empty(), "{m}");
+        // Every other item ran (20 ms each, 7 of them on 2 workers).
+        assert!(t.elapsed() >= Duration::from_millis(60), "{m}: fail-fast");
+        let each = p.map_results(panics_on_three, 0..8).unwrap();
+        for (i, r) in each.iter().enumerate() {
+            match r {
+                Ok(v) => assert_eq!(*v as usize, i, "{m}"),
+                Err(e) => assert_eq!((i, e.index()), (3, 3), "{m}: {e}"),
+            }
+        }
+        p.close();
+        p.join().unwrap();
+    }
+}
+
+/// A shared lock as a result: it travels by descriptor, which the result queue refuses.
+fn make_a_lock(_: u32) -> ipc_sync::Lock {
+    ipc_sync::Lock::new().unwrap()
+}
+
+// cpython checklist 125 and 138: an argument that cannot travel fails in the caller at once,
+// before anything runs; a result that cannot travel fails its item, 20 times in a row, and
+// no worker is lost.
+#[test]
+fn cpython_125_138_what_cannot_travel() {
+    let p = pool(StartMethod::ForkServer, 2);
+    let lock = ipc_sync::Lock::new().unwrap();
+    let err = p.apply(|l: ipc_sync::Lock| l.locked(), lock).unwrap_err();
+    assert!(
+        matches!(&err, PoolError::Task(TaskError::Argument { index: 0, .. })),
+        "{err}"
+    );
+    let before: std::collections::BTreeSet<u32> = p
+        .map_chunked(pid_of, 0..8, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    for _ in 0..20 {
+        let err = p.apply(make_a_lock, 0).unwrap_err();
+        assert!(
+            matches!(&err, PoolError::Task(TaskError::Result { index: 0, .. })),
+            "{err}"
+        );
+    }
+    let after: std::collections::BTreeSet<u32> = p
+        .map_chunked(pid_of, 0..8, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        after.is_subset(&before),
+        "workers were replaced: {before:?} -> {after:?}"
+    );
+}
+
+// An endless input with take(100): it returns, at most the in-flight bound more items were
+// read than taken, and the pool then runs a map (issue #12).
+#[test]
+fn imap_over_an_endless_input_is_bounded() {
+    let p = pool(StartMethod::ForkServer, 2);
+    let mut it = p.imap(square, 0..);
+    let got: Vec<u64> = it.by_ref().take(100).map(Result::unwrap).collect();
+    assert_eq!(got, (0..100).map(square).collect::<Vec<_>>());
+    // The bound is 2 x processes x chunksize = 4.
+    assert!(it.submitted() <= 100 + 4, "{} read", it.submitted());
+    drop(it);
+    assert_eq!(p.map(square, 0..5).unwrap(), [0, 1, 4, 9, 16]);
+}
+
+// The pool is Send + Sync: 4 threads submit 1000 tasks each, every result right.
+#[test]
+fn four_threads_share_one_pool() {
+    let p = std::sync::Arc::new(pool(StartMethod::ForkServer, 2));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let items: Vec<u64> = (t * 1000..(t + 1) * 1000).collect();
+                let want: Vec<u64> = items.iter().map(|&x| square(x)).collect();
+                let rs: Vec<_> = items
+                    .iter()
+                    .map(|&x| p.apply_async(square, x).unwrap())
+                    .collect();
+                let got: Vec<u64> = rs.into_iter().map(|r| r.get().unwrap()).collect();
+                assert_eq!(got, want);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+// The fork start method is refused with a clear error instead of a pool that would fail to
+// replace a worker (see the crate doc).
+#[test]
+fn the_fork_start_method_is_refused_clearly() {
+    let err = Pool::builder()
+        .processes(1)
+        .start_method(StartMethod::Fork)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("ForkServer"), "{err}");
+}
+
+// join before close is misuse, said at once instead of waiting forever.
+#[test]
+fn join_before_close_is_an_error() {
+    let p = pool(StartMethod::ForkServer, 1);
+    assert!(matches!(p.join(), Err(PoolError::Misuse(_))));
+}
+
+fn fd_targets() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_link(e.path()).map_or("?".into(), |t| t.display().to_string()))
+        .collect()
+}
+
+/// This process's open descriptors.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
