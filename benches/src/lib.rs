@@ -22,6 +22,7 @@ pub mod peer;
 #[cfg(feature = "peers")]
 pub mod peers;
 pub mod pin;
+pub mod pool;
 pub mod process;
 pub mod sync;
 

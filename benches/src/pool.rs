@@ -1,0 +1,113 @@
+//! The pool cases of `cargo xtask compare`: ipc-pool beside CPython's `Pool` (2 workers each,
+//! each side's default start method, the pool started outside the clock).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use ipc_pool::Pool;
+
+use crate::pin::Placement;
+
+fn identity(x: u64) -> u64 {
+    x
+}
+
+fn pool() -> anyhow::Result<Pool> {
+    let pool = Pool::new(2)?;
+    // Warm: the workers are up and have run a task each.
+    ensure!(pool.map_chunked(identity, 0..4, 1)? == [0, 1, 2, 3], "warm-up");
+    Ok(pool)
+}
+
+fn finish(pool: Pool) -> anyhow::Result<()> {
+    pool.close();
+    pool.join()?;
+    Ok(())
+}
+
+/// `map` of the identity over `n` items with Python's chunk size, 20 rounds; time per round.
+pub fn pool_map_trivial(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    const ROUNDS: u32 = 20;
+    let pool = pool()?;
+    let t0 = Instant::now();
+    for _ in 0..ROUNDS {
+        let out = pool.map(identity, 0..n)?;
+        ensure!(
+            out.len() as u64 == n && out.last() == Some(&(n - 1)),
+            "wrong map result"
+        );
+    }
+    let dt = t0.elapsed() / ROUNDS;
+    finish(pool)?;
+    Ok(dt)
+}
+
+/// `map` of the identity over `n` items, one item per chunk.
+pub fn pool_map_trivial_chunk1(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    let pool = pool()?;
+    let t0 = Instant::now();
+    let out = pool.map_chunked(identity, 0..n, 1)?;
+    let dt = t0.elapsed();
+    ensure!(
+        out.len() as u64 == n && out.last() == Some(&(n - 1)),
+        "wrong map result"
+    );
+    finish(pool)?;
+    Ok(dt)
+}
+
+/// `apply_async(...).get()` of the identity, `n` times in a row.
+pub fn pool_apply_async_latency(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    let pool = pool()?;
+    let t0 = Instant::now();
+    for i in 0..n {
+        ensure!(pool.apply_async(identity, i)?.get()? == i, "wrong result");
+    }
+    let dt = t0.elapsed();
+    finish(pool)?;
+    Ok(dt)
+}
+
+/// The CPU-bound task: the sum of the squares below `n` (as CPython's `sum_of_squares`), kept
+/// from being folded away.
+fn sum_of_squares(n: u64) -> u64 {
+    let mut total = 0u64;
+    for i in 0..black_box(n) {
+        total = total.wrapping_add(black_box(i).wrapping_mul(i));
+    }
+    total
+}
+
+/// The length of a task that takes about 10 ms here (as CPython's takes about 10-30 ms).
+fn ten_ms_of_work() -> u64 {
+    let mut n = 100_000u64;
+    loop {
+        let t = Instant::now();
+        black_box(sum_of_squares(n));
+        let e = t.elapsed();
+        if e >= Duration::from_millis(2) {
+            return (n as f64 * 10e-3 / e.as_secs_f64()) as u64;
+        }
+        n *= 4;
+    }
+}
+
+/// `n` tasks of about 10 ms each on 2 workers: the speedup over running them here one after
+/// the other (the figure is the ratio: see [`Figure::Ratio`](crate::cases::Figure::Ratio)).
+pub fn pool_map_cpu(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    let pool = pool()?;
+    let work = ten_ms_of_work();
+    let args = vec![work; n as usize];
+    let t0 = Instant::now();
+    let expected: Vec<u64> = args.iter().map(|&a| sum_of_squares(a)).collect();
+    let sequential = t0.elapsed();
+    let t0 = Instant::now();
+    let got = pool.map(sum_of_squares, args)?;
+    let parallel = t0.elapsed();
+    ensure!(got == expected, "pool results differ");
+    finish(pool)?;
+    Ok(Duration::from_secs_f64(
+        sequential.as_secs_f64() / parallel.as_secs_f64(),
+    ))
+}
