@@ -16,7 +16,10 @@ fn identity(x: u64) -> u64 {
 fn pool() -> anyhow::Result<Pool> {
     let pool = Pool::new(2)?;
     // Warm: the workers are up and have run a task each.
-    ensure!(pool.map_chunked(identity, 0..4, 1)? == [0, 1, 2, 3], "warm-up");
+    ensure!(
+        pool.map_chunked(identity, 0..4, 1)? == [0, 1, 2, 3],
+        "warm-up"
+    );
     Ok(pool)
 }
 

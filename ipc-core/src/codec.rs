@@ -11,7 +11,7 @@
 //! into ipc-sync's shared-memory `Queue`, where descriptors cannot follow) is an
 //! [`Error::Encode`] that says why instead of sending a number that means nothing to the reader.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use serde::de::DeserializeOwned;
@@ -22,16 +22,36 @@ use crate::error::{CodecError, Error, Result};
 /// The most descriptors one message may carry (the kernel's `SCM_MAX_FD` is 253).
 pub const MAX_FDS_PER_MESSAGE: usize = 253;
 
+// The descriptor tables, per thread. Every encode and decode says what a descriptor inside
+// the value may do, in a mode word of its own (a `Copy` cell: no destructor, so always there and
+// a few instructions to set); the tables themselves are touched only when a descriptor
+// travels. A value without descriptors (nearly every queue item and task) costs postcard's work
+// and two cell writes.
+//
+//   OUT_MODE  true while an `encode` collects (`encode_plain` sets false): serialize_fd pushes
+//             a duplicate on OUTGOING and counts it in OUT_COUNT; each encode takes the
+//             descriptors pushed since it started, so nested encodes keep theirs apart
+//   IN_MODE   NONE (no decode: a descriptor is an error that says where shared objects may
+//             travel), EMPTY (a decode without descriptors: "missing from the message"), TABLE
+//             (the decode's descriptors are in INCOMING; a nested decode with descriptors keeps
+//             the outer table aside while it runs)
+const IN_NONE: u8 = 0;
+const IN_EMPTY: u8 = 1;
+const IN_TABLE: u8 = 2;
+
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
-    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    static OUT_MODE: Cell<bool> = const { Cell::new(false) };
+    static OUT_COUNT: Cell<usize> = const { Cell::new(0) };
+    static OUTGOING: RefCell<Vec<OwnedFd>> = const { RefCell::new(Vec::new()) };
+    static IN_MODE: Cell<u8> = const { Cell::new(IN_NONE) };
+    static INCOMING: RefCell<Vec<Option<OwnedFd>>> = const { RefCell::new(Vec::new()) };
     // postcard drops the text of custom serde errors; the descriptor hooks leave theirs here.
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 // The tables are reached with `try_with`: during thread or process exit (an atexit handler that
 // joins children runs after the exiting thread's thread-locals were destroyed) they are gone, and
-// encoding then behaves as if no table were installed instead of panicking.
+// a descriptor then fails to travel instead of panicking; plain values still encode.
 
 pub(crate) fn remember(msg: String) -> String {
     let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = Some(msg.clone()));
@@ -50,27 +70,42 @@ fn explain(e: postcard::Error) -> CodecError {
     }
 }
 
-fn swap_outgoing(v: Option<Vec<OwnedFd>>) -> Option<Vec<OwnedFd>> {
-    OUTGOING
-        .try_with(|t| std::mem::replace(&mut *t.borrow_mut(), v))
-        .ok()
-        .flatten()
-}
-
-fn swap_incoming(v: Option<Vec<Option<OwnedFd>>>) -> Option<Vec<Option<OwnedFd>>> {
-    INCOMING
-        .try_with(|t| std::mem::replace(&mut *t.borrow_mut(), v))
-        .ok()
-        .flatten()
-}
-
 const NO_TABLE: &str = "a shared object (connection, segment, lock, queue ...) can travel only \
      as a process argument or through a Connection, which carry its file descriptor; \
      it cannot be sent through a shared-memory queue or encoded as plain bytes";
 
+/// postcard's output appended to a `Vec` byte by byte without a call per byte (postcard's
+/// `io::Write` flavor costs a `memcpy` call for each byte of a varint).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// postcard's encoding of `value` appended to `buf` (on an error `buf` may hold a part).
+fn append<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> postcard::Result<()> {
+    postcard::serialize_with_flavor(value, Append(buf))
+}
+
 /// Encodes `value` with postcard, appending to `buf`; returns the descriptors it carries.
 pub fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec<OwnedFd>> {
-    let (res, fds) = with_outgoing(|| postcard::to_io(value, &mut *buf).map(drop));
+    let (res, fds) = with_outgoing(|| append(value, &mut *buf));
     res.map_err(|e| Error::Encode(explain(e)))?;
     check_fd_count(fds)
 }
@@ -91,24 +126,42 @@ pub(crate) fn encode_to_slice<T: Serialize + ?Sized>(
     }
 }
 
-/// Runs `f` with an empty descriptor table installed; returns its result and what the table
-/// collected.
+/// Runs `f` collecting the descriptors serialized meanwhile; returns its result and them.
 fn with_outgoing<R>(
     f: impl FnOnce() -> postcard::Result<R>,
 ) -> (postcard::Result<R>, Vec<OwnedFd>) {
-    struct Reset(Option<Vec<OwnedFd>>);
+    /// Restores the outer mode and drops what an unwinding `f` left on the table.
+    struct Reset {
+        mode: bool,
+        base: usize,
+    }
     impl Drop for Reset {
         fn drop(&mut self) {
-            swap_outgoing(self.0.take());
+            drop(take_outgoing(self.base));
+            OUT_MODE.set(self.mode);
         }
     }
-    // Nested encodes (a value whose Serialize impl encodes another) keep the outer table aside.
-    // After the thread's thread-locals are gone (a destructor, an atexit handler) no table
-    // can be installed: plain values still encode, descriptors are an encode error.
-    let _reset = Reset(swap_outgoing(Some(Vec::new())));
+    let _reset = Reset {
+        mode: OUT_MODE.replace(true),
+        base: OUT_COUNT.get(),
+    };
     let res = f();
-    let fds = swap_outgoing(Some(Vec::new())).unwrap_or_default();
-    (res, fds)
+    (res, take_outgoing(_reset.base))
+}
+
+/// The descriptors pushed since the table held `base`.
+fn take_outgoing(base: usize) -> Vec<OwnedFd> {
+    if OUT_COUNT.get() <= base {
+        return Vec::new();
+    }
+    OUT_COUNT.set(base);
+    OUTGOING
+        .try_with(|t| {
+            let mut t = t.borrow_mut();
+            let at = base.min(t.len());
+            t.split_off(at)
+        })
+        .unwrap_or_default()
 }
 
 fn check_fd_count(fds: Vec<OwnedFd>) -> Result<Vec<OwnedFd>> {
@@ -126,6 +179,7 @@ fn check_fd_count(fds: Vec<OwnedFd>) -> Result<Vec<OwnedFd>> {
 /// encode need not (registering allocates, and every page a fresh child writes is a copy).
 pub(crate) fn prepare_for_fork() {
     let _ = OUTGOING.try_with(|_| ());
+    let _ = INCOMING.try_with(|_| ());
     let _ = LAST_ERROR.try_with(|_| ());
 }
 
@@ -134,14 +188,61 @@ pub(crate) fn prepare_for_fork() {
 /// Trailing bytes are an error (postcard alone would ignore them). Descriptors that the value did
 /// not claim are closed when this returns.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
-    struct Reset(Option<Vec<Option<OwnedFd>>>);
+    /// Restores the outer mode, and the outer table if this decode installed one.
+    struct Reset {
+        mode: u8,
+        outer: Option<Vec<Option<OwnedFd>>>,
+    }
     impl Drop for Reset {
         fn drop(&mut self) {
-            swap_incoming(self.0.take());
+            if let Some(outer) = self.outer.take() {
+                let _ = INCOMING.try_with(|t| *t.borrow_mut() = outer);
+            }
+            IN_MODE.set(self.mode);
         }
     }
-    let table = fds.into_iter().map(Some).collect();
-    let _reset = Reset(swap_incoming(Some(table)));
+    let _reset = if fds.is_empty() {
+        Reset {
+            mode: IN_MODE.replace(IN_EMPTY),
+            outer: None,
+        }
+    } else {
+        let table: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        let outer = INCOMING
+            .try_with(|t| std::mem::replace(&mut *t.borrow_mut(), table))
+            .ok();
+        let mode = match outer {
+            Some(_) => IN_TABLE,
+            // The thread is exiting: the descriptors cannot be handed out.
+            None => IN_EMPTY,
+        };
+        Reset {
+            mode: IN_MODE.replace(mode),
+            outer,
+        }
+    };
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::Decode(explain(e)))?;
+    if !rest.is_empty() {
+        return Err(Error::Decode(CodecError::new(format!(
+            "{} unexpected trailing bytes",
+            rest.len()
+        ))));
+    }
+    Ok(value)
+}
+
+/// Decodes a `T` from exactly `bytes` that came without descriptors (a queue's record, a
+/// pool's result): a descriptor inside is an [`Error::Decode`] that says where shared objects
+/// may travel. The fast path of [`decode`] for plain bytes.
+pub fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    struct Reset(u8);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_MODE.set(self.0);
+        }
+    }
+    let _reset = Reset(IN_MODE.replace(IN_NONE));
     let (value, rest) =
         postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::Decode(explain(e)))?;
     if !rest.is_empty() {
@@ -155,33 +256,38 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T>
 
 /// Encodes `value` as plain bytes, appending to `buf`: a descriptor inside is an [`Error::Encode`].
 pub fn encode_plain<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
-    struct Reset(Option<Vec<OwnedFd>>);
+    struct Reset(bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            swap_outgoing(self.0.take());
+            OUT_MODE.set(self.0);
         }
     }
-    // No table: `serialize_fd` fails with a message that says where shared objects may travel.
-    let _reset = Reset(swap_outgoing(None));
-    postcard::to_io(value, &mut *buf)
-        .map(drop)
-        .map_err(|e| Error::Encode(explain(e)))
+    // Not collecting: `serialize_fd` fails with a message that says where shared objects may
+    // travel.
+    let _reset = Reset(OUT_MODE.replace(false));
+    append(value, buf).map_err(|e| Error::Encode(explain(e)))
 }
 
 /// Serializes a descriptor inside [`encode`]: a duplicate joins the message, its index the bytes.
 ///
 /// For `Serialize` impls of types that own descriptors (`#[serde(serialize_with = ...)]`).
 pub fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> Result<S::Ok, S::Error> {
-    let index = OUTGOING.try_with(|t| -> Result<u32, String> {
-        let mut t = t.borrow_mut();
-        let table = t.as_mut().ok_or_else(|| NO_TABLE.to_string())?;
-        let dup = fd
-            .try_clone_to_owned()
-            .map_err(|e| format!("cannot duplicate a descriptor: {e}"))?;
-        table.push(dup);
-        Ok((table.len() - 1) as u32)
-    });
-    match index.unwrap_or_else(|_| Err(NO_TABLE.to_string())) {
+    let index = if OUT_MODE.get() {
+        OUTGOING
+            .try_with(|t| -> Result<u32, String> {
+                let dup = fd
+                    .try_clone_to_owned()
+                    .map_err(|e| format!("cannot duplicate a descriptor: {e}"))?;
+                let mut t = t.borrow_mut();
+                t.push(dup);
+                OUT_COUNT.set(t.len());
+                Ok((t.len() - 1) as u32)
+            })
+            .unwrap_or_else(|_| Err(NO_TABLE.to_string()))
+    } else {
+        Err(NO_TABLE.to_string())
+    };
+    match index {
         Ok(i) => i.serialize(s),
         Err(msg) => Err(serde::ser::Error::custom(remember(msg))),
     }
@@ -190,18 +296,20 @@ pub fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> Result<S::Ok, S:
 /// Deserializes a descriptor inside [`decode`]: takes the indexed descriptor of the message.
 pub fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Error> {
     let index = u32::deserialize(d)? as usize;
-    let taken = INCOMING.try_with(|t| {
-        let mut t = t.borrow_mut();
-        let table = t
-            .as_mut()
-            .ok_or_else(|| serde::de::Error::custom(remember(NO_TABLE.into())))?;
-        table.get_mut(index).and_then(Option::take).ok_or_else(|| {
-            serde::de::Error::custom(remember(format!(
-                "descriptor {index} is missing from the message or was claimed twice"
-            )))
-        })
-    });
-    taken.unwrap_or_else(|_| Err(serde::de::Error::custom(NO_TABLE)))
+    let missing = || {
+        serde::de::Error::custom(remember(format!(
+            "descriptor {index} is missing from the message or was claimed twice"
+        )))
+    };
+    match IN_MODE.get() {
+        IN_TABLE => INCOMING
+            .try_with(|t| t.borrow_mut().get_mut(index).and_then(Option::take))
+            .ok()
+            .flatten()
+            .ok_or_else(missing),
+        IN_EMPTY => Err(missing()),
+        _ => Err(serde::de::Error::custom(remember(NO_TABLE.into()))),
+    }
 }
 
 /// A file descriptor that travels with [`encode`]/[`decode`] (a wrapper for `#[derive]`).

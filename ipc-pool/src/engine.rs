@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use ipc_core::process::RemoteFn;
-use serde_bytes::ByteBuf;
 
 use crate::error::PoolError;
 pub use crate::job::Batch;
+pub use crate::wire::Packed;
 
 /// Runs chunks of tasks and reports each item's outcome to its [`Batch`].
 ///
@@ -19,14 +19,14 @@ pub trait Engine: Send + Sync + 'static {
     /// How many tasks can run at once.
     fn processes(&self) -> usize;
 
-    /// Queues one chunk: `items` (encoded arguments) run in order by `func` on one worker, and
-    /// item `k`'s outcome goes to `batch.complete(first + k, ..)`.
+    /// Queues one chunk: `args` (encoded arguments) run in order by `func` on one worker, and
+    /// item `k`'s outcome goes to `batch` as item `first + k`.
     fn submit(
         &self,
         batch: &Arc<Batch>,
         func: RemoteFn<(), ()>,
         first: u64,
-        items: Vec<ByteBuf>,
+        args: Packed,
     ) -> Result<(), PoolError>;
 
     /// Drops what of `batch` has not started (its outcomes are no longer wanted).

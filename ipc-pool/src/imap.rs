@@ -18,9 +18,8 @@ use serde::de::DeserializeOwned;
 
 use crate::engine::{Batch, Engine};
 use crate::error::{PoolError, TaskError};
-use crate::job::decode;
-use crate::pool::{encode, remote};
-use crate::wire::MAX_CHUNK;
+use crate::pool::{encode_into, remote};
+use crate::wire::{MAX_CHUNK, Packed};
 
 /// The iterator of [`Pool::imap`](crate::Pool::imap) and
 /// [`Pool::imap_unordered`](crate::Pool::imap_unordered): one `Result` per input item.
@@ -68,7 +67,11 @@ where
             engine,
             func: remote(f).map_err(Some),
             input,
-            batch: Batch::new(),
+            batch: if ordered {
+                Batch::new()
+            } else {
+                Batch::unordered()
+            },
             chunksize,
             bound,
             ordered,
@@ -97,12 +100,12 @@ where
                 self.input_done = true;
             }
             let mut start = self.submitted;
-            let mut args = Vec::with_capacity(read.len());
+            let mut args = Packed::default();
             for a in read {
                 let index = self.submitted;
                 self.submitted += 1;
-                match encode(index, &a) {
-                    Ok(b) => args.push(b),
+                match encode_into(index, &a, &mut args) {
+                    Ok(()) => {}
                     Err(PoolError::Task(e)) => {
                         // Submit what came before, then this item's error in its place.
                         self.flush(func, start, std::mem::take(&mut args))?;
@@ -121,7 +124,7 @@ where
         &self,
         func: ipc_core::process::RemoteFn<(), ()>,
         first: u64,
-        args: Vec<serde_bytes::ByteBuf>,
+        args: Packed,
     ) -> Result<(), PoolError> {
         if args.is_empty() {
             return Ok(());
@@ -150,13 +153,13 @@ where
         if self.taken == self.submitted {
             return None;
         }
-        let (index, outcome) = if self.ordered {
-            (self.taken, self.batch.take(self.taken))
+        let outcome = if self.ordered {
+            self.batch.take(self.taken)
         } else {
-            self.batch.take_next()
+            self.batch.take_next().1
         };
         self.taken += 1;
-        Some(decode(index, outcome))
+        Some(outcome)
     }
 }
 

@@ -27,7 +27,8 @@
 //! # Wire protocol (shared-memory queues of ipc-sync)
 //! ```text
 //! parent -> worker w   mailbox_w: Chunk { id, func, items: [arg bytes] }   (at most AHEAD each)
-//! worker -> parent     results:   Item { chunk, item, pid, outcome }       (one per item)
+//! worker -> parent     results:   Items { chunk, first, pid, results, failures }
+//!                                  (a group of items: about 1-5 ms or 256 KiB of them)
 //! supervisor -> parent results:   Died { worker }      (after every record the dead one put)
 //! parent -> itself     results:   Stop
 //! worker w, before each item:     slot_w = chunk << 24 | item              (shared atomic)
@@ -36,17 +37,20 @@
 //! ```text
 //! PENDING --dispatch to the least loaded worker--> ASSIGNED(w) --every item reported--> gone
 //! ASSIGNED(w) and w dies: slot_w says (chunk c, item k)
-//!     chunk c:            item k fails (WorkerDied: its signal or exit code), items reported
-//!                         before k are kept, the items after k go back to PENDING (front) as a
-//!                         new chunk; if k was reported too, only the items after k go back
+//!     chunk c:            items reported are kept; item k, unless reported, fails
+//!                         (WorkerDied: its signal or exit code); every other item not
+//!                         reported goes back to PENDING (front), as chunks of consecutive items
 //!     chunks after c:     not started: back to PENDING (front), whole
 //! ```
-//! A worker writes its slot before it runs an item and puts the item's outcome on the result
-//! queue before it writes the slot again, so at its death the slot names the item it was
-//! running (or had just reported). The supervisor thread, which watches the workers' pidfds,
-//! posts `Died` on the same queue after the worker is dead, hence after every record it put:
-//! the collector thread, which reads the queue, sees all of a worker's outcomes before its
-//! death and accounts for every item exactly once. It then starts a replacement.
+//! A worker writes its slot before it runs an item, so at its death the slot names the item it
+//! was running (or had run last). Outcomes are reported in groups (about 1-5 ms old, so a slow
+//! item is reported at once): an item that had finished but whose outcome was still in the
+//! worker runs again elsewhere. So an item runs to its end twice only if its worker died within
+//! that millisecond after it; the item the worker was running when it died never runs again.
+//! The supervisor thread, which watches the workers' pidfds, posts `Died` on the result queue
+//! after the worker is dead, hence after every record it put: the collector thread, which reads
+//! the queue, sees all of a worker's reports before its death and gives every item exactly one
+//! outcome. It then starts a replacement.
 //!
 //! # Threads and processes
 //! The parent runs two threads per pool: the collector (results and deaths, completes jobs,
@@ -69,7 +73,7 @@ mod pool;
 mod wire;
 mod worker;
 
-pub use engine::{Batch, Engine};
+pub use engine::{Batch, Engine, Packed};
 pub use error::{PoolError, TaskError};
 pub use imap::Imap;
 pub use job::{AsyncResult, ItemOutcome};

@@ -5,7 +5,7 @@
 //! State (one mutex): workers (serial, handle, mailbox, slot, chunks assigned in order),
 //!                    chunks (id -> batch, func, first index, arguments, items done),
 //!                    pending chunk ids (front first), closed / terminated
-//! collector:  Item   -> report to the batch; a finished chunk leaves its worker; dispatch
+//! collector:  Items  -> report to the batch; a finished chunk leaves its worker; dispatch
 //!             Died   -> account for the dead worker's chunks (crate doc); replace it; dispatch
 //!             Stop   -> leave
 //! supervisor: poll(control, every worker's pidfd) -> Died on the result queue, once per worker
@@ -21,11 +21,10 @@ use std::time::Duration;
 use ipc_core::conn::{Connection, pipe};
 use ipc_core::process::{Builder, JoinHandle, RemoteFn, StartMethod};
 use ipc_sync::{AtomicValue, PutError, Queue};
-use serde_bytes::ByteBuf;
 
 use crate::engine::{Batch, Engine};
 use crate::error::{PoolError, TaskError};
-use crate::wire::{Chunk, Outcome, Report, WorkerBoot, unpack};
+use crate::wire::{Chunk, Failure, Packed, Report, SharedArgs, WorkerBoot, unpack};
 
 /// Chunks given to one worker at once: the one it runs and the next, so it never waits for the
 /// parent between chunks, and a long chunk holds back at most one other.
@@ -74,7 +73,7 @@ struct ChunkRec {
     batch: Arc<Batch>,
     func: RemoteFn<(), ()>,
     first: u64,
-    items: Vec<ByteBuf>,
+    args: SharedArgs,
     done: Vec<bool>,
     left: usize,
 }
@@ -154,16 +153,16 @@ impl Engine for LocalEngine {
         batch: &Arc<Batch>,
         func: RemoteFn<(), ()>,
         first: u64,
-        items: Vec<ByteBuf>,
+        args: Packed,
     ) -> Result<(), PoolError> {
         let mut st = self.shared.lock();
         if st.closed || st.terminated {
             return Err(PoolError::Closed);
         }
-        if items.is_empty() {
+        if args.is_empty() {
             return Ok(());
         }
-        let id = st.new_chunk(batch.clone(), func, first, items);
+        let id = st.new_chunk(batch.clone(), func, first, args);
         st.pending.push_back(id);
         self.shared.dispatch(&mut st);
         Ok(())
@@ -247,18 +246,18 @@ impl State {
         batch: Arc<Batch>,
         func: RemoteFn<(), ()>,
         first: u64,
-        items: Vec<ByteBuf>,
+        args: Packed,
     ) -> u64 {
         let id = self.next_chunk;
         self.next_chunk += 1;
-        let n = items.len();
+        let n = args.len();
         self.chunks.insert(
             id,
             ChunkRec {
                 batch,
                 func,
                 first,
-                items,
+                args: SharedArgs(Arc::new(args)),
                 done: vec![false; n],
                 left: n,
             },
@@ -319,7 +318,7 @@ impl Shared {
                 let chunk = Chunk {
                     id,
                     func: rec.func,
-                    items: rec.items.clone(),
+                    args: rec.args.clone(),
                 };
                 let sent = match w.mailbox.try_put(chunk) {
                     Ok(()) => true,
@@ -344,32 +343,45 @@ impl Shared {
     fn collect(&self) {
         loop {
             match self.results.get() {
-                Ok(Report::Item {
+                Ok(Report::Items {
                     chunk,
-                    item,
+                    first,
                     pid,
-                    outcome,
-                }) => self.on_item(chunk, item, pid, outcome),
+                    values,
+                    failures,
+                }) => self.on_items(chunk, first, pid, values, failures),
                 Ok(Report::Died { worker }) => self.on_death(worker),
                 Ok(Report::Stop) | Err(_) => return,
             }
         }
     }
 
-    fn on_item(&self, chunk: u64, item: u32, pid: u32, outcome: Outcome) {
+    fn on_items(
+        &self,
+        chunk: u64,
+        first: u32,
+        pid: u32,
+        values: Packed,
+        failures: Vec<(u32, Failure)>,
+    ) {
         let mut st = self.lock();
         let Some(rec) = st.chunks.get_mut(&chunk) else {
             // Cancelled, or the pool was terminated.
             return;
         };
-        let k = item as usize;
-        if k >= rec.done.len() || rec.done[k] {
+        let (start, n) = (first as usize, values.len());
+        if start + n > rec.done.len() || rec.done[start..start + n].iter().any(|&d| d) {
             return;
         }
-        rec.done[k] = true;
-        rec.left -= 1;
-        let index = rec.first + item as u64;
-        rec.batch.complete(index, item_outcome(index, pid, outcome));
+        rec.done[start..start + n].fill(true);
+        rec.left -= n;
+        let base = rec.first + u64::from(first);
+        let failures = failures
+            .into_iter()
+            .map(|(k, f)| (k - first, task_error(base + u64::from(k - first), pid, f)))
+            .collect();
+        let (data, ends) = values.into_parts();
+        rec.batch.complete_run(base, data, ends, failures);
         if rec.left == 0 {
             st.chunks.remove(&chunk);
             if let Some(w) = st
@@ -402,7 +414,7 @@ impl Shared {
             };
             let started = (*id == running).then_some(item as usize);
             let mut rest = Vec::new();
-            for (k, arg) in rec.items.into_iter().enumerate() {
+            for k in 0..rec.args.0.len() {
                 if rec.done[k] {
                     continue;
                 }
@@ -418,7 +430,7 @@ impl Shared {
                         }),
                     );
                 } else {
-                    rest.push((index, arg));
+                    rest.push((index, rec.args.0.get(k)));
                 }
             }
             // The items left run again, as chunks of consecutive indices.
@@ -536,28 +548,31 @@ fn put_while_alive(w: &Worker, mut chunk: Chunk) -> bool {
     }
 }
 
-/// The engine's report of one item, from the worker's.
-fn item_outcome(index: u64, pid: u32, outcome: Outcome) -> Result<Vec<u8>, TaskError> {
-    match outcome {
-        Outcome::Value(b) => Ok(b.into_vec()),
-        Outcome::Panicked { message, backtrace } => Err(TaskError::Panicked {
+/// A worker's failure of item `index`, as the pool reports it.
+fn task_error(index: u64, pid: u32, f: Failure) -> TaskError {
+    match f {
+        Failure::Panicked { message, backtrace } => TaskError::Panicked {
             index,
             pid,
             message,
             backtrace,
-        }),
-        Outcome::Argument(message) => Err(TaskError::Argument { index, message }),
-        Outcome::Result(message) => Err(TaskError::Result { index, message }),
+        },
+        Failure::Argument(message) => TaskError::Argument { index, message },
+        Failure::Result(message) => TaskError::Result { index, message },
     }
 }
 
 /// Groups `(index, argument)` pairs (ascending) into runs of consecutive indices.
-fn consecutive(items: Vec<(u64, ByteBuf)>) -> Vec<(u64, Vec<ByteBuf>)> {
-    let mut runs: Vec<(u64, Vec<ByteBuf>)> = Vec::new();
+fn consecutive(items: Vec<(u64, &[u8])>) -> Vec<(u64, Packed)> {
+    let mut runs: Vec<(u64, Packed)> = Vec::new();
     for (index, arg) in items {
         match runs.last_mut() {
             Some((first, args)) if *first + args.len() as u64 == index => args.push(arg),
-            _ => runs.push((index, vec![arg])),
+            _ => {
+                let mut p = Packed::default();
+                p.push(arg);
+                runs.push((index, p));
+            }
         }
     }
     runs

@@ -17,14 +17,13 @@ use std::sync::Arc;
 use ipc_core::process::{RemoteFn, StartMethod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_bytes::ByteBuf;
 
 use crate::engine::{Batch, Engine};
 use crate::error::{PoolError, TaskError};
 use crate::imap::Imap;
-use crate::job::{AsyncResult, ItemOutcome, decode};
+use crate::job::AsyncResult;
 use crate::local::LocalEngine;
-use crate::wire::MAX_CHUNK;
+use crate::wire::{MAX_CHUNK, Packed};
 
 /// Configures a [`Pool`].
 #[derive(Debug, Clone, Default)]
@@ -187,12 +186,7 @@ impl Pool {
     {
         let (batch, n) = self.submit_all(f, items, chunksize)?;
         batch.wait_for(n, None);
-        Ok(batch
-            .take_all(n)
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| decode(i as u64, o))
-            .collect())
+        Ok(batch.take_all(n))
     }
 
     /// Starts a `map` and returns at once; `chunksize` `None` is Python's rule.
@@ -231,9 +225,10 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let func = remote(f)?;
-        let item = encode(0, &arg)?;
+        let mut args = Packed::default();
+        encode_into(0, &arg, &mut args)?;
         let batch = Batch::new();
-        self.engine.submit(&batch, func, 0, vec![item])?;
+        self.engine.submit(&batch, func, 0, args)?;
         Ok(AsyncResult::new(
             batch,
             1,
@@ -322,29 +317,29 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let func = remote(f)?;
-        let args = items
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| encode(i as u64, &a))
-            .collect::<Result<Vec<_>, _>>()?;
-        let n = args.len();
+        let items: Vec<A> = items.into_iter().collect();
+        let n = items.len();
         let size = match chunksize {
             Some(0) => return Err(PoolError::Misuse("a chunk size must be at least 1".into())),
             Some(c) => c,
             None => python_chunksize(n, self.processes()),
         }
         .min(MAX_CHUNK);
+        // Every argument is encoded before anything is submitted.
+        let mut chunks = Vec::with_capacity(n.div_ceil(size));
+        for (c, part) in items.chunks(size).enumerate() {
+            let mut args = Packed::default();
+            for (k, a) in part.iter().enumerate() {
+                encode_into((c * size + k) as u64, a, &mut args)?;
+            }
+            chunks.push(args);
+        }
         let batch = Batch::new();
-        let mut first = 0u64;
-        let mut args = args.into_iter().peekable();
-        while args.peek().is_some() {
-            let chunk: Vec<ByteBuf> = args.by_ref().take(size).collect();
-            let len = chunk.len() as u64;
-            if let Err(e) = self.engine.submit(&batch, func, first, chunk) {
+        for (c, args) in chunks.into_iter().enumerate() {
+            if let Err(e) = self.engine.submit(&batch, func, (c * size) as u64, args) {
                 self.engine.cancel(&batch);
                 return Err(e);
             }
-            first += len;
         }
         Ok((batch, n as u64))
     }
@@ -372,41 +367,32 @@ where
     Ok(RemoteFn::new(f)?.erase())
 }
 
-/// An argument's bytes; an error (for item `index`) if it cannot travel through a queue.
-pub(crate) fn encode<A: Serialize>(index: u64, arg: &A) -> Result<ByteBuf, PoolError> {
-    let mut buf = Vec::new();
-    ipc_core::codec::encode_plain(arg, &mut buf).map_err(|e| {
-        PoolError::Task(TaskError::Argument {
-            index,
-            message: e.to_string(),
+/// Appends an argument's bytes to `args`; an error (for item `index`) if it cannot travel
+/// through a queue (it holds a shared object).
+pub(crate) fn encode_into<A: Serialize>(
+    index: u64,
+    arg: &A,
+    args: &mut Packed,
+) -> Result<(), PoolError> {
+    args.push_with(|buf| ipc_core::codec::encode_plain(arg, buf))
+        .map_err(|e| {
+            PoolError::Task(TaskError::Argument {
+                index,
+                message: e.to_string(),
+            })
         })
-    })?;
-    Ok(ByteBuf::from(buf))
 }
 
-fn finish_all<R: DeserializeOwned>(outcomes: Vec<ItemOutcome>) -> Result<Vec<R>, PoolError> {
-    let mut out = Vec::with_capacity(outcomes.len());
-    let mut first_error = None;
-    for (i, o) in outcomes.into_iter().enumerate() {
-        match decode(i as u64, o) {
-            Ok(r) => out.push(r),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    match first_error {
-        Some(e) => Err(PoolError::Task(e)),
-        None => Ok(out),
-    }
-}
-
-fn finish_one<R: DeserializeOwned>(outcomes: Vec<ItemOutcome>) -> Result<R, PoolError> {
-    let o = outcomes
+fn finish_all<R: DeserializeOwned>(batch: &Batch, n: u64) -> Result<Vec<R>, PoolError> {
+    batch
+        .take_all(n)
         .into_iter()
-        .next()
-        .unwrap_or(Err(TaskError::Cancelled { index: 0 }));
-    decode(0, o).map_err(PoolError::Task)
+        .collect::<Result<Vec<R>, TaskError>>()
+        .map_err(PoolError::Task)
+}
+
+fn finish_one<R: DeserializeOwned>(batch: &Batch, _: u64) -> Result<R, PoolError> {
+    batch.take(0).map_err(PoolError::Task)
 }
 
 #[cfg(test)]

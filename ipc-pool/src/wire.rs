@@ -10,25 +10,105 @@ pub(crate) const ITEM_BITS: u32 = 24;
 /// The largest chunk (items).
 pub(crate) const MAX_CHUNK: usize = (1 << ITEM_BITS) - 1;
 
+/// Encoded items end to end in one buffer: item `k` is `data[ends[k - 1]..ends[k]]` (from 0
+/// for the first). One allocation for a chunk's arguments or a report's results, whatever the
+/// number of items.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Packed {
+    data: ByteBuf,
+    ends: Vec<u32>,
+}
+
+impl Packed {
+    /// The number of items.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of all the items.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Item `k`'s bytes.
+    pub fn get(&self, k: usize) -> &[u8] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+        &self.data[start..self.ends[k] as usize]
+    }
+
+    /// Appends an item written by `write` (which appends to the buffer it is given); on an
+    /// error nothing is appended.
+    pub(crate) fn push_with<E>(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.data.len();
+        match write(&mut self.data) {
+            Ok(()) => {
+                self.ends.push(self.data.len() as u32);
+                Ok(())
+            }
+            Err(e) => {
+                self.data.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends an item's bytes.
+    pub fn push(&mut self, item: &[u8]) {
+        self.data.extend_from_slice(item);
+        self.ends.push(self.data.len() as u32);
+    }
+
+    /// The data and the ends, for a [`Batch`](crate::Batch).
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<u32>) {
+        (self.data.into_vec(), self.ends)
+    }
+}
+
 /// Items for one worker to run in order.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Chunk {
     /// The ledger's id (at least 1: a slot of 0 names nothing).
     pub(crate) id: u64,
     pub(crate) func: RemoteFn<(), ()>,
-    /// Each item's encoded argument.
-    pub(crate) items: Vec<ByteBuf>,
+    /// Each item's encoded argument (shared with the ledger, which keeps them for a re-run).
+    pub(crate) args: SharedArgs,
+}
+
+/// Packed items behind an `Arc`: the ledger and the message hold the same bytes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedArgs(pub(crate) std::sync::Arc<Packed>);
+
+impl Serialize for SharedArgs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedArgs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Packed::deserialize(d).map(|p| SharedArgs(std::sync::Arc::new(p)))
+    }
 }
 
 /// The result queue's records.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Report {
-    /// A worker ran item `item` of chunk `chunk`.
-    Item {
+    /// A worker ran items `first..first + values.len()` of chunk `chunk`: each one's encoded
+    /// result (empty for the items that failed, listed with their failure).
+    Items {
         chunk: u64,
-        item: u32,
+        first: u32,
         pid: u32,
-        outcome: Outcome,
+        values: Packed,
+        failures: Vec<(u32, Failure)>,
     },
     /// The supervisor saw worker `worker` (its serial) die.
     Died { worker: u64 },
@@ -36,11 +116,9 @@ pub(crate) enum Report {
     Stop,
 }
 
-/// How one item ran.
+/// Why one item has no result.
 #[derive(Serialize, Deserialize)]
-pub(crate) enum Outcome {
-    /// The encoded result.
-    Value(ByteBuf),
+pub(crate) enum Failure {
     /// The function panicked.
     Panicked { message: String, backtrace: String },
     /// The argument did not decode in the worker.

@@ -1,13 +1,35 @@
-//! A worker process's life: take a chunk from its mailbox, run each item, report each outcome,
+//! A worker process's life: take a chunk from its mailbox, run each item, report the outcomes,
 //! until the mailbox is shut down (see the crate doc for the slot protocol).
+//!
+//! ```text
+//! per chunk:  for each item k: slot = (chunk, k); run it; append its result (or failure)
+//!             flush (one Items report for the items since the last) when FLUSH_AGE has passed
+//!             since the oldest unreported one (on the coarse clock: a tick of up to 4 ms),
+//!             when FLUSH_BYTES are buffered, or at the end of the chunk
+//! ```
+//! Outcomes are reported in groups so that a chunk of many small items costs one report per
+//! millisecond instead of one per item; an item whose outcome was buffered when the worker
+//! died runs again elsewhere (see the crate doc).
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use ipc_core::process::RemoteFn;
-use serde_bytes::ByteBuf;
 
-use crate::wire::{Outcome, Report, WorkerBoot, pack};
+use crate::wire::{Chunk, Failure, Packed, Report, WorkerBoot, pack};
+
+/// The longest an outcome waits in the worker before it is reported.
+const FLUSH_AGE: Duration = Duration::from_millis(1);
+/// The most result bytes buffered before a report.
+const FLUSH_BYTES: usize = 256 << 10;
+
+/// The coarse monotonic clock (a few nanoseconds to read, where `Instant::now` takes tens
+/// here; it moves in ticks of a few milliseconds, so an outcome may wait one tick more).
+fn coarse_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
 
 thread_local! {
     /// The last panic's message and backtrace, left by the hook for the item that raised it.
@@ -23,40 +45,68 @@ pub(crate) fn main(boot: WorkerBoot) {
     }));
     let pid = ipc_core::process::pid();
     while let Ok(chunk) = boot.mailbox.get() {
-        for (k, arg) in chunk.items.iter().enumerate() {
-            let item = k as u32;
-            boot.slot.store(pack(chunk.id, item));
-            let outcome = run(&chunk.func, arg);
-            let report = Report::Item {
-                chunk: chunk.id,
-                item,
-                pid,
-                outcome,
-            };
-            if boot.results.put(report).is_err() {
-                // The pool shut its result queue: it is going away.
-                return;
-            }
+        if run_chunk(&boot, pid, &chunk).is_err() {
+            // The pool shut its result queue: it is going away.
+            return;
         }
     }
 }
 
-/// Runs one item, catching a panic.
-fn run(func: &RemoteFn<(), ()>, arg: &[u8]) -> Outcome {
-    match catch_unwind(AssertUnwindSafe(|| func.call_encoded(arg, Vec::new()))) {
-        Ok(Ok((bytes, fds))) if fds.is_empty() => Outcome::Value(ByteBuf::from(bytes)),
-        Ok(Ok(_)) => Outcome::Result(
-            "it holds a shared object (a file descriptor), which cannot travel through the \
-             pool's result queue"
-                .into(),
-        ),
-        Ok(Err(ipc_core::Error::Decode(e))) => Outcome::Argument(e.to_string()),
-        Ok(Err(e)) => Outcome::Result(e.to_string()),
+/// Outcomes not reported yet.
+struct Pending {
+    first: u32,
+    values: Packed,
+    failures: Vec<(u32, Failure)>,
+    since: Option<Duration>,
+}
+
+fn run_chunk(boot: &WorkerBoot, pid: u32, chunk: &Chunk) -> Result<(), ()> {
+    let mut p = Pending {
+        first: 0,
+        values: Packed::default(),
+        failures: Vec::new(),
+        since: None,
+    };
+    for k in 0..chunk.args.0.len() {
+        let item = k as u32;
+        boot.slot.store(pack(chunk.id, item));
+        if let Err(f) = p
+            .values
+            .push_with(|out| run(&chunk.func, chunk.args.0.get(k), out))
+        {
+            p.values.push(&[]);
+            p.failures.push((item, f));
+        }
+        let last = k + 1 == chunk.args.0.len();
+        let now = coarse_now();
+        let old = now.saturating_sub(*p.since.get_or_insert(now)) >= FLUSH_AGE;
+        if last || old || p.values.bytes() >= FLUSH_BYTES {
+            let report = Report::Items {
+                chunk: chunk.id,
+                first: p.first,
+                pid,
+                values: std::mem::take(&mut p.values),
+                failures: std::mem::take(&mut p.failures),
+            };
+            boot.results.put(report).map_err(drop)?;
+            p.first = item + 1;
+            p.since = None;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one item, appending its encoded result to `out`, catching a panic.
+fn run(func: &RemoteFn<(), ()>, arg: &[u8], out: &mut Vec<u8>) -> Result<(), Failure> {
+    match catch_unwind(AssertUnwindSafe(|| func.call_plain_into(arg, out))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(ipc_core::Error::Decode(e))) => Err(Failure::Argument(e.to_string())),
+        Ok(Err(e)) => Err(Failure::Result(e.to_string())),
         Err(payload) => {
             let (message, backtrace) = PANIC
                 .with(|p| p.borrow_mut().take())
                 .unwrap_or_else(|| (panic_text(&*payload), String::new()));
-            Outcome::Panicked { message, backtrace }
+            Err(Failure::Panicked { message, backtrace })
         }
     }
 }

@@ -198,9 +198,10 @@ impl<T: Serialize + DeserializeOwned> Core<T> {
         if self.is_closed() {
             return Err(GetError::Closed);
         }
-        match self.ring.get(wait, |bytes| {
-            ipc_core::codec::decode::<T>(bytes, Vec::new())
-        }) {
+        match self
+            .ring
+            .get(wait, |bytes| ipc_core::codec::decode_plain::<T>(bytes))
+        {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(e)) => Err(GetError::Decode(e)),
             Err(ring::Stop::TimedOut) => Err(GetError::Empty),
