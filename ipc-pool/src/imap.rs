@@ -7,7 +7,8 @@
 //!          the input ended and every submitted item was taken -> None
 //! bound:   max(2 x processes x chunksize, chunksize): results not yet taken count, so a
 //!          slow consumer holds the input back (an endless input works)
-//! drop:    the items submitted and not taken are cancelled (those not started never run)
+//! drop:    the items submitted and not taken are cancelled (those not started never run; a
+//!          worker running one is killed and replaced)
 //! ```
 //! An argument that cannot be encoded becomes that item's error, in its place.
 
@@ -166,8 +167,8 @@ where
 impl<A, R> Drop for Imap<'_, A, R> {
     fn drop(&mut self) {
         if self.taken < self.submitted {
-            self.engine.cancel(&self.batch);
             self.batch.cancel();
+            self.engine.cancel(&self.batch);
         }
     }
 }

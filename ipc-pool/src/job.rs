@@ -37,6 +37,8 @@ pub struct Batch {
 
 #[derive(Default)]
 struct State {
+    /// Waiters on several batches at once ([`wait_any`]), woken by every completion.
+    watchers: Vec<Arc<Signal>>,
     runs: BTreeMap<u64, Run>,
     /// For a batch read in arrival order only: runs in the order they arrived (first index,
     /// items not yet taken).
@@ -136,8 +138,12 @@ impl Batch {
             a.push_back((first, n));
         }
         s.completed += u64::from(n);
+        let watchers = s.watchers.clone();
         drop(s);
         self.changed.notify_all();
+        for w in watchers {
+            w.raise();
+        }
     }
 
     /// Reports one item's outcome (the engine's side).
@@ -164,8 +170,20 @@ impl Batch {
         if let Some(a) = &mut s.arrivals {
             a.clear();
         }
+        let watchers = s.watchers.clone();
         drop(s);
         self.changed.notify_all();
+        for w in watchers {
+            w.raise();
+        }
+    }
+
+    fn watch(&self, w: &Arc<Signal>) {
+        self.lock().watchers.push(w.clone());
+    }
+
+    fn unwatch(&self, w: &Arc<Signal>) {
+        self.lock().watchers.retain(|x| !Arc::ptr_eq(x, w));
     }
 
     /// How many items have an outcome so far.
@@ -277,6 +295,102 @@ impl Batch {
     }
 }
 
+/// A flag with a condition variable: raised by any of the batches a [`wait_any`] watches.
+#[derive(Default)]
+struct Signal {
+    raised: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Signal {
+    fn raise(&self) {
+        *self.raised.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    /// Waits until raised (then lowers it) or `deadline`.
+    fn wait(&self, deadline: Option<Instant>) {
+        let mut r = self.raised.lock().unwrap_or_else(|p| p.into_inner());
+        while !*r {
+            r = match deadline {
+                None => self.cond.wait(r).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    self.cond
+                        .wait_timeout(r, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        *r = false;
+    }
+}
+
+/// Waits until one of `results` is ready, at most `timeout` (`None`: no limit); its position,
+/// or `None` on timeout (Python's `concurrent.futures.wait(..., FIRST_COMPLETED)`).
+///
+/// ```
+/// fn sleepy(ms: u64) -> u64 {
+///     std::thread::sleep(std::time::Duration::from_millis(ms));
+///     ms
+/// }
+/// let pool = ipc_pool::Pool::new(2)?;
+/// let slow = pool.apply_async(sleepy, 3000)?;
+/// let quick = pool.apply_async(sleepy, 10)?;
+/// assert_eq!(ipc_pool::wait_any(&[&slow, &quick], None), Some(1));
+/// slow.cancel();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn wait_any<T>(results: &[&AsyncResult<T>], timeout: Option<Duration>) -> Option<usize> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let signal = Arc::new(Signal::default());
+    for r in results {
+        r.batch.watch(&signal);
+    }
+    let found = loop {
+        if let Some(i) = results.iter().position(|r| r.ready()) {
+            break Some(i);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break None;
+        }
+        signal.wait(deadline);
+    };
+    for r in results {
+        r.batch.unwatch(&signal);
+    }
+    found
+}
+
+/// The results in the order they become ready (Python's `as_completed`).
+///
+/// ```
+/// fn sleepy(ms: u64) -> u64 {
+///     std::thread::sleep(std::time::Duration::from_millis(ms));
+///     ms
+/// }
+/// let pool = ipc_pool::Pool::new(2)?;
+/// let rs = vec![pool.apply_async(sleepy, 400)?, pool.apply_async(sleepy, 10)?];
+/// let order: Vec<u64> = ipc_pool::as_completed(rs).map(|r| r.get().unwrap()).collect();
+/// assert_eq!(order, [10, 400]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn as_completed<T>(results: Vec<AsyncResult<T>>) -> impl Iterator<Item = AsyncResult<T>> {
+    let mut left = results;
+    std::iter::from_fn(move || {
+        if left.is_empty() {
+            return None;
+        }
+        let refs: Vec<&AsyncResult<T>> = left.iter().collect();
+        let i = wait_any(&refs, None)?;
+        Some(left.swap_remove(i))
+    })
+}
+
 /// Turns a finished batch of `n` items into the result of a submission.
 type Finish<T> = fn(&Batch, u64) -> Result<T, PoolError>;
 
@@ -365,11 +479,13 @@ impl<T> AsyncResult<T> {
         self.ready().then(|| !self.batch.any_failed())
     }
 
-    /// Gives up the result: items that have not started never run (their outcome is
-    /// [`TaskError::Cancelled`]).
+    /// Gives up the result: items that have not started never run, and a worker running one
+    /// of its items is killed and replaced (the pool goes on); `get` then says
+    /// [`TaskError::Cancelled`].
     pub fn cancel(&self) {
-        self.engine.cancel(&self.batch);
+        // The batch first: a worker killed for it must find it cancelled.
         self.batch.cancel();
+        self.engine.cancel(&self.batch);
     }
 }
 

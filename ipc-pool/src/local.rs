@@ -67,6 +67,9 @@ struct Worker {
     mailbox: Queue<Chunk>,
     slot: AtomicValue<u64>,
     assigned: VecDeque<u64>,
+    /// Killed by the pool to stop a cancelled task: the item it ran when it died is not a
+    /// failure of its own (it runs again unless its batch was cancelled).
+    killed_for_cancel: bool,
 }
 
 struct ChunkRec {
@@ -180,9 +183,47 @@ impl Engine for LocalEngine {
             }
             !drop_it
         });
+        // A chunk of it waiting in a worker's mailbox is taken back (the mailbox holds at most
+        // one chunk besides the one running, so the oldest is it); a worker running one of its
+        // items is killed (and replaced, as any dead worker). A worker that took a chunk a
+        // moment ago and has not named it in its slot yet runs it to no one's use.
+        let State {
+            workers, chunks, ..
+        } = &mut *st;
+        for w in workers.iter_mut() {
+            // Only once the worker runs its first chunk is the queued one alone in its mailbox
+            // (taking back the first would reorder the two).
+            let started = w.assigned.front() == Some(&unpack(w.slot.load()).0);
+            let queued = w.assigned.back().copied().filter(|_| w.assigned.len() > 1);
+            if let Some(id) = queued
+                && started
+                && chunks
+                    .get(&id)
+                    .is_some_and(|c| Arc::ptr_eq(&c.batch, batch))
+                && let Ok(chunk) = w.mailbox.try_get()
+            {
+                if chunk.id == id {
+                    w.assigned.pop_back();
+                    chunks.remove(&id);
+                } else if w.mailbox.try_put(chunk).is_err() {
+                    // Cannot happen (the mailbox was just emptied); said for completeness.
+                    eprintln!("ipc-pool: a chunk taken back from a mailbox could not go back");
+                }
+            }
+            let (running, _) = unpack(w.slot.load());
+            let runs_it = w.assigned.front() == Some(&running)
+                && chunks
+                    .get(&running)
+                    .is_some_and(|c| Arc::ptr_eq(&c.batch, batch));
+            if runs_it && !w.killed_for_cancel {
+                w.killed_for_cancel = true;
+                let _ = w.handle.kill();
+            }
+        }
         if st.chunks.is_empty() {
             self.shared.idle.notify_all();
         }
+        self.shared.dispatch(&mut st);
     }
 
     fn close(&self) {
@@ -293,6 +334,7 @@ impl Shared {
             mailbox,
             slot,
             assigned: VecDeque::new(),
+            killed_for_cancel: false,
         })
     }
 
@@ -412,6 +454,9 @@ impl Shared {
             let Some(rec) = st.chunks.remove(id) else {
                 continue;
             };
+            if rec.batch.is_cancelled() {
+                continue;
+            }
             let started = (*id == running).then_some(item as usize);
             let mut rest = Vec::new();
             for k in 0..rec.args.0.len() {
@@ -419,7 +464,7 @@ impl Shared {
                     continue;
                 }
                 let index = rec.first + k as u64;
-                if started == Some(k) {
+                if started == Some(k) && !w.killed_for_cancel {
                     rec.batch.complete(
                         index,
                         Err(TaskError::WorkerDied {

@@ -302,6 +302,73 @@ fn fd_targets() -> Vec<String> {
         .collect()
 }
 
+/// Leaves `<dir>/<tag>` (its pid), then sleeps `ms`.
+fn mark_and_sleep((dir, tag, ms): (std::path::PathBuf, String, u64)) -> u32 {
+    let pid = ipc_core::process::pid();
+    std::fs::write(dir.join(&tag), pid.to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    pid
+}
+
+// AsyncResult::cancel: a running task has its worker killed and replaced, a queued one never
+// runs, and the pool goes on (issue #12).
+#[test]
+fn cancel_kills_a_running_task_and_skips_queued_ones() {
+    let dir = std::env::temp_dir().join(format!("ipc-pool-cancel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = pool(StartMethod::ForkServer, 1);
+    let running = p
+        .apply_async(mark_and_sleep, (dir.clone(), "running".into(), 60_000))
+        .unwrap();
+    let queued = p
+        .apply_async(mark_and_sleep, (dir.clone(), "queued".into(), 0))
+        .unwrap();
+    assert!(eventually(|| dir.join("running").exists()));
+    let victim: u32 = std::fs::read_to_string(dir.join("running"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    queued.cancel();
+    running.cancel();
+    assert!(
+        common::wait_gone(victim, LONG),
+        "the running task's worker lives"
+    );
+    assert!(matches!(
+        running.get(),
+        Err(PoolError::Task(TaskError::Cancelled { .. }))
+    ));
+    assert!(matches!(
+        queued.get(),
+        Err(PoolError::Task(TaskError::Cancelled { .. }))
+    ));
+    // The pool replaced its worker and runs the next task; the queued one never ran.
+    let next = p
+        .apply(mark_and_sleep, (dir.clone(), "next".into(), 0))
+        .unwrap();
+    assert_ne!(next, victim);
+    assert!(!dir.join("queued").exists(), "a cancelled task ran");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// wait_any and as_completed: the first ready, then the completion order.
+#[test]
+fn wait_any_and_as_completed() {
+    let p = pool(StartMethod::ForkServer, 2);
+    let slow = p.apply_async(sleep_then, 600).unwrap();
+    let quick = p.apply_async(sleep_then, 10).unwrap();
+    assert_eq!(
+        ipc_pool::wait_any(&[&slow, &quick], Some(Duration::from_millis(1))),
+        None
+    );
+    assert_eq!(ipc_pool::wait_any(&[&slow, &quick], None), Some(1));
+    let order: Vec<u64> = ipc_pool::as_completed(vec![slow, quick])
+        .map(|r| r.get().unwrap())
+        .collect();
+    assert_eq!(order, [10, 600]);
+}
+
 /// This process's open descriptors.
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())

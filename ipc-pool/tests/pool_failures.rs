@@ -191,3 +191,46 @@ fn the_owners_death_takes_the_workers_along() {
         );
     }
 }
+
+/// Leads a process group of its own (as a shell's foreground job), starts a long map, says so,
+/// and waits for it.
+fn interrupted_owner((conn, method): (Connection, StartMethod)) {
+    rustix::process::setpgid(None, None).unwrap();
+    let p = Pool::builder()
+        .processes(2)
+        .start_method(method)
+        .build()
+        .unwrap();
+    let r = p.map_async(slow_identity, 0..1000u32, Some(1)).unwrap();
+    conn.send(&()).unwrap();
+    let _ = r.get();
+}
+
+fn slow_identity(x: u32) -> u32 {
+    std::thread::sleep(Duration::from_millis(100));
+    x
+}
+
+// Issue #12: Ctrl-C (SIGINT to the foreground process group) during a map ends the owner at
+// once (SIGINT's default action) and leaves no worker behind, never a hang.
+#[test]
+fn sigint_to_the_process_group_during_a_map_leaves_nothing() {
+    for m in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let (ours, theirs) = pipe().unwrap();
+        let owner = Builder::new()
+            .start_method(StartMethod::Spawn)
+            .spawn((theirs, m), interrupted_owner)
+            .unwrap();
+        ours.recv::<()>().unwrap();
+        let children: Vec<u32> = children_of(owner.pid())
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        let group = rustix::process::Pid::from_raw(owner.pid() as i32).unwrap();
+        rustix::process::kill_process_group(group, rustix::process::Signal::INT).unwrap();
+        assert_eq!(owner.join_timeout(LONG).unwrap(), -2, "{m}");
+        let gone: Vec<bool> = children.iter().map(|&c| wait_gone(c, LONG)).collect();
+        children.iter().for_each(|&c| kill_pid(c));
+        assert!(gone.iter().all(|&g| g), "{m}: left behind: {children:?}");
+    }
+}
