@@ -35,10 +35,15 @@ pub struct Batch {
     changed: Condvar,
 }
 
+/// Run once when a batch has all its outcomes (or is cancelled), outside its lock.
+type Hook = Box<dyn FnOnce() + Send>;
+
 #[derive(Default)]
 struct State {
     /// Waiters on several batches at once ([`wait_any`]), woken by every completion.
     watchers: Vec<Arc<Signal>>,
+    /// What to run when `completed` reaches the count (callbacks of an [`AsyncResult`]).
+    hook: Option<(u64, Hook)>,
     runs: BTreeMap<u64, Run>,
     /// For a batch read in arrival order only: runs in the order they arrived (first index,
     /// items not yet taken).
@@ -46,6 +51,15 @@ struct State {
     completed: u64,
     failed: bool,
     cancelled: bool,
+}
+
+impl State {
+    fn take_hook_if_done(&mut self) -> Option<Hook> {
+        match &self.hook {
+            Some((n, _)) if self.completed >= *n || self.cancelled => self.hook.take().map(|h| h.1),
+            _ => None,
+        }
+    }
 }
 
 /// Consecutive items' outcomes.
@@ -139,10 +153,26 @@ impl Batch {
         }
         s.completed += u64::from(n);
         let watchers = s.watchers.clone();
+        let hook = s.take_hook_if_done();
         drop(s);
         self.changed.notify_all();
         for w in watchers {
             w.raise();
+        }
+        if let Some(h) = hook {
+            h();
+        }
+    }
+
+    /// Runs `hook` once `n` items have an outcome (or the batch is cancelled): at once, here,
+    /// if that is already so; else in the thread that completes the batch.
+    pub(crate) fn on_complete(&self, n: u64, hook: Hook) {
+        let mut s = self.lock();
+        s.hook = Some((n, hook));
+        let now = s.take_hook_if_done();
+        drop(s);
+        if let Some(h) = now {
+            h();
         }
     }
 
@@ -171,10 +201,14 @@ impl Batch {
             a.clear();
         }
         let watchers = s.watchers.clone();
+        let hook = s.hook.take();
         drop(s);
         self.changed.notify_all();
         for w in watchers {
             w.raise();
+        }
+        if let Some((_, h)) = hook {
+            h();
         }
     }
 
@@ -415,6 +449,8 @@ pub struct AsyncResult<T> {
     engine: Arc<dyn Engine>,
     finish: Finish<T>,
     taken: AtomicBool,
+    /// The result, once callbacks made it (they see it before `get` takes it).
+    made: Arc<Mutex<Option<Result<T, PoolError>>>>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -431,6 +467,7 @@ impl<T> AsyncResult<T> {
             engine,
             finish,
             taken: AtomicBool::new(false),
+            made: Arc::new(Mutex::new(None)),
             _t: PhantomData,
         }
     }
@@ -454,6 +491,9 @@ impl<T> AsyncResult<T> {
     fn take(&self) -> Result<T, PoolError> {
         if self.taken.swap(true, Ordering::AcqRel) {
             return Err(PoolError::Taken);
+        }
+        if let Some(made) = self.made.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return made;
         }
         (self.finish)(&self.batch, self.items)
     }
@@ -486,6 +526,53 @@ impl<T> AsyncResult<T> {
         // The batch first: a worker killed for it must find it cancelled.
         self.batch.cancel();
         self.engine.cancel(&self.batch);
+    }
+}
+
+impl<T: Send + 'static> AsyncResult<T> {
+    /// Runs `on_success` with the result, or `on_error` with the error, once it is ready
+    /// (Python's `callback` and `error_callback`): exactly one of them, once, in the pool's
+    /// collector thread, or here at once if the result is already ready. Keep them short, and
+    /// never wait for another result in one: results wait meanwhile (submitting work is fine).
+    /// [`get`](Self::get) still returns the result afterwards.
+    ///
+    /// ```
+    /// let pool = ipc_pool::Pool::new(1)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let r = pool
+    ///     .apply_async(|x: u32| x + 1, 41)?
+    ///     .callbacks(move |v| tx.send(*v).unwrap(), |e| panic!("{e}"));
+    /// assert_eq!(rx.recv()?, 42);
+    /// assert_eq!(r.get()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn callbacks(
+        self,
+        on_success: impl FnOnce(&T) + Send + 'static,
+        on_error: impl FnOnce(&PoolError) + Send + 'static,
+    ) -> Self {
+        let (batch, made, finish, n) = (
+            self.batch.clone(),
+            self.made.clone(),
+            self.finish,
+            self.items,
+        );
+        let weak = Arc::downgrade(&batch);
+        self.batch.on_complete(
+            n,
+            Box::new(move || {
+                let Some(batch) = weak.upgrade() else {
+                    return;
+                };
+                let result = finish(&batch, n);
+                match &result {
+                    Ok(v) => on_success(v),
+                    Err(e) => on_error(e),
+                }
+                *made.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+            }),
+        );
+        self
     }
 }
 

@@ -10,7 +10,8 @@
 //!             Stop   -> leave
 //! supervisor: poll(control, every worker's pidfd) -> Died on the result queue, once per worker
 //! ```
-//! Lock order: the state, then a batch's own lock (`Batch::complete`); a batch never calls back.
+//! Outcomes reach their batch after the state lock is released: a batch may run callbacks
+//! ([`AsyncResult::callbacks`](crate::AsyncResult::callbacks)), and those may submit work.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
@@ -423,7 +424,7 @@ impl Shared {
             .map(|(k, f)| (k - first, task_error(base + u64::from(k - first), pid, f)))
             .collect();
         let (data, ends) = values.into_parts();
-        rec.batch.complete_run(base, data, ends, failures);
+        let batch = rec.batch.clone();
         if rec.left == 0 {
             st.chunks.remove(&chunk);
             if let Some(w) = st
@@ -438,6 +439,9 @@ impl Shared {
             }
             self.dispatch(&mut st);
         }
+        // Outside the lock: a batch may run callbacks, which may submit work.
+        drop(st);
+        batch.complete_run(base, data, ends, failures);
     }
 
     fn on_death(&self, serial: u64) {
@@ -450,6 +454,8 @@ impl Shared {
         let pid = w.handle.pid();
         let (running, item) = unpack(w.slot.load());
         let mut requeue = Vec::new();
+        // Delivered once the lock is released (see `on_items`).
+        let mut failed: Vec<(Arc<Batch>, u64, TaskError)> = Vec::new();
         for id in &w.assigned {
             let Some(rec) = st.chunks.remove(id) else {
                 continue;
@@ -465,15 +471,16 @@ impl Shared {
                 }
                 let index = rec.first + k as u64;
                 if started == Some(k) && !w.killed_for_cancel {
-                    rec.batch.complete(
+                    failed.push((
+                        rec.batch.clone(),
                         index,
-                        Err(TaskError::WorkerDied {
+                        TaskError::WorkerDied {
                             index,
                             pid,
                             signal: code.filter(|c| *c < 0).map(|c| -c),
                             exit_code: code.filter(|c| *c >= 0),
-                        }),
-                    );
+                        },
+                    ));
                 } else {
                     rest.push((index, rec.args.0.get(k)));
                 }
@@ -504,7 +511,7 @@ impl Shared {
                 for (k, done) in c.done.iter().enumerate() {
                     if !done {
                         let index = c.first + k as u64;
-                        c.batch.complete(index, Err(TaskError::Cancelled { index }));
+                        failed.push((c.batch.clone(), index, TaskError::Cancelled { index }));
                     }
                 }
             }
@@ -513,6 +520,10 @@ impl Shared {
             self.idle.notify_all();
         }
         self.dispatch(&mut st);
+        drop(st);
+        for (batch, index, e) in failed {
+            batch.complete(index, Err(e));
+        }
     }
 
     fn wake_supervisor(&self) {

@@ -369,6 +369,48 @@ fn wait_any_and_as_completed() {
     assert_eq!(order, [10, 600]);
 }
 
+// cpython checklist 124 and 138: map_async's callback gets the result list, the error
+// callback the error; each runs once, never both; a callback may submit more work.
+#[test]
+fn cpython_124_138_callbacks() {
+    use std::sync::mpsc::channel;
+    let p = std::sync::Arc::new(pool(StartMethod::ForkServer, 2));
+    let (tx, rx) = channel::<Result<Vec<u64>, String>>();
+    let (tx2, tx3) = (tx.clone(), tx.clone());
+    let r = p.map_async(square, 0..10, None).unwrap().callbacks(
+        move |v| tx.send(Ok(v.clone())).unwrap(),
+        move |e| tx2.send(Err(e.to_string())).unwrap(),
+    );
+    let want: Vec<u64> = (0..10).map(square).collect();
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), Ok(want.clone()));
+    assert_eq!(r.get().unwrap(), want);
+    let (etx, erx) = channel::<String>();
+    let etx2 = etx.clone();
+    let _failing = p
+        .map_async(panics_on_three, 0..5, Some(1))
+        .unwrap()
+        .callbacks(
+            move |_| etx.send("success".into()).unwrap(),
+            move |e| etx2.send(e.to_string()).unwrap(),
+        );
+    let said = erx.recv_timeout(LONG).unwrap();
+    assert!(said.contains("three is right out"), "{said}");
+    // A callback that submits (it must not wait: it runs in the thread that delivers results):
+    // no deadlock, and its work runs.
+    let p2 = p.clone();
+    let (ntx, nrx) = channel();
+    let _chained = p.apply_async(sleep_then, 50).unwrap().callbacks(
+        move |v| ntx.send(p2.apply_async(square, *v).unwrap()).unwrap(),
+        |e| panic!("{e}"),
+    );
+    let next = nrx.recv_timeout(LONG).unwrap();
+    assert_eq!(next.get().unwrap(), 2500);
+    drop(tx3);
+    // Never both, never twice.
+    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    assert!(erx.recv_timeout(Duration::from_millis(100)).is_err());
+}
+
 /// This process's open descriptors.
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
