@@ -44,6 +44,7 @@ struct Shared {
     results: Queue<Report>,
     method: StartMethod,
     processes: usize,
+    max_tasks: Option<u64>,
     state: Mutex<State>,
     /// Signalled when the last outstanding chunk ends (for `join`).
     idle: Condvar,
@@ -84,12 +85,17 @@ struct ChunkRec {
 
 impl LocalEngine {
     /// Starts `processes` workers under `method`, and the two threads.
-    pub(crate) fn start(processes: usize, method: StartMethod) -> Result<LocalEngine, PoolError> {
+    pub(crate) fn start(
+        processes: usize,
+        method: StartMethod,
+        max_tasks: Option<u64>,
+    ) -> Result<LocalEngine, PoolError> {
         let (ours, theirs) = pipe()?;
         let shared = Arc::new(Shared {
             results: Queue::new()?,
             method,
             processes,
+            max_tasks,
             state: Mutex::new(State {
                 next_chunk: 1,
                 ..State::default()
@@ -323,6 +329,7 @@ impl Shared {
             mailbox: mailbox.clone(),
             results: self.results.clone(),
             slot: slot.clone(),
+            max_tasks: self.max_tasks,
         };
         let handle = Builder::new()
             .name(format!("PoolWorker-{}", serial + 1))

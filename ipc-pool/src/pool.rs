@@ -30,6 +30,7 @@ use crate::wire::{MAX_CHUNK, Packed};
 pub struct Builder {
     processes: Option<usize>,
     method: Option<StartMethod>,
+    max_tasks: Option<u64>,
 }
 
 impl Builder {
@@ -51,8 +52,23 @@ impl Builder {
         self
     }
 
+    /// Replaces each worker after it ran `n` tasks (Python's `maxtasksperchild`): tasks are
+    /// counted, not chunks (a chunk is split at the limit; its other items run on another
+    /// worker), and a retiring worker reports every outcome first. Bounds what a worker that
+    /// leaks can accumulate.
+    #[doc(alias = "maxtasksperchild")]
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Builder {
+        self.max_tasks = Some(n);
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Pool, PoolError> {
+        if self.max_tasks == Some(0) {
+            return Err(PoolError::Misuse(
+                "max_tasks_per_worker must be at least 1".into(),
+            ));
+        }
         let processes = match self.processes {
             Some(0) => {
                 return Err(PoolError::Misuse(
@@ -73,7 +89,7 @@ impl Builder {
                     .into(),
             ));
         }
-        let engine = LocalEngine::start(processes, method)?;
+        let engine = LocalEngine::start(processes, method, self.max_tasks)?;
         Ok(Pool {
             engine: Arc::new(engine),
         })

@@ -133,6 +133,8 @@ pub(crate) struct WorkerBoot {
     pub(crate) mailbox: Queue<Chunk>,
     pub(crate) results: Queue<Report>,
     pub(crate) slot: AtomicValue<u64>,
+    /// Retire after this many items (Python's `maxtasksperchild`).
+    pub(crate) max_tasks: Option<u64>,
 }
 
 /// A worker's slot value for item `item` of chunk `chunk`.

@@ -44,10 +44,15 @@ pub(crate) fn main(boot: WorkerBoot) {
         PANIC.with(|p| *p.borrow_mut() = Some((info.to_string(), bt)));
     }));
     let pid = ipc_core::process::pid();
+    let mut left = boot.max_tasks.unwrap_or(u64::MAX);
     while let Ok(chunk) = boot.mailbox.get() {
-        if run_chunk(&boot, pid, &chunk).is_err() {
+        match run_chunk(&boot, pid, &chunk, &mut left) {
+            Ok(()) if left > 0 => {}
+            // Retired (maxtasksperchild), its last outcome reported: the pool sees the exit,
+            // gives what is left of the chunk to another worker and replaces this one.
+            Ok(()) => return,
             // The pool shut its result queue: it is going away.
-            return;
+            Err(()) => return,
         }
     }
 }
@@ -60,7 +65,8 @@ struct Pending {
     since: Option<Duration>,
 }
 
-fn run_chunk(boot: &WorkerBoot, pid: u32, chunk: &Chunk) -> Result<(), ()> {
+/// Runs a chunk's items (at most `left` of them, counted down), reporting them in groups.
+fn run_chunk(boot: &WorkerBoot, pid: u32, chunk: &Chunk, left: &mut u64) -> Result<(), ()> {
     let mut p = Pending {
         first: 0,
         values: Packed::default(),
@@ -77,7 +83,8 @@ fn run_chunk(boot: &WorkerBoot, pid: u32, chunk: &Chunk) -> Result<(), ()> {
             p.values.push(&[]);
             p.failures.push((item, f));
         }
-        let last = k + 1 == chunk.args.0.len();
+        *left -= 1;
+        let last = k + 1 == chunk.args.0.len() || *left == 0;
         let now = coarse_now();
         let old = now.saturating_sub(*p.since.get_or_insert(now)) >= FLUSH_AGE;
         if last || old || p.values.bytes() >= FLUSH_BYTES {
@@ -91,6 +98,9 @@ fn run_chunk(boot: &WorkerBoot, pid: u32, chunk: &Chunk) -> Result<(), ()> {
             boot.results.put(report).map_err(drop)?;
             p.first = item + 1;
             p.since = None;
+        }
+        if *left == 0 {
+            break;
         }
     }
     Ok(())

@@ -411,6 +411,67 @@ fn cpython_124_138_callbacks() {
     assert!(erx.recv_timeout(Duration::from_millis(100)).is_err());
 }
 
+// cpython checklist 139 (and 147, inverted: we have no fork-context refusal to port, and the
+// limit works under every start method we offer): max_tasks_per_worker=10 over 100 tasks gives
+// the right results from changing workers; tasks are counted, not chunks (a chunk of 10 is
+// split at 3); with a limit of 1 and an early close, join returns; 0 is refused.
+#[test]
+fn cpython_139_147_max_tasks_per_worker() {
+    for m in METHODS {
+        let p = Pool::builder()
+            .processes(2)
+            .start_method(m)
+            .max_tasks_per_worker(10)
+            .build()
+            .unwrap();
+        let pids = p.map_chunked(pid_of, 0..100, 1).unwrap();
+        let distinct: std::collections::BTreeSet<u32> = pids.iter().copied().collect();
+        assert!(
+            distinct.len() >= 10,
+            "{m}: {} workers ran 100 tasks",
+            distinct.len()
+        );
+        for pid in &distinct {
+            let ran = pids.iter().filter(|p| *p == pid).count();
+            assert!(ran <= 10, "{m}: worker {pid} ran {ran} tasks");
+        }
+        p.close();
+        p.join().unwrap();
+
+        let p = Pool::builder()
+            .processes(1)
+            .start_method(m)
+            .max_tasks_per_worker(3)
+            .build()
+            .unwrap();
+        let pids = p.map_chunked(pid_of, 0..10, 10).unwrap();
+        for run in pids.chunks(3) {
+            assert!(run.iter().all(|p| *p == run[0]), "{m}: {pids:?}");
+        }
+        assert_eq!(
+            pids.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            4,
+            "{m}: {pids:?}"
+        );
+        drop(p);
+
+        let p = Pool::builder()
+            .processes(2)
+            .start_method(m)
+            .max_tasks_per_worker(1)
+            .build()
+            .unwrap();
+        let r = p.map_async(square, 0..20, Some(1)).unwrap();
+        p.close();
+        p.join().unwrap();
+        assert_eq!(r.get().unwrap(), (0..20).map(square).collect::<Vec<_>>());
+    }
+    assert!(matches!(
+        Pool::builder().max_tasks_per_worker(0).build(),
+        Err(PoolError::Misuse(_))
+    ));
+}
+
 /// This process's open descriptors.
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
