@@ -78,3 +78,9 @@ pub use error::{PoolError, TaskError};
 pub use imap::Imap;
 pub use job::{AsyncResult, ItemOutcome, as_completed, wait_any};
 pub use pool::{Builder, Pool};
+
+/// The workspace README's examples run as doc tests here (the crate that sees every layer they
+/// use), so the front page cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -123,7 +123,3 @@ pub mod raw {
     pub use crate::semaphore::{RawSemaphore, VALUE_MASK};
 }
 
-/// The workspace README's example runs as a doc test, so the front page cannot go stale.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
