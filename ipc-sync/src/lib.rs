@@ -122,4 +122,3 @@ pub mod raw {
     pub use crate::rlock::RawRLock;
     pub use crate::semaphore::{RawSemaphore, VALUE_MASK};
 }
-
