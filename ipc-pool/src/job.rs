@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,13 @@ pub type ItemOutcome = Result<Vec<u8>, TaskError>;
 pub struct Batch {
     state: Mutex<State>,
     changed: Condvar,
+    /// `completed`, readable without the lock, for a waiter's brief spin.
+    completed_hint: AtomicU64,
 }
+
+/// How long a waiter polls before it sleeps: a result that comes within it (a short task on a
+/// running worker) costs no futex wake-up, which takes 18-34 us on this kind of VM.
+const SPIN: Duration = Duration::from_micros(50);
 
 /// Run once when a batch has all its outcomes (or is cancelled), outside its lock.
 type Hook = Box<dyn FnOnce() + Send>;
@@ -152,6 +158,7 @@ impl Batch {
             a.push_back((first, n));
         }
         s.completed += u64::from(n);
+        self.completed_hint.store(s.completed, Ordering::Release);
         let watchers = s.watchers.clone();
         let hook = s.take_hook_if_done();
         drop(s);
@@ -232,6 +239,21 @@ impl Batch {
 
     /// Waits until at least `n` items have an outcome (true), or `deadline` passes (false).
     pub(crate) fn wait_for(&self, n: u64, deadline: Option<Instant>) -> bool {
+        if self.completed_hint.load(Ordering::Acquire) < n && ipc_core::spin::several_cpus() {
+            let until = Instant::now() + SPIN;
+            let until = deadline.map_or(until, |d| d.min(until));
+            'spin: loop {
+                for _ in 0..64 {
+                    if self.completed_hint.load(Ordering::Acquire) >= n {
+                        break 'spin;
+                    }
+                    std::hint::spin_loop();
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+            }
+        }
         let mut s = self.lock();
         while s.completed < n && !s.cancelled {
             s = match deadline {
