@@ -471,8 +471,8 @@ pub struct AsyncResult<T> {
     engine: Arc<dyn Engine>,
     finish: Finish<T>,
     taken: AtomicBool,
-    /// The result, once callbacks made it (they see it before `get` takes it).
-    made: Arc<Mutex<Option<Result<T, PoolError>>>>,
+    /// With callbacks: the result, once they made it (they see it before `get` takes it).
+    made: Option<Arc<Made<T>>>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -489,7 +489,7 @@ impl<T> AsyncResult<T> {
             engine,
             finish,
             taken: AtomicBool::new(false),
-            made: Arc::new(Mutex::new(None)),
+            made: None,
             _t: PhantomData,
         }
     }
@@ -514,10 +514,12 @@ impl<T> AsyncResult<T> {
         if self.taken.swap(true, Ordering::AcqRel) {
             return Err(PoolError::Taken);
         }
-        if let Some(made) = self.made.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return made;
+        match &self.made {
+            // The callbacks' hook makes the result: wait for it (it runs once the batch is
+            // complete, a moment after the batch says so).
+            Some(made) => made.wait(),
+            None => (self.finish)(&self.batch, self.items),
         }
-        (self.finish)(&self.batch, self.items)
     }
 
     /// Waits until the result is ready.
@@ -569,16 +571,20 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn callbacks(
-        self,
+        mut self,
         on_success: impl FnOnce(&T) + Send + 'static,
         on_error: impl FnOnce(&PoolError) + Send + 'static,
     ) -> Self {
-        let (batch, made, finish, n) = (
-            self.batch.clone(),
-            self.made.clone(),
-            self.finish,
-            self.items,
-        );
+        if self.made.is_some() {
+            // Callbacks once per result: the first set stays.
+            return self;
+        }
+        let made = Arc::new(Made {
+            result: Mutex::new(None),
+            ready: Condvar::new(),
+        });
+        self.made = Some(made.clone());
+        let (batch, finish, n) = (self.batch.clone(), self.finish, self.items);
         let weak = Arc::downgrade(&batch);
         self.batch.on_complete(
             n,
@@ -591,10 +597,33 @@ impl<T: Send + 'static> AsyncResult<T> {
                     Ok(v) => on_success(v),
                     Err(e) => on_error(e),
                 }
-                *made.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                made.set(result);
             }),
         );
         self
+    }
+}
+
+/// A result made by the callbacks' hook, for `get` to take.
+struct Made<T> {
+    result: Mutex<Option<Result<T, PoolError>>>,
+    ready: Condvar,
+}
+
+impl<T> Made<T> {
+    fn set(&self, r: Result<T, PoolError>) {
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> Result<T, PoolError> {
+        let mut g = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = g.take() {
+                return r;
+            }
+            g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 
