@@ -425,6 +425,51 @@ def pool_apply_async_latency(ctx, repeat, n, processes):
     return samples
 
 
+def pool_cpu_seconds():
+    """CPU seconds of this process's threads other than the main one (the pool's handler
+    threads) and of its children (the workers)."""
+    def ticks(path):
+        try:
+            with open(path) as f:
+                stat = f.read()
+        except OSError:
+            return None
+        head, rest = stat.rsplit(')', 1)
+        fields = rest.split()
+        return int(fields[1]), int(fields[11]) + int(fields[12])
+
+    total = 0
+    me = os.getpid()
+    for tid in os.listdir('/proc/self/task'):
+        if int(tid) != me:
+            t = ticks(f'/proc/self/task/{tid}/stat')
+            total += t[1] if t else 0
+    for pid in os.listdir('/proc'):
+        if pid.isdigit():
+            t = ticks(f'/proc/{pid}/stat')
+            if t and t[0] == me:
+                total += t[1]
+    return total / os.sysconf('SC_CLK_TCK')
+
+
+def pool_idle_cpu(ctx, repeat, n, processes, idle_ms):
+    """A pool of `processes` at rest for `idle_ms`: the CPU its threads and workers use, in
+    percent of one core."""
+    with ctx.Pool(processes) as pool:
+        pool.map(identity, range(4), 1)
+        def once():
+            time.sleep(0.1)
+            before = pool_cpu_seconds()
+            t0 = clock()
+            time.sleep(idle_ms / 1000)
+            wall = clock() - t0
+            return (pool_cpu_seconds() - before) / wall * 100
+        samples = repeat(once)
+        pool.close()
+        pool.join()
+    return samples
+
+
 def pool_map_cpu(ctx, repeat, n, work, processes):
     args = [work] * n
     with ctx.Pool(processes) as pool:
@@ -536,6 +581,8 @@ CASES = [
     ('pool_apply_async_latency', 'us/call', 'lower', pool_apply_async_latency,
      dict(n=2_000, processes=2)),
     ('pool_map_cpu', 'x speedup', 'higher', pool_map_cpu, dict(n=32, work=200_000, processes=2)),
+    ('pool_idle_cpu', '% of a core', 'lower', pool_idle_cpu,
+     dict(n=1_000, processes=2, idle_ms=1_000)),
     ('manager_dict_setget', 'us/set+get', 'lower', manager_setget, dict(n=4_000)),
     ('manager_namespace_setattr_getattr', 'us/set+get', 'lower', manager_setget,
      dict(n=4_000, namespace=True)),

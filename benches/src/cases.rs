@@ -321,6 +321,16 @@ pub static CASES: &[Case] = &[
         Run::Ready(crate::pool::pool_map_cpu)
     ),
     case!(
+        "pool_idle_cpu",
+        "% of a core",
+        Lower,
+        n = 1_000,
+        ["processes" = 2, "idle_ms" = 1_000],
+        Figure::Ratio,
+        None,
+        Run::Ready(crate::pool::pool_idle_cpu)
+    ),
+    case!(
         "manager_dict_setget",
         "us/set+get",
         Lower,

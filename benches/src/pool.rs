@@ -114,3 +114,50 @@ pub fn pool_map_cpu(_: &Placement, n: u64) -> anyhow::Result<Duration> {
         sequential.as_secs_f64() / parallel.as_secs_f64(),
     ))
 }
+
+/// CPU seconds used so far by the pool: this process's pool threads (named `ipc-pool-*`) and
+/// this process's children (the workers, and the forkserver, idle).
+fn pool_cpu_seconds() -> anyhow::Result<f64> {
+    fn ticks(stat: &str) -> Option<(String, u32, u64)> {
+        let (head, rest) = stat.rsplit_once(')')?;
+        let comm = head.split_once('(')?.1.to_string();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // After the comm: state(0) ppid(1) ... utime(11) stime(12).
+        let ppid = f.get(1)?.parse().ok()?;
+        let t = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some((comm, ppid, t))
+    }
+    let mut total = 0u64;
+    for e in std::fs::read_dir("/proc/self/task")?.flatten() {
+        if let Ok(s) = std::fs::read_to_string(e.path().join("stat"))
+            && let Some((comm, _, t)) = ticks(&s)
+            && comm.starts_with("ipc-pool-")
+        {
+            total += t;
+        }
+    }
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        if let Ok(s) = std::fs::read_to_string(e.path().join("stat"))
+            && let Some((_, ppid, t)) = ticks(&s)
+            && ppid == me
+        {
+            total += t;
+        }
+    }
+    Ok(total as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// A pool of 2 at rest for `n` ms: the CPU its threads and workers use, in percent of one core
+/// (the figure is the ratio: see [`Figure::Ratio`](crate::cases::Figure::Ratio)).
+pub fn pool_idle_cpu(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    let pool = pool()?;
+    std::thread::sleep(Duration::from_millis(100));
+    let before = pool_cpu_seconds()?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(n));
+    let wall = t0.elapsed().as_secs_f64();
+    let used = pool_cpu_seconds()? - before;
+    finish(pool)?;
+    Ok(Duration::from_secs_f64(used / wall * 100.0))
+}
