@@ -59,9 +59,11 @@
 //! ipc-core's lifeline), whichever way it ends. A pool at rest costs no CPU: workers sleep on
 //! their mailbox's futex, the collector on the result queue's, the supervisor in `poll`.
 //!
-//! The fork start method is refused for now: the pool has threads, and forking a threaded
-//! process is refused, so replacements would need a single-threaded zygote (not built yet).
-//! Use [`StartMethod::ForkServer`](ipc_core::process::StartMethod) (the default) or `Spawn`.
+//! Under the fork start method the pool forks a zygote when it is built
+//! ([`ipc_core::process::Zygote`]): the pool has threads, and forking a threaded process is
+//! refused, so every worker, replacements included, is forked by that single-threaded copy. Its
+//! workers see this process as it was when the pool was built. Build such a pool before the
+//! process starts threads (or use `ForkServer`, the default, or `Spawn`).
 #![forbid(unsafe_code)]
 
 mod engine;

@@ -20,7 +20,7 @@ use std::thread::JoinHandle as Thread;
 use std::time::Duration;
 
 use ipc_core::conn::{Connection, pipe};
-use ipc_core::process::{Builder, JoinHandle, RemoteFn, StartMethod};
+use ipc_core::process::{Builder, JoinHandle, RemoteFn, StartMethod, Zygote};
 use ipc_sync::{AtomicValue, PutError, Queue};
 
 use crate::engine::{Batch, Engine};
@@ -43,6 +43,8 @@ pub(crate) struct LocalEngine {
 struct Shared {
     results: Queue<Report>,
     method: StartMethod,
+    /// Under the fork start method: where workers come from (forked before the pool's threads).
+    zygote: Option<Zygote>,
     processes: usize,
     max_tasks: Option<u64>,
     state: Mutex<State>,
@@ -90,10 +92,21 @@ impl LocalEngine {
         method: StartMethod,
         max_tasks: Option<u64>,
     ) -> Result<LocalEngine, PoolError> {
+        let zygote = match method {
+            StartMethod::Fork => Some(Zygote::new().map_err(|e| {
+                PoolError::Misuse(format!(
+                    "a pool under the fork start method forks a zygote when it is built, and \
+                     this process cannot fork now ({e}); build the pool before starting threads, \
+                     or use StartMethod::ForkServer (the default) or StartMethod::Spawn"
+                ))
+            })?),
+            _ => None,
+        };
         let (ours, theirs) = pipe()?;
         let shared = Arc::new(Shared {
             results: Queue::new()?,
             method,
+            zygote,
             processes,
             max_tasks,
             state: Mutex::new(State {
@@ -331,11 +344,14 @@ impl Shared {
             slot: slot.clone(),
             max_tasks: self.max_tasks,
         };
-        let handle = Builder::new()
+        let mut builder = Builder::new()
             .name(format!("PoolWorker-{}", serial + 1))
             .daemon(true)
-            .start_method(self.method)
-            .spawn(boot, crate::worker::main)?;
+            .start_method(self.method);
+        if let Some(z) = &self.zygote {
+            builder = builder.zygote(z);
+        }
+        let handle = builder.spawn(boot, crate::worker::main)?;
         Ok(Worker {
             serial,
             handle,

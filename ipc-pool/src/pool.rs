@@ -46,7 +46,9 @@ impl Builder {
         self
     }
 
-    /// The start method of the workers (`ForkServer` or `Spawn`; see the crate doc for `Fork`).
+    /// The start method of the workers. Under `Fork` the workers come from a zygote forked when
+    /// the pool is built (so the process must have one thread then): they are copies of this
+    /// process as it was at that moment, replacements included (see the crate doc).
     pub fn start_method(mut self, method: StartMethod) -> Builder {
         self.method = Some(method);
         self
@@ -81,14 +83,6 @@ impl Builder {
         let method = self
             .method
             .unwrap_or_else(ipc_core::process::default_start_method);
-        if method == StartMethod::Fork {
-            return Err(PoolError::Misuse(
-                "the fork start method is not available for pools yet: the pool has threads, \
-                 and its replacement workers would have to be forked from a threaded process \
-                 (refused); use StartMethod::ForkServer (the default) or StartMethod::Spawn"
-                    .into(),
-            ));
-        }
         let engine = LocalEngine::start(processes, method, self.max_tasks)?;
         Ok(Pool {
             engine: Arc::new(engine),

@@ -275,16 +275,81 @@ fn four_threads_share_one_pool() {
     }
 }
 
-// The fork start method is refused with a clear error instead of a pool that would fail to
-// replace a worker (see the crate doc).
+// Under the fork start method the pool forks a zygote when it is built, which a process that
+// already has threads cannot do: a clear error, at once.
 #[test]
-fn the_fork_start_method_is_refused_clearly() {
+fn a_fork_pool_needs_a_single_threaded_process() {
+    let (stop, wait) = std::sync::mpsc::channel::<()>();
+    let helper = std::thread::spawn(move || wait.recv());
     let err = Pool::builder()
         .processes(1)
         .start_method(StartMethod::Fork)
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("ForkServer"), "{err}");
+    assert!(err.to_string().contains("before starting threads"), "{err}");
+    drop(stop);
+    let _ = helper.join();
+}
+
+static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn seen(_: u32) -> (u64, u32) {
+    (
+        SEEN.load(std::sync::atomic::Ordering::Relaxed),
+        ipc_core::process::pid(),
+    )
+}
+
+fn kill_self_on_five(x: u32) -> u32 {
+    if x == 5 {
+        common::kill_pid(ipc_core::process::pid());
+    }
+    x
+}
+
+/// In a fresh (single-threaded) process: a fork pool sees the process as it was when built,
+/// replaces a killed worker and recycles workers, all from its zygote.
+fn fork_pool_in_a_fresh_process((): ()) -> (Vec<u64>, usize, String, usize) {
+    SEEN.store(7, std::sync::atomic::Ordering::Relaxed);
+    let p = Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Fork)
+        .max_tasks_per_worker(5)
+        .build()
+        .unwrap();
+    SEEN.store(8, std::sync::atomic::Ordering::Relaxed);
+    let out = p.map_chunked(seen, 0..20, 1).unwrap();
+    let values: Vec<u64> = out.iter().map(|o| o.0).collect();
+    let workers = out
+        .iter()
+        .map(|o| o.1)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let each = p.map_results_chunked(kill_self_on_five, 0..10, 1).unwrap();
+    let killed = match &each[5] {
+        Err(e) => e.to_string(),
+        Ok(v) => format!("ran: {v}"),
+    };
+    let fine = each.iter().filter(|r| r.is_ok()).count();
+    p.close();
+    p.join().unwrap();
+    (values, workers, killed, fine)
+}
+
+// Issue #12: the fork start method, with a zygote. Workers see the process as it was when
+// the pool was built (7, not the 8 stored after); with max_tasks_per_worker(5), 20 tasks ran
+// on at least 4 workers; a killed worker fails its item alone and is replaced.
+#[test]
+fn a_fork_pool_works_through_its_zygote() {
+    let h = ipc_core::process::Builder::new()
+        .start_method(StartMethod::Spawn)
+        .spawn((), fork_pool_in_a_fresh_process)
+        .unwrap();
+    let (values, workers, killed, fine) = h.join().unwrap();
+    assert_eq!(values, vec![7; 20]);
+    assert!(workers >= 4, "{workers} workers ran 20 tasks");
+    assert!(killed.contains("SIGKILL"), "{killed}");
+    assert_eq!(fine, 9);
 }
 
 // join before close is misuse, said at once instead of waiting forever.

@@ -68,6 +68,7 @@ use crate::error::{Error, Result};
 use child::{ChildInner, Outcome};
 pub use function::RemoteFn;
 use start::Launched;
+pub use start::forkserver::Zygote;
 
 /// How a child process is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -126,6 +127,7 @@ pub struct Builder {
     daemon: bool,
     method: Option<StartMethod>,
     allow_threads: bool,
+    zygote: Option<Zygote>,
 }
 
 impl Builder {
@@ -153,6 +155,14 @@ impl Builder {
         self
     }
 
+    /// Starts the child through `zygote` (a copy of this process made earlier, while it had one
+    /// thread): the fork start method for a process that has threads now. Overrides the start
+    /// method.
+    pub fn zygote(mut self, zygote: &Zygote) -> Builder {
+        self.zygote = Some(zygote.clone());
+        self
+    }
+
     /// Allows the fork start method in a process that has several threads.
     ///
     /// # Safety
@@ -177,8 +187,12 @@ impl Builder {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let method = self.method.unwrap_or_else(default_start_method);
-        if method == StartMethod::Fork {
+        let zygote = self.zygote.clone();
+        let method = match &zygote {
+            Some(_) => StartMethod::Fork,
+            None => self.method.unwrap_or_else(default_start_method),
+        };
+        if method == StartMethod::Fork && zygote.is_none() {
             // Sound without `fork`'s bounds: an argument that serializes owns no guard or
             // borrow whose release in this process could affect the child's copy.
             return self.fork_closure(move || f(arg));
@@ -197,17 +211,24 @@ impl Builder {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let launched = match method {
+            let launched = match (&zygote, method) {
+                // A zygote has a lock of its own too.
+                (Some(z), _) => {
+                    drop(g);
+                    let launched = z.launch();
+                    g = global::lock();
+                    launched?
+                }
                 // fork+exec of this executable touches no process-wide state: other threads'
                 // `current_process` and `active_children` need not wait for it.
-                StartMethod::Spawn => {
+                (None, StartMethod::Spawn) => {
                     drop(g);
                     let launched = start::spawn::launch();
                     g = global::lock();
                     launched?
                 }
                 // Neither does a start through the forkserver, which has a lock of its own.
-                _ => {
+                (None, _) => {
                     drop(g);
                     let launched = start::forkserver::launch();
                     g = global::lock();

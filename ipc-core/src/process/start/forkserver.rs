@@ -211,6 +211,34 @@ impl ForkServer {
         }
     }
 
+    /// A server forked from this process now (a zygote): its children are copies of this
+    /// process as it is at this moment, made by a single-threaded process whatever threads we
+    /// start later. Refused (as `fork` is) if this process has several threads now.
+    pub(crate) fn fork_now() -> Result<ForkServer> {
+        let (ours, theirs) = pipe()?;
+        let server_lock = lock();
+        let mut g = global::lock();
+        let id = g.next_child(Some("Zygote".into()), false, StartMethod::Fork);
+        let (g, server) = start::fork::start(server_lock, g, id, false, move || serve(theirs))?;
+        drop(g);
+        let mut s = ForkServer {
+            ctrl: ours,
+            server,
+            prepared: None,
+            broken: false,
+        };
+        match s.prepare() {
+            Ok(c) => {
+                s.prepared = Some(c);
+                Ok(s)
+            }
+            Err(e) => {
+                s.discard();
+                Err(e)
+            }
+        }
+    }
+
     /// Asks the server for a child waiting on a new connection; returns our end. If the server
     /// cannot be told, it is marked broken.
     fn prepare(&mut self) -> Result<Connection> {
@@ -394,6 +422,105 @@ impl ForkServer {
             rustix::process::waitpgid(group, rustix::process::WaitOptions::empty())
         {}
         self.stop();
+    }
+}
+
+/// A zygote: a copy of this process made now, single-threaded, that forks children on request
+/// (the fork start method for a process that will have threads, as a pool does: the children
+/// are copies of this process as it was when the zygote was made, not as it is when they
+/// start). Its children are this process's own, as under every start method.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // Doc tests run on a thread of their own: a zygote needs a single-threaded process.
+/// # let worker = ipc_core::process::Builder::new()
+/// #     .start_method(ipc_core::process::StartMethod::Spawn)
+/// #     .spawn((), |()| {
+/// use ipc_core::process::{Builder, Zygote};
+/// let zygote = Zygote::new().unwrap(); // while this process has one thread
+/// let helper = std::thread::spawn(|| ()); // threads may come now
+/// let child = Builder::new().zygote(&zygote).spawn(20u32, |x| x + 1).unwrap();
+/// assert_eq!(child.join().unwrap(), 21);
+/// helper.join().unwrap();
+/// # })?;
+/// # worker.join()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Zygote {
+    inner: Arc<ZygoteInner>,
+}
+
+struct ZygoteInner {
+    server: Mutex<Option<ForkServer>>,
+    pid: u32,
+}
+
+impl Zygote {
+    /// Forks the zygote now; an error if this process has several threads (the fork would copy
+    /// locks held by the others: start the zygote before the threads).
+    pub fn new() -> Result<Zygote> {
+        let server = ForkServer::fork_now()?;
+        let pid = server.pid() as u32;
+        Ok(Zygote {
+            inner: Arc::new(ZygoteInner {
+                server: Mutex::new(Some(server)),
+                pid,
+            }),
+        })
+    }
+
+    /// The zygote's pid.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    /// Starts a child through the zygote (see [`launch`](ForkServer::launch)). A zygote that
+    /// died cannot be replaced (this process may have threads now): an error says so.
+    pub(crate) fn launch(&self) -> Result<Launched> {
+        let mut slot = self.inner.server.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(server) = slot.as_mut() else {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "the zygote (pid {}) is gone: a zygote cannot be replaced once this process                  has threads",
+                self.inner.pid
+            ))));
+        };
+        match server.launch() {
+            Launch::Done(done) => {
+                if server.is_broken() {
+                    if let Some(dead) = slot.take() {
+                        dead.discard();
+                    }
+                }
+                done
+            }
+            Launch::ServerGone(e) => {
+                if let Some(dead) = slot.take() {
+                    dead.discard();
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Zygote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Zygote")
+            .field("pid", &self.inner.pid)
+            .finish()
+    }
+}
+
+impl Drop for ZygoteInner {
+    fn drop(&mut self) {
+        let slot = self.server.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(server) = slot.take()
+            && server.is_creator()
+        {
+            server.stop();
+        }
     }
 }
 
