@@ -482,16 +482,17 @@ impl Zygote {
         let mut slot = self.inner.server.lock().unwrap_or_else(|p| p.into_inner());
         let Some(server) = slot.as_mut() else {
             return Err(Error::Io(std::io::Error::other(format!(
-                "the zygote (pid {}) is gone: a zygote cannot be replaced once this process                  has threads",
+                "the zygote (pid {}) is gone: a zygote cannot be replaced once this process \
+                 has threads",
                 self.inner.pid
             ))));
         };
         match server.launch() {
             Launch::Done(done) => {
-                if server.is_broken() {
-                    if let Some(dead) = slot.take() {
-                        dead.discard();
-                    }
+                if server.is_broken()
+                    && let Some(dead) = slot.take()
+                {
+                    dead.discard();
                 }
                 done
             }
