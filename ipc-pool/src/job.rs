@@ -55,6 +55,9 @@ struct State {
     /// items not yet taken).
     arrivals: Option<VecDeque<(u64, u32)>>,
     completed: u64,
+    /// A sleeper needs `completed` to reach this (u64::MAX: nobody sleeps): a completion
+    /// below it wakes nobody, so a `map` of many items costs one wake-up, not one per report.
+    wake_at: u64,
     failed: bool,
     cancelled: bool,
 }
@@ -159,10 +162,16 @@ impl Batch {
         }
         s.completed += u64::from(n);
         self.completed_hint.store(s.completed, Ordering::Release);
+        let wake = s.completed >= s.wake_at;
+        if wake {
+            s.wake_at = u64::MAX;
+        }
         let watchers = s.watchers.clone();
         let hook = s.take_hook_if_done();
         drop(s);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
         for w in watchers {
             w.raise();
         }
@@ -256,6 +265,7 @@ impl Batch {
         }
         let mut s = self.lock();
         while s.completed < n && !s.cancelled {
+            s.wake_at = s.wake_at.min(n);
             s = match deadline {
                 None => self.changed.wait(s).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
@@ -294,6 +304,7 @@ impl Batch {
             if s.cancelled {
                 return Err(TaskError::Cancelled { index });
             }
+            s.wake_at = s.wake_at.min(s.completed + 1);
             s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
         }
     }
@@ -323,6 +334,7 @@ impl Batch {
             if s.cancelled {
                 return (u64::MAX, Err(TaskError::Cancelled { index: u64::MAX }));
             }
+            s.wake_at = s.wake_at.min(s.completed + 1);
             s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
         }
     }
