@@ -221,6 +221,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T>
             outer,
         }
     };
+    take_exact(bytes)
+}
+
+/// postcard's `T` from exactly `bytes` (trailing bytes are an error).
+fn take_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let (value, rest) =
         postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::Decode(explain(e)))?;
     if !rest.is_empty() {
@@ -243,15 +248,7 @@ pub fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         }
     }
     let _reset = Reset(IN_MODE.replace(IN_NONE));
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::Decode(explain(e)))?;
-    if !rest.is_empty() {
-        return Err(Error::Decode(CodecError::new(format!(
-            "{} unexpected trailing bytes",
-            rest.len()
-        ))));
-    }
-    Ok(value)
+    take_exact(bytes)
 }
 
 /// Encodes `value` as plain bytes, appending to `buf`: a descriptor inside is an [`Error::Encode`].

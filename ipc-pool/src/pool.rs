@@ -257,7 +257,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'p,
     {
-        Imap::new(self.engine.clone(), f, Box::new(items.into_iter()), 1, true)
+        self.lazily(f, items, 1, true)
     }
 
     /// [`imap`](Self::imap) with `chunksize` items sent to a worker at once.
@@ -273,13 +273,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'p,
     {
-        Imap::new(
-            self.engine.clone(),
-            f,
-            Box::new(items.into_iter()),
-            chunksize,
-            true,
-        )
+        self.lazily(f, items, chunksize, true)
     }
 
     /// [`imap`](Self::imap), yielding results as they come (any order); each says its index.
@@ -290,13 +284,24 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'p,
     {
-        Imap::new(
-            self.engine.clone(),
-            f,
-            Box::new(items.into_iter()),
-            1,
-            false,
-        )
+        self.lazily(f, items, 1, false)
+    }
+
+    fn lazily<'p, A, R, I>(
+        &'p self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Imap<'p, A, R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'p,
+    {
+        let input = Box::new(items.into_iter());
+        Imap::new(self.engine.clone(), f, input, chunksize, ordered)
     }
 
     /// Takes no more work; what was submitted still runs (then [`join`](Self::join)).

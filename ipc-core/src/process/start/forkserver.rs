@@ -193,8 +193,18 @@ impl ForkServer {
             StartMethod::Spawn,
             None,
         ));
+        Self::with_first_child(ours, server, told)
+    }
+
+    /// A server whose control channel is `ctrl`, told its boot (`told`), asked for its first
+    /// child; discarded on failure.
+    fn with_first_child(
+        ctrl: Connection,
+        server: Arc<ChildInner>,
+        told: Result<()>,
+    ) -> Result<Self> {
         let mut s = ForkServer {
-            ctrl: ours,
+            ctrl,
             server,
             prepared: None,
             broken: false,
@@ -221,22 +231,7 @@ impl ForkServer {
         let id = g.next_child(Some("Zygote".into()), false, StartMethod::Fork);
         let (g, server) = start::fork::start(server_lock, g, id, false, move || serve(theirs))?;
         drop(g);
-        let mut s = ForkServer {
-            ctrl: ours,
-            server,
-            prepared: None,
-            broken: false,
-        };
-        match s.prepare() {
-            Ok(c) => {
-                s.prepared = Some(c);
-                Ok(s)
-            }
-            Err(e) => {
-                s.discard();
-                Err(e)
-            }
-        }
+        Self::with_first_child(ours, server, Ok(()))
     }
 
     /// Asks the server for a child waiting on a new connection; returns our end. If the server
