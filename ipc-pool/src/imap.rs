@@ -19,8 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::engine::{Batch, Engine};
 use crate::error::{PoolError, TaskError};
-use crate::pool::{encode_into, remote};
-use crate::wire::{MAX_CHUNK, Packed};
+use crate::wire::{MAX_CHUNK, Packed, encode_into, remote};
 
 /// The iterator of [`Pool::imap`](crate::Pool::imap) and
 /// [`Pool::imap_unordered`](crate::Pool::imap_unordered): one `Result` per input item.

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ipc_core::process::{RemoteFn, StartMethod};
+use ipc_core::process::StartMethod;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -23,7 +23,7 @@ use crate::error::{PoolError, TaskError};
 use crate::imap::Imap;
 use crate::job::AsyncResult;
 use crate::local::LocalEngine;
-use crate::wire::{MAX_CHUNK, Packed};
+use crate::wire::{MAX_CHUNK, Packed, encode_into, remote};
 
 /// Configures a [`Pool`].
 #[derive(Debug, Clone, Default)]
@@ -371,31 +371,6 @@ impl fmt::Debug for Pool {
 /// Python's default chunk size for `map`: `len / (4 x processes)`, rounded up (0 items: 1).
 pub(crate) fn python_chunksize(items: usize, processes: usize) -> usize {
     items.div_ceil(4 * processes.max(1)).max(1)
-}
-
-/// The handle of `f`, erased.
-pub(crate) fn remote<A, R>(f: fn(A) -> R) -> Result<RemoteFn<(), ()>, PoolError>
-where
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
-{
-    Ok(RemoteFn::new(f)?.erase())
-}
-
-/// Appends an argument's bytes to `args`; an error (for item `index`) if it cannot travel
-/// through a queue (it holds a shared object).
-pub(crate) fn encode_into<A: Serialize>(
-    index: u64,
-    arg: &A,
-    args: &mut Packed,
-) -> Result<(), PoolError> {
-    args.push_with(|buf| ipc_core::codec::encode_plain(arg, buf))
-        .map_err(|e| {
-            PoolError::Task(TaskError::Argument {
-                index,
-                message: e.to_string(),
-            })
-        })
 }
 
 fn finish_all<R: DeserializeOwned>(batch: &Batch, n: u64) -> Result<Vec<R>, PoolError> {

@@ -1,6 +1,9 @@
 //! What travels between the pool and its workers (see the crate doc for the protocol).
 
 use ipc_core::process::RemoteFn;
+use serde::de::DeserializeOwned;
+
+use crate::error::{PoolError, TaskError};
 use ipc_sync::{AtomicValue, Queue};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -145,4 +148,29 @@ pub(crate) fn pack(chunk: u64, item: u32) -> u64 {
 /// `(chunk, item)` from a slot value.
 pub(crate) fn unpack(slot: u64) -> (u64, u32) {
     (slot >> ITEM_BITS, (slot & ((1 << ITEM_BITS) - 1)) as u32)
+}
+
+/// The handle of `f`, erased.
+pub(crate) fn remote<A, R>(f: fn(A) -> R) -> Result<RemoteFn<(), ()>, PoolError>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    Ok(RemoteFn::new(f)?.erase())
+}
+
+/// Appends an argument's bytes to `args`; an error (for item `index`) if it cannot travel
+/// through a queue (it holds a shared object).
+pub(crate) fn encode_into<A: Serialize>(
+    index: u64,
+    arg: &A,
+    args: &mut Packed,
+) -> Result<(), PoolError> {
+    args.push_with(|buf| ipc_core::codec::encode_plain(arg, buf))
+        .map_err(|e| {
+            PoolError::Task(TaskError::Argument {
+                index,
+                message: e.to_string(),
+            })
+        })
 }

@@ -176,8 +176,10 @@ pub(crate) fn child_main(conn: Connection) -> ! {
 pub(crate) fn run_child(conn: Connection, mut boot: BootInfo) -> ! {
     function::adopt_family_key(boot.family_key);
     global::lock().become_child(boot.identity());
-    if let Some(line) = boot.lifeline.take() {
-        super::lifeline::hold(line.0);
+    if let Some(line) = boot.lifeline.take()
+        && !super::lifeline::hold(line.0)
+    {
+        sys::exit_now(BOOT_FAILED);
     }
     // SAFETY: `boot.trampoline` was computed by the parent as the offset of a `Trampoline` in
     // this same executable (spawn re-executes /proc/self/exe; forkserver children are forks of

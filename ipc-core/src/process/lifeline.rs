@@ -36,16 +36,18 @@ pub(crate) fn new() -> Result<(OwnedFd, OwnedFd)> {
     Ok((write, read))
 }
 
-/// In the daemon child, before its function runs: dies when the parent's end closes (at once
-/// if it already has). The read end stays open for the rest of the child's life.
-pub(crate) fn hold(read: OwnedFd) {
+/// In the daemon child, before its function runs: from now on it dies when the parent's end
+/// closes. False if the parent is already gone, or cannot be followed: then the daemon must
+/// not run (the caller exits). The read end stays open for the rest of the child's life.
+#[must_use = "a daemon whose lifeline does not hold must not run"]
+pub(crate) fn hold(read: OwnedFd) -> bool {
     if sys::kill_me_on_event(read.as_fd()).is_err() {
-        // No way to follow the parent: a daemon that would outlive it does not run.
-        sys::exit_now(super::bootstrap::BOOT_FAILED);
+        return false;
     }
     // A hang-up before the arming sent no signal: look once.
     if crate::conn::wait(&[&read], Some(Duration::ZERO)).is_ok_and(|r| !r.is_empty()) {
-        sys::exit_now(super::bootstrap::BOOT_FAILED);
+        return false;
     }
     let _ = read.into_raw_fd();
+    true
 }

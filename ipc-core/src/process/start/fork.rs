@@ -97,8 +97,10 @@ where
             // releasing it here leaves the child's state consistent and unlocked.
             drop(g);
             drop(keep);
-            if let Some(read) = give {
-                lifeline::hold(read);
+            if let Some(read) = give
+                && !lifeline::hold(read)
+            {
+                sys::exit_now(crate::process::bootstrap::BOOT_FAILED);
             }
             let code = run_and_report(&theirs, body);
             drop(theirs);
