@@ -8,8 +8,9 @@
 //! - inverted (our contract differs on purpose): 134 (a task's error carries its message and
 //!   backtrace as data, not a re-raised exception: cpython_135), 145 (a killed worker breaks
 //!   nothing: pool_failures.rs), 147 (max_tasks_per_worker works under every start method);
-//! - not applicable: 127 (a Rust iterator cannot fail; one that panics panics in the caller),
-//!   136, 137 and 140 (Python's garbage collector and interpreter shutdown);
+//! - ported as Rust has it: 127 (an input that fails: a Rust iterator panics, in the caller,
+//!   and the pool stays usable: `an_input_that_panics_midway_leaves_the_pool_usable`);
+//! - not applicable: 136, 137 and 140 (Python's garbage collector and interpreter shutdown);
 //! - not yet: 142 (initializer: issue #13), 143 (a failing N-th worker start is handled by
 //!   stopping the others, untested: no way to make the N-th start fail on demand yet).
 
@@ -602,6 +603,39 @@ fn cpython_149_after_terminate_and_close() {
     q.close();
     assert!(matches!(q.apply_async(square, 2), Err(PoolError::Closed)));
     q.join().unwrap();
+}
+
+/// An input that fails after `n` items, as a Rust iterator fails: it panics.
+fn failing_after(n: u64) -> impl Iterator<Item = u64> {
+    (0..).map(move |i| {
+        assert!(i < n, "the input failed at item {i}");
+        i
+    })
+}
+
+// cpython checklist 127, as Rust has it: an input iterator that fails (panics) mid-way, in map
+// (while the arguments are read, before anything runs), in imap (after chunks were submitted)
+// and in imap_unordered: the panic reaches the caller, nothing hangs, and the pool goes on.
+#[test]
+fn an_input_that_panics_midway_leaves_the_pool_usable() {
+    let p = pool(StartMethod::ForkServer, 2);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.map(square, failing_after(50))
+    }));
+    assert!(caught.is_err());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.imap(square, failing_after(50))
+            .map(Result::unwrap)
+            .sum::<u64>()
+    }));
+    assert!(caught.is_err());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.imap_unordered(square, failing_after(7)).count()
+    }));
+    assert!(caught.is_err());
+    assert_eq!(p.map(square, 0..5).unwrap(), [0, 1, 4, 9, 16]);
+    p.close();
+    p.join().unwrap();
 }
 
 /// This process's open descriptors.
