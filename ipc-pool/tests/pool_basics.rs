@@ -607,10 +607,7 @@ fn cpython_149_after_terminate_and_close() {
 
 /// An input that fails after `n` items, as a Rust iterator fails: it panics.
 fn failing_after(n: u64) -> impl Iterator<Item = u64> {
-    (0..).map(move |i| {
-        assert!(i < n, "the input failed at item {i}");
-        i
-    })
+    (0..).inspect(move |&i| assert!(i < n, "the input failed at item {i}"))
 }
 
 // cpython checklist 127, as Rust has it: an input iterator that fails (panics) mid-way, in map
