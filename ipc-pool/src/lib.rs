@@ -26,7 +26,7 @@
 //!
 //! # Wire protocol (shared-memory queues of ipc-sync)
 //! ```text
-//! parent -> worker w   mailbox_w: Chunk { id, func, items: [arg bytes] }   (at most AHEAD each)
+//! parent -> worker w   mailbox_w: Chunk { id, func, args (packed) }  (2 at a time: one runs)
 //! worker -> parent     results:   Items { chunk, first, pid, results, failures }
 //!                                  (a group of items: about 1-5 ms or 256 KiB of them)
 //! supervisor -> parent results:   Died { worker }      (after every record the dead one put)
@@ -46,7 +46,10 @@
 //! was running (or had run last). Outcomes are reported in groups (about 1-5 ms old, so a slow
 //! item is reported at once): an item that had finished but whose outcome was still in the
 //! worker runs again elsewhere. So an item runs to its end twice only if its worker died within
-//! that millisecond after it; the item the worker was running when it died never runs again.
+//! those few milliseconds after it; the item the worker was running when it died never runs
+//! again. A worker that retires (`max_tasks_per_worker`) reports first, then exits: the same
+//! path with nothing to fail. `cancel` kills a worker that runs the cancelled task: its item is
+//! then not a failure.
 //! The supervisor thread, which watches the workers' pidfds, posts `Died` on the result queue
 //! after the worker is dead, hence after every record it put: the collector thread, which reads
 //! the queue, sees all of a worker's reports before its death and gives every item exactly one
