@@ -208,7 +208,10 @@ impl Engine for LocalEngine {
         // items is killed (and replaced, as any dead worker). A worker that took a chunk a
         // moment ago and has not named it in its slot yet runs it to no one's use.
         let State {
-            workers, chunks, ..
+            workers,
+            chunks,
+            pending,
+            ..
         } = &mut *st;
         for w in workers.iter_mut() {
             // Only once the worker runs its first chunk is the queued one alone in its mailbox
@@ -225,9 +228,14 @@ impl Engine for LocalEngine {
                 if chunk.id == id {
                     w.assigned.pop_back();
                     chunks.remove(&id);
-                } else if w.mailbox.try_put(chunk).is_err() {
-                    // Cannot happen (the mailbox was just emptied); said for completeness.
-                    eprintln!("ipc-pool: a chunk taken back from a mailbox could not go back");
+                } else {
+                    // Another chunk (which the check above rules out): it goes back, or if the
+                    // mailbox refuses it, runs elsewhere; it is never lost.
+                    let other = chunk.id;
+                    if w.mailbox.try_put(chunk).is_err() {
+                        w.assigned.retain(|&a| a != other);
+                        pending.push_front(other);
+                    }
                 }
             }
             let (running, _) = unpack(w.slot.load());
