@@ -241,28 +241,30 @@ fn take_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// pool's result): a descriptor inside is an [`Error::Decode`] that says where shared objects
 /// may travel. The fast path of [`decode`] for plain bytes.
 pub fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    struct Reset(u8);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            IN_MODE.set(self.0);
-        }
-    }
-    let _reset = Reset(IN_MODE.replace(IN_NONE));
-    take_exact(bytes)
+    in_mode(&IN_MODE, IN_NONE, || take_exact(bytes))
 }
 
 /// Encodes `value` as plain bytes, appending to `buf`: a descriptor inside is an [`Error::Encode`].
 pub fn encode_plain<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            OUT_MODE.set(self.0);
-        }
-    }
     // Not collecting: `serialize_fd` fails with a message that says where shared objects may
     // travel.
-    let _reset = Reset(OUT_MODE.replace(false));
-    append(value, buf).map_err(|e| Error::Encode(explain(e)))
+    in_mode(&OUT_MODE, false, || append(value, buf)).map_err(|e| Error::Encode(explain(e)))
+}
+
+/// Runs `f` with the mode cell `key` set to `mode`, restoring it after (also on unwinding).
+fn in_mode<M: Copy + 'static, R>(
+    key: &'static std::thread::LocalKey<Cell<M>>,
+    mode: M,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<M: Copy + 'static>(&'static std::thread::LocalKey<Cell<M>>, M);
+    impl<M: Copy + 'static> Drop for Restore<M> {
+        fn drop(&mut self) {
+            self.0.set(self.1);
+        }
+    }
+    let _restore = Restore(key, key.replace(mode));
+    f()
 }
 
 /// Serializes a descriptor inside [`encode`]: a duplicate joins the message, its index the bytes.

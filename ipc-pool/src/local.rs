@@ -275,21 +275,15 @@ impl Engine for LocalEngine {
     }
 
     fn terminate(&self) {
-        let outstanding = {
+        let dropped = {
             let mut st = self.shared.lock();
             st.terminated = true;
             st.closed = true;
-            st.pending.clear();
-            std::mem::take(&mut st.chunks)
+            st.drop_all()
         };
         self.shared.idle.notify_all();
-        for (_, c) in outstanding {
-            for (k, done) in c.done.iter().enumerate() {
-                if !done {
-                    let index = c.first + k as u64;
-                    c.batch.complete(index, Err(TaskError::Cancelled { index }));
-                }
-            }
+        for (batch, index, e) in dropped {
+            batch.complete(index, Err(e));
         }
         self.shared.stop_workers(true);
         self.stop_threads();
@@ -310,6 +304,22 @@ impl Drop for LocalEngine {
 }
 
 impl State {
+    /// Forgets every chunk; what they had not reported, as cancelled items for their batches
+    /// (to be completed once the lock is released).
+    fn drop_all(&mut self) -> Vec<(Arc<Batch>, u64, TaskError)> {
+        self.pending.clear();
+        let mut dropped = Vec::new();
+        for (_, c) in std::mem::take(&mut self.chunks) {
+            for (k, done) in c.done.iter().enumerate() {
+                if !done {
+                    let index = c.first + k as u64;
+                    dropped.push((c.batch.clone(), index, TaskError::Cancelled { index }));
+                }
+            }
+        }
+        dropped
+    }
+
     fn new_chunk(
         &mut self,
         batch: Arc<Batch>,
@@ -537,15 +547,7 @@ impl Shared {
         }
         if st.workers.is_empty() {
             // Nobody left to run what waits: it fails rather than waiting forever.
-            st.pending.clear();
-            for (_, c) in std::mem::take(&mut st.chunks) {
-                for (k, done) in c.done.iter().enumerate() {
-                    if !done {
-                        let index = c.first + k as u64;
-                        failed.push((c.batch.clone(), index, TaskError::Cancelled { index }));
-                    }
-                }
-            }
+            failed.extend(st.drop_all());
         }
         if st.chunks.is_empty() {
             self.idle.notify_all();
