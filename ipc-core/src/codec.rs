@@ -74,7 +74,7 @@ const NO_TABLE: &str = "a shared object (connection, segment, lock, queue ...) c
      as a process argument or through a Connection, which carry its file descriptor; \
      it cannot be sent through a shared-memory queue or encoded as plain bytes";
 
-/// postcard's output appended to a `Vec` byte by byte without a call per byte (postcard's
+/// postcard's output appended to a `Vec` without a call per byte or per varint (postcard's
 /// `io::Write` flavor costs a `memcpy` call for each byte of a varint).
 struct Append<'a>(&'a mut Vec<u8>);
 
@@ -89,7 +89,16 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
 
     #[inline]
     fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
+        // postcard hands every varint over as a slice of 1-10 bytes: a `memcpy` call for each
+        // cost more than the copy (a third of a small item's encoding).
+        if bytes.len() <= 16 {
+            self.0.reserve(bytes.len());
+            for &b in bytes {
+                self.0.push(b);
+            }
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
         Ok(())
     }
 
@@ -252,11 +261,17 @@ pub fn encode_plain<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resu
 }
 
 /// Runs `f` with the mode cell `key` set to `mode`, restoring it after (also on unwinding).
-fn in_mode<M: Copy + 'static, R>(
+/// Every setter restores, so a cell already in `mode` (the usual case: a plain encode or
+/// decode outside any other) is left alone.
+#[inline]
+fn in_mode<M: Copy + PartialEq + 'static, R>(
     key: &'static std::thread::LocalKey<Cell<M>>,
     mode: M,
     f: impl FnOnce() -> R,
 ) -> R {
+    if key.get() == mode {
+        return f();
+    }
     struct Restore<M: Copy + 'static>(&'static std::thread::LocalKey<Cell<M>>, M);
     impl<M: Copy + 'static> Drop for Restore<M> {
         fn drop(&mut self) {

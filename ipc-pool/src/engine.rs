@@ -3,6 +3,7 @@
 //! another, and [`Pool::with_engine`](crate::Pool::with_engine) puts the same API on it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use ipc_core::process::RemoteFn;
 
@@ -28,6 +29,21 @@ pub trait Engine: Send + Sync + 'static {
         first: u64,
         args: Packed,
     ) -> Result<(), PoolError>;
+
+    /// Lends the calling thread, which is about to wait for outcomes, until `done()` says its
+    /// wait is over or `until` passes: an engine that can collect outcomes in any thread does
+    /// so here (a result then reaches its waiter without waking anybody). The default only
+    /// polls `done`.
+    fn help(&self, done: &dyn Fn() -> bool, until: Instant) {
+        let mut i = 0u32;
+        while !done() {
+            i = i.wrapping_add(1);
+            if i.is_multiple_of(64) && Instant::now() >= until {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
 
     /// Drops what of `batch` has not started (its outcomes are no longer wanted).
     fn cancel(&self, batch: &Arc<Batch>);

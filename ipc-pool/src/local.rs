@@ -2,12 +2,15 @@
 //! (the protocol and a chunk's life are in the crate doc).
 //!
 //! ```text
-//! State (one mutex): workers (serial, handle, mailbox, slot, chunks assigned in order),
+//! State (one mutex): workers (serial, handle, mailbox, slot, chunks assigned in order, pace),
 //!                    chunks (id -> batch, func, first index, arguments, items done),
 //!                    pending chunk ids (front first), closed / terminated
-//! collector:  Items  -> report to the batch; a finished chunk leaves its worker; dispatch
+//! take_one (under the state lock; by the collector or a helping caller):
+//!             Items  -> report to the batch; a finished chunk leaves its worker; dispatch
 //!             Died   -> account for the dead worker's chunks (crate doc); replace it; dispatch
-//!             Stop   -> leave
+//! collector:  loop { take_one until empty (shut down: leave);
+//!                    linger while callers help (1 ms after the last), else wait_ready }
+//! caller:     help(done, until): take_one while the queue has records, until done or until
 //! supervisor: poll(control, every worker's pidfd) -> Died on the result queue, once per worker
 //! ```
 //! Outcomes reach their batch after the state lock is released: a batch may run callbacks
@@ -15,24 +18,59 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle as Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipc_core::conn::{Connection, pipe};
 use ipc_core::process::{Builder, JoinHandle, RemoteFn, StartMethod, Zygote};
-use ipc_sync::{AtomicValue, PutError, Queue};
+use ipc_sync::{AtomicValue, GetError, PutError, Queue};
 
 use crate::engine::{Batch, Engine};
 use crate::error::{PoolError, TaskError};
 use crate::wire::{Chunk, Failure, Packed, Report, SharedArgs, WorkerBoot, unpack};
 
-/// Chunks given to one worker at once: the one it runs and the next, so it never waits for the
-/// parent between chunks, and a long chunk holds back at most one other.
-const AHEAD: usize = 2;
+/// Chunks given to one worker at once: at least the one it runs and the next, so it never
+/// waits for the parent between chunks, and a long chunk holds back at most one other; more
+/// when its chunks are short, up to `AHEAD_TIME` of them by its recent pace (a chunk of a
+/// microsecond would otherwise leave the worker waiting for the collector after each one).
+const MIN_AHEAD: usize = 2;
+const MAX_AHEAD: usize = 32;
+const AHEAD_TIME: Duration = Duration::from_micros(100);
 
 /// How long a dead worker's reaping may take (its pidfd already said it exited).
 const REAP: Duration = Duration::from_secs(10);
+
+/// How long the collector keeps away from the result queue after a caller collected (see
+/// `Shared::linger`): a result nobody waits for (callbacks, another thread's batch) may wait
+/// that long while callers keep collecting.
+const LINGER: Duration = Duration::from_millis(1);
+
+/// What `take_one` did.
+enum Took {
+    One,
+    Nothing,
+    Shut,
+}
+
+/// Outcomes to hand to their batches once the state lock is released (a batch may run
+/// callbacks, which may submit work).
+enum Delivery {
+    Run(Arc<Batch>, u64, Vec<u8>, Vec<u32>, Vec<(u32, TaskError)>),
+    One(Arc<Batch>, u64, TaskError),
+}
+
+impl Delivery {
+    fn deliver(self) {
+        match self {
+            Delivery::Run(batch, first, data, ends, failures) => {
+                batch.complete_run(first, data, ends, failures)
+            }
+            Delivery::One(batch, index, e) => batch.complete(index, Err(e)),
+        }
+    }
+}
 
 /// The local engine (see the module doc).
 pub(crate) struct LocalEngine {
@@ -52,6 +90,12 @@ struct Shared {
     idle: Condvar,
     /// Tells the supervisor to look again at the workers (a byte), or to leave (end of file).
     control: Mutex<Option<Connection>>,
+    /// Callers collecting now ([`Engine::help`]), and how many times one started.
+    helpers: AtomicUsize,
+    helped: AtomicU64,
+    /// Where the collector lingers (see `Shared::linger`): set to send it back to the queue.
+    park: Mutex<bool>,
+    parked: Condvar,
 }
 
 #[derive(Default)]
@@ -74,6 +118,26 @@ struct Worker {
     /// Killed by the pool to stop a cancelled task: the item it ran when it died is not a
     /// failure of its own (it runs again unless its batch was cancelled).
     killed_for_cancel: bool,
+    /// Its time per chunk (a moving average), and when the chunk it runs began (as the
+    /// parent sees it: when the previous one ended, or when it was given work while idle).
+    pace: Duration,
+    busy_since: Instant,
+}
+
+impl Worker {
+    /// How many chunks it may hold (see `MIN_AHEAD`).
+    fn depth(&self) -> usize {
+        let n = AHEAD_TIME.as_nanos() / self.pace.as_nanos().max(1);
+        (n as usize).clamp(MIN_AHEAD, MAX_AHEAD)
+    }
+
+    /// Its chunk ended now: the pace moves a quarter of the way to that chunk's time.
+    fn paced(&mut self) {
+        let now = Instant::now();
+        let took = now.saturating_duration_since(self.busy_since);
+        self.busy_since = now;
+        self.pace = (self.pace * 3 + took) / 4;
+    }
 }
 
 struct ChunkRec {
@@ -115,6 +179,10 @@ impl LocalEngine {
             }),
             idle: Condvar::new(),
             control: Mutex::new(Some(ours)),
+            helpers: AtomicUsize::new(0),
+            helped: AtomicU64::new(0),
+            park: Mutex::new(false),
+            parked: Condvar::new(),
         });
         {
             let mut st = shared.lock();
@@ -150,7 +218,9 @@ impl LocalEngine {
 
     /// Stops the threads (after the workers are gone or going).
     fn stop_threads(&self) {
-        let _ = self.shared.results.put(Report::Stop);
+        // The collector drains what is left, then leaves.
+        self.shared.results.shutdown(false);
+        self.shared.rouse();
         // End of file on the control channel: the supervisor leaves.
         drop(
             self.shared
@@ -191,6 +261,31 @@ impl Engine for LocalEngine {
         Ok(())
     }
 
+    fn help(&self, done: &dyn Fn() -> bool, until: Instant) {
+        let sh = &*self.shared;
+        sh.helpers.fetch_add(1, Ordering::SeqCst);
+        sh.helped.fetch_add(1, Ordering::Release);
+        let mut i = 0u32;
+        while !done() {
+            if !sh.results.is_empty() {
+                if let Took::Shut = sh.take_one() {
+                    break;
+                }
+                continue;
+            }
+            i = i.wrapping_add(1);
+            if i.is_multiple_of(64) && Instant::now() >= until {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        sh.helpers.fetch_sub(1, Ordering::SeqCst);
+        if !done() {
+            // The caller goes to sleep: the collector must not linger.
+            sh.rouse();
+        }
+    }
+
     fn cancel(&self, batch: &Arc<Batch>) {
         let mut st = self.shared.lock();
         let State {
@@ -203,39 +298,40 @@ impl Engine for LocalEngine {
             }
             !drop_it
         });
-        // A chunk of it waiting in a worker's mailbox is taken back (the mailbox holds at most
-        // one chunk besides the one running, so the oldest is it); a worker running one of its
-        // items is killed (and replaced, as any dead worker). A worker that took a chunk a
-        // moment ago and has not named it in its slot yet runs it to no one's use.
+        // Its chunks waiting in a worker's mailbox are taken back: the mailbox is emptied
+        // (what comes out, the worker did not take) and the other chunks go back in their
+        // order (or, if the mailbox refuses one, to the front of the pending ones). A worker
+        // running one of its items is killed (and replaced, as any dead worker). A worker that
+        // took a chunk of it a moment ago and has not named it in its slot yet runs it to no
+        // one's use.
         let State {
             workers,
             chunks,
             pending,
             ..
         } = &mut *st;
+        let of_batch = |chunks: &HashMap<u64, ChunkRec>, id: &u64| {
+            chunks.get(id).is_some_and(|c| Arc::ptr_eq(&c.batch, batch))
+        };
         for w in workers.iter_mut() {
-            // Only once the worker runs its first chunk is the queued one alone in its mailbox
-            // (taking back the first would reorder the two).
-            let started = w.assigned.front() == Some(&unpack(w.slot.load()).0);
-            let queued = w.assigned.back().copied().filter(|_| w.assigned.len() > 1);
-            if let Some(id) = queued
-                && started
-                && chunks
-                    .get(&id)
-                    .is_some_and(|c| Arc::ptr_eq(&c.batch, batch))
-                && let Ok(chunk) = w.mailbox.try_get()
-            {
-                if chunk.id == id {
-                    w.assigned.pop_back();
-                    chunks.remove(&id);
-                } else {
-                    // Another chunk (which the check above rules out): it goes back, or if the
-                    // mailbox refuses it, runs elsewhere; it is never lost.
-                    let other = chunk.id;
-                    if w.mailbox.try_put(chunk).is_err() {
-                        w.assigned.retain(|&a| a != other);
-                        pending.push_front(other);
+            if w.assigned.iter().any(|id| of_batch(chunks, id)) {
+                let mut queued = Vec::new();
+                while let Ok(chunk) = w.mailbox.try_get() {
+                    queued.push(chunk);
+                }
+                let mut refused = Vec::new();
+                for chunk in queued {
+                    let id = chunk.id;
+                    if of_batch(chunks, &id) {
+                        w.assigned.retain(|&a| a != id);
+                        chunks.remove(&id);
+                    } else if w.mailbox.try_put(chunk).is_err() {
+                        w.assigned.retain(|&a| a != id);
+                        refused.push(id);
                     }
+                }
+                for id in refused.into_iter().rev() {
+                    pending.push_front(id);
                 }
             }
             let (running, _) = unpack(w.slot.load());
@@ -377,10 +473,12 @@ impl Shared {
             slot,
             assigned: VecDeque::new(),
             killed_for_cancel: false,
+            pace: AHEAD_TIME,
+            busy_since: Instant::now(),
         })
     }
 
-    /// Gives pending chunks to workers with room, least loaded first.
+    /// Gives pending chunks to workers with room ([`Worker::depth`]), least loaded first.
     fn dispatch(&self, st: &mut State) {
         let State {
             workers,
@@ -388,74 +486,140 @@ impl Shared {
             pending,
             ..
         } = st;
-        'chunks: while let Some(&id) = pending.front() {
+        // Workers whose mailbox refused the chunk at the front (allocated only then).
+        let mut refused: Vec<usize> = Vec::new();
+        while let Some(&id) = pending.front() {
             let Some(rec) = chunks.get(&id) else {
                 pending.pop_front();
                 continue;
             };
-            let mut order: Vec<usize> = (0..workers.len())
-                .filter(|&i| workers[i].assigned.len() < AHEAD)
-                .collect();
-            order.sort_by_key(|&i| workers[i].assigned.len());
-            for i in order {
-                let w = &mut workers[i];
-                let chunk = Chunk {
-                    id,
-                    func: rec.func,
-                    args: rec.args.clone(),
-                };
-                let sent = match w.mailbox.try_put(chunk) {
-                    Ok(()) => true,
-                    // A chunk larger than the free room: an idle worker takes it as it streams
-                    // in (bounded by the worker's life).
-                    Err(PutError::Full(chunk)) if w.assigned.is_empty() => {
-                        put_while_alive(w, chunk)
-                    }
-                    Err(_) => false,
-                };
-                if sent {
-                    w.assigned.push_back(id);
-                    pending.pop_front();
-                    continue 'chunks;
+            let Some(i) = (0..workers.len())
+                .filter(|&i| {
+                    workers[i].assigned.len() < workers[i].depth() && !refused.contains(&i)
+                })
+                .min_by_key(|&i| workers[i].assigned.len())
+            else {
+                break;
+            };
+            let w = &mut workers[i];
+            let chunk = Chunk {
+                id,
+                func: rec.func,
+                args: rec.args.clone(),
+            };
+            let sent = match w.mailbox.try_put(chunk) {
+                Ok(()) => true,
+                // A chunk larger than the free room: an idle worker takes it as it streams in
+                // (bounded by the worker's life).
+                Err(PutError::Full(chunk)) if w.assigned.is_empty() => put_while_alive(w, chunk),
+                Err(_) => false,
+            };
+            if sent {
+                if w.assigned.is_empty() {
+                    w.busy_since = Instant::now();
                 }
+                w.assigned.push_back(id);
+                pending.pop_front();
+                refused.clear();
+            } else {
+                refused.push(i);
             }
-            break;
         }
     }
 
     /// The collector thread (see the module doc).
     fn collect(&self) {
+        let mut seen = self.helped.load(Ordering::Acquire);
         loop {
-            match self.results.get() {
-                Ok(Report::Items {
-                    chunk,
-                    first,
-                    pid,
-                    values,
-                    failures,
-                }) => self.on_items(chunk, first, pid, values, failures),
-                Ok(Report::Died { worker }) => self.on_death(worker),
-                Ok(Report::Stop) | Err(_) => return,
+            loop {
+                match self.take_one() {
+                    Took::One => {}
+                    Took::Nothing => break,
+                    Took::Shut => return,
+                }
+            }
+            if !self.linger(&mut seen) {
+                self.results.wait_ready(None);
             }
         }
     }
 
+    /// While callers collect ([`Engine::help`]), or did within the last `LINGER`, the
+    /// collector sleeps away from the result queue, so that a worker's report wakes nobody:
+    /// true when a caller that gave up rouses it (look at the queue now), false when nobody
+    /// helped for `LINGER` (sleep on the queue).
+    fn linger(&self, seen: &mut u64) -> bool {
+        let mut roused = self.park.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if std::mem::take(&mut *roused) {
+                return true;
+            }
+            let now = self.helped.load(Ordering::Acquire);
+            if now == *seen && self.helpers.load(Ordering::Acquire) == 0 {
+                return false;
+            }
+            *seen = now;
+            roused = self
+                .parked
+                .wait_timeout(roused, LINGER)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Sends the collector back to the result queue at once (a caller stopped collecting
+    /// before its wait was over, or the pool stops).
+    fn rouse(&self) {
+        *self.park.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.parked.notify_one();
+    }
+
+    /// Takes the next report and accounts for it, under the state lock: whoever collects
+    /// (the collector or a helping caller), reports are accounted for in the queue's order,
+    /// so a worker's death comes after every report it put. Outcomes are delivered after the
+    /// lock is released.
+    fn take_one(&self) -> Took {
+        let mut st = self.lock();
+        let report = match self.results.try_get() {
+            Ok(r) => r,
+            Err(GetError::Empty) => return Took::Nothing,
+            // A record that does not decode (no worker writes one): skipped.
+            Err(GetError::Decode(_)) => return Took::One,
+            Err(_) => return Took::Shut,
+        };
+        let out = match report {
+            Report::Items {
+                chunk,
+                first,
+                pid,
+                values,
+                failures,
+            } => self.on_items(&mut st, chunk, first, pid, values, failures),
+            Report::Died { worker } => self.on_death(&mut st, worker),
+        };
+        drop(st);
+        for d in out {
+            d.deliver();
+        }
+        Took::One
+    }
+
     fn on_items(
         &self,
+        st: &mut State,
         chunk: u64,
         first: u32,
         pid: u32,
         values: Packed,
         failures: Vec<(u32, Failure)>,
-    ) {
-        let mut st = self.lock();
+    ) -> Vec<Delivery> {
         let Some(rec) = st.chunks.get_mut(&chunk) else {
             // Cancelled, or the pool was terminated.
-            return;
+            return Vec::new();
         };
         let (start, n) = (first as usize, values.len());
         if start + n > rec.done.len() || rec.done[start..start + n].iter().any(|&d| d) {
-            return;
+            return Vec::new();
         }
         rec.done[start..start + n].fill(true);
         rec.left -= n;
@@ -474,21 +638,19 @@ impl Shared {
                 .find(|w| w.assigned.front() == Some(&chunk))
             {
                 w.assigned.pop_front();
+                w.paced();
             }
             if st.chunks.is_empty() {
                 self.idle.notify_all();
             }
-            self.dispatch(&mut st);
+            self.dispatch(st);
         }
-        // Outside the lock: a batch may run callbacks, which may submit work.
-        drop(st);
-        batch.complete_run(base, data, ends, failures);
+        vec![Delivery::Run(batch, base, data, ends, failures)]
     }
 
-    fn on_death(&self, serial: u64) {
-        let mut st = self.lock();
+    fn on_death(&self, st: &mut State, serial: u64) -> Vec<Delivery> {
         let Some(pos) = st.workers.iter().position(|w| w.serial == serial) else {
-            return;
+            return Vec::new();
         };
         let w = st.workers.swap_remove(pos);
         let code = w.handle.join_timeout(REAP).ok();
@@ -496,7 +658,7 @@ impl Shared {
         let (running, item) = unpack(w.slot.load());
         let mut requeue = Vec::new();
         // Delivered once the lock is released (see `on_items`).
-        let mut failed: Vec<(Arc<Batch>, u64, TaskError)> = Vec::new();
+        let mut failed: Vec<Delivery> = Vec::new();
         for id in &w.assigned {
             let Some(rec) = st.chunks.remove(id) else {
                 continue;
@@ -512,7 +674,7 @@ impl Shared {
                 }
                 let index = rec.first + k as u64;
                 if started == Some(k) && !w.killed_for_cancel {
-                    failed.push((
+                    failed.push(Delivery::One(
                         rec.batch.clone(),
                         index,
                         TaskError::WorkerDied {
@@ -539,7 +701,7 @@ impl Shared {
             st.pending.push_front(id);
         }
         if !st.terminated {
-            match self.start_worker(&mut st) {
+            match self.start_worker(st) {
                 Ok(nw) => st.workers.push(nw),
                 Err(e) => eprintln!("ipc-pool: a replacement worker could not start: {e}"),
             }
@@ -547,16 +709,17 @@ impl Shared {
         }
         if st.workers.is_empty() {
             // Nobody left to run what waits: it fails rather than waiting forever.
-            failed.extend(st.drop_all());
+            failed.extend(
+                st.drop_all()
+                    .into_iter()
+                    .map(|(b, i, e)| Delivery::One(b, i, e)),
+            );
         }
         if st.chunks.is_empty() {
             self.idle.notify_all();
         }
-        self.dispatch(&mut st);
-        drop(st);
-        for (batch, index, e) in failed {
-            batch.complete(index, Err(e));
-        }
+        self.dispatch(st);
+        failed
     }
 
     fn wake_supervisor(&self) {

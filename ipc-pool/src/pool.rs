@@ -195,7 +195,7 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let (batch, n) = self.submit_all(f, items, chunksize)?;
-        batch.wait_for(n, None);
+        batch.wait_for(n, None, &*self.engine);
         Ok(batch.take_all(n))
     }
 
@@ -340,19 +340,22 @@ impl Pool {
             None => python_chunksize(n, self.processes()),
         }
         .min(MAX_CHUNK);
-        // Every argument is encoded before anything is submitted.
-        let mut chunks = Vec::with_capacity(n.div_ceil(size));
+        // Each chunk goes as soon as it is encoded, so the workers start while the rest is
+        // encoded. An argument that cannot travel cancels the batch (what started is stopped,
+        // as `cancel` does) and is the caller's error.
+        let batch = Batch::new();
         for (c, part) in items.chunks(size).enumerate() {
             let mut args = Packed::default();
-            for (k, a) in part.iter().enumerate() {
-                encode_into((c * size + k) as u64, a, &mut args)?;
-            }
-            chunks.push(args);
-        }
-        let batch = Batch::new();
-        for (c, args) in chunks.into_iter().enumerate() {
-            if let Err(e) = self.engine.submit(&batch, func, (c * size) as u64, args) {
-                self.engine.cancel(&batch);
+            let submitted = part
+                .iter()
+                .enumerate()
+                .try_for_each(|(k, a)| encode_into((c * size + k) as u64, a, &mut args))
+                .and_then(|()| self.engine.submit(&batch, func, (c * size) as u64, args));
+            if let Err(e) = submitted {
+                if c > 0 {
+                    batch.cancel();
+                    self.engine.cancel(&batch);
+                }
                 return Err(e);
             }
         }
@@ -374,11 +377,7 @@ pub(crate) fn python_chunksize(items: usize, processes: usize) -> usize {
 }
 
 fn finish_all<R: DeserializeOwned>(batch: &Batch, n: u64) -> Result<Vec<R>, PoolError> {
-    batch
-        .take_all(n)
-        .into_iter()
-        .collect::<Result<Vec<R>, TaskError>>()
-        .map_err(PoolError::Task)
+    batch.gather(n).map_err(PoolError::Task)
 }
 
 fn finish_one<R: DeserializeOwned>(batch: &Batch, _: u64) -> Result<R, PoolError> {

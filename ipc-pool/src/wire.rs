@@ -16,10 +16,51 @@ pub(crate) const MAX_CHUNK: usize = (1 << ITEM_BITS) - 1;
 /// Encoded items end to end in one buffer: item `k` is `data[ends[k - 1]..ends[k]]` (from 0
 /// for the first). One allocation for a chunk's arguments or a report's results, whatever the
 /// number of items.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+///
+/// On the wire: the data's bytes, then the ends as little-endian `u32`s in one byte string
+/// (copied, not one varint each); a decoded `Packed` whose ends do not rise within the data is
+/// refused.
+#[derive(Debug, Clone, Default)]
 pub struct Packed {
     data: ByteBuf,
     ends: Vec<u32>,
+}
+
+impl Serialize for Packed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut ends = Vec::with_capacity(self.ends.len() * 4);
+        for e in &self.ends {
+            ends.extend_from_slice(&e.to_le_bytes());
+        }
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.data)?;
+        t.serialize_element(serde_bytes::Bytes::new(&ends))?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Packed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (data, raw): (ByteBuf, ByteBuf) = Deserialize::deserialize(d)?;
+        if raw.len() % 4 != 0 {
+            return Err(serde::de::Error::custom("packed ends are not whole u32s"));
+        }
+        let ends: Vec<u32> = raw
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let mut last = 0;
+        for &e in &ends {
+            if e < last || e as usize > data.len() {
+                return Err(serde::de::Error::custom(
+                    "packed ends out of order or range",
+                ));
+            }
+            last = e;
+        }
+        Ok(Packed { data, ends })
+    }
 }
 
 impl Packed {
@@ -115,8 +156,6 @@ pub(crate) enum Report {
     },
     /// The supervisor saw worker `worker` (its serial) die.
     Died { worker: u64 },
-    /// The pool is stopping: the collector leaves.
-    Stop,
 }
 
 /// Why one item has no result.

@@ -218,6 +218,30 @@ fn make_a_lock(_: u32) -> ipc_sync::Lock {
 // cpython checklist 125 and 138: an argument that cannot travel fails in the caller at once,
 // before anything runs; a result that cannot travel fails its item, 20 times in a row, and
 // no worker is lost.
+fn value_of((x, _): (u64, Option<ipc_sync::Lock>)) -> u64 {
+    x
+}
+
+// Checklist 150 (an argument that cannot travel), in the middle of a map: its chunks go as
+// they are encoded, so the earlier ones may have started; the caller gets the argument's error
+// at once, what was submitted is cancelled, and the pool goes on.
+#[test]
+fn an_argument_that_cannot_travel_midway_stops_the_map() {
+    let p = pool(StartMethod::ForkServer, 2);
+    let lock = ipc_sync::Lock::new().unwrap();
+    let items = (0..64u64).map(|i| (i, (i == 30).then(|| lock.clone())));
+    let err = p.map_chunked(value_of, items, 4).unwrap_err();
+    assert!(
+        matches!(&err, PoolError::Task(TaskError::Argument { index: 30, .. })),
+        "{err}"
+    );
+    let items = (0..64u64).map(|i| (i, None));
+    assert_eq!(
+        p.map_chunked(value_of, items, 4).unwrap(),
+        (0..64).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn cpython_125_138_what_cannot_travel() {
     let p = pool(StartMethod::ForkServer, 2);

@@ -450,3 +450,67 @@ fn a_producer_exits_before_its_items_are_read() {
         assert!(q.is_empty(), "{m}");
     }
 }
+
+const STOP: u64 = u64::MAX;
+
+/// A consumer that sleeps in `wait_ready` and takes with `try_get` (as a pool's collector
+/// does), or, with `plain`, one that blocks in `get`; until it takes a `STOP`.
+fn consume_ready((q, plain): (Queue<u64>, bool)) -> (u64, u64) {
+    let (mut count, mut sum) = (0u64, 0u64);
+    loop {
+        let item = if plain {
+            q.get_timeout(LONG).unwrap()
+        } else {
+            assert!(q.wait_ready(Some(LONG)), "wait_ready timed out");
+            match q.try_get() {
+                Ok(i) => i,
+                Err(GetError::Empty) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        if item == STOP {
+            return (count, sum);
+        }
+        count += 1;
+        sum = sum.wrapping_add(item);
+    }
+}
+
+/// Sleepers in `wait_ready` beside a sleeper in `get`, in other processes: every item is
+/// taken exactly once and nobody stays asleep beside an item (the handshake with several
+/// sleepers, see the ring's `wait_ready`).
+#[test]
+fn wait_ready_sleepers_beside_a_blocked_get() {
+    let q = Queue::<u64>::with_capacity(4096, 0).unwrap();
+    let consumers: Vec<_> = [false, false, true]
+        .into_iter()
+        .map(|plain| {
+            builder(StartMethod::ForkServer)
+                .spawn((q.clone(), plain), consume_ready)
+                .unwrap()
+        })
+        .collect();
+    let _kill = KillOnPanic(consumers.iter().map(|h| h.pid()).collect());
+    let n = 20_000u64;
+    for i in 0..n {
+        q.put(i).unwrap();
+        if i % 1000 == 0 {
+            // Let the consumers fall asleep now and then.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    for _ in &consumers {
+        q.put(STOP).unwrap();
+    }
+    let mut total = (0u64, 0u64);
+    for c in consumers {
+        let (count, sum) = c.join().unwrap();
+        total = (total.0 + count, total.1.wrapping_add(sum));
+    }
+    assert_eq!(total, (n, (0..n).sum::<u64>()));
+    // A shut queue ends a wait at once.
+    q.shutdown(false);
+    let t0 = Instant::now();
+    assert!(q.wait_ready(None));
+    assert!(t0.elapsed() < LONG);
+}

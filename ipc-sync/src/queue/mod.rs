@@ -22,7 +22,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -295,6 +295,29 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T, GetError> {
         self.core.get(Wait::No)
+    }
+
+    /// Waits until an item is there (or a streamed one has started), the queue is shut down,
+    /// or `timeout` (`None`: no limit) passes, without taking anything: true unless it timed
+    /// out. For a consumer that takes with [`try_get`](Self::try_get) under a lock of its own
+    /// (to keep several consumers' processing in the queue's order): unlike a blocked `get`,
+    /// the waiter holds nothing that keeps others from taking. Another consumer may take the
+    /// item first, so look again with `try_get`.
+    ///
+    /// ```
+    /// let q = ipc_sync::Queue::<u32>::new()?;
+    /// assert!(!q.wait_ready(Some(std::time::Duration::from_millis(10))));
+    /// q.put(7).unwrap();
+    /// assert!(q.wait_ready(None));
+    /// assert_eq!(q.try_get().unwrap(), 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_ready(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        if timeout.is_some() && deadline.is_none() {
+            return self.core.ring.wait_ready(None);
+        }
+        self.core.ring.wait_ready(deadline)
     }
 
     /// Items in the queue (complete records; a snapshot; Python's `qsize()`).

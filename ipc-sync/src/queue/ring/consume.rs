@@ -50,6 +50,34 @@ impl Ring {
         }
     }
 
+    /// Waits, without `rlock` and without taking anything, until bytes are published past
+    /// `head` (a record, or the start of a streamed one), the ring is shut, or `deadline`:
+    /// true unless it timed out. For consumers that take with `Wait::No` under a lock of their
+    /// own, so that a sleeper does not hold `rlock` against them.
+    ///
+    /// Such a sleeper may sleep beside one in [`get`](Self::get): the handshake (module doc)
+    /// holds for several sleepers, since every sleeper sleeps on the sequence value it read
+    /// and announced, a publisher that serves an announcement bumps that value and wakes all
+    /// of them, and its clear (a CAS from what it served) leaves a newer announcement alone.
+    pub(crate) fn wait_ready(&self, deadline: Option<Instant>) -> bool {
+        let h = &*self.header;
+        let empty = || {
+            pos(h.tail.load(Ordering::SeqCst)) == pos(h.head.load(Ordering::SeqCst))
+                && self.shut() == OPEN
+        };
+        loop {
+            if !empty() {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            // Timed waits look again every slice, as `get`'s do (module doc).
+            let until = deadline.map(|d| d.min(Instant::now() + SLICE));
+            self.sleep(&h.not_empty, &h.get_waiters, &h.producer_cpu, empty, until);
+        }
+    }
+
     /// With `rlock` held: finds the next complete record, streaming chunks as they come.
     fn next_record(&self, wait: Wait) -> Result<Record, Stop> {
         let h = &*self.header;
