@@ -470,6 +470,38 @@ def pool_idle_cpu(ctx, repeat, n, processes, idle_ms):
     return samples
 
 
+def child_cpu(go, work, count, out):
+    go.wait()
+    total = 0
+    for _ in range(count):
+        total += sum_of_squares(work)
+    out.put(total)
+
+
+def cpu_two_processes(ctx, repeat, n, work, processes):
+    """pool_map_cpu's tasks split in halves between two bare processes started before the
+    clock: the speedup this machine gives two processes in this run."""
+    def once():
+        t0 = clock()
+        expected = sum(sum_of_squares(work) for _ in range(n))
+        sequential = clock() - t0
+        go, out = ctx.Event(), ctx.SimpleQueue()
+        halves = [n // 2, n - n // 2]
+        children = [ctx.Process(target=child_cpu, args=(go, work, c, out)) for c in halves]
+        for c in children:
+            c.start()
+        time.sleep(0.02)
+        t0 = clock()
+        go.set()
+        got = out.get() + out.get()
+        for c in children:
+            c.join()
+        parallel = clock() - t0
+        check(got == expected, 'the two processes\' sums differ')
+        return sequential / parallel
+    return repeat(once)
+
+
 def pool_map_cpu(ctx, repeat, n, work, processes):
     args = [work] * n
     with ctx.Pool(processes) as pool:
@@ -581,6 +613,8 @@ CASES = [
     ('pool_apply_async_latency', 'us/call', 'lower', pool_apply_async_latency,
      dict(n=2_000, processes=2)),
     ('pool_map_cpu', 'x speedup', 'higher', pool_map_cpu, dict(n=32, work=200_000, processes=2)),
+    ('cpu_two_processes', 'x speedup', 'higher', cpu_two_processes,
+     dict(n=32, work=200_000, processes=2)),
     ('pool_idle_cpu', '% of a core', 'lower', pool_idle_cpu,
      dict(n=1_000, processes=2, idle_ms=1_000)),
     ('manager_dict_setget', 'us/set+get', 'lower', manager_setget, dict(n=4_000)),

@@ -321,6 +321,16 @@ pub static CASES: &[Case] = &[
         Run::Ready(crate::pool::pool_map_cpu)
     ),
     case!(
+        "cpu_two_processes",
+        "x speedup",
+        Higher,
+        n = 32,
+        ["work" = 200_000, "processes" = 2],
+        Figure::Ratio,
+        None,
+        Run::Ready(crate::pool::cpu_two_processes)
+    ),
+    case!(
         "pool_idle_cpu",
         "% of a core",
         Lower,

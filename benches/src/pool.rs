@@ -115,6 +115,45 @@ pub fn pool_map_cpu(_: &Placement, n: u64) -> anyhow::Result<Duration> {
     ))
 }
 
+/// A child of `cpu_two_processes`: waits for `go`, then runs `count` tasks of `work`.
+fn cpu_child((go, work, count): (ipc_sync::Event, u64, u64)) -> u64 {
+    go.wait();
+    (0..count).fold(0u64, |acc, _| acc.wrapping_add(sum_of_squares(work)))
+}
+
+/// The same `n` tasks as `pool_map_cpu`, split in halves between two bare processes started
+/// before the clock (no pool, no messages): the speedup this machine gives two processes in
+/// this run, the ceiling `pool_map_cpu` is read against.
+pub fn cpu_two_processes(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    let work = ten_ms_of_work();
+    let t0 = Instant::now();
+    let expected = (0..n).fold(0u64, |acc, _| acc.wrapping_add(sum_of_squares(work)));
+    let sequential = t0.elapsed();
+    let go = ipc_sync::Event::new()?;
+    let halves = [n / 2, n - n / 2];
+    let children = halves
+        .iter()
+        .map(|&count| {
+            ipc_core::process::Builder::new()
+                .daemon(true)
+                .spawn((go.clone(), work, count), cpu_child)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Started and waiting: the clock runs from "go" to both results.
+    std::thread::sleep(Duration::from_millis(20));
+    let t0 = Instant::now();
+    go.set();
+    let mut got = 0u64;
+    for c in children {
+        got = got.wrapping_add(c.join()?);
+    }
+    let parallel = t0.elapsed();
+    ensure!(got == expected, "the two processes' sums differ");
+    Ok(Duration::from_secs_f64(
+        sequential.as_secs_f64() / parallel.as_secs_f64(),
+    ))
+}
+
 /// CPU seconds used so far by the pool: this process's pool threads (named `ipc-pool-*`) and
 /// this process's children (the workers, and the forkserver, idle).
 fn pool_cpu_seconds() -> anyhow::Result<f64> {

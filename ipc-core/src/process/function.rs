@@ -448,11 +448,13 @@ impl<A, R> RemoteFn<A, R> {
 /// worker decodes a handle per task, and allocates nothing for it.
 #[derive(Serialize, Deserialize)]
 struct Wire<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, with = "serde_bytes")]
     executable: &'a [u8],
     trampoline: i64,
     func: i64,
-    tag: [u8; 32],
+    /// 32 bytes, as one byte string (an array would be 32 elements, each a call).
+    #[serde(borrow, with = "serde_bytes")]
+    tag: &'a [u8],
 }
 
 thread_local! {
@@ -491,7 +493,7 @@ impl<A, R> Serialize for RemoteFn<A, R> {
             executable: executable_id(),
             trampoline: self.trampoline,
             func: self.func,
-            tag: self.tag,
+            tag: &self.tag,
         }
         .serialize(s)
     }
@@ -509,7 +511,13 @@ impl<'de, A, R> Deserialize<'de> for RemoteFn<A, R> {
                 hex(executable_id())
             )));
         }
-        if !verified(w.trampoline, w.func, &w.tag) {
+        let tag: [u8; 32] = w.tag.try_into().map_err(|_| {
+            refuse(format!(
+                "a function handle whose tag is {} bytes long, not 32",
+                w.tag.len()
+            ))
+        })?;
+        if !verified(w.trampoline, w.func, &tag) {
             return Err(refuse(
                 "a function handle that this process family did not make (its tag does not \
                  match): handles are accepted only from this process, its ancestors and \
@@ -520,7 +528,7 @@ impl<'de, A, R> Deserialize<'de> for RemoteFn<A, R> {
         Ok(RemoteFn {
             trampoline: w.trampoline,
             func: w.func,
-            tag: w.tag,
+            tag,
             _types: PhantomData,
         })
     }
