@@ -268,6 +268,20 @@ fn mac(trampoline: i64, func: i64) -> HmacSha256 {
     m
 }
 
+/// The tag of `(trampoline, func)`: the cached one if this thread made or verified that
+/// handle last (a pool submitting the same function again pays no HMAC), else a fresh HMAC.
+fn tag_of(trampoline: i64, func: i64) -> [u8; 32] {
+    if let Some((t, f, tag)) = VERIFIED.try_with(std::cell::Cell::get).ok().flatten()
+        && t == trampoline
+        && f == func
+    {
+        return tag;
+    }
+    let tag: [u8; 32] = mac(trampoline, func).finalize().into_bytes().into();
+    let _ = VERIFIED.try_with(|v| v.set(Some((trampoline, func, tag))));
+    tag
+}
+
 /// The monomorphized half of a call: decode the argument, run the function at the offset,
 /// append the encoded result to the buffer. With descriptors (`Some`, maybe empty) the codec
 /// hands them to the argument and collects the result's; without (`None`) both are plain bytes,
@@ -375,7 +389,7 @@ impl<A: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> RemoteFn<
         Ok(RemoteFn {
             trampoline,
             func,
-            tag: mac(trampoline, func).finalize().into_bytes().into(),
+            tag: tag_of(trampoline, func),
             _types: PhantomData,
         })
     }
@@ -458,8 +472,9 @@ struct Wire<'a> {
 }
 
 thread_local! {
-    /// The last handle this thread verified: a worker receives the same handle with every task,
-    /// and checking it again would cost an HMAC (most of a decode) each time.
+    /// The last handle this thread made or verified: a worker receives the same handle with
+    /// every task, and a pool's caller makes the same one for every submission; an HMAC each
+    /// time would be most of the cost.
     static VERIFIED: std::cell::Cell<Option<(i64, i64, [u8; 32])>> = const { std::cell::Cell::new(None) };
 }
 
