@@ -105,6 +105,80 @@ fn several_handles_run_in_one_running_worker() {
     }
 }
 
+/// A worker state: a running total and the calls seen.
+struct Tally {
+    total: u64,
+    calls: u32,
+}
+
+fn open_tally(start: u64) -> Tally {
+    Tally {
+        total: start,
+        calls: 0,
+    }
+}
+
+fn add_to_tally(t: &mut Tally, x: u64) -> u64 {
+    t.calls += 1;
+    t.total += x;
+    t.total
+}
+
+fn add_then_panic(t: &mut Tally, x: u64) -> u64 {
+    t.total += x;
+    panic!("after changing the state")
+}
+
+fn close_tally(t: Tally) -> (u64, u32) {
+    (t.total, t.calls)
+}
+
+fn wrong_state(s: &mut String, _: u64) -> usize {
+    s.len()
+}
+
+// A worker state made by an initializer handle, borrowed by stateful handles and consumed by a
+// finisher, all sent to a running worker under every start method; the wrong state type, a
+// missing state and a panicking task are clear errors, and the state survives the panic.
+#[test]
+fn worker_state_through_handles() {
+    for m in METHODS {
+        let (ours, theirs) = ipc_core::conn::pipe().unwrap();
+        let h = builder(m).spawn(theirs, worker).unwrap();
+        let _reap = Reap(&h);
+        let add = RemoteFn::with_state(add_to_tally).unwrap();
+        let missing = ask(&ours, add, &1).unwrap_err();
+        assert!(missing.contains("no worker state"), "{m}: {missing}");
+        assert_eq!(
+            ask(&ours, RemoteFn::initializer(open_tally).unwrap(), &100),
+            Ok(())
+        );
+        assert_eq!(ask(&ours, add, &1), Ok(101), "{m}");
+        assert_eq!(ask(&ours, add, &2), Ok(103), "{m}");
+        let wrong = ask(&ours, RemoteFn::with_state(wrong_state).unwrap(), &0).unwrap_err();
+        assert!(
+            wrong.contains("not a alloc::string::String"),
+            "{m}: {wrong}"
+        );
+        let panicked = ask(&ours, RemoteFn::with_state(add_then_panic).unwrap(), &10);
+        assert_eq!(panicked, Err("panicked".into()));
+        assert_eq!(
+            ask(&ours, add, &3),
+            Ok(116),
+            "{m}: the state outlived the panic"
+        );
+        let fin = RemoteFn::finisher(close_tally).unwrap();
+        assert_eq!(ask(&ours, fin, &()), Ok((116, 3)), "{m}");
+        assert!(
+            ask(&ours, add, &1).is_err(),
+            "{m}: the finisher took the state"
+        );
+        ours.send::<Task>(&None).unwrap();
+        drop(_reap);
+        h.join().unwrap();
+    }
+}
+
 // A typed call here goes through the same bytes as a worker's.
 #[test]
 fn a_handle_calls_here_and_after_a_round_trip() {

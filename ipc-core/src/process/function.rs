@@ -286,7 +286,33 @@ fn tag_of(trampoline: i64, func: i64) -> [u8; 32] {
 /// append the encoded result to the buffer. With descriptors (`Some`, maybe empty) the codec
 /// hands them to the argument and collects the result's; without (`None`) both are plain bytes,
 /// and a descriptor in either is an error (the cheaper path, for shared-memory queues).
-type Trampoline = fn(i64, &[u8], Option<Vec<OwnedFd>>, &mut Vec<u8>) -> Result<Vec<OwnedFd>>;
+pub(crate) type Trampoline =
+    fn(i64, &[u8], Option<Vec<OwnedFd>>, &mut Vec<u8>) -> Result<Vec<OwnedFd>>;
+
+/// A trampoline's argument: with descriptors (`Some`) or as plain bytes (`None`).
+#[inline]
+pub(crate) fn decode_arg<A: DeserializeOwned>(arg: &[u8], fds: Option<Vec<OwnedFd>>) -> Result<A> {
+    match fds {
+        Some(fds) => codec::decode(arg, fds),
+        None => codec::decode_plain(arg),
+    }
+}
+
+/// A trampoline's result, appended to `out` (nothing appended on an error); its descriptors.
+#[inline]
+pub(crate) fn encode_result<R: Serialize>(
+    result: &R,
+    plain: bool,
+    out: &mut Vec<u8>,
+) -> Result<Vec<OwnedFd>> {
+    let start = out.len();
+    let encoded = if plain {
+        codec::encode_plain(result, out).map(|()| Vec::new())
+    } else {
+        codec::encode(result, out)
+    };
+    encoded.inspect_err(|_| out.truncate(start))
+}
 
 fn trampoline<A: DeserializeOwned, R: Serialize>(
     func: i64,
@@ -295,21 +321,11 @@ fn trampoline<A: DeserializeOwned, R: Serialize>(
     out: &mut Vec<u8>,
 ) -> Result<Vec<OwnedFd>> {
     let plain = fds.is_none();
-    let arg: A = match fds {
-        Some(fds) => codec::decode(arg, fds)?,
-        None => codec::decode_plain(arg)?,
-    };
+    let arg: A = decode_arg(arg, fds)?;
     // SAFETY: `func` was paired with this trampoline by `RemoteFn::new::<A, R>` from an
     // `fn(A) -> R` of this executable (the tag proves the pairing of a decoded handle).
     let f = unsafe { fn_at::<fn(A) -> R>(func) };
-    let result = f(arg);
-    let start = out.len();
-    let encoded = if plain {
-        codec::encode_plain(&result, out).map(|()| Vec::new())
-    } else {
-        codec::encode(&result, out)
-    };
-    encoded.inspect_err(|_| out.truncate(start))
+    encode_result(&f(arg), plain, out)
 }
 
 /// A handle to a function `fn(A) -> R` that any process of this program's family can call: send
@@ -384,14 +400,7 @@ impl<A: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> RemoteFn<
     /// A handle to `f`, a function or a non-capturing closure. An error if `f` lives in another
     /// loaded object than ipc-core's code (a dylib or plugin: see the module doc).
     pub fn new(f: fn(A) -> R) -> Result<Self> {
-        let trampoline = offset_of(trampoline::<A, R> as Trampoline as *const ())?;
-        let func = offset_of(f as *const ())?;
-        Ok(RemoteFn {
-            trampoline,
-            func,
-            tag: tag_of(trampoline, func),
-            _types: PhantomData,
-        })
+        RemoteFn::pair(trampoline::<A, R> as Trampoline, f as *const ())
     }
 
     /// Calls the function here with `arg` (through its encoding, as a worker would: see
@@ -405,6 +414,19 @@ impl<A: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> RemoteFn<
 }
 
 impl<A, R> RemoteFn<A, R> {
+    /// Pairs a trampoline with the function it calls (the caller instantiated the trampoline
+    /// for the function's exact type: that pairing is what the tag then proves).
+    pub(crate) fn pair(t: Trampoline, func: *const ()) -> Result<Self> {
+        let trampoline = offset_of(t as *const ())?;
+        let func = offset_of(func)?;
+        Ok(RemoteFn {
+            trampoline,
+            func,
+            tag: tag_of(trampoline, func),
+            _types: PhantomData,
+        })
+    }
+
     /// Calls the function with a postcard-encoded argument (and the descriptors that came with
     /// it, for shared objects); returns the encoded result and its descriptors. The types are
     /// those the handle was made with, wherever it was made: a worker can run handles of any

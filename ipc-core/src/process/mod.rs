@@ -53,6 +53,7 @@ pub(crate) mod function;
 pub(crate) mod global;
 pub(crate) mod lifeline;
 pub(crate) mod start;
+pub mod state;
 
 use std::fmt;
 use std::marker::PhantomData;
