@@ -133,7 +133,7 @@ fn close_tally(t: Tally) -> (u64, u32) {
     (t.total, t.calls)
 }
 
-fn wrong_state(s: &mut String, _: u64) -> usize {
+fn wrong_state(s: &mut Vec<u8>, _: u64) -> usize {
     s.len()
 }
 
@@ -157,7 +157,7 @@ fn worker_state_through_handles() {
         assert_eq!(ask(&ours, add, &2), Ok(103), "{m}");
         let wrong = ask(&ours, RemoteFn::with_state(wrong_state).unwrap(), &0).unwrap_err();
         assert!(
-            wrong.contains("not a alloc::string::String"),
+            wrong.contains("not a alloc::vec::Vec<u8>"),
             "{m}: {wrong}"
         );
         let panicked = ask(&ours, RemoteFn::with_state(add_then_panic).unwrap(), &10);
