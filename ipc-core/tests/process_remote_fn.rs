@@ -156,10 +156,7 @@ fn worker_state_through_handles() {
         assert_eq!(ask(&ours, add, &1), Ok(101), "{m}");
         assert_eq!(ask(&ours, add, &2), Ok(103), "{m}");
         let wrong = ask(&ours, RemoteFn::with_state(wrong_state).unwrap(), &0).unwrap_err();
-        assert!(
-            wrong.contains("not a u32"),
-            "{m}: {wrong}"
-        );
+        assert!(wrong.contains("not a u32"), "{m}: {wrong}");
         let panicked = ask(&ours, RemoteFn::with_state(add_then_panic).unwrap(), &10);
         assert_eq!(panicked, Err("panicked".into()));
         assert_eq!(

@@ -30,6 +30,12 @@ pub trait Engine: Send + Sync + 'static {
         args: Packed,
     ) -> Result<(), PoolError>;
 
+    /// The outputs of the workers' exit hook so far (by worker pid, encoded, in the order the
+    /// workers left): see [`Builder::on_exit`](crate::Builder::on_exit). None by default.
+    fn worker_exits(&self) -> Vec<(u32, Result<Vec<u8>, String>)> {
+        Vec::new()
+    }
+
     /// Lends the calling thread, which is about to wait for outcomes, until `done()` says its
     /// wait is over or `until` passes: an engine that can collect outcomes in any thread does
     /// so here (a result then reaches its waiter without waking anybody). The default only

@@ -45,6 +45,16 @@ pub enum TaskError {
         /// What went wrong.
         message: String,
     },
+    /// The task takes the worker's state ([`Pool::stateful`](crate::Pool::stateful)), and the
+    /// worker has none (its initializer failed: the message says how) or one of another type.
+    WorkerState {
+        /// The item's index in its input.
+        index: u64,
+        /// The worker's pid.
+        pid: u32,
+        /// What is wrong with the state.
+        message: String,
+    },
     /// The task never ran to the end: its result was cancelled, or the pool was terminated.
     Cancelled {
         /// The item's index in its input.
@@ -60,6 +70,7 @@ impl TaskError {
             | TaskError::WorkerDied { index, .. }
             | TaskError::Argument { index, .. }
             | TaskError::Result { index, .. }
+            | TaskError::WorkerState { index, .. }
             | TaskError::Cancelled { index } => *index,
         }
     }
@@ -106,6 +117,14 @@ impl fmt::Display for TaskError {
             TaskError::Result { index, message } => {
                 write!(f, "task {index}: its result cannot travel: {message}")
             }
+            TaskError::WorkerState {
+                index,
+                pid,
+                message,
+            } => write!(
+                f,
+                "task {index}: no usable worker state in worker {pid}: {message}"
+            ),
             TaskError::Cancelled { index } => write!(f, "task {index} was cancelled"),
         }
     }

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::engine::{Batch, Engine};
 use crate::error::{PoolError, TaskError};
-use crate::wire::{MAX_CHUNK, Packed, encode_into, remote};
+use crate::wire::{MAX_CHUNK, Packed, encode_into};
 
 /// The iterator of [`Pool::imap`](crate::Pool::imap) and
 /// [`Pool::imap_unordered`](crate::Pool::imap_unordered): one `Result` per input item.
@@ -56,7 +56,7 @@ where
 {
     pub(crate) fn new(
         engine: Arc<dyn Engine>,
-        f: fn(A) -> R,
+        func: Result<ipc_core::process::RemoteFn<(), ()>, PoolError>,
         input: Box<dyn Iterator<Item = A> + 'p>,
         chunksize: usize,
         ordered: bool,
@@ -65,7 +65,7 @@ where
         let bound = (2 * engine.processes() * chunksize).max(chunksize) as u64;
         Imap {
             engine,
-            func: remote(f).map_err(Some),
+            func: func.map_err(Some),
             input,
             batch: if ordered {
                 Batch::new()

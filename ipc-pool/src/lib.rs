@@ -82,6 +82,7 @@ mod imap;
 mod job;
 mod local;
 mod pool;
+mod stateful;
 mod wire;
 mod worker;
 
@@ -90,6 +91,7 @@ pub use error::{PoolError, TaskError};
 pub use imap::Imap;
 pub use job::{AsyncResult, ItemOutcome, as_completed, wait_any};
 pub use pool::{Builder, Pool};
+pub use stateful::{Stateful, WorkerExit};
 
 /// The workspace README's examples run as doc tests here (the crate that sees every layer they
 /// use), so the front page cannot go stale.

@@ -29,7 +29,7 @@ use ipc_sync::{AtomicValue, GetError, PutError, Queue};
 
 use crate::engine::{Batch, Engine};
 use crate::error::{PoolError, TaskError};
-use crate::wire::{Chunk, Failure, Packed, Report, SharedArgs, WorkerBoot, unpack};
+use crate::wire::{Chunk, Failure, Packed, PassFd, Report, SharedArgs, WorkerBoot, unpack};
 
 /// Chunks given to one worker at once: at least the one it runs and the next, so it never
 /// waits for the parent between chunks, and a long chunk holds back at most one other; more
@@ -72,6 +72,19 @@ impl Delivery {
     }
 }
 
+/// The initializer, its encoded argument and the descriptors of the shared objects in it.
+pub(crate) type Init = (RemoteFn<(), ()>, Vec<u8>, Arc<Vec<OwnedFd>>);
+
+/// What every worker starts with (see [`WorkerBoot`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WorkerConfig {
+    pub(crate) max_tasks: Option<u64>,
+    pub(crate) init: Option<Init>,
+    pub(crate) exit: Option<RemoteFn<(), ()>>,
+    /// Worker `k` (its serial) is pinned to `cpus[k % len]`.
+    pub(crate) cpus: Vec<usize>,
+}
+
 /// The local engine (see the module doc).
 pub(crate) struct LocalEngine {
     shared: Arc<Shared>,
@@ -84,7 +97,7 @@ struct Shared {
     /// Under the fork start method: where workers come from (forked before the pool's threads).
     zygote: Option<Zygote>,
     processes: usize,
-    max_tasks: Option<u64>,
+    config: WorkerConfig,
     state: Mutex<State>,
     /// Signalled when the last outstanding chunk ends (for `join`).
     idle: Condvar,
@@ -107,6 +120,8 @@ struct State {
     next_worker: u64,
     closed: bool,
     terminated: bool,
+    /// The exit hook's outputs, by worker pid, in the order the workers left.
+    exits: Vec<(u32, Result<Vec<u8>, String>)>,
 }
 
 struct Worker {
@@ -154,7 +169,7 @@ impl LocalEngine {
     pub(crate) fn start(
         processes: usize,
         method: StartMethod,
-        max_tasks: Option<u64>,
+        config: WorkerConfig,
     ) -> Result<LocalEngine, PoolError> {
         let zygote = match method {
             StartMethod::Fork => Some(Zygote::new().map_err(|e| {
@@ -172,7 +187,7 @@ impl LocalEngine {
             method,
             zygote,
             processes,
-            max_tasks,
+            config,
             state: Mutex::new(State {
                 next_chunk: 1,
                 ..State::default()
@@ -259,6 +274,10 @@ impl Engine for LocalEngine {
         st.pending.push_back(id);
         self.shared.dispatch(&mut st);
         Ok(())
+    }
+
+    fn worker_exits(&self) -> Vec<(u32, Result<Vec<u8>, String>)> {
+        self.shared.lock().exits.clone()
     }
 
     fn help(&self, done: &dyn Fn() -> bool, until: Instant) {
@@ -456,7 +475,21 @@ impl Shared {
             mailbox: mailbox.clone(),
             results: self.results.clone(),
             slot: slot.clone(),
-            max_tasks: self.max_tasks,
+            max_tasks: self.config.max_tasks,
+            init: match &self.config.init {
+                None => None,
+                Some((f, arg, fds)) => Some((
+                    *f,
+                    serde_bytes::ByteBuf::from(arg.clone()),
+                    fds.iter()
+                        .map(|fd| fd.try_clone().map(PassFd))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| PoolError::Os(ipc_core::Error::Io(e)))?,
+                )),
+            },
+            exit: self.config.exit,
+            cpu: (!self.config.cpus.is_empty())
+                .then(|| self.config.cpus[(serial % self.config.cpus.len() as u64) as usize]),
         };
         let mut builder = Builder::new()
             .name(format!("PoolWorker-{}", serial + 1))
@@ -596,6 +629,10 @@ impl Shared {
                 failures,
             } => self.on_items(&mut st, chunk, first, pid, values, failures),
             Report::Died { worker } => self.on_death(&mut st, worker),
+            Report::Exited { pid, output } => {
+                st.exits.push((pid, output.map(|b| b.into_vec())));
+                Vec::new()
+            }
         };
         drop(st);
         for d in out {
@@ -811,6 +848,11 @@ fn task_error(index: u64, pid: u32, f: Failure) -> TaskError {
         },
         Failure::Argument(message) => TaskError::Argument { index, message },
         Failure::Result(message) => TaskError::Result { index, message },
+        Failure::State(message) => TaskError::WorkerState {
+            index,
+            pid,
+            message,
+        },
     }
 }
 

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ipc_core::process::StartMethod;
+use ipc_core::process::{RemoteFn, StartMethod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -22,7 +22,8 @@ use crate::engine::{Batch, Engine};
 use crate::error::{PoolError, TaskError};
 use crate::imap::Imap;
 use crate::job::AsyncResult;
-use crate::local::LocalEngine;
+use crate::local::{LocalEngine, WorkerConfig};
+use crate::stateful::{Stateful, WorkerExit};
 use crate::wire::{MAX_CHUNK, Packed, encode_into, remote};
 
 /// Configures a [`Pool`].
@@ -30,7 +31,9 @@ use crate::wire::{MAX_CHUNK, Packed, encode_into, remote};
 pub struct Builder {
     processes: Option<usize>,
     method: Option<StartMethod>,
-    max_tasks: Option<u64>,
+    config: WorkerConfig,
+    /// A setting that could not be taken (reported by `build`).
+    error: Option<String>,
 }
 
 impl Builder {
@@ -60,13 +63,72 @@ impl Builder {
     /// leaks can accumulate.
     #[doc(alias = "maxtasksperchild")]
     pub fn max_tasks_per_worker(mut self, n: u64) -> Builder {
-        self.max_tasks = Some(n);
+        self.config.max_tasks = Some(n);
+        self
+    }
+
+    /// Runs `f(arg)` once in each worker, replacements included, before its first task
+    /// (Python's `initializer` and `initargs`; several arguments go as a tuple; the argument
+    /// may hold shared objects, a lock, a queue, a segment: each worker gets them, as
+    /// Python's users pass them through `initargs`). What it
+    /// returns is that worker's state: the tasks of [`Pool::stateful`] borrow it (a model, a
+    /// connection, a cache: made once per worker, never sent anywhere). If it panics, the
+    /// worker still runs plain tasks, and each task that needs the state fails with
+    /// [`TaskError::WorkerState`] carrying the panic message (no worker is restarted in a
+    /// loop).
+    #[doc(alias = "initargs")]
+    pub fn initializer<I, S>(mut self, f: fn(I) -> S, arg: I) -> Builder
+    where
+        I: Serialize + DeserializeOwned,
+        S: 'static,
+    {
+        let mut bytes = Vec::new();
+        match RemoteFn::initializer(f)
+            .and_then(|f| ipc_core::codec::encode(&arg, &mut bytes).map(|fds| (f, fds)))
+        {
+            Ok((f, fds)) => self.config.init = Some((f.erase(), bytes, Arc::new(fds))),
+            Err(e) => self.error = Some(format!("the initializer cannot be used: {e}")),
+        }
+        self
+    }
+
+    /// Runs `f` with the worker's state when a worker leaves in order (the pool is joined, or
+    /// the worker retires: `max_tasks_per_worker`); what it returns is collected by
+    /// [`Pool::worker_exits`]. A worker that is killed (terminate, a cancelled or dead task)
+    /// does not run it. `S` must be what the [`initializer`](Self::initializer) returns
+    /// (otherwise that worker's exit is an error that says so).
+    #[doc(alias = "worker_exit")]
+    pub fn on_exit<S, X>(mut self, f: fn(S) -> X) -> Builder
+    where
+        S: 'static,
+        X: Serialize,
+    {
+        match RemoteFn::finisher(f) {
+            Ok(f) => self.config.exit = Some(f.erase()),
+            Err(e) => self.error = Some(format!("the exit hook cannot be used: {e}")),
+        }
+        self
+    }
+
+    /// Pins worker `k` (counting replacements: the `k`-th worker started) to CPU
+    /// `cpus[k % cpus.len()]` (mpire's `cpu_ids`). A CPU this process may not use is reported
+    /// by the worker on its standard error, and it runs unpinned.
+    pub fn cpu_affinity(mut self, cpus: impl IntoIterator<Item = usize>) -> Builder {
+        self.config.cpus = cpus.into_iter().collect();
         self
     }
 
     /// Starts the workers.
     pub fn build(self) -> Result<Pool, PoolError> {
-        if self.max_tasks == Some(0) {
+        if let Some(e) = self.error {
+            return Err(PoolError::Misuse(e));
+        }
+        if let Some(&cpu) = self.config.cpus.iter().find(|&&c| c >= 1024) {
+            return Err(PoolError::Misuse(format!(
+                "CPU {cpu} is beyond what an affinity mask can name (1024)"
+            )));
+        }
+        if self.config.max_tasks == Some(0) {
             return Err(PoolError::Misuse(
                 "max_tasks_per_worker must be at least 1".into(),
             ));
@@ -83,7 +145,7 @@ impl Builder {
         let method = self
             .method
             .unwrap_or_else(ipc_core::process::default_start_method);
-        let engine = LocalEngine::start(processes, method, self.max_tasks)?;
+        let engine = LocalEngine::start(processes, method, self.config)?;
         Ok(Pool {
             engine: Arc::new(engine),
         })
@@ -122,6 +184,58 @@ impl Pool {
     /// The number of workers.
     pub fn processes(&self) -> usize {
         self.engine.processes()
+    }
+
+    /// The same calls for tasks that borrow the worker's state (`fn(&mut S, A) -> R`), made by
+    /// the [`initializer`](Builder::initializer).
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    ///
+    /// /// Made once in each worker: a table too costly to build per task.
+    /// fn load(size: u64) -> HashMap<u64, u64> {
+    ///     (0..size).map(|k| (k, k * k)).collect()
+    /// }
+    /// fn look_up(table: &mut HashMap<u64, u64>, k: u64) -> Option<u64> {
+    ///     table.get(&k).copied()
+    /// }
+    /// fn size(table: HashMap<u64, u64>) -> usize {
+    ///     table.len()
+    /// }
+    ///
+    /// let pool = ipc_pool::Pool::builder()
+    ///     .processes(2)
+    ///     .initializer(load, 1000)
+    ///     .on_exit(size)
+    ///     .build()?;
+    /// let found = pool.stateful().map(look_up, [3, 999, 5000])?;
+    /// assert_eq!(found, [Some(9), Some(998_001), None]);
+    /// pool.close();
+    /// pool.join()?;
+    /// let exits = pool.worker_exits::<usize>();
+    /// assert_eq!(exits.len(), 2);
+    /// assert!(exits.iter().all(|e| e.output == Ok(1000)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "worker_state")]
+    pub fn stateful(&self) -> Stateful<'_> {
+        Stateful { pool: self }
+    }
+
+    /// What the workers' exit hook ([`Builder::on_exit`]) returned so far, one entry per
+    /// worker that left in order (after [`join`](Self::join): every worker), decoded as `X`.
+    pub fn worker_exits<X: DeserializeOwned>(&self) -> Vec<WorkerExit<X>> {
+        self.engine
+            .worker_exits()
+            .into_iter()
+            .map(|(pid, out)| WorkerExit {
+                pid,
+                output: out.and_then(|bytes| {
+                    ipc_core::codec::decode_plain(&bytes)
+                        .map_err(|e| format!("the exit hook's output does not decode: {e}"))
+                }),
+            })
+            .collect()
     }
 
     /// Runs `f` on every item, in parallel, and returns the results in order. If any item
@@ -167,7 +281,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.results_of(f, items, None)
+        self.results_of(remote(f), items, None)
     }
 
     /// [`map_results`](Self::map_results) with an explicit chunk size.
@@ -181,12 +295,12 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.results_of(f, items, Some(chunksize))
+        self.results_of(remote(f), items, Some(chunksize))
     }
 
-    fn results_of<A, R>(
+    pub(crate) fn results_of<A, R>(
         &self,
-        f: fn(A) -> R,
+        func: Result<RemoteFn<(), ()>, PoolError>,
         items: impl IntoIterator<Item = A>,
         chunksize: Option<usize>,
     ) -> Result<Vec<Result<R, TaskError>>, PoolError>
@@ -194,7 +308,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let (batch, n) = self.submit_all(f, items, chunksize)?;
+        let (batch, n) = self.submit_all(func?, items, chunksize)?;
         batch.wait_for(n, None, &*self.engine);
         Ok(batch.take_all(n))
     }
@@ -210,7 +324,20 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let (batch, n) = self.submit_all(f, items, chunksize)?;
+        self.map_async_of(remote(f), items, chunksize)
+    }
+
+    pub(crate) fn map_async_of<A, R>(
+        &self,
+        func: Result<RemoteFn<(), ()>, PoolError>,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let (batch, n) = self.submit_all(func?, items, chunksize)?;
         Ok(AsyncResult::new(
             batch,
             n,
@@ -234,7 +361,19 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let func = remote(f)?;
+        self.apply_async_of(remote(f), arg)
+    }
+
+    pub(crate) fn apply_async_of<A, R>(
+        &self,
+        func: Result<RemoteFn<(), ()>, PoolError>,
+        arg: A,
+    ) -> Result<AsyncResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let func = func?;
         let mut args = Packed::default();
         encode_into(0, &arg, &mut args)?;
         let batch = Batch::new();
@@ -257,7 +396,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'p,
     {
-        self.lazily(f, items, 1, true)
+        self.lazily(remote(f), items, 1, true)
     }
 
     /// [`imap`](Self::imap) with `chunksize` items sent to a worker at once.
@@ -273,7 +412,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'p,
     {
-        self.lazily(f, items, chunksize, true)
+        self.lazily(remote(f), items, chunksize, true)
     }
 
     /// [`imap`](Self::imap), yielding results as they come (any order); each says its index.
@@ -284,12 +423,12 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'p,
     {
-        self.lazily(f, items, 1, false)
+        self.lazily(remote(f), items, 1, false)
     }
 
-    fn lazily<'p, A, R, I>(
+    pub(crate) fn lazily<'p, A, R, I>(
         &'p self,
-        f: fn(A) -> R,
+        func: Result<RemoteFn<(), ()>, PoolError>,
         items: I,
         chunksize: usize,
         ordered: bool,
@@ -301,7 +440,7 @@ impl Pool {
         I::IntoIter: 'p,
     {
         let input = Box::new(items.into_iter());
-        Imap::new(self.engine.clone(), f, input, chunksize, ordered)
+        Imap::new(self.engine.clone(), func, input, chunksize, ordered)
     }
 
     /// Takes no more work; what was submitted still runs (then [`join`](Self::join)).
@@ -321,17 +460,12 @@ impl Pool {
     }
 
     /// Encodes every item, chunks them and submits the chunks; the batch and its size.
-    fn submit_all<A, R>(
+    fn submit_all<A: Serialize>(
         &self,
-        f: fn(A) -> R,
+        func: RemoteFn<(), ()>,
         items: impl IntoIterator<Item = A>,
         chunksize: Option<usize>,
-    ) -> Result<(Arc<Batch>, u64), PoolError>
-    where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        let func = remote(f)?;
+    ) -> Result<(Arc<Batch>, u64), PoolError> {
         let items: Vec<A> = items.into_iter().collect();
         let n = items.len();
         let size = match chunksize {

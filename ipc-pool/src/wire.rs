@@ -156,6 +156,12 @@ pub(crate) enum Report {
     },
     /// The supervisor saw worker `worker` (its serial) die.
     Died { worker: u64 },
+    /// A worker leaving in order ran the pool's exit hook: its encoded output, or why there is
+    /// none (put before the worker exits, so before its `Died`).
+    Exited {
+        pid: u32,
+        output: Result<ByteBuf, String>,
+    },
 }
 
 /// Why one item has no result.
@@ -167,6 +173,9 @@ pub(crate) enum Failure {
     Argument(String),
     /// The result did not encode.
     Result(String),
+    /// The task needs the worker's state, and it is missing (the initializer failed) or of
+    /// another type.
+    State(String),
 }
 
 /// What a worker is started with.
@@ -177,6 +186,30 @@ pub(crate) struct WorkerBoot {
     pub(crate) slot: AtomicValue<u64>,
     /// Retire after this many items (Python's `maxtasksperchild`).
     pub(crate) max_tasks: Option<u64>,
+    /// Run first (an initializer handle, its encoded argument and the descriptors of the
+    /// shared objects in it): makes the worker state.
+    pub(crate) init: Option<(RemoteFn<(), ()>, ByteBuf, Vec<PassFd>)>,
+    /// Run when leaving in order (a finisher handle): its output is reported.
+    pub(crate) exit: Option<RemoteFn<(), ()>>,
+    /// The CPU to pin the worker to.
+    pub(crate) cpu: Option<usize>,
+}
+
+/// A descriptor that travels with a process's boot message (a shared object's, in the
+/// initializer's argument).
+pub(crate) struct PassFd(pub(crate) std::os::fd::OwnedFd);
+
+impl Serialize for PassFd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::os::fd::AsFd;
+        ipc_core::codec::serialize_fd(self.0.as_fd(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PassFd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ipc_core::codec::deserialize_fd(d).map(PassFd)
+    }
 }
 
 /// A worker's slot value for item `item` of chunk `chunk`.
@@ -187,6 +220,17 @@ pub(crate) fn pack(chunk: u64, item: u32) -> u64 {
 /// `(chunk, item)` from a slot value.
 pub(crate) fn unpack(slot: u64) -> (u64, u32) {
     (slot >> ITEM_BITS, (slot & ((1 << ITEM_BITS) - 1)) as u32)
+}
+
+/// The handle of `f`, which borrows the worker's state, erased.
+pub(crate) fn remote_state<S: 'static, A, R>(
+    f: fn(&mut S, A) -> R,
+) -> Result<RemoteFn<(), ()>, PoolError>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    Ok(RemoteFn::with_state(f)?.erase())
 }
 
 /// The handle of `f`, erased.

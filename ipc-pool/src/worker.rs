@@ -37,23 +37,55 @@ thread_local! {
 }
 
 /// The worker's main function (started by the pool under its start method).
-pub(crate) fn main(boot: WorkerBoot) {
+pub(crate) fn main(mut boot: WorkerBoot) {
     // A task's panic is the item's error, reported to the pool: record it instead of printing.
     std::panic::set_hook(Box::new(|info| {
         let bt = std::backtrace::Backtrace::force_capture().to_string();
         PANIC.with(|p| *p.borrow_mut() = Some((info.to_string(), bt)));
     }));
     let pid = ipc_core::process::pid();
+    if let Some(cpu) = boot.cpu {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+            eprintln!("ipc-pool worker {pid}: cannot pin to CPU {cpu}: {e}");
+        }
+    }
+    // A failed initializer leaves the worker up: tasks that need its state fail with why.
+    let init_failure = boot.init.take().and_then(|(f, arg, fds)| {
+        let fds = fds.into_iter().map(|p| p.0).collect();
+        let mut out = Vec::new();
+        let called = catch_unwind(AssertUnwindSafe(|| {
+            f.call_encoded_into(&arg, fds, &mut out)
+        }));
+        called_to(called).err().map(|f| match f {
+            Failure::Panicked { message, .. } => format!("the initializer panicked: {message}"),
+            Failure::Argument(m) => format!("the initializer's argument did not decode: {m}"),
+            Failure::Result(m) | Failure::State(m) => format!("the initializer failed: {m}"),
+        })
+    });
     let mut left = boot.max_tasks.unwrap_or(u64::MAX);
     while let Ok(chunk) = boot.mailbox.get() {
-        match run_chunk(&boot, pid, &chunk, &mut left) {
+        match run_chunk(&boot, pid, &chunk, &mut left, init_failure.as_deref()) {
             Ok(()) if left > 0 => {}
             // Retired (maxtasksperchild), its last outcome reported: the pool sees the exit,
             // gives what is left of the chunk to another worker and replaces this one.
-            Ok(()) => return,
+            Ok(()) => break,
             // The pool shut its result queue: it is going away.
             Err(()) => return,
         }
+    }
+    // Leaving in order (retired, or the pool closed the mailbox): the exit hook.
+    if let Some(f) = &boot.exit {
+        let mut out = Vec::new();
+        let output = match run(f, &[], &mut out) {
+            Ok(()) => Ok(serde_bytes::ByteBuf::from(out)),
+            Err(Failure::Panicked { message, .. }) => {
+                Err(format!("the exit hook panicked: {message}"))
+            }
+            Err(Failure::Argument(m) | Failure::Result(m) | Failure::State(m)) => Err(m),
+        };
+        let _ = boot.results.put(Report::Exited { pid, output });
     }
 }
 
@@ -66,7 +98,13 @@ struct Pending {
 }
 
 /// Runs a chunk's items (at most `left` of them, counted down), reporting them in groups.
-fn run_chunk(boot: &WorkerBoot, pid: u32, chunk: &Chunk, left: &mut u64) -> Result<(), ()> {
+fn run_chunk(
+    boot: &WorkerBoot,
+    pid: u32,
+    chunk: &Chunk,
+    left: &mut u64,
+    init_failure: Option<&str>,
+) -> Result<(), ()> {
     let mut p = Pending {
         first: 0,
         values: Packed::default(),
@@ -80,6 +118,10 @@ fn run_chunk(boot: &WorkerBoot, pid: u32, chunk: &Chunk, left: &mut u64) -> Resu
             .values
             .push_with(|out| run(&chunk.func, chunk.args.0.get(k), out))
         {
+            let f = match (f, init_failure) {
+                (Failure::State(m), Some(why)) => Failure::State(format!("{why} ({m})")),
+                (f, _) => f,
+            };
             p.values.push(&[]);
             p.failures.push((item, f));
         }
@@ -108,9 +150,17 @@ fn run_chunk(boot: &WorkerBoot, pid: u32, chunk: &Chunk, left: &mut u64) -> Resu
 
 /// Runs one item, appending its encoded result to `out`, catching a panic.
 fn run(func: &RemoteFn<(), ()>, arg: &[u8], out: &mut Vec<u8>) -> Result<(), Failure> {
-    match catch_unwind(AssertUnwindSafe(|| func.call_plain_into(arg, out))) {
-        Ok(Ok(())) => Ok(()),
+    called_to(catch_unwind(AssertUnwindSafe(|| {
+        func.call_plain_into(arg, out)
+    })))
+}
+
+/// A caught call's outcome as a failure.
+fn called_to<T>(called: std::thread::Result<ipc_core::Result<T>>) -> Result<(), Failure> {
+    match called {
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(ipc_core::Error::Decode(e))) => Err(Failure::Argument(e.to_string())),
+        Ok(Err(ipc_core::Error::Misuse(m))) => Err(Failure::State(m)),
         Ok(Err(e)) => Err(Failure::Result(e.to_string())),
         Err(payload) => {
             let (message, backtrace) = PANIC

@@ -11,8 +11,9 @@
 //! - ported as Rust has it: 127 (an input that fails: a Rust iterator panics, in the caller,
 //!   and the pool stays usable: `an_input_that_panics_midway_leaves_the_pool_usable`);
 //! - not applicable: 136, 137 and 140 (Python's garbage collector and interpreter shutdown);
-//! - not yet: 142 (initializer: issue #13), 143 (a failing N-th worker start is handled by
-//!   stopping the others, untested: no way to make the N-th start fail on demand yet).
+//! - ported in pool_state.rs: 142 (the initializer runs in each worker; with state);
+//! - not yet: 143 (a failing N-th worker start is handled by stopping the others, untested:
+//!   no way to make the N-th start fail on demand yet).
 
 mod common;
 
