@@ -29,6 +29,19 @@ pub enum TaskError {
         signal: Option<i32>,
         /// Its exit code, if it exited.
         exit_code: Option<i32>,
+        /// The attempts before this one, oldest first, each on a worker that died too (with
+        /// [`Builder::retries`](crate::Builder::retries); empty without).
+        earlier: Vec<Death>,
+    },
+    /// The task ran longer than the pool's [`task_timeout`](crate::Builder::task_timeout):
+    /// its worker was killed and replaced; the other items went on.
+    TimedOut {
+        /// The item's index in its input.
+        index: u64,
+        /// The killed worker's pid.
+        pid: u32,
+        /// How long it had run when it was stopped (at least the timeout).
+        after: std::time::Duration,
     },
     /// The argument could not be encoded (in the caller) or decoded (in the worker).
     Argument {
@@ -62,12 +75,49 @@ pub enum TaskError {
     },
 }
 
+/// One attempt at a task whose worker died (see [`TaskError::WorkerDied`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Death {
+    /// The worker's pid.
+    pub pid: u32,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// Its exit code, if it exited.
+    pub exit_code: Option<i32>,
+}
+
+impl fmt::Display for Death {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.signal, self.exit_code) {
+            (Some(s), _) => write!(
+                f,
+                "worker {} killed by signal {s}{}",
+                self.pid,
+                signal_name(s)
+            ),
+            (None, Some(c)) => write!(f, "worker {} exited with code {c}", self.pid),
+            (None, None) => write!(f, "worker {} ended", self.pid),
+        }
+    }
+}
+
+fn signal_name(s: i32) -> &'static str {
+    match s {
+        9 => " (SIGKILL)",
+        15 => " (SIGTERM)",
+        6 => " (SIGABRT: a panic under panic = \"abort\"?)",
+        11 => " (SIGSEGV)",
+        _ => "",
+    }
+}
+
 impl TaskError {
     /// The item's index in its input.
     pub fn index(&self) -> u64 {
         match self {
             TaskError::Panicked { index, .. }
             | TaskError::WorkerDied { index, .. }
+            | TaskError::TimedOut { index, .. }
             | TaskError::Argument { index, .. }
             | TaskError::Result { index, .. }
             | TaskError::WorkerState { index, .. }
@@ -88,28 +138,26 @@ impl fmt::Display for TaskError {
             TaskError::WorkerDied {
                 index,
                 pid,
-                signal: Some(s),
-                ..
-            } => write!(
-                f,
-                "task {index}: worker {pid} was killed by signal {s}{} while running it",
-                match *s {
-                    9 => " (SIGKILL)",
-                    15 => " (SIGTERM)",
-                    6 => " (SIGABRT: a panic under panic = \"abort\"?)",
-                    11 => " (SIGSEGV)",
-                    _ => "",
-                }
-            ),
-            TaskError::WorkerDied {
-                index,
-                pid,
+                signal,
                 exit_code,
-                ..
-            } => write!(
+                earlier,
+            } => {
+                let this = Death {
+                    pid: *pid,
+                    signal: *signal,
+                    exit_code: *exit_code,
+                };
+                write!(f, "task {index}: {this} while running it")?;
+                if !earlier.is_empty() {
+                    let all: Vec<String> = earlier.iter().map(|d| d.to_string()).collect();
+                    write!(f, " (earlier attempts: {})", all.join("; "))?;
+                }
+                Ok(())
+            }
+            TaskError::TimedOut { index, pid, after } => write!(
                 f,
-                "task {index}: worker {pid} exited with code {} while running it",
-                exit_code.map_or_else(|| "?".to_string(), |c| c.to_string())
+                "task {index} ran {after:?} in worker {pid}, past the pool's task timeout: the \
+                 worker was killed and replaced"
             ),
             TaskError::Argument { index, message } => {
                 write!(f, "task {index}: its argument cannot travel: {message}")

@@ -87,7 +87,7 @@ mod wire;
 mod worker;
 
 pub use engine::{Batch, Engine, Packed};
-pub use error::{PoolError, TaskError};
+pub use error::{Death, PoolError, TaskError};
 pub use imap::Imap;
 pub use job::{AsyncResult, ItemOutcome, as_completed, wait_any};
 pub use pool::{Builder, Pool};

@@ -28,7 +28,7 @@ use ipc_core::process::{Builder, JoinHandle, RemoteFn, StartMethod, Zygote};
 use ipc_sync::{AtomicValue, GetError, PutError, Queue};
 
 use crate::engine::{Batch, Engine};
-use crate::error::{PoolError, TaskError};
+use crate::error::{Death, PoolError, TaskError};
 use crate::wire::{Chunk, Failure, Packed, PassFd, Report, SharedArgs, WorkerBoot, unpack};
 
 /// Chunks given to one worker at once: at least the one it runs and the next, so it never
@@ -83,6 +83,12 @@ pub(crate) struct WorkerConfig {
     pub(crate) exit: Option<RemoteFn<(), ()>>,
     /// Worker `k` (its serial) is pinned to `cpus[k % len]`.
     pub(crate) cpus: Vec<usize>,
+    /// A task running longer has its worker killed (see `Shared::check_timeouts`).
+    pub(crate) task_timeout: Option<Duration>,
+    /// How many times an item whose worker died runs again before it fails.
+    pub(crate) retries: u32,
+    /// A worker whose resident set grows past this (bytes) retires.
+    pub(crate) max_memory: Option<u64>,
 }
 
 /// The local engine (see the module doc).
@@ -137,6 +143,10 @@ struct Worker {
     /// parent sees it: when the previous one ended, or when it was given work while idle).
     pace: Duration,
     busy_since: Instant,
+    /// The slot value the supervisor last saw running and since when (task timeouts).
+    watch: Option<(u64, Instant)>,
+    /// Killed by the supervisor: its item ran this long, past the task timeout.
+    timed_out: Option<Duration>,
 }
 
 impl Worker {
@@ -162,6 +172,8 @@ struct ChunkRec {
     args: SharedArgs,
     done: Vec<bool>,
     left: usize,
+    /// Items (by position) that ran before on workers that died (retries).
+    earlier: Vec<(u32, Vec<Death>)>,
 }
 
 impl LocalEngine {
@@ -454,6 +466,7 @@ impl State {
                 args: SharedArgs(Arc::new(args)),
                 done: vec![false; n],
                 left: n,
+                earlier: Vec::new(),
             },
         );
         id
@@ -488,6 +501,7 @@ impl Shared {
                 )),
             },
             exit: self.config.exit,
+            max_memory: self.config.max_memory,
             cpu: (!self.config.cpus.is_empty())
                 .then(|| self.config.cpus[(serial % self.config.cpus.len() as u64) as usize]),
         };
@@ -508,6 +522,8 @@ impl Shared {
             killed_for_cancel: false,
             pace: AHEAD_TIME,
             busy_since: Instant::now(),
+            watch: None,
+            timed_out: None,
         })
     }
 
@@ -710,20 +726,39 @@ impl Shared {
                     continue;
                 }
                 let index = rec.first + k as u64;
+                let mut earlier = rec
+                    .earlier
+                    .iter()
+                    .find(|e| e.0 as usize == k)
+                    .map(|e| e.1.clone())
+                    .unwrap_or_default();
                 if started == Some(k) && !w.killed_for_cancel {
-                    failed.push(Delivery::One(
-                        rec.batch.clone(),
-                        index,
-                        TaskError::WorkerDied {
+                    let death = Death {
+                        pid,
+                        signal: code.filter(|c| *c < 0).map(|c| -c),
+                        exit_code: code.filter(|c| *c >= 0),
+                    };
+                    let error = if let Some(after) = w.timed_out {
+                        Some(TaskError::TimedOut { index, pid, after })
+                    } else if earlier.len() < self.config.retries as usize {
+                        // Retried (opt-in): it runs again on another worker.
+                        earlier.push(death);
+                        None
+                    } else {
+                        Some(TaskError::WorkerDied {
                             index,
-                            pid,
-                            signal: code.filter(|c| *c < 0).map(|c| -c),
-                            exit_code: code.filter(|c| *c >= 0),
-                        },
-                    ));
-                } else {
-                    rest.push((index, rec.args.0.get(k)));
+                            pid: death.pid,
+                            signal: death.signal,
+                            exit_code: death.exit_code,
+                            earlier: std::mem::take(&mut earlier),
+                        })
+                    };
+                    if let Some(e) = error {
+                        failed.push(Delivery::One(rec.batch.clone(), index, e));
+                        continue;
+                    }
                 }
+                rest.push((index, rec.args.0.get(k), earlier));
             }
             // The items left run again, as chunks of consecutive indices.
             for run in consecutive(rest) {
@@ -731,8 +766,12 @@ impl Shared {
             }
         }
         let mut ids = Vec::new();
-        for (batch, func, (first, items)) in requeue {
-            ids.push(st.new_chunk(batch, func, first, items));
+        for (batch, func, (first, items, earlier)) in requeue {
+            let id = st.new_chunk(batch, func, first, items);
+            if let Some(rec) = st.chunks.get_mut(&id) {
+                rec.earlier = earlier;
+            }
+            ids.push(id);
         }
         for id in ids.into_iter().rev() {
             st.pending.push_front(id);
@@ -786,9 +825,16 @@ impl Shared {
                 .collect();
             let mut fds: Vec<std::os::fd::BorrowedFd<'_>> = vec![control.as_fd()];
             fds.extend(watched.iter().map(|(_, fd)| fd.as_fd()));
-            let Ok(ready) = ipc_core::conn::wait(&fds, None) else {
+            let tick = self
+                .config
+                .task_timeout
+                .map(|t| (t / 4).clamp(Duration::from_millis(1), Duration::from_millis(100)));
+            let Ok(ready) = ipc_core::conn::wait(&fds, tick) else {
                 return;
             };
+            if let Some(limit) = self.config.task_timeout {
+                self.check_timeouts(limit);
+            }
             for i in ready {
                 if i == 0 {
                     if control.recv::<()>().is_err() {
@@ -804,6 +850,40 @@ impl Shared {
             }
             let live: Vec<u64> = self.lock().workers.iter().map(|w| w.serial).collect();
             told.retain(|s| live.contains(s));
+        }
+    }
+
+    /// Kills the workers whose item has run `limit` or longer. An item runs while its slot
+    /// names it and it is not reported (a worker that finished its chunk reported it: an idle
+    /// worker's slot names a done item); its time counts from when the supervisor first saw
+    /// the slot name it, so a task is stopped between `limit` and `limit` plus a tick.
+    fn check_timeouts(&self, limit: Duration) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let State {
+            workers, chunks, ..
+        } = &mut *st;
+        for w in workers.iter_mut() {
+            if w.timed_out.is_some() || w.killed_for_cancel {
+                continue;
+            }
+            let slot = w.slot.load();
+            let (c, k) = unpack(slot);
+            let running = w.assigned.contains(&c)
+                && chunks
+                    .get(&c)
+                    .is_some_and(|rec| rec.done.get(k as usize) == Some(&false));
+            match w.watch {
+                _ if !running => w.watch = None,
+                Some((seen, since)) if seen == slot => {
+                    let ran = now.saturating_duration_since(since);
+                    if ran >= limit {
+                        w.timed_out = Some(ran);
+                        let _ = w.handle.kill();
+                    }
+                }
+                _ => w.watch = Some((slot, now)),
+            }
         }
     }
 
@@ -856,18 +936,22 @@ fn task_error(index: u64, pid: u32, f: Failure) -> TaskError {
     }
 }
 
-/// Groups `(index, argument)` pairs (ascending) into runs of consecutive indices.
-fn consecutive(items: Vec<(u64, &[u8])>) -> Vec<(u64, Packed)> {
-    let mut runs: Vec<(u64, Packed)> = Vec::new();
-    for (index, arg) in items {
+/// Earlier attempts of a chunk's items, by position.
+type Earlier = Vec<(u32, Vec<Death>)>;
+
+/// Groups `(index, argument, earlier attempts)` (ascending) into runs of consecutive indices.
+fn consecutive(items: Vec<(u64, &[u8], Vec<Death>)>) -> Vec<(u64, Packed, Earlier)> {
+    let mut runs: Vec<(u64, Packed, Earlier)> = Vec::new();
+    for (index, arg, deaths) in items {
         match runs.last_mut() {
-            Some((first, args)) if *first + args.len() as u64 == index => args.push(arg),
-            _ => {
-                let mut p = Packed::default();
-                p.push(arg);
-                runs.push((index, p));
-            }
+            Some((first, args, _)) if *first + args.len() as u64 == index => {}
+            _ => runs.push((index, Packed::default(), Vec::new())),
         }
+        let (_, args, earlier) = runs.last_mut().expect("just pushed");
+        if !deaths.is_empty() {
+            earlier.push((args.len() as u32, deaths));
+        }
+        args.push(arg);
     }
     runs
 }

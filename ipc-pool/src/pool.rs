@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ipc_core::process::{RemoteFn, StartMethod};
 use serde::Serialize;
@@ -67,6 +68,16 @@ impl Builder {
         self
     }
 
+    /// Retires a worker whose resident memory grew past `bytes`: after a task, if its resident
+    /// set is larger, it reports what it ran, runs the exit hook and leaves, and a fresh
+    /// worker takes its place (no task fails). For tasks that leak, or fragment the heap.
+    /// Checked after each task that ran 0.1 ms or more, and after at most 1 ms of shorter
+    /// ones (reading `/proc/self/statm` costs a few microseconds).
+    pub fn max_memory_per_worker(mut self, bytes: u64) -> Builder {
+        self.config.max_memory = Some(bytes);
+        self
+    }
+
     /// Runs `f(arg)` once in each worker, replacements included, before its first task
     /// (Python's `initializer` and `initargs`; several arguments go as a tuple; the argument
     /// may hold shared objects, a lock, a queue, a segment: each worker gets them, as
@@ -110,6 +121,25 @@ impl Builder {
         self
     }
 
+    /// Bounds each task's run time: a task still running after `limit` has its worker
+    /// killed and replaced, and fails with [`TaskError::TimedOut`]; the other items go on
+    /// (those of its chunk that had not started run elsewhere). Checked by the supervisor
+    /// every quarter of `limit` (between 1 and 100 ms), so a task stops between `limit` and
+    /// `limit` plus that tick.
+    pub fn task_timeout(mut self, limit: Duration) -> Builder {
+        self.config.task_timeout = Some(limit);
+        self
+    }
+
+    /// Runs an item whose worker died while running it (killed, crashed, exited) again, on
+    /// another worker, up to `n` more times, for idempotent tasks; the last failure, a
+    /// [`TaskError::WorkerDied`], lists every earlier attempt. A panic is not retried (the
+    /// worker lived and reported it), nor a timeout.
+    pub fn retries(mut self, n: u32) -> Builder {
+        self.config.retries = n;
+        self
+    }
+
     /// Pins worker `k` (counting replacements: the `k`-th worker started) to CPU
     /// `cpus[k % cpus.len()]` (mpire's `cpu_ids`). A CPU this process may not use is reported
     /// by the worker on its standard error, and it runs unpinned.
@@ -127,6 +157,11 @@ impl Builder {
             return Err(PoolError::Misuse(format!(
                 "CPU {cpu} is beyond what an affinity mask can name (1024)"
             )));
+        }
+        if self.config.task_timeout == Some(Duration::ZERO) {
+            return Err(PoolError::Misuse(
+                "a task timeout must be longer than 0".into(),
+            ));
         }
         if self.config.max_tasks == Some(0) {
             return Err(PoolError::Misuse(

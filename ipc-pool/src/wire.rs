@@ -193,6 +193,8 @@ pub(crate) struct WorkerBoot {
     pub(crate) exit: Option<RemoteFn<(), ()>>,
     /// The CPU to pin the worker to.
     pub(crate) cpu: Option<usize>,
+    /// Retire once the resident set is larger (bytes), checked after tasks.
+    pub(crate) max_memory: Option<u64>,
 }
 
 /// A descriptor that travels with a process's boot message (a shared object's, in the

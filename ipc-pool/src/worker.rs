@@ -89,6 +89,43 @@ pub(crate) fn main(mut boot: WorkerBoot) {
     }
 }
 
+/// When to look at the resident set (see `Builder::max_memory_per_worker`): after a task of
+/// 0.1 ms or more, or 1 ms after the last look (a look costs a few microseconds). Reads the
+/// fine clock once per task, only when a ceiling is set.
+struct MemoryCheck {
+    task_start: std::time::Instant,
+    last_look: std::time::Instant,
+}
+
+impl MemoryCheck {
+    fn new() -> MemoryCheck {
+        let now = std::time::Instant::now();
+        MemoryCheck {
+            task_start: now,
+            last_look: now,
+        }
+    }
+
+    /// A task ended: whether to look now (and the next task starts now).
+    fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let long = now - self.task_start >= Duration::from_micros(100);
+        let stale = now - self.last_look >= Duration::from_millis(1);
+        self.task_start = now;
+        if long || stale {
+            self.last_look = now;
+        }
+        long || stale
+    }
+}
+
+/// This process's resident set, from `/proc/self/statm` (its second field, in pages).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
+}
+
 /// Outcomes not reported yet.
 struct Pending {
     first: u32,
@@ -105,6 +142,7 @@ fn run_chunk(
     left: &mut u64,
     init_failure: Option<&str>,
 ) -> Result<(), ()> {
+    let mut memory = boot.max_memory.map(|_| MemoryCheck::new());
     let mut p = Pending {
         first: 0,
         values: Packed::default(),
@@ -126,8 +164,15 @@ fn run_chunk(
             p.failures.push((item, f));
         }
         *left -= 1;
-        let last = k + 1 == chunk.args.0.len() || *left == 0;
         let now = coarse_now();
+        if let (Some(max), Some(m)) = (boot.max_memory, memory.as_mut())
+            && m.due()
+            && resident_bytes().is_some_and(|r| r > max)
+        {
+            // Retires now: reported, then the exit hook, as with max_tasks.
+            *left = 0;
+        }
+        let last = k + 1 == chunk.args.0.len() || *left == 0;
         let old = now.saturating_sub(*p.since.get_or_insert(now)) >= FLUSH_AGE;
         if last || old || p.values.bytes() >= FLUSH_BYTES {
             let report = Report::Items {
