@@ -30,6 +30,11 @@ pub trait Engine: Send + Sync + 'static {
         args: Packed,
     ) -> Result<(), PoolError>;
 
+    /// What the engine did so far (see [`Insights`](crate::Insights)); empty by default.
+    fn insights(&self) -> crate::Insights {
+        crate::Insights::default()
+    }
+
     /// The outputs of the workers' exit hook so far (by worker pid, encoded, in the order the
     /// workers left): see [`Builder::on_exit`](crate::Builder::on_exit). None by default.
     fn worker_exits(&self) -> Vec<(u32, Result<Vec<u8>, String>)> {

@@ -35,6 +35,12 @@ pub struct Batch {
     changed: Condvar,
     /// `completed`, readable without the lock, for a waiter's brief spin.
     completed_hint: AtomicU64,
+    /// Adaptive chunking ([`Chunking::Adaptive`](crate::Chunking::Adaptive)): the target time
+    /// of a chunk (0: fixed chunks), the measured time per item (0: not yet), and the items
+    /// submitted but not yet given to a worker. Kept by the engine.
+    target_ns: AtomicU64,
+    item_ns: AtomicU64,
+    undispatched: AtomicU64,
 }
 
 /// How long a waiter polls before it sleeps: a result that comes within it (a short task on a
@@ -115,6 +121,54 @@ fn decode_bytes<R: DeserializeOwned>(index: u64, bytes: &[u8]) -> Result<R, Task
 impl Batch {
     pub(crate) fn new() -> Arc<Batch> {
         Arc::new(Batch::default())
+    }
+
+    /// Makes the batch's chunks adaptive: the engine cuts them into pieces of about `target`
+    /// by the measured time per item.
+    pub(crate) fn set_adaptive(&self, target: Duration) {
+        self.target_ns
+            .store(target.as_nanos().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// How many items the engine should give a worker at once, of a chunk of this batch that
+    /// has `len` items (`len` if the batch is not adaptive): about the target time by the
+    /// measured pace (1 until an item was measured), and, near the end, at most an even share
+    /// of what is left for twice the workers (so the last pieces end together).
+    pub(crate) fn piece(&self, len: usize, workers: usize) -> usize {
+        let target = self.target_ns.load(Ordering::Relaxed);
+        if target == 0 {
+            return len;
+        }
+        let per = self.item_ns.load(Ordering::Relaxed);
+        let by_time = target.checked_div(per).map_or(1, |n| n.max(1));
+        let share = self.undispatched.load(Ordering::Relaxed) / (2 * workers.max(1) as u64);
+        (by_time.min(share.max(1)) as usize).clamp(1, len.max(1))
+    }
+
+    /// The engine took `n` items of this batch (`submitted`) or gave them to a worker.
+    pub(crate) fn undispatched(&self, n: usize, submitted: bool) {
+        let n = n as u64;
+        // Saturating: a piece whose worker died is given out again without being submitted.
+        let _ = self
+            .undispatched
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(if submitted {
+                    u.saturating_add(n)
+                } else {
+                    u.saturating_sub(n)
+                })
+            });
+    }
+
+    /// A worker spent `busy` on `n` items of this batch: the pace moves a quarter of the way.
+    pub(crate) fn paced(&self, n: usize, busy: Duration) {
+        if n == 0 || self.target_ns.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let x = (busy.as_nanos() as u64 / n as u64).max(1);
+        let old = self.item_ns.load(Ordering::Relaxed);
+        let new = if old == 0 { x } else { (old * 3 + x) / 4 };
+        self.item_ns.store(new.max(1), Ordering::Relaxed);
     }
 
     /// A batch whose items are taken in the order they arrive ([`take_next`](Self::take_next)).
@@ -612,6 +666,11 @@ impl<T> AsyncResult<T> {
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.batch
             .wait_for(self.items, Some(Instant::now() + timeout), &*self.engine)
+    }
+
+    /// `(done, total)`: the items that have an outcome so far, and how many there are.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.batch.completed().min(self.items), self.items)
     }
 
     /// Whether the result is ready.

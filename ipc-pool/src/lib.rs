@@ -79,6 +79,7 @@
 mod engine;
 mod error;
 mod imap;
+mod insights;
 mod job;
 mod local;
 mod pool;
@@ -89,8 +90,9 @@ mod worker;
 pub use engine::{Batch, Engine, Packed};
 pub use error::{Death, PoolError, TaskError};
 pub use imap::Imap;
+pub use insights::{ChunkSizes, Insights, WorkerInsight};
 pub use job::{AsyncResult, ItemOutcome, as_completed, wait_any};
-pub use pool::{Builder, Pool};
+pub use pool::{Builder, Chunking, Pool};
 pub use stateful::{Stateful, WorkerExit};
 
 /// The workspace README's examples run as doc tests here (the crate that sees every layer they

@@ -29,6 +29,7 @@ use ipc_sync::{AtomicValue, GetError, PutError, Queue};
 
 use crate::engine::{Batch, Engine};
 use crate::error::{Death, PoolError, TaskError};
+use crate::insights::{Counters, Insights};
 use crate::wire::{Chunk, Failure, Packed, PassFd, Report, SharedArgs, WorkerBoot, unpack};
 
 /// Chunks given to one worker at once: at least the one it runs and the next, so it never
@@ -128,6 +129,7 @@ struct State {
     terminated: bool,
     /// The exit hook's outputs, by worker pid, in the order the workers left.
     exits: Vec<(u32, Result<Vec<u8>, String>)>,
+    counters: Counters,
 }
 
 struct Worker {
@@ -282,10 +284,16 @@ impl Engine for LocalEngine {
         if args.is_empty() {
             return Ok(());
         }
+        st.counters.submitted(args.len());
+        batch.undispatched(args.len(), true);
         let id = st.new_chunk(batch.clone(), func, first, args);
         st.pending.push_back(id);
         self.shared.dispatch(&mut st);
         Ok(())
+    }
+
+    fn insights(&self) -> Insights {
+        self.shared.lock().counters.snapshot()
     }
 
     fn worker_exits(&self) -> Vec<(u32, Result<Vec<u8>, String>)> {
@@ -463,7 +471,7 @@ impl State {
                 batch,
                 func,
                 first,
-                args: SharedArgs(Arc::new(args)),
+                args: SharedArgs::new(args),
                 done: vec![false; n],
                 left: n,
                 earlier: Vec::new(),
@@ -513,6 +521,7 @@ impl Shared {
             builder = builder.zygote(z);
         }
         let handle = builder.spawn(boot, crate::worker::main)?;
+        st.counters.worker_started(handle.pid());
         Ok(Worker {
             serial,
             handle,
@@ -533,15 +542,45 @@ impl Shared {
             workers,
             chunks,
             pending,
+            counters,
+            next_chunk,
             ..
         } = st;
         // Workers whose mailbox refused the chunk at the front (allocated only then).
         let mut refused: Vec<usize> = Vec::new();
-        while let Some(&id) = pending.front() {
-            let Some(rec) = chunks.get(&id) else {
+        while let Some(&front) = pending.front() {
+            let Some(rec) = chunks.get_mut(&front) else {
                 pending.pop_front();
                 continue;
             };
+            // An adaptive batch's chunk goes in pieces (see `Batch::piece`): the piece gets an
+            // id of its own, the rest stays at the front.
+            let piece = rec.batch.piece(rec.args.len(), workers.len());
+            let fresh = rec.left == rec.args.len() && rec.earlier.is_empty();
+            let id = if piece < rec.args.len() && fresh {
+                let (head, tail) = std::mem::take(&mut rec.args).split(piece);
+                let head_rec = ChunkRec {
+                    batch: rec.batch.clone(),
+                    func: rec.func,
+                    first: rec.first,
+                    done: vec![false; head.len()],
+                    left: head.len(),
+                    earlier: Vec::new(),
+                    args: head,
+                };
+                rec.first += piece as u64;
+                rec.args = tail;
+                rec.done.truncate(rec.args.len());
+                rec.left = rec.args.len();
+                let id = *next_chunk;
+                *next_chunk += 1;
+                chunks.insert(id, head_rec);
+                pending.push_front(id);
+                id
+            } else {
+                front
+            };
+            let rec = &chunks[&id];
             let Some(i) = (0..workers.len())
                 .filter(|&i| {
                     workers[i].assigned.len() < workers[i].depth() && !refused.contains(&i)
@@ -564,6 +603,8 @@ impl Shared {
                 Err(_) => false,
             };
             if sent {
+                counters.dispatched(rec.args.len());
+                rec.batch.undispatched(rec.args.len(), false);
                 if w.assigned.is_empty() {
                     w.busy_since = Instant::now();
                 }
@@ -643,7 +684,15 @@ impl Shared {
                 pid,
                 values,
                 failures,
-            } => self.on_items(&mut st, chunk, first, pid, values, failures),
+                busy_ns,
+            } => {
+                let busy = Duration::from_nanos(busy_ns);
+                st.counters.ran(pid, values.len(), busy);
+                if let Some(rec) = st.chunks.get(&chunk) {
+                    rec.batch.paced(values.len(), busy);
+                }
+                self.on_items(&mut st, chunk, first, pid, values, failures)
+            }
             Report::Died { worker } => self.on_death(&mut st, worker),
             Report::Exited { pid, output } => {
                 st.exits.push((pid, output.map(|b| b.into_vec())));
@@ -676,6 +725,7 @@ impl Shared {
         }
         rec.done[start..start + n].fill(true);
         rec.left -= n;
+        let failed = failures.len();
         let base = rec.first + u64::from(first);
         let failures = failures
             .into_iter()
@@ -683,6 +733,7 @@ impl Shared {
             .collect();
         let (data, ends) = values.into_parts();
         let batch = rec.batch.clone();
+        st.counters.completed(n, failed);
         if rec.left == 0 {
             st.chunks.remove(&chunk);
             if let Some(w) = st
@@ -708,6 +759,7 @@ impl Shared {
         let w = st.workers.swap_remove(pos);
         let code = w.handle.join_timeout(REAP).ok();
         let pid = w.handle.pid();
+        st.counters.worker_ended(pid);
         let (running, item) = unpack(w.slot.load());
         let mut requeue = Vec::new();
         // Delivered once the lock is released (see `on_items`).
@@ -721,7 +773,7 @@ impl Shared {
             }
             let started = (*id == running).then_some(item as usize);
             let mut rest = Vec::new();
-            for k in 0..rec.args.0.len() {
+            for k in 0..rec.args.len() {
                 if rec.done[k] {
                     continue;
                 }
@@ -758,7 +810,7 @@ impl Shared {
                         continue;
                     }
                 }
-                rest.push((index, rec.args.0.get(k), earlier));
+                rest.push((index, rec.args.get(k), earlier));
             }
             // The items left run again, as chunks of consecutive indices.
             for run in consecutive(rest) {
@@ -795,6 +847,7 @@ impl Shared {
             self.idle.notify_all();
         }
         self.dispatch(st);
+        st.counters.completed(failed.len(), failed.len());
         failed
     }
 
@@ -891,6 +944,7 @@ impl Shared {
     /// them (`kill`); then reaps them.
     fn stop_workers(&self, kill: bool) {
         let workers = std::mem::take(&mut self.lock().workers);
+        let mut ended = Vec::new();
         for w in &workers {
             w.mailbox.shutdown(kill);
             if kill {
@@ -902,6 +956,11 @@ impl Shared {
                 let _ = w.handle.kill();
                 let _ = w.handle.join_timeout(REAP);
             }
+            ended.push(w.handle.pid());
+        }
+        let mut st = self.lock();
+        for pid in ended {
+            st.counters.worker_ended(pid);
         }
     }
 }

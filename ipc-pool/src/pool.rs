@@ -27,11 +27,40 @@ use crate::local::{LocalEngine, WorkerConfig};
 use crate::stateful::{Stateful, WorkerExit};
 use crate::wire::{MAX_CHUNK, Packed, encode_into, remote};
 
+/// How `map` and its kin cut their input into chunks when the call names no chunk size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Chunking {
+    /// Python's rule: `len / (4 x processes)` items per chunk, rounded up.
+    #[default]
+    Python,
+    /// Chunks sized by how long items take: each worker is given about `target` of work at
+    /// once (by the pace measured so far, one item at a time until an item was measured), and
+    /// smaller pieces near the end so that the workers finish together. Tiny tasks travel by
+    /// the hundred, slow ones one by one, without choosing a size; [`Chunking::ADAPTIVE`]
+    /// aims at 0.5 ms.
+    Adaptive {
+        /// The work to give a worker at once.
+        target: Duration,
+    },
+}
+
+impl Chunking {
+    /// [`Chunking::Adaptive`] with a 0.5 ms target.
+    pub const ADAPTIVE: Chunking = Chunking::Adaptive {
+        target: Duration::from_micros(500),
+    };
+}
+
+/// Items encoded and submitted together under [`Chunking::Adaptive`] (the engine cuts them
+/// into pieces as it gives them out).
+const ADAPTIVE_BLOCK: usize = 4096;
+
 /// Configures a [`Pool`].
 #[derive(Debug, Clone, Default)]
 pub struct Builder {
     processes: Option<usize>,
     method: Option<StartMethod>,
+    chunking: Chunking,
     config: WorkerConfig,
     /// A setting that could not be taken (reported by `build`).
     error: Option<String>,
@@ -121,6 +150,13 @@ impl Builder {
         self
     }
 
+    /// How `map`, `map_async` and `map_results` cut their input when the call names no chunk
+    /// size ([`Chunking::Python`] by default).
+    pub fn chunking(mut self, chunking: Chunking) -> Builder {
+        self.chunking = chunking;
+        self
+    }
+
     /// Bounds each task's run time: a task still running after `limit` has its worker
     /// killed and replaced, and fails with [`TaskError::TimedOut`]; the other items go on
     /// (those of its chunk that had not started run elsewhere). Checked by the supervisor
@@ -180,9 +216,15 @@ impl Builder {
         let method = self
             .method
             .unwrap_or_else(ipc_core::process::default_start_method);
+        if matches!(self.chunking, Chunking::Adaptive { target } if target.is_zero()) {
+            return Err(PoolError::Misuse(
+                "an adaptive chunk target must be longer than 0".into(),
+            ));
+        }
         let engine = LocalEngine::start(processes, method, self.config)?;
         Ok(Pool {
             engine: Arc::new(engine),
+            chunking: self.chunking,
         })
     }
 }
@@ -193,6 +235,7 @@ impl Builder {
 #[doc(alias = "multiprocessing.Pool")]
 pub struct Pool {
     engine: Arc<dyn Engine>,
+    chunking: Chunking,
 }
 
 const _: () = {
@@ -213,7 +256,10 @@ impl Pool {
 
     /// The same API on another engine (for example MPI ranks, from a crate of a higher layer).
     pub fn with_engine(engine: Arc<dyn Engine>) -> Pool {
-        Pool { engine }
+        Pool {
+            engine,
+            chunking: Chunking::Python,
+        }
     }
 
     /// The number of workers.
@@ -255,6 +301,25 @@ impl Pool {
     #[doc(alias = "worker_state")]
     pub fn stateful(&self) -> Stateful<'_> {
         Stateful { pool: self }
+    }
+
+    /// What the pool did so far: items submitted and ended, each worker's tasks and busy
+    /// time, the chunk sizes it dispatched (mpire's insights).
+    ///
+    /// ```
+    /// fn double(x: u64) -> u64 {
+    ///     2 * x
+    /// }
+    /// let pool = ipc_pool::Pool::new(2)?;
+    /// pool.map(double, 0..1000)?;
+    /// let seen = pool.insights();
+    /// assert_eq!((seen.submitted, seen.completed), (1000, 1000));
+    /// assert_eq!(seen.workers.iter().map(|w| w.tasks).sum::<u64>(), 1000);
+    /// println!("{seen}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn insights(&self) -> crate::Insights {
+        self.engine.insights()
     }
 
     /// What the workers' exit hook ([`Builder::on_exit`]) returned so far, one entry per
@@ -503,16 +568,22 @@ impl Pool {
     ) -> Result<(Arc<Batch>, u64), PoolError> {
         let items: Vec<A> = items.into_iter().collect();
         let n = items.len();
-        let size = match chunksize {
-            Some(0) => return Err(PoolError::Misuse("a chunk size must be at least 1".into())),
-            Some(c) => c,
-            None => python_chunksize(n, self.processes()),
+        let batch = Batch::new();
+        let size = match (chunksize, self.chunking) {
+            (Some(0), _) => {
+                return Err(PoolError::Misuse("a chunk size must be at least 1".into()));
+            }
+            (Some(c), _) => c,
+            (None, Chunking::Python) => python_chunksize(n, self.processes()),
+            (None, Chunking::Adaptive { target }) => {
+                batch.set_adaptive(target);
+                ADAPTIVE_BLOCK
+            }
         }
         .min(MAX_CHUNK);
         // Each chunk goes as soon as it is encoded, so the workers start while the rest is
         // encoded. An argument that cannot travel cancels the batch (what started is stopped,
         // as `cancel` does) and is the caller's error.
-        let batch = Batch::new();
         for (c, part) in items.chunks(size).enumerate() {
             let mut args = Packed::default();
             let submitted = part

@@ -28,13 +28,33 @@ pub struct Packed {
 
 impl Serialize for Packed {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_range(0, self.len(), s)
+    }
+}
+
+impl Packed {
+    /// Items `start..start + len` as a `Packed` of their own, on the wire.
+    fn serialize_range<S: serde::Serializer>(
+        &self,
+        start: usize,
+        len: usize,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
-        let mut ends = Vec::with_capacity(self.ends.len() * 4);
-        for e in &self.ends {
-            ends.extend_from_slice(&e.to_le_bytes());
+        let base = if start == 0 { 0 } else { self.ends[start - 1] };
+        let end = if len == 0 {
+            base
+        } else {
+            self.ends[start + len - 1]
+        };
+        let mut ends = Vec::with_capacity(len * 4);
+        for e in &self.ends[start..start + len] {
+            ends.extend_from_slice(&(e - base).to_le_bytes());
         }
         let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(&self.data)?;
+        t.serialize_element(serde_bytes::Bytes::new(
+            &self.data[base as usize..end as usize],
+        ))?;
         t.serialize_element(serde_bytes::Bytes::new(&ends))?;
         t.end()
     }
@@ -126,19 +146,60 @@ pub(crate) struct Chunk {
     pub(crate) args: SharedArgs,
 }
 
-/// Packed items behind an `Arc`: the ledger and the message hold the same bytes.
+/// Items `start..start + len` of packed arguments behind an `Arc`: the ledger and the message
+/// hold the same bytes, and a chunk is cut in two without a copy.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SharedArgs(pub(crate) std::sync::Arc<Packed>);
+pub(crate) struct SharedArgs {
+    all: std::sync::Arc<Packed>,
+    start: usize,
+    len: usize,
+}
+
+impl SharedArgs {
+    pub(crate) fn new(p: Packed) -> SharedArgs {
+        let len = p.len();
+        SharedArgs {
+            all: std::sync::Arc::new(p),
+            start: 0,
+            len,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Item `k`'s bytes.
+    pub(crate) fn get(&self, k: usize) -> &[u8] {
+        self.all.get(self.start + k)
+    }
+
+    /// The first `n` items and the rest.
+    pub(crate) fn split(self, n: usize) -> (SharedArgs, SharedArgs) {
+        let n = n.min(self.len);
+        let head = SharedArgs {
+            all: self.all.clone(),
+            start: self.start,
+            len: n,
+        };
+        let tail = SharedArgs {
+            all: self.all,
+            start: self.start + n,
+            len: self.len - n,
+        };
+        (head, tail)
+    }
+}
 
 impl Serialize for SharedArgs {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        self.all.serialize_range(self.start, self.len, s)
     }
 }
 
 impl<'de> Deserialize<'de> for SharedArgs {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Packed::deserialize(d).map(|p| SharedArgs(std::sync::Arc::new(p)))
+        Packed::deserialize(d).map(SharedArgs::new)
     }
 }
 
@@ -153,6 +214,8 @@ pub(crate) enum Report {
         pid: u32,
         values: Packed,
         failures: Vec<(u32, Failure)>,
+        /// How long the worker spent on these items.
+        busy_ns: u64,
     },
     /// The supervisor saw worker `worker` (its serial) die.
     Died { worker: u64 },

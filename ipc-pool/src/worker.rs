@@ -149,12 +149,13 @@ fn run_chunk(
         failures: Vec::new(),
         since: None,
     };
-    for k in 0..chunk.args.0.len() {
+    let mut group_start = std::time::Instant::now();
+    for k in 0..chunk.args.len() {
         let item = k as u32;
         boot.slot.store(pack(chunk.id, item));
         if let Err(f) = p
             .values
-            .push_with(|out| run(&chunk.func, chunk.args.0.get(k), out))
+            .push_with(|out| run(&chunk.func, chunk.args.get(k), out))
         {
             let f = match (f, init_failure) {
                 (Failure::State(m), Some(why)) => Failure::State(format!("{why} ({m})")),
@@ -172,7 +173,7 @@ fn run_chunk(
             // Retires now: reported, then the exit hook, as with max_tasks.
             *left = 0;
         }
-        let last = k + 1 == chunk.args.0.len() || *left == 0;
+        let last = k + 1 == chunk.args.len() || *left == 0;
         let old = now.saturating_sub(*p.since.get_or_insert(now)) >= FLUSH_AGE;
         if last || old || p.values.bytes() >= FLUSH_BYTES {
             let report = Report::Items {
@@ -181,6 +182,12 @@ fn run_chunk(
                 pid,
                 values: std::mem::take(&mut p.values),
                 failures: std::mem::take(&mut p.failures),
+                busy_ns: {
+                    let now = std::time::Instant::now();
+                    let busy = now - group_start;
+                    group_start = now;
+                    busy.as_nanos() as u64
+                },
             };
             boot.results.put(report).map_err(drop)?;
             p.first = item + 1;
