@@ -29,6 +29,11 @@ fn the_tour_runs_and_shows_each_experiment() {
         "cube(7) = 343",
         "a forged handle is refused: true",
         "the worker ran 2 functions it had never been told about",
+        "map(do_calculation, 0..10) = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]",
+        "the pool goes on: map(0..4) = [100, 101, 102, 103]",
+        "look_up(3, 9_999, 123_456) = [Some(9), Some(99980001), None]",
+        "past the pool's task timeout: the worker was killed and replaced",
+        "200006 submitted, 200006 done (1 failed)",
         "Tour complete",
     ] {
         assert!(
@@ -36,7 +41,7 @@ fn the_tour_runs_and_shows_each_experiment() {
             "missing {expected:?} in:\n{stdout}"
         );
     }
-    for heading in 1..=14 {
+    for heading in 1..=17 {
         assert!(
             stdout.contains(&format!("\n== {heading}. ")),
             "section {heading} missing"
