@@ -18,6 +18,24 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # For real workloads
+//! - **Worker state**: [`Builder::initializer`] runs once per worker and makes a state (a
+//!   model, a connection) that the tasks of [`Pool::stateful`] borrow (`fn(&mut S, A) -> R`);
+//!   [`Builder::on_exit`] hands it to an exit hook whose outputs [`Pool::worker_exits`]
+//!   collects. The state lives in ipc-core's per-thread worker state (`process::state`).
+//! - **Bounds**: [`Builder::task_timeout`] (the supervisor kills a worker whose item runs past
+//!   it; the item fails with [`TaskError::TimedOut`]), [`Builder::retries`] (an item whose
+//!   worker died runs again), [`Builder::max_memory_per_worker`] and
+//!   [`Builder::max_tasks_per_worker`] (a worker retires: it reports, runs the exit hook and
+//!   leaves), [`Builder::cpu_affinity`].
+//! - **Chunking**: Python's rule, an explicit size, or [`Chunking::Adaptive`]: the engine cuts
+//!   an adaptive batch's chunks at dispatch into pieces of about a target time by the pace its
+//!   workers report (smaller near the end), so tiny tasks travel by the hundred and slow ones
+//!   one by one. Workers are given work as they finish it (a mailbox holds about 100 us of a
+//!   worker's pace), never round-robin.
+//! - **Insights**: [`Pool::insights`] (items submitted and done, per-worker tasks and busy
+//!   time, chunk sizes) and [`AsyncResult::progress`].
+//!
 //! Tasks are plain functions (or non-capturing closures) `fn(A) -> R`: a worker is another
 //! process, and the function reaches it as an [`ipc_core::process::RemoteFn`], checked to come
 //! from this program and this process family. Arguments and results travel as postcard bytes,
