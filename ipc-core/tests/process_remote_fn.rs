@@ -196,8 +196,10 @@ fn a_handle_calls_here_and_after_a_round_trip() {
 fn a_forged_handle_is_refused() {
     let f = RemoteFn::new(square).unwrap();
     let good = postcard::to_stdvec(&f).unwrap();
-    // The wire form ends with the 32-byte tag, preceded by the two offsets: change each part.
-    for i in [good.len() - 1, good.len() - 33, good.len() - 40, 3] {
+    // The wire form ends with the 32-byte tag (after its length byte), preceded by the two
+    // offsets (varints: flipping bit 0 of a byte changes the value, not the length), preceded
+    // by the executable id: change each part.
+    for i in [good.len() - 1, good.len() - 34, good.len() - 40, 3] {
         let mut bad = good.clone();
         bad[i] ^= 0x01;
         let err = ipc_core::codec::decode::<RemoteFn<u64, u64>>(&bad, Vec::new()).unwrap_err();
