@@ -23,6 +23,9 @@
 //!   model, a connection) that the tasks of [`Pool::stateful`] borrow (`fn(&mut S, A) -> R`);
 //!   [`Builder::on_exit`] hands it to an exit hook whose outputs [`Pool::worker_exits`]
 //!   collects. The state lives in ipc-core's per-thread worker state (`process::state`).
+//! - **A shared read-only context**: [`Builder::context`] gives every worker an
+//!   [`ipc_core::shm::Frozen`] table (sealed read-only shared memory, read in place: one copy
+//!   for the whole pool, whatever the start method).
 //! - **Bounds**: [`Builder::task_timeout`] (the supervisor kills a worker whose item runs past
 //!   it; the item fails with [`TaskError::TimedOut`]), [`Builder::retries`] (an item whose
 //!   worker died runs again), [`Builder::max_memory_per_worker`] and

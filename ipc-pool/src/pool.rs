@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipc_core::process::{RemoteFn, StartMethod};
+use ipc_core::shm::{Frozen, ShmSafe};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -130,6 +131,32 @@ impl Builder {
             Err(e) => self.error = Some(format!("the initializer cannot be used: {e}")),
         }
         self
+    }
+
+    /// Gives every worker the read-only `table` as its state: the tasks of
+    /// [`Pool::stateful`] take `&mut Frozen<T>` and read it in place (`table[i]`, slices). The
+    /// table lives once in shared memory, sealed read-only: each worker maps it (no copy, no
+    /// decoding), whatever the start method, and memory counts it once across the pool. For
+    /// a table and a state of your own, put the `Frozen` in the state your
+    /// [`initializer`](Self::initializer) makes.
+    ///
+    /// ```
+    /// use ipc_core::shm::Frozen;
+    ///
+    /// fn weight(table: &mut Frozen<f64>, i: usize) -> f64 {
+    ///     table[i] * 2.0
+    /// }
+    ///
+    /// let table = Frozen::new(&[0.5, 1.5, 2.5])?;
+    /// let pool = ipc_pool::Pool::builder().processes(2).context(table).build()?;
+    /// assert_eq!(pool.stateful().map(weight, [2, 0])?, [5.0, 1.0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn context<T: ShmSafe>(self, table: Frozen<T>) -> Builder {
+        fn keep<X>(x: X) -> X {
+            x
+        }
+        self.initializer(keep::<Frozen<T>>, table)
     }
 
     /// Runs `f` with the worker's state when a worker leaves in order (the pool is joined, or

@@ -1,5 +1,6 @@
 //! Worker state (issue #13): an initializer run once per worker whose result tasks borrow, an
-//! exit hook whose outputs are collected, CPU affinity; under spawn and forkserver, and fork
+//! exit hook whose outputs are collected, a read-only context shared without copies, CPU
+//! affinity; under spawn and forkserver, and fork
 //! in a fresh process (a fork pool needs a single-threaded builder). CPython checklist 142
 //! (the initializer runs in each worker) is ported here; its "non-callable -> TypeError" half
 //! is not applicable (a Rust initializer is a typed `fn`).
@@ -228,4 +229,76 @@ fn workers_are_pinned_to_their_cpus() {
         Err(PoolError::Misuse(_))
     ));
     let _ = LONG;
+}
+
+/// Reads every page of the table, then waits so that both workers hold one task at once.
+fn touch_table(table: &mut ipc_core::shm::Frozen<u64>, _: u32) -> (u32, u64) {
+    let sum = table
+        .iter()
+        .step_by(512)
+        .fold(0u64, |a, &x| a.wrapping_add(x));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    (ipc_core::process::pid(), sum)
+}
+
+/// The PSS (KiB) of a process's mappings of frozen segments (`/proc/<pid>/smaps`).
+fn frozen_pss_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut inside = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            inside = line.contains("ipc-core-frozen");
+        } else if inside && let Some(v) = line.strip_prefix("Pss:") {
+            total += v
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    total
+}
+
+// A read-only context (issue #13): 32 MiB in a Frozen segment given to 2 workers, each reading
+// all of it: the segment's pages are counted once across the processes (no copy per worker),
+// under every start method.
+#[test]
+fn a_frozen_context_is_shared_not_copied() {
+    const MIB: u64 = 32;
+    let n = (MIB << 20) / 8;
+    let table: Vec<u64> = (0..n).collect();
+    let expect = table
+        .iter()
+        .step_by(512)
+        .fold(0u64, |a, &x| a.wrapping_add(x));
+    let frozen = ipc_core::shm::Frozen::new(&table).unwrap();
+    drop(table);
+    for m in METHODS {
+        let p = Pool::builder()
+            .processes(2)
+            .start_method(m)
+            .context(frozen.clone())
+            .build()
+            .unwrap();
+        let out = p.stateful().map_chunked(touch_table, 0..2u32, 1).unwrap();
+        assert!(out.iter().all(|o| o.1 == expect), "{m}");
+        let pids: BTreeSet<u32> = out.iter().map(|o| o.0).collect();
+        assert_eq!(pids.len(), 2, "{m}: both workers ran");
+        let total: u64 = pids.iter().map(|&pid| frozen_pss_kib(pid)).sum::<u64>()
+            + frozen_pss_kib(std::process::id());
+        let size = MIB * 1024;
+        assert!(
+            total * 10 <= size * 11,
+            "{m}: {total} KiB of PSS for a {size} KiB context (a copy per worker?)"
+        );
+        assert!(
+            total * 10 >= size * 9,
+            "{m}: {total} KiB: the workers did not read it all"
+        );
+        p.close();
+        p.join().unwrap();
+    }
 }

@@ -3,6 +3,7 @@
 //! Segments:
 //! - [`Segment`]: an anonymous memfd mapping, freed with its last user; travels by descriptor.
 //! - [`NamedSegment`]: a segment named in `/dev/shm` for unrelated processes (`SharedMemory`).
+//! - [`Frozen`]: plain data written once and sealed read-only: `&[T]` in every process.
 //!
 //! Heap ([`heap`]: layout, freeing scheme and costs):
 //! - [`ShmBox`]: one zero-initialised `T` in the shared heap; clones and received copies share it.
@@ -23,10 +24,12 @@
 //! assert_eq!(flag.load(Ordering::Acquire), 1);
 //! ```
 
+mod frozen;
 pub mod heap;
 mod named;
 mod segment;
 
+pub use frozen::Frozen;
 pub use heap::{BIG_ALLOCATION, ShmBox, ShmSafe, ShmSlice, ShmSync};
 pub use named::{MAX_NAME_LEN, NamedSegment};
 pub use segment::Segment;
