@@ -163,6 +163,70 @@ where
     }
 }
 
+/// With the `async` feature, an `Imap` is also a `Stream` of the same items: submitting is
+/// done on each poll (reading the input, which should not block), and a result not there yet
+/// leaves a waker with the batch, woken by the thread that completes an item.
+///
+/// ```
+/// # #[cfg(feature = "async")] {
+/// use std::pin::Pin;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let pool = ipc_pool::Pool::new(2).unwrap();
+/// let mut squares = pool.imap(square, 1..=4);
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let got: Vec<u64> = rt.block_on(async {
+///     let mut got = Vec::new();
+///     while let Some(r) = std::future::poll_fn(|cx| {
+///         futures_core::Stream::poll_next(Pin::new(&mut squares), cx)
+///     })
+///     .await
+///     {
+///         got.push(r.unwrap());
+///     }
+///     got
+/// });
+/// assert_eq!(got, [1, 4, 9, 16]);
+/// # }
+/// ```
+#[cfg(feature = "async")]
+impl<A, R> futures_core::Stream for Imap<'_, A, R>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    type Item = Result<R, TaskError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Err(e) = this.refill() {
+            this.input_done = true;
+            this.submitted = this.taken;
+            return Poll::Ready(match e {
+                PoolError::Task(t) => Some(Err(t)),
+                _ => None,
+            });
+        }
+        if this.taken == this.submitted {
+            return Poll::Ready(None);
+        }
+        let index = this.ordered.then_some(this.taken);
+        match this.batch.poll_take::<R>(index, cx.waker()) {
+            Some((_, outcome)) => {
+                this.taken += 1;
+                Poll::Ready(Some(outcome))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
 impl<A, R> Drop for Imap<'_, A, R> {
     fn drop(&mut self) {
         if self.taken < self.submitted {

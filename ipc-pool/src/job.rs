@@ -54,6 +54,8 @@ type Hook = Box<dyn FnOnce() + Send>;
 struct State {
     /// Waiters on several batches at once ([`wait_any`]), woken by every completion.
     watchers: Vec<Arc<Signal>>,
+    /// Futures and streams waiting on the batch, woken by every completion (they look again).
+    wakers: Vec<std::task::Waker>,
     /// What to run when `completed` reaches the count (callbacks of an [`AsyncResult`]).
     hook: Option<(u64, Hook)>,
     runs: BTreeMap<u64, Run>,
@@ -221,6 +223,7 @@ impl Batch {
             s.wake_at = u64::MAX;
         }
         let watchers = s.watchers.clone();
+        let wakers = std::mem::take(&mut s.wakers);
         let hook = s.take_hook_if_done();
         drop(s);
         if wake {
@@ -229,9 +232,24 @@ impl Batch {
         for w in watchers {
             w.raise();
         }
+        wakers.into_iter().for_each(std::task::Waker::wake);
         if let Some(h) = hook {
             h();
         }
+    }
+
+    /// Whether `n` items have an outcome (or the batch is cancelled); if not, `waker` is woken
+    /// at the next completion (checked and registered under one lock: no wake-up is lost).
+    #[cfg(feature = "async")]
+    pub(crate) fn ready_or_register(&self, n: u64, waker: &std::task::Waker) -> bool {
+        let mut s = self.lock();
+        if s.completed >= n || s.cancelled {
+            return true;
+        }
+        if !s.wakers.iter().any(|w| w.will_wake(waker)) {
+            s.wakers.push(waker.clone());
+        }
+        false
     }
 
     /// Runs `hook` once `n` items have an outcome (or the batch is cancelled): at once, here,
@@ -271,8 +289,10 @@ impl Batch {
             a.clear();
         }
         let watchers = s.watchers.clone();
+        let wakers = std::mem::take(&mut s.wakers);
         let hook = s.hook.take();
         drop(s);
+        wakers.into_iter().for_each(std::task::Waker::wake);
         self.changed.notify_all();
         for w in watchers {
             w.raise();
@@ -328,22 +348,8 @@ impl Batch {
     pub(crate) fn take<R: DeserializeOwned>(&self, index: u64) -> Result<R, TaskError> {
         let mut s = self.lock();
         loop {
-            let found = s
-                .runs
-                .range_mut(..=index)
-                .next_back()
-                .filter(|(first, run)| index < **first + u64::from(run.len()))
-                .map(|(first, run)| (*first, run));
-            if let Some((first, run)) = found {
-                let out = run.decode(first, (index - first) as u32);
-                run.taken += 1;
-                if run.taken == run.len() {
-                    s.runs.remove(&first);
-                }
+            if let Some(out) = Self::take_in(&mut s, index) {
                 return out;
-            }
-            if s.cancelled {
-                return Err(TaskError::Cancelled { index });
             }
             s.wake_at = s.wake_at.min(s.completed + 1);
             s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
@@ -354,30 +360,75 @@ impl Batch {
     pub(crate) fn take_next<R: DeserializeOwned>(&self) -> (u64, Result<R, TaskError>) {
         let mut s = self.lock();
         loop {
-            let State { arrivals, runs, .. } = &mut *s;
-            let arrivals = arrivals.as_mut().expect("take_next on an unordered batch");
-            if let Some((first, left)) = arrivals.front_mut() {
-                let first = *first;
-                let run = runs.get_mut(&first).expect("an arrival's run is held");
-                let k = run.len() - *left;
-                let out = run.decode::<R>(first, k);
-                run.taken += 1;
-                let done = run.taken == run.len();
-                *left -= 1;
-                if *left == 0 {
-                    arrivals.pop_front();
-                }
-                if done {
-                    runs.remove(&first);
-                }
-                return (first + u64::from(k), out);
-            }
-            if s.cancelled {
-                return (u64::MAX, Err(TaskError::Cancelled { index: u64::MAX }));
+            if let Some(out) = Self::take_next_in(&mut s) {
+                return out;
             }
             s.wake_at = s.wake_at.min(s.completed + 1);
             s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Item `index` if it is there (or the batch is cancelled); else `waker` is woken at the
+    /// next completion (under one lock: no wake-up is lost). Ordered if `index` is given, the
+    /// next arrival otherwise.
+    #[cfg(feature = "async")]
+    pub(crate) fn poll_take<R: DeserializeOwned>(
+        &self,
+        index: Option<u64>,
+        waker: &std::task::Waker,
+    ) -> Option<(u64, Result<R, TaskError>)> {
+        let mut s = self.lock();
+        let got = match index {
+            Some(i) => Self::take_in(&mut s, i).map(|r| (i, r)),
+            None => Self::take_next_in(&mut s),
+        };
+        if got.is_none() && !s.wakers.iter().any(|w| w.will_wake(waker)) {
+            s.wakers.push(waker.clone());
+        }
+        got
+    }
+
+    /// Item `index`, decoded, if it arrived (or the batch was cancelled).
+    fn take_in<R: DeserializeOwned>(s: &mut State, index: u64) -> Option<Result<R, TaskError>> {
+        let found = s
+            .runs
+            .range_mut(..=index)
+            .next_back()
+            .filter(|(first, run)| index < **first + u64::from(run.len()))
+            .map(|(first, run)| (*first, run));
+        if let Some((first, run)) = found {
+            let out = run.decode(first, (index - first) as u32);
+            run.taken += 1;
+            if run.taken == run.len() {
+                s.runs.remove(&first);
+            }
+            return Some(out);
+        }
+        s.cancelled.then_some(Err(TaskError::Cancelled { index }))
+    }
+
+    /// The oldest arrival not yet taken, decoded (or a cancellation).
+    fn take_next_in<R: DeserializeOwned>(s: &mut State) -> Option<(u64, Result<R, TaskError>)> {
+        let State { arrivals, runs, .. } = s;
+        let arrivals = arrivals.as_mut().expect("take_next on an unordered batch");
+        if let Some((first, left)) = arrivals.front_mut() {
+            let first = *first;
+            let run = runs.get_mut(&first).expect("an arrival's run is held");
+            let k = run.len() - *left;
+            let out = run.decode::<R>(first, k);
+            run.taken += 1;
+            let done = run.taken == run.len();
+            *left -= 1;
+            if *left == 0 {
+                arrivals.pop_front();
+            }
+            if done {
+                runs.remove(&first);
+            }
+            return Some((first + u64::from(k), out));
+        }
+        s.cancelled
+            .then_some((u64::MAX, Err(TaskError::Cancelled { index: u64::MAX })))
     }
 
     /// For a moment (`SPIN`, or until `deadline`), while fewer than `n` items have an
@@ -741,6 +792,38 @@ impl<T: Send + 'static> AsyncResult<T> {
             }),
         );
         self
+    }
+}
+
+/// With the `async` feature, an `AsyncResult` is a `Future` of what [`get`](AsyncResult::get)
+/// returns: woken by the thread that completes it, on any runtime (no thread blocks). With
+/// [`callbacks`](AsyncResult::callbacks), the output waits for them to have run.
+///
+/// ```
+/// # #[cfg(feature = "async")] {
+/// fn triple(x: u32) -> u32 {
+///     3 * x
+/// }
+/// let pool = ipc_pool::Pool::new(2).unwrap();
+/// let r = pool.apply_async(triple, 14).unwrap();
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// assert_eq!(rt.block_on(r).unwrap(), 42);
+/// # }
+/// ```
+#[cfg(feature = "async")]
+impl<T> std::future::Future for AsyncResult<T> {
+    type Output = Result<T, PoolError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.batch.ready_or_register(this.items, cx.waker()) {
+            std::task::Poll::Ready(this.take())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 }
 

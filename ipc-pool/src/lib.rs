@@ -36,6 +36,8 @@
 //!   workers report (smaller near the end), so tiny tasks travel by the hundred and slow ones
 //!   one by one. Workers are given work as they finish it (a mailbox holds about 100 us of a
 //!   worker's pace), never round-robin.
+//! - **async** (cargo feature `async`): [`AsyncResult`] is a `Future` and [`Imap`] a `Stream`,
+//!   woken by the thread that completes their items, on any runtime.
 //! - **Insights**: [`Pool::insights`] (items submitted and done, per-worker tasks and busy
 //!   time, chunk sizes) and [`AsyncResult::progress`].
 //!

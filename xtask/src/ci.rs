@@ -154,7 +154,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                     "--workspace",
                     "--all-targets",
                     "--features",
-                    test::FAILPOINTS,
+                    test::TEST_FEATURES,
                     "--",
                     "-D",
                     "warnings",

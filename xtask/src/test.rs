@@ -4,8 +4,8 @@
 //! plain `cargo test` otherwise or with `--cargo-test` (a fresh machine has only the toolchain);
 //! doc tests always go through `cargo test --doc`, which nextest cannot run. Bench targets are
 //! left out: `cargo xtask ci` runs them separately in their smoke mode. Both runs enable
-//! ipc-sync's `failpoints` feature, which turns on ipc-core's (tests that kill a process at a
-//! named step).
+//! [`TEST_FEATURES`]: ipc-sync's `failpoints` feature, which turns on ipc-core's (tests that
+//! kill a process at a named step), and ipc-pool's `async`.
 
 use std::process::Command;
 use std::time::Instant;
@@ -14,9 +14,9 @@ use anyhow::bail;
 
 use crate::util;
 
-/// The feature that compiles the failpoints (ipc-sync's, and through it ipc-core's) into the
-/// test build.
-pub(crate) const FAILPOINTS: &str = "ipc-sync/failpoints";
+/// The features of the test build: the failpoints (ipc-sync's, and through it ipc-core's) and
+/// every opt-in API (ipc-pool's `async`), so that all of it is tested and linted.
+pub(crate) const TEST_FEATURES: &str = "ipc-sync/failpoints,ipc-pool/async";
 
 /// Counts parsed from the runners' output.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         "--tests",
         "--examples",
         "--features",
-        FAILPOINTS,
+        TEST_FEATURES,
     ];
     let mut steps: Vec<(&str, Command)> = Vec::new();
     let mut unit = util::cargo();
@@ -101,7 +101,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         steps.push(("tests (cargo test)", unit));
     }
     let mut doc = util::cargo();
-    doc.args(["test", "--workspace", "--doc", "--features", FAILPOINTS]);
+    doc.args(["test", "--workspace", "--doc", "--features", TEST_FEATURES]);
     steps.push(("doc tests", doc));
 
     let mut total = Counts::default();
