@@ -77,7 +77,7 @@ impl Delivery {
 pub(crate) type Init = (RemoteFn<(), ()>, Vec<u8>, Arc<Vec<OwnedFd>>);
 
 /// What every worker starts with (see [`WorkerBoot`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct WorkerConfig {
     pub(crate) max_tasks: Option<u64>,
     pub(crate) init: Option<Init>,
@@ -90,6 +90,23 @@ pub(crate) struct WorkerConfig {
     pub(crate) retries: u32,
     /// A worker whose resident set grows past this (bytes) retires.
     pub(crate) max_memory: Option<u64>,
+    /// Worker `k` is named `{name}-{k + 1}` (its `current_process().name`).
+    pub(crate) name: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            max_tasks: None,
+            init: None,
+            exit: None,
+            cpus: Vec::new(),
+            task_timeout: None,
+            retries: 0,
+            max_memory: None,
+            name: "PoolWorker".into(),
+        }
+    }
 }
 
 /// The local engine (see the module doc).
@@ -514,7 +531,7 @@ impl Shared {
                 .then(|| self.config.cpus[(serial % self.config.cpus.len() as u64) as usize]),
         };
         let mut builder = Builder::new()
-            .name(format!("PoolWorker-{}", serial + 1))
+            .name(format!("{}-{}", self.config.name, serial + 1))
             .daemon(true)
             .start_method(self.method);
         if let Some(z) = &self.zygote {

@@ -203,6 +203,15 @@ impl Builder {
         self
     }
 
+    /// Names the workers `{prefix}-1`, `{prefix}-2`, ... in start order, replacements
+    /// included (`PoolWorker` by default, as Python's): what
+    /// `ipc_core::process::current_process().name` says in a worker, and what the tour and
+    /// logs show.
+    pub fn worker_names(mut self, prefix: impl Into<String>) -> Builder {
+        self.config.name = prefix.into();
+        self
+    }
+
     /// Pins worker `k` (counting replacements: the `k`-th worker started) to CPU
     /// `cpus[k % cpus.len()]` (mpire's `cpu_ids`). A CPU this process may not use is reported
     /// by the worker on its standard error, and it runs unpinned.

@@ -206,6 +206,32 @@ fn a_task_on_another_state_type_is_a_clear_error() {
     ));
 }
 
+fn my_name(_: u32) -> String {
+    ipc_core::process::current_process().name
+}
+
+// Worker names: the prefix and the start order, replacements included.
+#[test]
+fn workers_carry_their_names() {
+    let p = Pool::builder()
+        .processes(2)
+        .worker_names("Resizer")
+        .max_tasks_per_worker(1)
+        .build()
+        .unwrap();
+    let names: BTreeSet<String> = p
+        .map_chunked(my_name, 0..4, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    // One task per worker: four workers, each named by the prefix and its start number.
+    assert_eq!(names.len(), 4, "{names:?}");
+    for n in &names {
+        let k: u32 = n.strip_prefix("Resizer-").unwrap().parse().unwrap();
+        assert!(k >= 1, "{n}");
+    }
+}
+
 fn allowed_cpus(_: u32) -> Vec<usize> {
     let set = rustix::thread::sched_getaffinity(None).unwrap();
     (0..rustix::thread::CpuSet::MAX_CPU)
