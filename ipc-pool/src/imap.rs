@@ -46,6 +46,8 @@ pub struct Imap<'p, A, R> {
     submitted: u64,
     taken: u64,
     input_done: bool,
+    #[cfg(feature = "progress")]
+    bar: Option<indicatif::ProgressBar>,
     _r: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -60,24 +62,32 @@ where
         input: Box<dyn Iterator<Item = A> + 'p>,
         chunksize: usize,
         ordered: bool,
+        progress: bool,
     ) -> Self {
         let chunksize = chunksize.clamp(1, MAX_CHUNK);
         let bound = (2 * engine.processes() * chunksize).max(chunksize) as u64;
+        let batch = if ordered {
+            Batch::new()
+        } else {
+            Batch::unordered()
+        };
+        #[cfg(feature = "progress")]
+        let bar = progress.then(|| crate::progress::attach(&batch, None));
+        #[cfg(not(feature = "progress"))]
+        let _ = progress;
         Imap {
             engine,
             func: func.map_err(Some),
             input,
-            batch: if ordered {
-                Batch::new()
-            } else {
-                Batch::unordered()
-            },
+            batch,
             chunksize,
             bound,
             ordered,
             submitted: 0,
             taken: 0,
             input_done: false,
+            #[cfg(feature = "progress")]
+            bar,
             _r: std::marker::PhantomData,
         }
     }
@@ -229,6 +239,10 @@ where
 
 impl<A, R> Drop for Imap<'_, A, R> {
     fn drop(&mut self) {
+        #[cfg(feature = "progress")]
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
         if self.taken < self.submitted {
             self.batch.cancel();
             self.engine.cancel(&self.batch);

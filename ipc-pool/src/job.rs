@@ -41,6 +41,9 @@ pub struct Batch {
     target_ns: AtomicU64,
     item_ns: AtomicU64,
     undispatched: AtomicU64,
+    /// Told the count of items done after each completion (a progress bar).
+    #[cfg(feature = "progress")]
+    observer: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 /// How long a waiter polls before it sleeps: a result that comes within it (a short task on a
@@ -233,9 +236,19 @@ impl Batch {
             w.raise();
         }
         wakers.into_iter().for_each(std::task::Waker::wake);
+        #[cfg(feature = "progress")]
+        if let Some(o) = self.observer.get() {
+            o(self.completed_hint.load(Ordering::Acquire));
+        }
         if let Some(h) = hook {
             h();
         }
+    }
+
+    /// Calls `f` with the count of items done after each completion (at most one observer).
+    #[cfg(feature = "progress")]
+    pub(crate) fn observe(&self, f: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = self.observer.set(f);
     }
 
     /// Whether `n` items have an outcome (or the batch is cancelled); if not, `waker` is woken

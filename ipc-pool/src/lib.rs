@@ -39,7 +39,9 @@
 //! - **async** (cargo feature `async`): [`AsyncResult`] is a `Future` and [`Imap`] a `Stream`,
 //!   woken by the thread that completes their items, on any runtime.
 //! - **Insights**: [`Pool::insights`] (items submitted and done, per-worker tasks and busy
-//!   time, chunk sizes) and [`AsyncResult::progress`].
+//!   time, chunk sizes) and [`AsyncResult::progress`]; with the cargo feature `progress`,
+//!   `Builder::progress_bar` draws a bar for `map` and `imap` on a terminal (nothing
+//!   otherwise).
 //!
 //! Tasks are plain functions (or non-capturing closures) `fn(A) -> R`: a worker is another
 //! process, and the function reaches it as an [`ipc_core::process::RemoteFn`], checked to come
@@ -106,6 +108,8 @@ mod insights;
 mod job;
 mod local;
 mod pool;
+#[cfg(feature = "progress")]
+mod progress;
 mod stateful;
 mod wire;
 mod worker;

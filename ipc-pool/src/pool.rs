@@ -62,6 +62,7 @@ pub struct Builder {
     processes: Option<usize>,
     method: Option<StartMethod>,
     chunking: Chunking,
+    progress: bool,
     config: WorkerConfig,
     /// A setting that could not be taken (reported by `build`).
     error: Option<String>,
@@ -184,6 +185,15 @@ impl Builder {
         self
     }
 
+    /// Shows a progress bar on standard error for each `map` (of its length) and `imap` (a
+    /// count), drawn only when standard error is a terminal: nothing is written when it is
+    /// piped or redirected. Feature `progress` (indicatif).
+    #[cfg(feature = "progress")]
+    pub fn progress_bar(mut self, on: bool) -> Builder {
+        self.progress = on;
+        self
+    }
+
     /// Bounds each task's run time: a task still running after `limit` has its worker
     /// killed and replaced, and fails with [`TaskError::TimedOut`]; the other items go on
     /// (those of its chunk that had not started run elsewhere). Checked by the supervisor
@@ -261,6 +271,7 @@ impl Builder {
         Ok(Pool {
             engine: Arc::new(engine),
             chunking: self.chunking,
+            progress: self.progress,
         })
     }
 }
@@ -272,6 +283,7 @@ impl Builder {
 pub struct Pool {
     engine: Arc<dyn Engine>,
     chunking: Chunking,
+    progress: bool,
 }
 
 const _: () = {
@@ -295,6 +307,7 @@ impl Pool {
         Pool {
             engine,
             chunking: Chunking::Python,
+            progress: false,
         }
     }
 
@@ -576,7 +589,14 @@ impl Pool {
         I::IntoIter: 'p,
     {
         let input = Box::new(items.into_iter());
-        Imap::new(self.engine.clone(), func, input, chunksize, ordered)
+        Imap::new(
+            self.engine.clone(),
+            func,
+            input,
+            chunksize,
+            ordered,
+            self.progress,
+        )
     }
 
     /// Takes no more work; what was submitted still runs (then [`join`](Self::join)).
@@ -605,6 +625,10 @@ impl Pool {
         let items: Vec<A> = items.into_iter().collect();
         let n = items.len();
         let batch = Batch::new();
+        #[cfg(feature = "progress")]
+        if self.progress {
+            crate::progress::attach(&batch, Some(n as u64));
+        }
         let size = match (chunksize, self.chunking) {
             (Some(0), _) => {
                 return Err(PoolError::Misuse("a chunk size must be at least 1".into()));

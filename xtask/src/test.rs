@@ -5,7 +5,7 @@
 //! doc tests always go through `cargo test --doc`, which nextest cannot run. Bench targets are
 //! left out: `cargo xtask ci` runs them separately in their smoke mode. Both runs enable
 //! [`TEST_FEATURES`]: ipc-sync's `failpoints` feature, which turns on ipc-core's (tests that
-//! kill a process at a named step), and ipc-pool's `async`.
+//! kill a process at a named step), and ipc-pool's `async` and `progress`.
 
 use std::process::Command;
 use std::time::Instant;
@@ -15,8 +15,9 @@ use anyhow::bail;
 use crate::util;
 
 /// The features of the test build: the failpoints (ipc-sync's, and through it ipc-core's) and
-/// every opt-in API (ipc-pool's `async`), so that all of it is tested and linted.
-pub(crate) const TEST_FEATURES: &str = "ipc-sync/failpoints,ipc-pool/async";
+/// every opt-in API (ipc-pool's `async` and `progress`), so that all of it is tested and
+/// linted.
+pub(crate) const TEST_FEATURES: &str = "ipc-sync/failpoints,ipc-pool/async,ipc-pool/progress";
 
 /// Counts parsed from the runners' output.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
