@@ -470,6 +470,34 @@ def pool_idle_cpu(ctx, repeat, n, processes, idle_ms):
     return samples
 
 
+def rss_mib():
+    with open('/proc/self/statm') as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf('SC_PAGE_SIZE') / (1 << 20)
+
+
+def pool_imap_rss(ctx, repeat, n, processes, chunksize):
+    """imap of the identity over n items, consumed as it goes: the parent's resident set
+    growth above its start, in MiB (CPython's imap reads its whole input ahead: gh-64192)."""
+    with ctx.Pool(processes) as pool:
+        def once():
+            start = rss_mib()
+            peak = start
+            count = 0
+            for i, r in enumerate(pool.imap(identity, range(n), chunksize)):
+                check(r == i, 'wrong imap result')
+                count += 1
+                if i % 100_000 == 0:
+                    peak = max(peak, rss_mib())
+            peak = max(peak, rss_mib())
+            check(count == n, 'imap gave too few')
+            return peak - start
+        samples = repeat(once)
+        pool.close()
+        pool.join()
+    return samples
+
+
 def child_cpu(go, work, count, out):
     go.wait()
     total = 0
@@ -613,6 +641,8 @@ CASES = [
     ('pool_apply_async_latency', 'us/call', 'lower', pool_apply_async_latency,
      dict(n=2_000, processes=2)),
     ('pool_map_cpu', 'x speedup', 'higher', pool_map_cpu, dict(n=32, work=200_000, processes=2)),
+    ('pool_imap_rss', 'MiB', 'lower', pool_imap_rss,
+     dict(n=2_000_000, processes=2, chunksize=1000)),
     ('cpu_two_processes', 'x speedup', 'higher', cpu_two_processes,
      dict(n=32, work=200_000, processes=2)),
     ('pool_idle_cpu', '% of a core', 'lower', pool_idle_cpu,

@@ -321,6 +321,16 @@ pub static CASES: &[Case] = &[
         Run::Ready(crate::pool::pool_map_cpu)
     ),
     case!(
+        "pool_imap_rss",
+        "MiB",
+        Lower,
+        n = 2_000_000,
+        ["processes" = 2, "chunksize" = 1000],
+        Figure::Ratio,
+        None,
+        Run::Ready(crate::pool::pool_imap_rss)
+    ),
+    case!(
         "cpu_two_processes",
         "x speedup",
         Higher,

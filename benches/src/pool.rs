@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
+use anyhow::{Context, ensure};
 use ipc_pool::Pool;
 
 use crate::pin::Placement;
@@ -152,6 +152,34 @@ pub fn cpu_two_processes(_: &Placement, n: u64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(
         sequential.as_secs_f64() / parallel.as_secs_f64(),
     ))
+}
+
+/// This process's resident set in MiB (`/proc/self/statm`).
+fn rss_mib() -> anyhow::Result<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: f64 = statm.split_whitespace().nth(1).context("statm")?.parse()?;
+    Ok(pages * rustix::param::page_size() as f64 / (1 << 20) as f64)
+}
+
+/// `imap` of the identity over `n` items (chunks of 1000), consumed as it goes: how far the
+/// parent's resident set grew above where it started, in MiB (the figure is the value: see
+/// [`Figure::Ratio`](crate::cases::Figure::Ratio)).
+pub fn pool_imap_rss(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    let pool = pool()?;
+    let start = rss_mib()?;
+    let mut peak = start;
+    let mut count = 0u64;
+    for (i, r) in pool.imap_chunked(identity, 0..n, 1000).enumerate() {
+        ensure!(r? == i as u64, "wrong imap result");
+        count += 1;
+        if i % 100_000 == 0 {
+            peak = peak.max(rss_mib()?);
+        }
+    }
+    peak = peak.max(rss_mib()?);
+    ensure!(count == n, "imap gave {count} of {n}");
+    finish(pool)?;
+    Ok(Duration::from_secs_f64(peak - start))
 }
 
 /// CPU seconds used so far by the pool: this process's pool threads (named `ipc-pool-*`) and

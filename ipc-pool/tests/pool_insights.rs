@@ -81,3 +81,35 @@ fn adaptive_chunks_follow_the_task_length() {
     p.map_chunked(busy_for_us, vec![0; 100], 50).unwrap();
     assert_eq!(p.insights().chunks.max, 50);
 }
+
+fn rss_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: f64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * rustix::param::page_size() as f64 / (1 << 20) as f64
+}
+
+fn same(x: u64) -> u64 {
+    x
+}
+
+// Issue #13: the parent's memory stays flat during a long imap (results are taken as they
+// come, the input is read only as far as the bound allows): 1 million items, growth well
+// within 50 MiB (the 10-million-item figure is in the compare's pool_imap_rss notes).
+#[test]
+fn a_long_imap_keeps_the_parent_flat() {
+    let p = Pool::new(2).unwrap();
+    let start = rss_mib();
+    let mut peak = start;
+    let n = 1_000_000u64;
+    let mut count = 0;
+    for (i, r) in p.imap_chunked(same, 0..n, 1000).enumerate() {
+        assert_eq!(r.unwrap(), i as u64);
+        count += 1;
+        if i % 100_000 == 0 {
+            peak = peak.max(rss_mib());
+        }
+    }
+    assert_eq!(count, n);
+    let grew = peak.max(rss_mib()) - start;
+    assert!(grew < 50.0, "the parent grew {grew:.1} MiB");
+}
