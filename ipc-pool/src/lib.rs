@@ -52,7 +52,7 @@
 //! # Wire protocol (shared-memory queues of ipc-sync)
 //! ```text
 //! parent -> worker w   mailbox_w: Chunk { id, func, args (packed) }
-//!                                  (2 to 32 at a time: about 100 us of work by w's pace)
+//!                                  (the one w runs + about 100 us of w's work; at most 32)
 //! worker -> parent     results:   Items { chunk, first, pid, results, failures }
 //!                                  (a group of items: about 1-5 ms or 256 KiB of them)
 //! supervisor -> parent results:   Died { worker }      (after every record the dead one put)

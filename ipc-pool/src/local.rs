@@ -32,11 +32,11 @@ use crate::error::{Death, PoolError, TaskError};
 use crate::insights::{Counters, Insights};
 use crate::wire::{Chunk, Failure, Packed, PassFd, Report, SharedArgs, WorkerBoot, unpack};
 
-/// Chunks given to one worker at once: at least the one it runs and the next, so it never
-/// waits for the parent between chunks, and a long chunk holds back at most one other; more
-/// when its chunks are short, up to `AHEAD_TIME` of them by its recent pace (a chunk of a
-/// microsecond would otherwise leave the worker waiting for the collector after each one).
-const MIN_AHEAD: usize = 2;
+/// Chunks given to one worker at once, by its recent pace: the one it runs, plus as many as
+/// `AHEAD_TIME` of its work (so a worker of short chunks never waits for the collector between
+/// two), at most `MAX_AHEAD`. Long chunks go one at a time, each to the first worker that is
+/// free (the last ones then end together: a chunk given ahead could wait behind a long one
+/// while another worker idles); two until the worker's first chunk is measured.
 const MAX_AHEAD: usize = 32;
 const AHEAD_TIME: Duration = Duration::from_micros(100);
 
@@ -160,7 +160,7 @@ struct Worker {
     killed_for_cancel: bool,
     /// Its time per chunk (a moving average), and when the chunk it runs began (as the
     /// parent sees it: when the previous one ended, or when it was given work while idle).
-    pace: Duration,
+    pace: Option<Duration>,
     busy_since: Instant,
     /// The slot value the supervisor last saw running and since when (task timeouts).
     watch: Option<(u64, Instant)>,
@@ -169,18 +169,24 @@ struct Worker {
 }
 
 impl Worker {
-    /// How many chunks it may hold (see `MIN_AHEAD`).
+    /// How many chunks it may hold (see `AHEAD_TIME`).
     fn depth(&self) -> usize {
-        let n = AHEAD_TIME.as_nanos() / self.pace.as_nanos().max(1);
-        (n as usize).clamp(MIN_AHEAD, MAX_AHEAD)
+        match self.pace {
+            None => 2,
+            Some(pace) => {
+                let ahead = AHEAD_TIME.as_nanos() / pace.as_nanos().max(1);
+                (1 + ahead as usize).min(MAX_AHEAD)
+            }
+        }
     }
 
-    /// Its chunk ended now: the pace moves a quarter of the way to that chunk's time.
+    /// Its chunk ended now: the pace moves a quarter of the way to that chunk's time (the
+    /// first chunk sets it).
     fn paced(&mut self) {
         let now = Instant::now();
         let took = now.saturating_duration_since(self.busy_since);
         self.busy_since = now;
-        self.pace = (self.pace * 3 + took) / 4;
+        self.pace = Some(self.pace.map_or(took, |p| (p * 3 + took) / 4));
     }
 }
 
@@ -546,7 +552,7 @@ impl Shared {
             slot,
             assigned: VecDeque::new(),
             killed_for_cancel: false,
-            pace: AHEAD_TIME,
+            pace: None,
             busy_since: Instant::now(),
             watch: None,
             timed_out: None,

@@ -5,7 +5,9 @@
 //!                     [--reps N] [--warmup N]
 //! ```
 //! Builds the `compare` binary of the benches crate in release mode (with the `peers` feature for
-//! `--peers`: procspawn and ipc-channel measured next to us), asks it for the case registry, then
+//! `--peers`: procspawn and ipc-channel measured next to us; and, for the pool cases, Python's
+//! mpire and loky through `benches/python/pool_peers.py` in a virtual environment under
+//! `target/pyvenv`, made on first use), asks it for the case registry, then
 //! for each case runs the Rust side and `benches/python/mp_bench.py` back to back with the same
 //! options, so that both see the same machine state. Prints the table and writes
 //! `target/compare/compare.{json,md,svg}` (raw per-case JSON under `target/compare/raw/`).
@@ -108,6 +110,30 @@ fn run_side(cmd: &mut Command, out: &Path) -> anyhow::Result<Value> {
     read_json(out)
 }
 
+/// The Python of a virtual environment under `target/` with mpire and loky (made on first use:
+/// `python3 -m venv`, then `pip install mpire loky`).
+fn python_peers_env(target: &Path) -> anyhow::Result<PathBuf> {
+    let venv = target.join("pyvenv");
+    let python = venv.join("bin/python");
+    let ready = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import mpire, loky"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if python.exists() && ready(&python) {
+        return Ok(python);
+    }
+    println!("==> installing mpire and loky into {}", venv.display());
+    util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    util::run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "mpire", "loky"]))?;
+    if !ready(&python) {
+        bail!("mpire and loky do not import after pip install");
+    }
+    Ok(python)
+}
+
 /// Runs the comparison.
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
@@ -122,6 +148,19 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     if !util::installed("python3", &["--version"]) {
         bail!("python3 is needed for the CPython side (benches/python/mp_bench.py); install it");
     }
+    // Python's pool peers (mpire, loky), in a virtual environment of their own under target/.
+    let py_peers = if o.peers {
+        match python_peers_env(&w.target_dir) {
+            Ok(python) => Some(python),
+            Err(e) => {
+                println!("==> the Python pool peers (mpire, loky) are skipped: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let peers_script = root.join("benches/python/pool_peers.py");
     println!("==> building the compare binary (release)");
     let mut build = util::cargo();
     build.args(["build", "--release", "-p", "benches", "--bin", "compare"]);
@@ -198,7 +237,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             }
             Err(e) => json!({"error": format!("{e:#}")}),
         };
-        let peers = ours["peers"]
+        let mut peers: Vec<(String, Side)> = ours["peers"]
             .as_object()
             .map(|m| {
                 m.iter()
@@ -206,6 +245,28 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                     .collect()
             })
             .unwrap_or_default();
+        if let Some(python) = &py_peers
+            && name.starts_with("pool_")
+        {
+            let path = raw.join(format!("pypeers-{name}.json"));
+            let mut cmd = Command::new(python);
+            cmd.arg(&peers_script)
+                .args(["--only", name.as_str()])
+                .args(&common)
+                .arg("--json")
+                .arg(&path);
+            match run_side(&mut cmd, &path) {
+                Ok(v) => {
+                    if let Some(m) = v["results"][name.as_str()].as_object() {
+                        peers.extend(
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), Side::from_json(Some(v)))),
+                        );
+                    }
+                }
+                Err(e) => println!("    the Python peers failed: {e:#}"),
+            }
+        }
         rows.push(Row {
             name: name.to_string(),
             unit: case["unit"].as_str().unwrap_or("?").to_string(),

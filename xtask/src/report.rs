@@ -157,7 +157,7 @@ fn headers(with_peers: bool) -> Vec<&'static str> {
         "met",
     ];
     if with_peers {
-        h.push("Rust peers: median (min-max)");
+        h.push("peers: median (min-max)");
     }
     h
 }
