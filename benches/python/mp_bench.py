@@ -498,6 +498,134 @@ def pool_imap_rss(ctx, repeat, n, processes, chunksize):
     return samples
 
 
+def busy_us(us):
+    """Busy (CPU-bound, not asleep) for `us` microseconds."""
+    end = time.perf_counter() + us / 1e6
+    while time.perf_counter() < end:
+        pass
+    return us
+
+
+def skewed_durations():
+    """400 tasks of 0.2 ms, every 40th of 20 ms (joblib's auto-batching case)."""
+    return [20_000 if i % 40 == 0 else 200 for i in range(400)]
+
+
+def cyclic_durations():
+    """600 tasks cycling 0.05, 0.5 and 5 ms."""
+    return [(50, 500, 5_000)[i % 3] for i in range(600)]
+
+
+def map_durations(ctx, repeat, durations, processes):
+    with ctx.Pool(processes) as pool:
+        pool.map(busy_us, [1, 1])
+
+        def once():
+            t0 = clock()
+            got = pool.map(busy_us, durations)
+            dt = clock() - t0
+            check(got == durations, 'wrong results')
+            return dt * 1e3
+        samples = repeat(once)
+        pool.close()
+        pool.join()
+    return samples
+
+
+def pool_skewed(ctx, repeat, n, processes):
+    return map_durations(ctx, repeat, skewed_durations(), processes)
+
+
+def pool_cyclic(ctx, repeat, n, processes):
+    return map_durations(ctx, repeat, cyclic_durations(), processes)
+
+
+STATE = None
+
+
+def slow_init():
+    """An initializer that takes 200 ms (a model to load)."""
+    global STATE
+    time.sleep(0.2)
+    STATE = 7
+
+
+def with_init(x):
+    return x + STATE
+
+
+def pool_expensive_init(ctx, repeat, n, processes, init_ms):
+    def once():
+        t0 = clock()
+        with ctx.Pool(processes, initializer=slow_init) as pool:
+            got = pool.map(with_init, range(n))
+            dt = clock() - t0
+        check(got[-1] == n - 1 + 7, 'wrong results')
+        return dt * 1e3
+    return repeat(once)
+
+
+def build_table():
+    """The per-worker state of pool_worker_state: a table of 100 000 squares."""
+    global STATE
+    STATE = {k: k * k for k in range(100_000)}
+
+
+def look_up(k):
+    return STATE[k % 100_000]
+
+
+def pool_worker_state(ctx, repeat, n, processes, table):
+    with ctx.Pool(processes, initializer=build_table) as pool:
+        check(pool.map(look_up, [3, 4]) == [9, 16], 'warm-up')
+
+        def once():
+            t0 = clock()
+            got = pool.map(look_up, range(n))
+            dt = clock() - t0
+            check(len(got) == n and got[12_345] == 12_345 ** 2, 'wrong results')
+            return dt / n * 1e6
+        samples = repeat(once)
+        pool.close()
+        pool.join()
+    return samples
+
+
+SHARED = None
+
+
+def slice_sum(i):
+    chunk = len(SHARED) // 64
+    return sum(SHARED[i * chunk:(i + 1) * chunk])
+
+
+def shared_table(mib):
+    from array import array
+    n = mib * 1024 * 1024 // 8
+    return array('d', (float(i % 1000) for i in range(n)))
+
+
+def pool_shared_data(ctx, repeat, n, processes, mib):
+    """A 64 MiB read-only array inherited by forked workers (copy-on-write), then 64 tasks each
+    summing 1/64th: from handing it over (the pool's start) to the results."""
+    global SHARED
+    table = shared_table(mib)
+    expected = sum(table[:len(table) // 64])
+
+    def once():
+        global SHARED
+        t0 = clock()
+        SHARED = table
+        with ctx.Pool(processes) as pool:
+            sums = pool.map(slice_sum, range(64))
+            dt = clock() - t0
+        check(len(sums) == 64 and sums[0] == expected, 'wrong sums')
+        return dt * 1e3
+    samples = repeat(once)
+    SHARED = None
+    return samples
+
+
 def child_cpu(go, work, count, out):
     go.wait()
     total = 0
@@ -643,6 +771,13 @@ CASES = [
     ('pool_map_cpu', 'x speedup', 'higher', pool_map_cpu, dict(n=32, work=200_000, processes=2)),
     ('pool_imap_rss', 'MiB', 'lower', pool_imap_rss,
      dict(n=2_000_000, processes=2, chunksize=1000)),
+    ('pool_skewed', 'ms', 'lower', pool_skewed, dict(n=400, processes=2)),
+    ('pool_cyclic', 'ms', 'lower', pool_cyclic, dict(n=600, processes=2)),
+    ('pool_expensive_init', 'ms', 'lower', pool_expensive_init,
+     dict(n=1_000, processes=2, init_ms=200)),
+    ('pool_worker_state', 'us/task', 'lower', pool_worker_state,
+     dict(n=20_000, processes=2, table=100_000)),
+    ('pool_shared_data', 'ms', 'lower', pool_shared_data, dict(n=64, processes=2, mib=64)),
     ('cpu_two_processes', 'x speedup', 'higher', cpu_two_processes,
      dict(n=32, work=200_000, processes=2)),
     ('pool_idle_cpu', '% of a core', 'lower', pool_idle_cpu,

@@ -26,6 +26,8 @@ pub enum Better {
 pub enum Figure {
     /// Milliseconds per operation.
     MillisPerOp,
+    /// Milliseconds for the whole timed region (a workload, whatever its `n`).
+    Millis,
     /// Microseconds per operation.
     MicrosPerOp,
     /// Nanoseconds per operation.
@@ -52,6 +54,7 @@ impl Figure {
         let n = n as f64;
         match self {
             Figure::MillisPerOp => secs / n * 1e3,
+            Figure::Millis => secs * 1e3,
             Figure::MicrosPerOp => secs / n * 1e6,
             Figure::NanosPerOp => secs / n * 1e9,
             Figure::PerSecond { per_op } => n * per_op as f64 / secs,
@@ -329,6 +332,56 @@ pub static CASES: &[Case] = &[
         Figure::Ratio,
         None,
         Run::Ready(crate::pool::pool_imap_rss)
+    ),
+    case!(
+        "pool_skewed",
+        "ms",
+        Lower,
+        n = 400,
+        ["processes" = 2],
+        Figure::Millis,
+        None,
+        Run::Ready(crate::pool::pool_skewed)
+    ),
+    case!(
+        "pool_cyclic",
+        "ms",
+        Lower,
+        n = 600,
+        ["processes" = 2],
+        Figure::Millis,
+        None,
+        Run::Ready(crate::pool::pool_cyclic)
+    ),
+    case!(
+        "pool_expensive_init",
+        "ms",
+        Lower,
+        n = 1_000,
+        ["processes" = 2, "init_ms" = 200],
+        Figure::Millis,
+        None,
+        Run::Ready(crate::pool::pool_expensive_init)
+    ),
+    case!(
+        "pool_worker_state",
+        "us/task",
+        Lower,
+        n = 20_000,
+        ["processes" = 2, "table" = 100_000],
+        Figure::MicrosPerOp,
+        None,
+        Run::Ready(crate::pool::pool_worker_state)
+    ),
+    case!(
+        "pool_shared_data",
+        "ms",
+        Lower,
+        n = 64,
+        ["processes" = 2, "mib" = 64],
+        Figure::Millis,
+        None,
+        Run::Ready(crate::pool::pool_shared_data)
     ),
     case!(
         "cpu_two_processes",

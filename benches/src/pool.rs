@@ -234,3 +234,133 @@ pub fn pool_idle_cpu(_: &Placement, n: u64) -> anyhow::Result<Duration> {
     finish(pool)?;
     Ok(Duration::from_secs_f64(used / wall * 100.0))
 }
+
+/// Busy for `us` microseconds (as the Python sides' busy loop): CPU-bound, not asleep.
+fn busy_us(us: u64) -> u64 {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_micros(us) {
+        std::hint::spin_loop();
+    }
+    us
+}
+
+/// The durations (us) of the skewed workload: 400 tasks of 0.2 ms, every 40th of 20 ms
+/// (joblib's auto-batching case).
+pub fn skewed_durations() -> Vec<u64> {
+    (0..400)
+        .map(|i| if i % 40 == 0 { 20_000 } else { 200 })
+        .collect()
+}
+
+/// The durations (us) of the cyclic workload: 600 tasks cycling 0.05, 0.5 and 5 ms.
+pub fn cyclic_durations() -> Vec<u64> {
+    (0..600).map(|i| [50, 500, 5_000][i % 3]).collect()
+}
+
+/// Each side's default chunking: Python's rule (ours too; `Chunking::ADAPTIVE` measured
+/// 144-146 ms and 561-563 ms on these two workloads against 140-143 and 558 with the rule:
+/// its pieces of about 0.5 ms cost more refills than they save here).
+const CHUNKING: ipc_pool::Chunking = ipc_pool::Chunking::Python;
+
+fn map_durations(durations: Vec<u64>) -> anyhow::Result<Duration> {
+    let pool = Pool::builder().processes(2).chunking(CHUNKING).build()?;
+    ensure!(pool.map(busy_us, [1u64, 1])? == [1, 1], "warm-up");
+    let expected = durations.clone();
+    let t0 = Instant::now();
+    let got = pool.map(busy_us, durations)?;
+    let dt = t0.elapsed();
+    ensure!(got == expected, "wrong results");
+    finish(pool)?;
+    Ok(dt)
+}
+
+/// `map` over tasks of skewed durations (see [`skewed_durations`]), each side's default
+/// chunking; the whole map's time.
+pub fn pool_skewed(_: &Placement, _n: u64) -> anyhow::Result<Duration> {
+    map_durations(skewed_durations())
+}
+
+/// `map` over tasks of cyclic durations (see [`cyclic_durations`]); the whole map's time.
+pub fn pool_cyclic(_: &Placement, _n: u64) -> anyhow::Result<Duration> {
+    map_durations(cyclic_durations())
+}
+
+fn slow_init((): ()) -> u32 {
+    std::thread::sleep(Duration::from_millis(200));
+    7
+}
+
+fn with_init(state: &mut u32, x: u64) -> u64 {
+    x + u64::from(*state)
+}
+
+/// A pool of 2 whose initializer takes 200 ms per worker, then `map` of `n` small stateful
+/// tasks: from building the pool to the results (the initializers run in parallel).
+pub fn pool_expensive_init(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(slow_init, ())
+        .build()?;
+    let got = pool.stateful().map(with_init, 0..n)?;
+    let dt = t0.elapsed();
+    ensure!(got.last() == Some(&(n - 1 + 7)), "wrong results");
+    finish(pool)?;
+    Ok(dt)
+}
+
+/// The per-worker state of `pool_worker_state`: a table of 100 000 squares.
+fn build_table((): ()) -> std::collections::HashMap<u64, u64> {
+    (0..100_000u64).map(|k| (k, k * k)).collect()
+}
+
+fn look_up(table: &mut std::collections::HashMap<u64, u64>, k: u64) -> u64 {
+    table[&(k % 100_000)]
+}
+
+/// `map` of `n` look-ups in a per-worker table (built once per worker by the initializer,
+/// outside the clock).
+pub fn pool_worker_state(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(build_table, ())
+        .build()?;
+    ensure!(
+        pool.stateful().map(look_up, [3u64, 4])? == [9, 16],
+        "warm-up"
+    );
+    let t0 = Instant::now();
+    let got = pool.stateful().map(look_up, 0..n)?;
+    let dt = t0.elapsed();
+    ensure!(
+        got.len() as u64 == n && got[12_345] == 12_345 * 12_345,
+        "wrong results"
+    );
+    finish(pool)?;
+    Ok(dt)
+}
+
+/// The shared table of `pool_shared_data`: 64 MiB of `f64`s.
+const SHARED_LEN: usize = 8 << 20;
+
+fn slice_sum(table: &mut ipc_core::shm::Frozen<f64>, i: u64) -> f64 {
+    let chunk = SHARED_LEN / 64;
+    let s = i as usize * chunk;
+    table[s..s + chunk].iter().sum()
+}
+
+/// A 64 MiB read-only table given to 2 workers, then `map` of 64 tasks each summing a 1/64th of
+/// it: from handing the table over (building the pool) to the results.
+pub fn pool_shared_data(_: &Placement, _n: u64) -> anyhow::Result<Duration> {
+    let table: Vec<f64> = (0..SHARED_LEN).map(|i| (i % 1000) as f64).collect();
+    let t0 = Instant::now();
+    let frozen = ipc_core::shm::Frozen::new(&table)?;
+    drop(table);
+    let pool = Pool::builder().processes(2).context(frozen).build()?;
+    let sums = pool.stateful().map(slice_sum, 0..64u64)?;
+    let dt = t0.elapsed();
+    let expected: f64 = (0..SHARED_LEN / 64).map(|i| (i % 1000) as f64).sum();
+    ensure!(sums.len() == 64 && sums[0] == expected, "wrong sums");
+    finish(pool)?;
+    Ok(dt)
+}

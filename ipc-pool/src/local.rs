@@ -32,13 +32,15 @@ use crate::error::{Death, PoolError, TaskError};
 use crate::insights::{Counters, Insights};
 use crate::wire::{Chunk, Failure, Packed, PassFd, Report, SharedArgs, WorkerBoot, unpack};
 
-/// Chunks given to one worker at once, by its recent pace: the one it runs, plus as many as
-/// `AHEAD_TIME` of its work (so a worker of short chunks never waits for the collector between
-/// two), at most `MAX_AHEAD`. Long chunks go one at a time, each to the first worker that is
-/// free (the last ones then end together: a chunk given ahead could wait behind a long one
-/// while another worker idles); two until the worker's first chunk is measured.
+/// Chunks given to one worker at once, by its recent pace: the one it runs, the next (so it
+/// never waits for the collector between two: a refill costs tens of microseconds here), and
+/// as many more as `AHEAD_TIME` of its work, at most `MAX_AHEAD`; two until its first chunk
+/// is measured. Chunks of `LONG` or more go one at a time, each to the first worker that is
+/// free: the refill is then under 1% of a chunk, and the last chunks end together (a chunk
+/// given ahead could wait behind a long one while another worker idles).
 const MAX_AHEAD: usize = 32;
 const AHEAD_TIME: Duration = Duration::from_micros(100);
+const LONG: Duration = Duration::from_millis(5);
 
 /// How long a dead worker's reaping may take (its pidfd already said it exited).
 const REAP: Duration = Duration::from_secs(10);
@@ -173,9 +175,10 @@ impl Worker {
     fn depth(&self) -> usize {
         match self.pace {
             None => 2,
+            Some(pace) if pace >= LONG => 1,
             Some(pace) => {
                 let ahead = AHEAD_TIME.as_nanos() / pace.as_nanos().max(1);
-                (1 + ahead as usize).min(MAX_AHEAD)
+                (2 + ahead as usize).min(MAX_AHEAD)
             }
         }
     }

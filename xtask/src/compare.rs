@@ -258,10 +258,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             match run_side(&mut cmd, &path) {
                 Ok(v) => {
                     if let Some(m) = v["results"][name.as_str()].as_object() {
-                        peers.extend(
-                            m.iter()
-                                .map(|(k, v)| (k.clone(), Side::from_json(Some(v)))),
-                        );
+                        peers.extend(m.iter().map(|(k, v)| (k.clone(), Side::from_json(Some(v)))));
                     }
                 }
                 Err(e) => println!("    the Python peers failed: {e:#}"),
