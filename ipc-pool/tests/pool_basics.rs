@@ -12,8 +12,8 @@
 //!   and the pool stays usable: `an_input_that_panics_midway_leaves_the_pool_usable`);
 //! - not applicable: 136, 137 and 140 (Python's garbage collector and interpreter shutdown);
 //! - ported in pool_state.rs: 142 (the initializer runs in each worker; with state);
-//! - not yet: 143 (a failing N-th worker start is handled by stopping the others, untested:
-//!   no way to make the N-th start fail on demand yet).
+//! - ported here: 143 (the N-th start fails for want of descriptors, in a child with a low
+//!   RLIMIT_NOFILE: the others are stopped and reaped, the error reaches the caller).
 
 mod common;
 
@@ -663,4 +663,46 @@ fn an_input_that_panics_midway_leaves_the_pool_usable() {
 /// This process's open descriptors.
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// The pool's owner for checklist 143: with so few descriptors left that only some workers
+/// can start, building a pool of 8 fails; says the error and the children left afterwards.
+fn build_with_few_fds((): ()) -> (String, usize) {
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    // Enough for the pool's own queues and a worker or two, not for eight.
+    let limit = rustix::process::Rlimit {
+        current: Some(open + 24),
+        maximum: rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).unwrap();
+    let err = match Pool::builder()
+        .processes(8)
+        .start_method(StartMethod::Spawn)
+        .build()
+    {
+        Ok(_) => "built".to_string(),
+        Err(e) => e.to_string(),
+    };
+    // Every worker started before the failure was stopped and reaped.
+    let me = std::process::id();
+    let list =
+        std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
+    let left: Vec<String> = list
+        .split_whitespace()
+        .map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
+        .collect();
+    (format!("{err}; left: {left:?}"), left.len())
+}
+
+// Checklist 143: if starting the N-th worker fails, the workers started before are stopped
+// (and reaped) and the error reaches the caller.
+#[test]
+fn cpython_143_a_failed_worker_start_stops_the_others() {
+    let h = ipc_core::process::Builder::new()
+        .start_method(StartMethod::Spawn)
+        .spawn((), build_with_few_fds)
+        .unwrap();
+    let (err, children) = h.join().unwrap();
+    assert_ne!(err, "built", "8 workers started with few descriptors");
+    assert_eq!(children, 0, "workers left after a failed build ({err})");
 }

@@ -154,6 +154,7 @@ impl ChildInner {
     /// code, or `None` if the deadline passed first. Never holds the state lock while it waits
     /// (see the module doc).
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
+        let mut short = false;
         loop {
             // Look, under the lock.
             let conn_fd = {
@@ -179,7 +180,16 @@ impl ChildInner {
                     return Ok(Some(code));
                 }
                 match (&st.conn, st.reading) {
-                    (Some(c), false) => Some(c.as_fd().try_clone_to_owned()?),
+                    // Out of descriptors (EMFILE): watch the exit alone for a slice, then try
+                    // the copy again (a child writing a large result waits for us meanwhile;
+                    // giving up here instead would leave it unreaped).
+                    (Some(c), false) => match c.as_fd().try_clone_to_owned() {
+                        Ok(fd) => Some(fd),
+                        Err(_) => {
+                            short = true;
+                            None
+                        }
+                    },
                     _ => None,
                 }
             };
@@ -189,7 +199,17 @@ impl ChildInner {
             if let Some(fd) = conn_fd.as_ref() {
                 fds.push(PollFd::new(fd, PollFlags::IN));
             }
-            if crate::deadline::poll_until(&mut fds, deadline)? == 0 {
+            let slice = Instant::now() + Duration::from_millis(10);
+            let until = match (short, deadline) {
+                (false, d) => d,
+                (true, None) => Some(slice),
+                (true, Some(d)) => Some(d.min(slice)),
+            };
+            if crate::deadline::poll_until(&mut fds, until)? == 0 {
+                if short && deadline.is_none_or(|d| Instant::now() < d) {
+                    short = false;
+                    continue;
+                }
                 return Ok(None);
             }
             let exited = !fds[0].revents().is_empty();

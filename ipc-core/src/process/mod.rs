@@ -240,7 +240,15 @@ impl Builder {
             // A daemon's lifeline goes out with its boot message (a new one per attempt: the
             // record of a failed attempt closes its end).
             let (keep, give) = match self.daemon {
-                true => lifeline::new().map(|(k, g)| (Some(k), Some(g)))?,
+                true => match lifeline::new() {
+                    Ok((k, g)) => (Some(k), Some(g)),
+                    Err(e) => {
+                        // Out of descriptors, say: the child exists and is ours to end.
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                        let _ = child::reap(pid);
+                        return Err(e);
+                    }
+                },
                 false => (None, None),
             };
             boot.lifeline = give.map(codec::TransferFd);
