@@ -54,7 +54,12 @@ fn insights_count_every_item_once() {
 
 #[test]
 fn adaptive_chunks_follow_the_task_length() {
-    let m = StartMethod::ForkServer;
+    for m in [StartMethod::Spawn, StartMethod::ForkServer] {
+        adaptive_under(m);
+    }
+}
+
+fn adaptive_under(m: StartMethod) {
     let p = pool(m, Chunking::ADAPTIVE);
     let n = 20_000usize;
     assert_eq!(p.map(busy_for_us, vec![1; n]).unwrap(), vec![1; n]);

@@ -4,7 +4,6 @@
 #![cfg(feature = "progress")]
 
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -58,21 +57,16 @@ fn nothing_is_written_to_a_pipe() {
 
 #[test]
 fn a_bar_is_drawn_on_a_terminal() {
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two descriptors into the out-parameters; the other pointers may
-    // be null (no name, default terminal settings and size).
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: openpty just returned these descriptors; each is owned once, here.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
     let mut child = run_child(Stdio::from(slave));
     let mut out = std::fs::File::from(master);
     let mut seen = Vec::new();

@@ -123,6 +123,19 @@ fn fork_state_in_a_fresh_process((): ()) -> (usize, u64) {
         .into_iter()
         .map(|e| e.output.unwrap().1)
         .sum();
+    // A read-only context under fork (the zygote's workers map it too).
+    let table = ipc_core::shm::Frozen::new(&(0..1024u64).collect::<Vec<_>>()).unwrap();
+    let p = Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Fork)
+        .context(table)
+        .build()
+        .unwrap();
+    let sums = p.stateful().map_chunked(touch_table, 0..2u32, 1).unwrap();
+    assert!(
+        sums.iter()
+            .all(|s| s.1 == (0..1024u64).step_by(512).sum::<u64>())
+    );
     (workers, total)
 }
 
