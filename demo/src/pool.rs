@@ -112,6 +112,7 @@ pub(crate) fn run(epoch: u64) -> Res {
         .on_exit(table_lookups)
         .task_timeout(Duration::from_millis(300))
         .chunking(Chunking::ADAPTIVE)
+        .progress_bar(true)
         .build()?;
     let found = pool.stateful().map(look_up, [3u64, 9_999, 123_456])?;
     say(
@@ -132,7 +133,10 @@ pub(crate) fn run(epoch: u64) -> Res {
     let sum: u64 = pool.map(|x: u64| x % 7, 0..200_000u64)?.iter().sum();
     say(
         epoch,
-        format!("adaptive map of 200 000 tiny tasks: sum {sum}"),
+        format!(
+            "adaptive map of 200 000 tiny tasks: sum {sum} (with a progress bar when this \
+             runs in a terminal)"
+        ),
     );
     let seen = pool.insights();
     for line in seen.to_string().lines() {

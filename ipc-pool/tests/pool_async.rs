@@ -62,7 +62,20 @@ fn awaiting_results_leaves_the_runtime_free() {
 
 #[test]
 fn futures_give_what_get_gives() {
-    let pool = Pool::new(2).unwrap();
+    for m in [
+        ipc_core::process::StartMethod::Spawn,
+        ipc_core::process::StartMethod::ForkServer,
+    ] {
+        futures_under(m);
+    }
+}
+
+fn futures_under(m: ipc_core::process::StartMethod) {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .build()
+        .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
