@@ -153,7 +153,7 @@ impl Builder {
     /// assert_eq!(pool.stateful().map(weight, [2, 0])?, [5.0, 1.0]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn context<T: ShmSafe>(self, table: Frozen<T>) -> Builder {
+    pub fn context<T: ShmSafe + Copy>(self, table: Frozen<T>) -> Builder {
         fn keep<X>(x: X) -> X {
             x
         }

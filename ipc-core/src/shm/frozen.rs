@@ -12,8 +12,9 @@
 //! shared mappings fail, and the kernel refuses the seal while a writable shared mapping
 //! exists, which is why the writer unmaps first), and no one can shrink it under a mapping. So
 //! a `&[T]` into the read-only mapping is sound in every process that holds one, for any
-//! [`ShmSafe`] `T` (plain data: any bytes are a valid `T`), even if the sender was hostile: the
-//! receiver checks the seals itself.
+//! [`ShmSafe`] `T` that is `Copy` (plain data: any bytes are a valid `T`, and nothing in it
+//! offers a write through `&T`, which the read-only mapping would refuse with a fault), even if
+//! the sender was hostile: the receiver checks the seals itself.
 //!
 //! The memory is the kernel's page cache of the memfd: one copy, shared by every mapping
 //! (each process's proportional set size counts its share), freed with the last descriptor
@@ -45,7 +46,8 @@ const FROZEN: SealFlags = SealFlags::WRITE
     .union(SealFlags::GROW);
 
 /// Read-only shared memory holding `n` `T`s: written once by its maker, then sealed so no
-/// process can change it; derefs to `&[T]` in every process that holds one. Travels by
+/// process can change it; derefs to `&[T]` in every process that holds one. `T` is plain data
+/// (`Copy`: no atomics or cells, which would offer writes the read-only mapping refuses). Travels by
 /// descriptor (through a [`Connection`](crate::conn::Connection), a process argument, a
 /// pool's initializer); clones share the mapping.
 ///
@@ -62,7 +64,12 @@ const FROZEN: SealFlags = SealFlags::WRITE
 /// assert_eq!(table[999], 999);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Frozen<T: ShmSafe> {
+///
+/// Atomics are not plain data here (a store would hit the read-only mapping):
+/// ```compile_fail
+/// let t = ipc_core::shm::Frozen::new(&[std::sync::atomic::AtomicU32::new(0)]);
+/// ```
+pub struct Frozen<T: ShmSafe + Copy> {
     map: Arc<Mapping>,
     len: usize,
     _t: PhantomData<T>,
@@ -91,7 +98,7 @@ impl Drop for Mapping {
     }
 }
 
-impl<T: ShmSafe> Frozen<T> {
+impl<T: ShmSafe + Copy> Frozen<T> {
     /// Copies `data` into a new frozen segment (the only copy other processes will read).
     ///
     /// Errors: the system's ([`Error::Io`]), or [`Error::Misuse`] when the size overflows or
@@ -175,7 +182,7 @@ fn map(fd: &OwnedFd, bytes: usize, prot: ProtFlags) -> Result<NonNull<u8>> {
     NonNull::new(p.cast()).ok_or_else(|| Error::misuse("mmap returned null"))
 }
 
-impl<T: ShmSafe> std::ops::Deref for Frozen<T> {
+impl<T: ShmSafe + Copy> std::ops::Deref for Frozen<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         match self.map.ptr {
@@ -192,7 +199,7 @@ impl<T: ShmSafe> std::ops::Deref for Frozen<T> {
     }
 }
 
-impl<T: ShmSafe> Clone for Frozen<T> {
+impl<T: ShmSafe + Copy> Clone for Frozen<T> {
     /// Another handle on the same mapping.
     fn clone(&self) -> Self {
         Frozen {
@@ -203,7 +210,7 @@ impl<T: ShmSafe> Clone for Frozen<T> {
     }
 }
 
-impl<T: ShmSafe> fmt::Debug for Frozen<T> {
+impl<T: ShmSafe + Copy> fmt::Debug for Frozen<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Frozen")
             .field("len", &self.len)
@@ -212,7 +219,7 @@ impl<T: ShmSafe> fmt::Debug for Frozen<T> {
     }
 }
 
-impl<T: ShmSafe> Serialize for Frozen<T> {
+impl<T: ShmSafe + Copy> Serialize for Frozen<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
         let mut t = s.serialize_tuple(2)?;
@@ -222,7 +229,7 @@ impl<T: ShmSafe> Serialize for Frozen<T> {
     }
 }
 
-impl<'de, T: ShmSafe> Deserialize<'de> for Frozen<T> {
+impl<'de, T: ShmSafe + Copy> Deserialize<'de> for Frozen<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (fd, len) = <(TransferFd, u64)>::deserialize(d)?;
         let len = usize::try_from(len).map_err(serde::de::Error::custom)?;
