@@ -22,8 +22,13 @@ pub struct Insights {
     pub completed: u64,
     /// Items that failed.
     pub failed: u64,
-    /// Every worker the pool started, live or gone, in start order.
+    /// The workers the pool started, in start order: every live one and the last
+    /// [`KEPT_GONE`] that ended (a pool that recycles its workers would otherwise keep a
+    /// record per worker forever).
     pub workers: Vec<WorkerInsight>,
+    /// The workers that ended before those (their tasks and busy time, summed): with
+    /// `workers`, every task reported is counted once.
+    pub earlier: EarlierWorkers,
     /// The chunks given to workers.
     pub chunks: ChunkSizes,
 }
@@ -48,6 +53,20 @@ impl WorkerInsight {
     pub fn idle(&self) -> Duration {
         self.lifetime.saturating_sub(self.busy)
     }
+}
+
+/// How many ended workers [`Insights::workers`] lists one by one.
+pub const KEPT_GONE: usize = 256;
+
+/// The workers that ended before those [`Insights::workers`] lists, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EarlierWorkers {
+    /// How many.
+    pub count: u64,
+    /// The tasks they reported.
+    pub tasks: u64,
+    /// The time they spent running tasks.
+    pub busy: Duration,
 }
 
 /// The sizes (items) of the chunks given to workers.
@@ -87,6 +106,13 @@ impl fmt::Display for Insights {
             self.chunks.max,
             self.chunks.recent_median()
         )?;
+        if self.earlier.count > 0 {
+            writeln!(
+                f,
+                "  {} earlier workers: {} tasks, busy {:.3?}",
+                self.earlier.count, self.earlier.tasks, self.earlier.busy
+            )?;
+        }
         for w in &self.workers {
             writeln!(
                 f,
@@ -109,6 +135,7 @@ pub(crate) struct Counters {
     completed: u64,
     failed: u64,
     workers: Vec<(u32, u64, Duration, Instant, Option<Instant>)>,
+    earlier: EarlierWorkers,
     chunks: ChunkSizes,
     recent: VecDeque<u32>,
 }
@@ -134,6 +161,16 @@ impl Counters {
     pub(crate) fn worker_ended(&mut self, pid: u32) {
         if let Some(w) = self.workers.iter_mut().rev().find(|w| w.0 == pid) {
             w.4.get_or_insert_with(Instant::now);
+        }
+        // Past KEPT_GONE ended records, the oldest one goes into the sums.
+        let gone = self.workers.iter().filter(|w| w.4.is_some()).count();
+        if gone > KEPT_GONE
+            && let Some(i) = self.workers.iter().position(|w| w.4.is_some())
+        {
+            let (_, tasks, busy, _, _) = self.workers.remove(i);
+            self.earlier.count += 1;
+            self.earlier.tasks += tasks;
+            self.earlier.busy += busy;
         }
     }
 
@@ -174,6 +211,7 @@ impl Counters {
                     alive: ended.is_none(),
                 })
                 .collect(),
+            earlier: self.earlier,
             chunks: ChunkSizes {
                 recent: self.recent.iter().copied().collect(),
                 ..self.chunks.clone()

@@ -117,7 +117,7 @@ mod worker;
 pub use engine::{Batch, Engine, Packed};
 pub use error::{Death, PoolError, TaskError};
 pub use imap::Imap;
-pub use insights::{ChunkSizes, Insights, WorkerInsight};
+pub use insights::{ChunkSizes, EarlierWorkers, Insights, KEPT_GONE, WorkerInsight};
 pub use job::{AsyncResult, ItemOutcome, as_completed, wait_any};
 pub use pool::{Builder, Chunking, Pool};
 pub use stateful::{Stateful, WorkerExit};

@@ -52,6 +52,25 @@ fn insights_count_every_item_once() {
     }
 }
 
+// A pool that recycles its workers keeps a bounded record of them (the last KEPT_GONE that
+// ended, one by one; the others summed), and still counts every task once.
+#[test]
+fn insights_of_a_recycling_pool_stay_bounded() {
+    let p = Pool::builder()
+        .processes(2)
+        .max_tasks_per_worker(1)
+        .build()
+        .unwrap();
+    let n = (ipc_pool::KEPT_GONE + 40) as u64;
+    p.map_chunked(busy_for_us, vec![0; n as usize], 1).unwrap();
+    let seen = p.insights();
+    let gone = seen.workers.iter().filter(|w| !w.alive).count();
+    assert!(gone <= ipc_pool::KEPT_GONE, "{gone} ended workers listed");
+    assert!(seen.earlier.count > 0);
+    let tasks = seen.workers.iter().map(|w| w.tasks).sum::<u64>() + seen.earlier.tasks;
+    assert_eq!(tasks, n);
+}
+
 #[test]
 fn adaptive_chunks_follow_the_task_length() {
     for m in [StartMethod::Spawn, StartMethod::ForkServer] {
