@@ -35,9 +35,10 @@ pub trait Engine: Send + Sync + 'static {
         crate::Insights::default()
     }
 
-    /// The outputs of the workers' exit hook so far (by worker pid, encoded, in the order the
-    /// workers left): see [`Builder::on_exit`](crate::Builder::on_exit). None by default.
-    fn worker_exits(&self) -> Vec<(u32, Result<Vec<u8>, String>)> {
+    /// Takes the outputs of the workers' exit hook that came since the last call (by worker
+    /// pid, encoded, in the order the workers left): see
+    /// [`Builder::on_exit`](crate::Builder::on_exit). None by default.
+    fn take_worker_exits(&self) -> Vec<(u32, Result<Vec<u8>, String>)> {
         Vec::new()
     }
 

@@ -146,7 +146,7 @@ struct State {
     next_worker: u64,
     closed: bool,
     terminated: bool,
-    /// The exit hook's outputs, by worker pid, in the order the workers left.
+    /// The exit hook's outputs not taken yet, by worker pid, in the order the workers left.
     exits: Vec<(u32, Result<Vec<u8>, String>)>,
     counters: Counters,
 }
@@ -322,8 +322,8 @@ impl Engine for LocalEngine {
         self.shared.lock().counters.snapshot()
     }
 
-    fn worker_exits(&self) -> Vec<(u32, Result<Vec<u8>, String>)> {
-        self.shared.lock().exits.clone()
+    fn take_worker_exits(&self) -> Vec<(u32, Result<Vec<u8>, String>)> {
+        std::mem::take(&mut self.shared.lock().exits)
     }
 
     fn help(&self, done: &dyn Fn() -> bool, until: Instant) {

@@ -345,6 +345,7 @@ impl Pool {
     /// let exits = pool.worker_exits::<usize>();
     /// assert_eq!(exits.len(), 2);
     /// assert!(exits.iter().all(|e| e.output == Ok(1000)));
+    /// assert!(pool.worker_exits::<usize>().is_empty(), "each output is given once");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[doc(alias = "worker_state")]
@@ -371,11 +372,13 @@ impl Pool {
         self.engine.insights()
     }
 
-    /// What the workers' exit hook ([`Builder::on_exit`]) returned so far, one entry per
-    /// worker that left in order (after [`join`](Self::join): every worker), decoded as `X`.
+    /// Takes what the workers' exit hook ([`Builder::on_exit`]) returned since the last call,
+    /// one entry per worker that left in order (after [`join`](Self::join): every worker
+    /// left), decoded as `X`. Each output is given once, so a pool that recycles its workers
+    /// keeps only those not taken yet.
     pub fn worker_exits<X: DeserializeOwned>(&self) -> Vec<WorkerExit<X>> {
         self.engine
-            .worker_exits()
+            .take_worker_exits()
             .into_iter()
             .map(|(pid, out)| WorkerExit {
                 pid,
