@@ -796,6 +796,19 @@ CASES = [
 # Harness.
 # --------------------------------------------------------------------------------------------
 
+def repeater(warmup, reps):
+    """The harness's `repeat(once)`: `warmup` untimed runs, then `reps` samples."""
+    def repeat(once):
+        for _ in range(warmup):
+            once()
+        samples = []
+        for _ in range(reps):
+            gc.collect()
+            samples.append(once())
+        return samples
+    return repeat
+
+
 def summarize(samples):
     s = sorted(samples)
     mid = len(s) // 2
@@ -853,14 +866,7 @@ def main(argv=None):
     PLACEMENT = Placement(args.pin)
     ctx = mp.get_context('fork')
 
-    def repeat(once):
-        for _ in range(args.warmup):
-            once()
-        samples = []
-        for _ in range(reps):
-            gc.collect()
-            samples.append(once())
-        return samples
+    repeat = repeater(args.warmup, reps)
 
     print(f'CPython {platform.python_version()} multiprocessing | nproc={nproc} | '
           f'pin {args.pin} | warmup={args.warmup} reps={reps}', file=sys.stderr, flush=True)

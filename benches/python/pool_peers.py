@@ -13,7 +13,6 @@ install mpire loky). Output: one JSON document, {"meta", "order", "results": {ca
 summary}}}.
 """
 
-import gc
 import os
 import sys
 
@@ -275,14 +274,7 @@ def main(argv=None):
     reps = args.reps if args.reps is not None else (3 if args.quick else 7)
     params = {c[0]: c[4] for c in mb.CASES}
 
-    def repeat(once):
-        for _ in range(args.warmup):
-            once()
-        samples = []
-        for _ in range(reps):
-            gc.collect()
-            samples.append(once())
-        return samples
+    repeat = mb.repeater(args.warmup, reps)
 
     signal.signal(signal.SIGALRM, mb.on_alarm)
     results = {}
