@@ -1,6 +1,67 @@
-//! ipc-manager: a server process holding shared objects (dict, list, namespace, ...) reached
-//! through typed proxies over a Unix socket or TCP.
+//! ipc-manager: a server process holding shared objects (dicts, lists, namespaces, values,
+//! queues, locks ...) reached through typed proxies, for local processes and other hosts.
+//! Python's `multiprocessing.Manager`, without pickle on the wire, without hangs when the server
+//! dies, and with `d[k] += 1` as one atomic step.
 //!
-//! Layer 2: depends on ipc-core and ipc-sync, never on ipc-pool. It holds no code yet: the
-//! manager is a later issue. The crate exists so that the layering rule is checked from day one.
+//! ```
+//! use ipc_manager::Manager;
+//!
+//! let manager = Manager::start()?; // the server is a child process
+//! let ns = manager.namespace()?;
+//! let scores = manager.dict::<String, u32>()?;
+//! ns.set("round", &1)?;
+//! scores.insert("ada".into(), 3)?;
+//! scores.fetch_add("ada".into(), 2)?; // on the server, under the dict's lock
+//! assert_eq!(scores.get("ada")?, Some(5));
+//! assert_eq!(ns.to_string(), "Namespace(round=1)");
+//! manager.shutdown()?; // the server exits with code 0
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Protocol
+//! ```text
+//! client                                   server (one thread per connection)
+//!   connect ── HMAC handshake on the authkey, both ways ──> accepted (handshakes concurrent)
+//!   Hello{version, new or join session} ──>   <── Welcome{session, ticket, pid} | Fault
+//!   Request{object id, op} ──>                <── Out | Fault     (one at a time, in order)
+//! ```
+//! Everything is postcard: the server stores values as bytes and runs no code from the wire
+//! except functions of its own executable (the `update` methods, named by ipc-core's function
+//! handle). Frames are capped before anything is allocated ([`DEFAULT_MAX_MESSAGE`]). The
+//! handshake authenticates; it does not encrypt: over TCP, use a trusted network or a tunnel.
+//! The wire types and the session rules are in `wire.rs`; the server's threads in `server/`.
+//!
+//! # Failures
+//! - The server dies: every call fails with [`Error::ServerGone`] at once (its sockets close).
+//! - A client process dies: the server drops what only it referenced, and a lock it held is
+//!   released; the next acquirer gets [`Error::OwnerDied`] (holding the lock).
+//! - A client blocked in a call (a queue get, a lock acquire, a barrier) blocks only its own
+//!   connection; other clients, and other threads of its process, carry on.
+//! - The owner of a started manager is killed: the server (a daemon child) dies with it.
+//!
+//! # Passing proxies to other processes
+//! A proxy is `Serialize`: as a process argument (every start method) or through a
+//! `Connection`, it travels as a connection of its own (a descriptor made for it, holding a
+//! reference to the object until the receiver drops it), never as the authkey. A proxy copied
+//! by a raw `fork` refuses to call (its sockets are its parent's).
+//!
+//! Layer 2: depends on ipc-core and ipc-sync, never on ipc-pool.
 #![forbid(unsafe_code)]
+
+mod client;
+mod dynamic;
+mod error;
+mod manager;
+mod proxy;
+mod server;
+mod wire;
+
+pub use dynamic::{Dynamic, DynamicError};
+pub use error::{Error, Result};
+pub use manager::{AsLock, Builder, Manager, SHUTDOWN_GRACE, Stats};
+pub use proxy::{
+    Array, Barrier, Condition, Dict, Event, JoinableQueue, List, ListIter, Lock, LockGuard,
+    Namespace, NamespaceSnapshot, Queue, RLock, Semaphore, Value,
+};
+pub use server::Server;
+pub use wire::DEFAULT_MAX_MESSAGE;

@@ -1,0 +1,147 @@
+//! Typed proxies: each is an object id and a connection, cheap to clone, and passable to other
+//! processes (as a process argument or through a `Connection`).
+//!
+//! A proxy's methods are calls to the server (one round trip each); the types `K`, `V`, `T` are
+//! the client's promise about what the object holds: values travel as postcard bytes and a
+//! proxy of the wrong types reads an error (or, for layouts that coincide, other values of the
+//! same shape), never memory of another type.
+
+mod containers;
+mod namespace;
+mod queue;
+mod sync;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+pub use containers::{Array, Dict, List, ListIter, Value};
+pub use namespace::{Namespace, NamespaceSnapshot};
+pub use queue::{JoinableQueue, Queue};
+pub use sync::{Barrier, Condition, Event, Lock, LockGuard, RLock, Semaphore};
+
+use crate::client::{Handle, unexpected};
+use crate::error::{Error, Result};
+use crate::wire::{Blob, Op, Out};
+
+/// What every proxy holds: the shared handle (its last clone releases the object).
+pub(crate) type Shared = Arc<Handle>;
+
+/// `value`'s postcard bytes.
+pub(crate) fn enc<T: Serialize + ?Sized>(value: &T) -> Result<Blob> {
+    let mut buf = Vec::new();
+    ipc_core::codec::encode_plain(value, &mut buf)?;
+    Ok(ByteBuf::from(buf))
+}
+
+/// A value from its postcard bytes.
+pub(crate) fn dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(ipc_core::codec::decode_plain(bytes)?)
+}
+
+/// A timeout in whole milliseconds, rounded up (a nonzero wait never becomes a poll).
+pub(crate) fn millis(timeout: Duration) -> Option<u64> {
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    Some(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// Calls and expects a reply of one shape.
+macro_rules! expect_reply {
+    ($handle:expr, $op:expr, $pat:pat => $val:expr) => {
+        match $handle.call($op)? {
+            $pat => Ok($val),
+            other => Err($crate::client::unexpected(&other)),
+        }
+    };
+}
+
+pub(crate) fn unit(h: &Handle, op: Op) -> Result<()> {
+    expect_reply!(h, op, Out::Unit => ())
+}
+
+pub(crate) fn flag(h: &Handle, op: Op) -> Result<bool> {
+    expect_reply!(h, op, Out::Flag(b) => b)
+}
+
+pub(crate) fn count(h: &Handle, op: Op) -> Result<u64> {
+    expect_reply!(h, op, Out::Count(n) => n)
+}
+
+pub(crate) fn counts(h: &Handle) -> Result<Vec<u64>> {
+    expect_reply!(h, Op::Describe, Out::Counts(v) => v)
+}
+
+pub(crate) fn blob<T: DeserializeOwned>(h: &Handle, op: Op) -> Result<T> {
+    match h.call(op)? {
+        Out::Blob(b) => dec(&b),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(crate) fn maybe<T: DeserializeOwned>(h: &Handle, op: Op) -> Result<Option<T>> {
+    match h.call(op)? {
+        Out::Maybe(b) => b.map(|b| dec(&b)).transpose(),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(crate) fn blobs<T: DeserializeOwned>(h: &Handle, op: Op) -> Result<Vec<T>> {
+    match h.call(op)? {
+        Out::Blobs(v) => v.iter().map(|b| dec(b)).collect(),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// An empty result as an `Option` (an empty queue or list).
+pub(crate) fn or_none<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Empty) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Implements `Clone`, `Serialize` and `Deserialize` for a proxy `$name<..>` whose fields are
+/// `h: Shared` and `_t: PhantomData<..>`.
+macro_rules! proxy_traits {
+    ($name:ident $(<$($g:ident),*>)?) => {
+        impl$(<$($g),*>)? Clone for $name$(<$($g),*>)? {
+            fn clone(&self) -> Self {
+                $name {
+                    h: std::sync::Arc::clone(&self.h),
+                    _t: std::marker::PhantomData,
+                }
+            }
+        }
+
+        impl$(<$($g),*>)? serde::Serialize for $name$(<$($g),*>)? {
+            /// A proxy travels with a connection of its own (a descriptor), never the authkey:
+            /// as a process argument or through a `Connection`, not as plain bytes.
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                (*self.h).serialize(s)
+            }
+        }
+
+        impl<'de $($(, $g)*)?> serde::Deserialize<'de> for $name$(<$($g),*>)? {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                Ok($name {
+                    h: std::sync::Arc::new($crate::client::Handle::deserialize(d)?),
+                    _t: std::marker::PhantomData,
+                })
+            }
+        }
+
+        impl$(<$($g),*>)? std::fmt::Debug for $name$(<$($g),*>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("id", &self.h.obj)
+                    .field("server_pid", &self.h.client.server_pid())
+                    .finish()
+            }
+        }
+    };
+}
+pub(crate) use proxy_traits;

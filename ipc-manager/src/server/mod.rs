@@ -1,0 +1,571 @@
+//! The server: a listener, one thread per connection, the objects and the sessions.
+//!
+//! ```text
+//! accept thread:  Listener::accept (HMAC handshakes run concurrently) -> a connection thread
+//! connection:     Hello -> session (new or joined)
+//!                 loop { Request -> dispatch -> Reply }         (blocking calls block only here)
+//!                 end of file / error -> the connection leaves its session
+//! session end:    its last connection left -> each object it referenced: locks it held are
+//!                 released as owner-died, its references dropped, unreferenced objects freed
+//! shutdown:       Op::Shutdown replied -> `stopping` set -> the accept loop is woken (a
+//!                 connection to ourselves) -> every connection's socket is shut down (their
+//!                 threads see end of file, blocked calls see `stopping`) -> threads joined ->
+//!                 `serve` returns (a started manager's server process then exits with 0)
+//! ```
+//! At rest every thread sleeps in `accept` or `recv`: the server costs no CPU. A thread blocked
+//! in a call (a queue get, a lock acquire) wakes every [`HANGUP_CHECK`] to see whether its
+//! client is gone or the server stops, so a killed client never leaves a waiter behind.
+//!
+//! Lock order: `Shared::sessions` before a `Session`, a `Session` before `Shared::objects`;
+//! an object's own lock is taken with none of these held (except by a session's end, which
+//! holds only the session's table while it tells each object).
+
+mod objects;
+mod sync;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use ipc_core::conn::{Address, Connection, Listener};
+use parking_lot::Mutex;
+
+use crate::Stats;
+use crate::error::Result;
+use crate::wire::{self, Fault, Hello, Init, MANAGER, Op, Out, Request, Ticket, Welcome};
+use objects::Object;
+
+/// How often a call blocked on the server checks that its client is still there.
+pub(crate) const HANGUP_CHECK: Duration = Duration::from_millis(50);
+
+/// How long a connection may stay silent before its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A manager server bound to its address, not yet serving.
+///
+/// [`Manager::start`](crate::Manager::start) runs one in a child process; `Server` runs one in
+/// the calling thread, for a standalone server that clients reach with
+/// [`Manager::connect`](crate::Manager::connect).
+///
+/// ```
+/// use ipc_manager::{Manager, Server};
+/// let server = Server::bind(&"127.0.0.1:0".parse()?, b"secret")?;
+/// let address = server.address().clone();
+/// let serving = std::thread::spawn(move || server.serve());
+///
+/// let m = Manager::connect(&address, b"secret")?;
+/// let d = m.dict::<String, u32>()?;
+/// d.insert("answer".into(), 42)?;
+/// assert_eq!(d.get("answer")?, Some(42));
+/// m.shutdown()?; // asks the server to stop: `serve` returns
+/// serving.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server {
+    listener: Listener,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("address", self.listener.address())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every thread of the server shares.
+pub(crate) struct Shared {
+    pid: u32,
+    /// Where and with what key `stop` connects to wake the accept loop.
+    address: Address,
+    authkey: Vec<u8>,
+    max_message: u64,
+    stopping: AtomicBool,
+    next_id: AtomicU64,
+    /// Every live object and how many references all sessions and leases hold to it (the
+    /// objects themselves are in the sessions' tables: the last `Arc` dropped frees one).
+    objects: Mutex<HashMap<u64, u64>>,
+    sessions: Mutex<HashMap<u64, Arc<Mutex<Session>>>>,
+    /// A duplicate of each live connection's socket, to shut it down when the server stops.
+    sockets: Mutex<HashMap<u64, OwnedFd>>,
+    calls: AtomicU64,
+    /// Tokens from `Share`, not yet claimed: their references and when they lapse.
+    leases: Mutex<HashMap<Ticket, Lease>>,
+}
+
+/// The references a `Share` token gives, and when it lapses.
+type Lease = (Vec<(u64, Arc<Object>)>, std::time::Instant);
+
+/// One client process's standing with the server (see the crate's protocol notes).
+pub(crate) struct Session {
+    id: u64,
+    ticket: Ticket,
+    conns: usize,
+    /// The objects this session references, and how many times.
+    refs: HashMap<u64, (Arc<Object>, u64)>,
+}
+
+/// What a call needs to know about who makes it.
+pub(crate) struct Caller<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub session: u64,
+    conn: &'a Connection,
+}
+
+impl Caller<'_> {
+    /// Whether a blocked call should give up: the client hung up (or broke the protocol by
+    /// sending while it waits) or the server stops.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
+            || self.conn.poll(Some(Duration::ZERO)).unwrap_or(true)
+    }
+}
+
+impl Server {
+    /// Binds a server at `address` (Unix path, `@abstract` name or TCP `ip:port`; TCP port 0
+    /// picks a free port, see [`address`](Self::address)); every client must prove it knows
+    /// `authkey`.
+    pub fn bind(address: &Address, authkey: &[u8]) -> Result<Server> {
+        Server::bind_with(address, authkey, wire::DEFAULT_MAX_MESSAGE)
+    }
+
+    pub(crate) fn bind_with(address: &Address, authkey: &[u8], max_message: u64) -> Result<Server> {
+        let listener = Listener::bind(address, Some(authkey))?;
+        Ok(Server {
+            shared: Arc::new(Shared {
+                pid: std::process::id(),
+                address: listener.address().clone(),
+                authkey: authkey.to_vec(),
+                max_message,
+                stopping: AtomicBool::new(false),
+                next_id: AtomicU64::new(1),
+                objects: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
+                sockets: Mutex::new(HashMap::new()),
+                calls: AtomicU64::new(0),
+                leases: Mutex::new(HashMap::new()),
+            }),
+            listener,
+        })
+    }
+
+    /// The address clients connect to (with the port the kernel picked for TCP port 0).
+    pub fn address(&self) -> &Address {
+        self.listener.address()
+    }
+
+    /// Serves until a client asks for shutdown ([`Manager::shutdown`](crate::Manager::shutdown)).
+    /// Returns once every connection is closed.
+    pub fn serve(self) -> Result<()> {
+        let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
+        let mut conn_id = 0u64;
+        while !self.shared.stopping.load(Ordering::Acquire) {
+            let conn = match self.listener.accept() {
+                Ok(conn) => conn,
+                // A client that failed its handshake (wrong key, garbage, silence): its
+                // socket is closed; others carry on.
+                Err(ipc_core::Error::Authentication(_) | ipc_core::Error::Timeout) => continue,
+                Err(ipc_core::Error::Io(e)) if e.raw_os_error() == Some(libc_emfile()) => {
+                    // Out of descriptors: let connections close, then accept again.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                Err(e) if self.shared.stopping.load(Ordering::Acquire) => {
+                    drop(e);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if self.shared.stopping.load(Ordering::Acquire) {
+                break;
+            }
+            conn_id += 1;
+            threads.retain(|t| !t.is_finished());
+            let shared = Arc::clone(&self.shared);
+            let id = conn_id;
+            match spawn_conn(shared, id, conn, None) {
+                Ok(t) => threads.push(t),
+                Err(_) => continue, // no thread for it: the connection was closed
+            }
+        }
+        // Stop: every connection sees end of file; blocked calls see `stopping`.
+        for fd in self.shared.sockets.lock().values() {
+            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        // Connections made by `Split` have threads of their own; they end the same way.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !self.shared.sockets.lock().is_empty() && std::time::Instant::now() < deadline {
+            for fd in self.shared.sockets.lock().values() {
+                let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
+
+fn libc_emfile() -> i32 {
+    rustix::io::Errno::MFILE.raw_os_error()
+}
+
+/// Starts the thread that serves one connection; `session` is set for a connection the server
+/// made itself (`Split`), which skips the hello.
+fn spawn_conn(
+    shared: Arc<Shared>,
+    id: u64,
+    conn: Connection,
+    session: Option<Arc<Mutex<Session>>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    conn.set_max_message_size(shared.max_message);
+    if let Ok(dup) = conn.as_fd().try_clone_to_owned() {
+        shared.sockets.lock().insert(id, dup);
+    }
+    let spawned = std::thread::Builder::new()
+        .name(format!("ipc-manager-conn-{id}"))
+        .spawn({
+            let shared = Arc::clone(&shared);
+            move || {
+                serve_conn(&shared, conn, session);
+                shared.sockets.lock().remove(&id);
+            }
+        });
+    if spawned.is_err() {
+        shared.sockets.lock().remove(&id);
+    }
+    spawned
+}
+
+static CONN_IDS: AtomicU64 = AtomicU64::new(1 << 40);
+
+fn serve_conn(shared: &Arc<Shared>, conn: Connection, joined: Option<Arc<Mutex<Session>>>) {
+    let session = match joined {
+        Some(s) => s,
+        None => match hello(shared, &conn) {
+            Some(s) => s,
+            None => return,
+        },
+    };
+    let session_id = session.lock().id;
+    let caller = Caller {
+        shared,
+        session: session_id,
+        conn: &conn,
+    };
+    loop {
+        let req: Request = match conn.recv() {
+            Ok(r) => r,
+            Err(ipc_core::Error::Eof) => break,
+            Err(e) => {
+                // Garbage, an oversize frame, a truncated one: say why, then hang up.
+                let _ = conn.send(&Err::<Out, _>(Fault::Refused(format!(
+                    "the connection is closed: {e}"
+                ))));
+                break;
+            }
+        };
+        shared.calls.fetch_add(1, Ordering::Relaxed);
+        let stop = matches!((req.obj, &req.op), (MANAGER, Op::Shutdown));
+        let reply = dispatch(&caller, &session, req);
+        if conn.send(&reply).is_err() {
+            break;
+        }
+        if stop {
+            shared.stop();
+        }
+    }
+    leave(shared, &session);
+}
+
+impl Shared {
+    /// Marks the server as stopping and wakes its accept loop by connecting to it (an
+    /// authenticated listener returns only completed handshakes).
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = ipc_core::conn::connect_timeout(
+            &self.address,
+            Some(&self.authkey),
+            Some(Duration::from_secs(2)),
+        );
+    }
+}
+
+/// Reads a connection's hello and puts it in its session.
+fn hello(shared: &Shared, conn: &Connection) -> Option<Arc<Mutex<Session>>> {
+    let hello: Hello = conn.recv_timeout(HELLO_TIMEOUT).ok()?;
+    let (version, join) = match hello {
+        Hello::New { version } => (version, None),
+        Hello::Join {
+            version,
+            session,
+            ticket,
+        } => (version, Some((session, ticket))),
+    };
+    if version != wire::VERSION {
+        let _ = conn.send(&Err::<Welcome, _>(Fault::Version {
+            server: wire::VERSION,
+        }));
+        return None;
+    }
+    let session = match join {
+        None => new_session(shared),
+        Some((id, ticket)) => {
+            let found = shared.sessions.lock().get(&id).cloned();
+            match found {
+                Some(s) if s.lock().ticket == ticket => {
+                    s.lock().conns += 1;
+                    s
+                }
+                _ => {
+                    let _ = conn.send(&Err::<Welcome, _>(Fault::NoSuchSession));
+                    return None;
+                }
+            }
+        }
+    };
+    let welcome = {
+        let s = session.lock();
+        Welcome {
+            version: wire::VERSION,
+            session: s.id,
+            ticket: s.ticket,
+            pid: shared.pid,
+        }
+    };
+    if conn.send(&Ok::<_, Fault>(welcome)).is_err() {
+        leave(shared, &session);
+        return None;
+    }
+    Some(session)
+}
+
+/// A new session with one connection.
+fn new_session(shared: &Shared) -> Arc<Mutex<Session>> {
+    let mut ticket = [0u8; 16];
+    getrandom::fill(&mut ticket).expect("the kernel's random source is unavailable");
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let s = Arc::new(Mutex::new(Session {
+        id,
+        ticket,
+        conns: 1,
+        refs: HashMap::new(),
+    }));
+    shared.sessions.lock().insert(id, Arc::clone(&s));
+    s
+}
+
+/// A connection leaves its session; the last one ends it.
+fn leave(shared: &Shared, session: &Arc<Mutex<Session>>) {
+    let mut sessions = shared.sessions.lock();
+    let mut s = session.lock();
+    s.conns -= 1;
+    if s.conns > 0 {
+        return;
+    }
+    sessions.remove(&s.id);
+    drop(sessions);
+    let refs = std::mem::take(&mut s.refs);
+    let id = s.id;
+    drop(s);
+    for (object, _) in refs.values() {
+        object.session_ended(id);
+    }
+    let mut objects = shared.objects.lock();
+    for (obj, (_, n)) in refs {
+        release_refs(&mut objects, obj, n);
+    }
+}
+
+fn release_refs(objects: &mut HashMap<u64, u64>, obj: u64, n: u64) {
+    if let Some(refs) = objects.get_mut(&obj) {
+        *refs -= n.min(*refs);
+        if *refs == 0 {
+            objects.remove(&obj);
+        }
+    }
+}
+
+/// Runs one request.
+fn dispatch(
+    caller: &Caller<'_>,
+    session: &Arc<Mutex<Session>>,
+    req: Request,
+) -> Result<Out, Fault> {
+    if req.obj == MANAGER {
+        return manager_op(caller, session, req.op);
+    }
+    let object = session
+        .lock()
+        .refs
+        .get(&req.obj)
+        .map(|(o, _)| Arc::clone(o))
+        .ok_or(Fault::NoSuchObject(req.obj))?;
+    match req.op {
+        Op::Retain => {
+            retain(caller.shared, session, req.obj, object);
+            Ok(Out::Unit)
+        }
+        Op::Release => {
+            let mut s = session.lock();
+            let gone = match s.refs.get_mut(&req.obj) {
+                Some((_, n)) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => true,
+            };
+            if gone {
+                s.refs.remove(&req.obj);
+            }
+            drop(s);
+            if gone {
+                object.session_ended(caller.session);
+            }
+            release_refs(&mut caller.shared.objects.lock(), req.obj, 1);
+            Ok(Out::Unit)
+        }
+        op => {
+            // A panic in an object's code (a bug) must not take the server down with it.
+            std::panic::catch_unwind(AssertUnwindSafe(|| object.call(caller, op)))
+                .unwrap_or_else(|p| Err(Fault::Function(crate::error::panic_message(&*p))))
+        }
+    }
+}
+
+/// One more reference to `obj` by `session`.
+fn retain(shared: &Shared, session: &Arc<Mutex<Session>>, obj: u64, object: Arc<Object>) {
+    let mut s = session.lock();
+    s.refs.entry(obj).or_insert_with(|| (object, 0)).1 += 1;
+    if let Some(refs) = shared.objects.lock().get_mut(&obj) {
+        *refs += 1;
+    }
+}
+
+fn manager_op(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, op: Op) -> Result<Out, Fault> {
+    let shared = caller.shared;
+    match op {
+        Op::Create(init) => {
+            let lock = match &init {
+                Init::Condition { lock: Some(l) } => Some(
+                    session
+                        .lock()
+                        .refs
+                        .get(l)
+                        .map(|(o, _)| Arc::clone(o))
+                        .ok_or(Fault::NoSuchObject(*l))?,
+                ),
+                _ => None,
+            };
+            let object = Arc::new(Object::new(init, lock)?);
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            shared.objects.lock().insert(id, 0);
+            retain(shared, session, id, object);
+            Ok(Out::Object(id))
+        }
+        Op::Split { same_session } => {
+            if !carries_descriptors(caller.conn) {
+                return Err(Fault::Refused(
+                    "a connection cannot be handed over a TCP socket".into(),
+                ));
+            }
+            let (ours, theirs) =
+                ipc_core::conn::pipe().map_err(|e| Fault::Refused(e.to_string()))?;
+            let s = if same_session {
+                session.lock().conns += 1;
+                Arc::clone(session)
+            } else {
+                new_session(shared)
+            };
+            let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
+            // The thread is detached; `serve` waits for its socket to leave `sockets`.
+            if let Err(e) = spawn_conn(Arc::clone(shared), id, ours, Some(Arc::clone(&s))) {
+                leave(shared, &s);
+                return Err(Fault::Refused(format!("no thread for a connection: {e}")));
+            }
+            Ok(Out::Conn(theirs))
+        }
+        Op::Share(objs) => {
+            let mut taken = Vec::with_capacity(objs.len());
+            {
+                let s = session.lock();
+                for obj in objs {
+                    let (o, _) = s.refs.get(&obj).ok_or(Fault::NoSuchObject(obj))?;
+                    taken.push((obj, Arc::clone(o)));
+                }
+            }
+            let mut objects = shared.objects.lock();
+            for (obj, _) in &taken {
+                if let Some(refs) = objects.get_mut(obj) {
+                    *refs += 1;
+                }
+            }
+            let mut token = [0u8; 16];
+            getrandom::fill(&mut token).expect("the kernel's random source is unavailable");
+            let now = std::time::Instant::now();
+            let mut leases = shared.leases.lock();
+            // Lapsed leases give their references back.
+            leases.retain(|_, (objs, until)| {
+                let live = *until > now;
+                if !live {
+                    for (obj, _) in objs.iter() {
+                        release_refs(&mut objects, *obj, 1);
+                    }
+                }
+                live
+            });
+            leases.insert(token, (taken, now + wire::LEASE));
+            Ok(Out::Token(token))
+        }
+        Op::Claim(token) => {
+            let (objs, _) = shared
+                .leases
+                .lock()
+                .remove(&token)
+                .ok_or_else(|| Fault::Refused("no such token (claimed, or lapsed)".into()))?;
+            // The lease's references become the session's.
+            let mut s = session.lock();
+            for (obj, object) in objs {
+                s.refs.entry(obj).or_insert_with(|| (object, 0)).1 += 1;
+            }
+            Ok(Out::Unit)
+        }
+        Op::Stats => Ok(Out::Stats(Stats {
+            objects: shared.objects.lock().len() as u64,
+            sessions: shared.sessions.lock().len() as u64,
+            connections: shared.sockets.lock().len() as u64,
+            calls: shared.calls.load(Ordering::Relaxed),
+            pid: shared.pid,
+        })),
+        Op::Shutdown => Ok(Out::Unit),
+        other => Err(Fault::NoSuchMethod {
+            kind: "manager".into(),
+            op: op_name(&other),
+        }),
+    }
+}
+
+/// Whether a connection can carry descriptors (a Unix socket, not TCP).
+fn carries_descriptors(conn: &Connection) -> bool {
+    matches!(
+        rustix::net::getsockname(conn),
+        Ok(a) if a.address_family() == rustix::net::AddressFamily::UNIX
+    )
+}
+
+/// The name of an operation, for errors.
+pub(crate) fn op_name(op: &Op) -> String {
+    let dbg = format!("{op:?}");
+    dbg.split(['(', ' ', '{']).next().unwrap_or("").to_string()
+}
+
+impl From<ipc_core::Error> for Fault {
+    fn from(e: ipc_core::Error) -> Fault {
+        Fault::Refused(e.to_string())
+    }
+}
