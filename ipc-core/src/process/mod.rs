@@ -193,15 +193,25 @@ impl Builder {
             Some(_) => StartMethod::Fork,
             None => self.method.unwrap_or_else(default_start_method),
         };
-        if method == StartMethod::Fork && zygote.is_none() {
-            // Sound without `fork`'s bounds: an argument that serializes owns no guard or
-            // borrow whose release in this process could affect the child's copy.
-            return self.fork_closure(move || f(arg));
-        }
         // Encode first: an argument that cannot travel is the caller's error, and no child is
         // started for it.
         let mut arg_frame = Vec::new();
         let fds = codec::encode(&arg, &mut arg_frame)?;
+        if method == StartMethod::Fork && zygote.is_none() {
+            // The argument travels by its encoding under fork too, so that every shared object
+            // reaches the child the same way under every start method (a manager proxy makes
+            // a connection of its own for the child instead of sharing its parent's socket).
+            // The child decodes the inherited bytes with its inherited copies of the
+            // descriptors.
+            drop(arg);
+            return self.fork_closure(move || {
+                let arg: A = match codec::decode(&arg_frame, fds) {
+                    Ok(a) => a,
+                    Err(e) => panic!("the argument did not decode in the forked child: {e}"),
+                };
+                f(arg)
+            });
+        }
         let mut g = global::lock();
         self.check_may_start(&g)?;
         let id = g.next_child(self.name, self.daemon, method);

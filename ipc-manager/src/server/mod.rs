@@ -552,10 +552,7 @@ fn manager_op(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, op: Op) -> Res
 
 /// Whether a connection can carry descriptors (a Unix socket, not TCP).
 fn carries_descriptors(conn: &Connection) -> bool {
-    matches!(
-        rustix::net::getsockname(conn),
-        Ok(a) if a.address_family() == rustix::net::AddressFamily::UNIX
-    )
+    rustix::net::sockopt::socket_domain(conn) == Ok(rustix::net::AddressFamily::UNIX)
 }
 
 /// The name of an operation, for errors.
