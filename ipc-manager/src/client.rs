@@ -219,7 +219,11 @@ pub(crate) fn unexpected(out: &Out) -> Error {
 
 /// What a proxy and its clones share: the object, and the client that reaches it. The last
 /// clone dropped releases the object on the server.
-pub(crate) struct Handle {
+///
+/// `pub` only because the sealed [`Proxy`](crate::Proxy) trait's hidden methods name it; the
+/// module is private, so no user can.
+#[allow(unreachable_pub)]
+pub struct Handle {
     pub(crate) client: Client,
     pub(crate) obj: u64,
 }

@@ -48,6 +48,15 @@ pub enum Error {
         /// The operation asked for.
         op: String,
     },
+    /// No object is published under this name ([`Manager::lookup`](crate::Manager::lookup)).
+    NoSuchName(String),
+    /// A published object is of another kind than the proxy asked for.
+    WrongKind {
+        /// The object's kind on the server.
+        found: String,
+        /// The kinds the proxy type accepts.
+        expected: String,
+    },
     /// A namespace attribute that does not exist.
     NoSuchAttribute(String),
     /// A namespace attribute read as a type it does not hold.
@@ -92,6 +101,10 @@ impl fmt::Display for Error {
                 "object {id} does not exist on the server (every reference to it was dropped)"
             ),
             Error::NoSuchMethod { kind, op } => write!(f, "a {kind} has no operation {op}"),
+            Error::NoSuchName(name) => write!(f, "no object is published as {name:?}"),
+            Error::WrongKind { found, expected } => {
+                write!(f, "the object is a {found}, not a {expected}")
+            }
             Error::NoSuchAttribute(name) => write!(f, "the namespace has no attribute {name:?}"),
             Error::WrongType { name, detail } => {
                 write!(f, "namespace attribute {name:?} has another type: {detail}")
@@ -146,7 +159,7 @@ impl From<Fault> for Error {
             }
             Fault::NoSuchObject(id) => Error::NoSuchObject(id),
             Fault::NoSuchMethod { kind, op } => Error::NoSuchMethod { kind, op },
-            Fault::NoSuchKey => Error::Refused("no such key".into()),
+            Fault::NoSuchName(name) => Error::NoSuchName(name),
             Fault::IndexOutOfRange { index, len } => Error::IndexOutOfRange { index, len },
             Fault::Timeout => Error::Timeout,
             Fault::Empty => Error::Empty,

@@ -9,7 +9,6 @@
 //! Manager::connect a session on a server someone else started (dropping it leaves the server)
 //! ```
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +21,8 @@ use serde_bytes::ByteBuf;
 use crate::client::{Client, Handle, unexpected};
 use crate::error::{Error, Result};
 use crate::proxy::{
-    Array, Barrier, Condition, Dict, Event, JoinableQueue, List, Lock, Namespace, Queue, RLock,
-    Semaphore, Value, enc,
+    Array, Barrier, Condition, Dict, Event, Internal, JoinableQueue, List, Lock, Namespace, Proxy,
+    Queue, RLock, Semaphore, Value, enc,
 };
 use crate::server::Server;
 use crate::wire::{self, Init, MANAGER, Op, Out};
@@ -349,151 +348,162 @@ impl Manager {
         }
     }
 
-    fn create(&self, init: Init) -> Result<Arc<Handle>> {
+    /// A new object, behind a proxy of type `P`.
+    fn make<P: Internal>(&self, init: Init) -> Result<P> {
         match self.client.call(MANAGER, Op::Create(init))? {
-            Out::Object(obj) => Ok(Arc::new(Handle {
-                client: self.client.clone(),
-                obj,
-            })),
+            Out::Object(obj) => Ok(P::from_shared(self.handle(obj))),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn handle(&self, obj: u64) -> Arc<Handle> {
+        Arc::new(Handle {
+            client: self.client.clone(),
+            obj,
+        })
+    }
+
+    /// Names `proxy`'s object on the server, so that any client can
+    /// [`lookup`](Self::lookup) it (Python's `register` of a shared object, for programs
+    /// that connect with [`Manager::connect`] and hold no proxy yet). The name keeps the
+    /// object alive until [`unpublish`](Self::unpublish)ed or published again.
+    ///
+    /// ```
+    /// use ipc_manager::{Dict, Manager};
+    /// let m = Manager::start()?;
+    /// let scores = m.dict::<String, u32>()?;
+    /// m.publish("scores", &scores)?;
+    /// // Another program: Manager::connect(address, key)?.lookup("scores")
+    /// let same: Dict<String, u32> = m.lookup("scores")?;
+    /// same.insert("ada".into(), 1)?;
+    /// assert_eq!(scores.get("ada")?, Some(1));
+    /// assert!(m.lookup::<ipc_manager::Queue<u32>>("scores").is_err()); // Error::WrongKind
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn publish(&self, name: &str, proxy: &impl Proxy) -> Result<()> {
+        match proxy.shared().call(Op::Publish(name.into()))? {
+            Out::Unit => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes a published name; whether it existed.
+    pub fn unpublish(&self, name: &str) -> Result<bool> {
+        match self.client.call(MANAGER, Op::Unpublish(name.into()))? {
+            Out::Flag(b) => Ok(b),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The object published as `name`, behind a proxy of type `P`: [`Error::NoSuchName`] if
+    /// nothing is, [`Error::WrongKind`] if it is another kind of object.
+    pub fn lookup<P: Proxy>(&self, name: &str) -> Result<P> {
+        match self.client.call(MANAGER, Op::Lookup(name.into()))? {
+            Out::Named { obj, kind } => {
+                let h = self.handle(obj); // releases the reference if we return an error
+                if P::KINDS.contains(&kind.as_str()) {
+                    Ok(P::from_shared(h))
+                } else {
+                    Err(Error::WrongKind {
+                        found: kind,
+                        expected: P::KINDS.join(" or "),
+                    })
+                }
+            }
             other => Err(unexpected(&other)),
         }
     }
 
     /// A new empty [`Dict`].
     pub fn dict<K, V>(&self) -> Result<Dict<K, V>> {
-        Ok(Dict {
-            h: self.create(Init::Dict)?,
-            _t: PhantomData,
-        })
+        self.make(Init::Dict)
     }
 
     /// A new [`List`] holding `items`.
     pub fn list<T: Serialize>(&self, items: impl IntoIterator<Item = T>) -> Result<List<T>> {
         let items = items.into_iter().map(|i| enc(&i)).collect::<Result<_>>()?;
-        Ok(List {
-            h: self.create(Init::List(items))?,
-            _t: PhantomData,
-        })
+        self.make(Init::List(items))
     }
 
     /// A new empty [`Namespace`].
     pub fn namespace(&self) -> Result<Namespace> {
-        Ok(Namespace {
-            h: self.create(Init::Namespace)?,
-            _t: PhantomData,
-        })
+        self.make(Init::Namespace)
     }
 
     /// A new [`Value`] holding `value`.
     pub fn value<T: Serialize>(&self, value: T) -> Result<Value<T>> {
-        Ok(Value {
-            h: self.create(Init::Value(enc(&value)?))?,
-            _t: PhantomData,
-        })
+        self.make(Init::Value(enc(&value)?))
     }
 
     /// A new fixed-length [`Array`] holding `items`.
     pub fn array<T: Serialize>(&self, items: impl IntoIterator<Item = T>) -> Result<Array<T>> {
         let items = items.into_iter().map(|i| enc(&i)).collect::<Result<_>>()?;
-        Ok(Array {
-            h: self.create(Init::Array(items))?,
-            _t: PhantomData,
-        })
+        self.make(Init::Array(items))
     }
 
     /// A new [`Queue`] of at most `maxsize` items (0: unbounded).
     pub fn queue<T>(&self, maxsize: usize) -> Result<Queue<T>> {
-        Ok(Queue {
-            h: self.create(Init::Queue {
-                maxsize: maxsize as u64,
-                joinable: false,
-            })?,
-            _t: PhantomData,
+        self.make(Init::Queue {
+            maxsize: maxsize as u64,
+            joinable: false,
         })
     }
 
     /// A new [`JoinableQueue`] of at most `maxsize` items (0: unbounded).
     pub fn joinable_queue<T>(&self, maxsize: usize) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue::new(Queue {
-            h: self.create(Init::Queue {
-                maxsize: maxsize as u64,
-                joinable: true,
-            })?,
-            _t: PhantomData,
-        }))
+        self.make(Init::Queue {
+            maxsize: maxsize as u64,
+            joinable: true,
+        })
     }
 
     /// A new [`Lock`].
     pub fn lock(&self) -> Result<Lock> {
-        Ok(Lock {
-            h: self.create(Init::Lock { reentrant: false })?,
-            _t: PhantomData,
-        })
+        self.make(Init::Lock { reentrant: false })
     }
 
     /// A new [`RLock`].
     pub fn rlock(&self) -> Result<RLock> {
-        Ok(RLock {
-            h: self.create(Init::Lock { reentrant: true })?,
-            _t: PhantomData,
-        })
+        self.make(Init::Lock { reentrant: true })
     }
 
     /// A new [`Semaphore`] with `value` units.
     pub fn semaphore(&self, value: u64) -> Result<Semaphore> {
-        Ok(Semaphore {
-            h: self.create(Init::Semaphore {
-                value,
-                bounded: false,
-            })?,
-            _t: PhantomData,
+        self.make(Init::Semaphore {
+            value,
+            bounded: false,
         })
     }
 
     /// A new bounded [`Semaphore`]: releasing it past `value` is an error.
     #[doc(alias = "BoundedSemaphore")]
     pub fn bounded_semaphore(&self, value: u64) -> Result<Semaphore> {
-        Ok(Semaphore {
-            h: self.create(Init::Semaphore {
-                value,
-                bounded: true,
-            })?,
-            _t: PhantomData,
+        self.make(Init::Semaphore {
+            value,
+            bounded: true,
         })
     }
 
     /// A new [`Event`], not set.
     pub fn event(&self) -> Result<Event> {
-        Ok(Event {
-            h: self.create(Init::Event)?,
-            _t: PhantomData,
-        })
+        self.make(Init::Event)
     }
 
     /// A new [`Condition`] with a lock of its own (an RLock).
     pub fn condition(&self) -> Result<Condition> {
-        Ok(Condition {
-            h: self.create(Init::Condition { lock: None })?,
-            _t: PhantomData,
-        })
+        self.make(Init::Condition { lock: None })
     }
 
     /// A new [`Condition`] around `lock` (a manager [`Lock`] or [`RLock`] of this manager).
     pub fn condition_with(&self, lock: &impl AsLock) -> Result<Condition> {
-        Ok(Condition {
-            h: self.create(Init::Condition {
-                lock: Some(lock.lock_id()),
-            })?,
-            _t: PhantomData,
+        self.make(Init::Condition {
+            lock: Some(lock.lock_id()),
         })
     }
 
     /// A new [`Barrier`] for `parties` parties.
     pub fn barrier(&self, parties: u64) -> Result<Barrier> {
-        Ok(Barrier {
-            h: self.create(Init::Barrier { parties })?,
-            _t: PhantomData,
-        })
+        self.make(Init::Barrier { parties })
     }
 
     /// Stops the server: it closes every connection and exits. Proxies then fail with

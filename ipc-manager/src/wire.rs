@@ -143,6 +143,13 @@ pub(crate) enum Op {
     Share(Vec<u64>),
     /// Takes the references of a token from `Share`.
     Claim(Ticket),
+    /// Gives `obj` a name any client can look up; the name holds a reference until
+    /// unpublished or replaced.
+    Publish(String),
+    /// Removes a name (the manager's op).
+    Unpublish(String),
+    /// The object of a name, with one more reference for the caller's session.
+    Lookup(String),
     /// The server's counters.
     Stats,
     /// Stop the server (it exits with code 0 once its connections are closed).
@@ -269,6 +276,11 @@ pub(crate) enum Out {
     Updated(Option<Blob>, Option<Blob>),
     Conn(Connection),
     Token(Ticket),
+    /// A looked-up object: its id and kind.
+    Named {
+        obj: u64,
+        kind: String,
+    },
     Stats(crate::Stats),
     /// A lock's, semaphore's or barrier's counters (see each object's `Describe`).
     Counts(Vec<u64>),
@@ -285,8 +297,8 @@ pub(crate) enum Fault {
     NoSuchObject(u64),
     /// The object has no such operation.
     NoSuchMethod { kind: String, op: String },
-    /// A key that is not in the dict or namespace.
-    NoSuchKey,
+    /// No object is published under this name.
+    NoSuchName(String),
     /// An index outside the sequence.
     IndexOutOfRange { index: i64, len: u64 },
     /// A blocking call's timeout passed.

@@ -120,7 +120,7 @@ pub struct Dict<K, V> {
     pub(crate) _t: PhantomData<fn() -> (K, V)>,
 }
 
-proxy_traits!(Dict<K, V>);
+proxy_traits!(Dict<K, V>, ["Dict"]);
 
 impl<K, V> Dict<K, V>
 where
@@ -289,7 +289,7 @@ pub struct List<T> {
     pub(crate) _t: PhantomData<fn() -> T>,
 }
 
-proxy_traits!(List<T>);
+proxy_traits!(List<T>, ["List"]);
 
 impl<T: Serialize + DeserializeOwned> List<T> {
     /// Appends `item`.
@@ -469,7 +469,7 @@ pub struct Array<T> {
     pub(crate) _t: PhantomData<fn() -> T>,
 }
 
-proxy_traits!(Array<T>);
+proxy_traits!(Array<T>, ["Array"]);
 
 impl<T: Serialize + DeserializeOwned> Array<T> {
     /// Replaces the element at `index` with `f(element)`, atomically on the server; returns
@@ -510,7 +510,7 @@ pub struct Value<T> {
     pub(crate) _t: PhantomData<fn() -> T>,
 }
 
-proxy_traits!(Value<T>);
+proxy_traits!(Value<T>, ["Value"]);
 
 impl<T: Serialize + DeserializeOwned> Value<T> {
     /// The value.

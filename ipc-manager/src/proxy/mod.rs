@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
 pub use containers::{Array, Dict, List, ListIter, Value};
+pub(crate) use internal::Internal;
 pub use namespace::{Namespace, NamespaceSnapshot};
 pub use queue::{JoinableQueue, Queue};
 pub use sync::{Barrier, Condition, Event, Lock, LockGuard, RLock, Semaphore};
@@ -28,7 +29,8 @@ use crate::error::{Error, Result};
 use crate::wire::{Blob, Op, Out};
 
 /// What every proxy holds: the shared handle (its last clone releases the object).
-pub(crate) type Shared = Arc<Handle>;
+#[allow(unreachable_pub)] // named by the sealed `Proxy` trait (see `Handle`)
+pub type Shared = Arc<Handle>;
 
 /// `value`'s postcard bytes.
 pub(crate) fn enc<T: Serialize + ?Sized>(value: &T) -> Result<Blob> {
@@ -104,10 +106,38 @@ pub(crate) fn or_none<T>(r: Result<T>) -> Result<Option<T>> {
     }
 }
 
-/// Implements `Clone`, `Serialize` and `Deserialize` for a proxy `$name<..>` whose fields are
-/// `h: Shared` and `_t: PhantomData<..>`.
+/// A proxy type: what [`Manager::lookup`](crate::Manager::lookup) can return and
+/// [`Manager::publish`](crate::Manager::publish) can name. Implemented by every proxy of this
+/// crate (sealed).
+pub trait Proxy: internal::Internal {}
+
+pub(crate) mod internal {
+    /// What the crate needs of a proxy (not nameable outside it).
+    pub trait Internal: Sized {
+        /// The server-side kinds this proxy type can stand for.
+        const KINDS: &'static [&'static str];
+        fn from_shared(h: super::Shared) -> Self;
+        fn shared(&self) -> &super::Shared;
+    }
+}
+
+/// Implements `Clone`, `Serialize`, `Deserialize`, `Debug` and [`Proxy`] for a proxy
+/// `$name<..>` whose fields are `h: Shared` and `_t: PhantomData<..>`, standing for objects of
+/// the server-side kinds `$kinds`.
 macro_rules! proxy_traits {
-    ($name:ident $(<$($g:ident),*>)?) => {
+    ($name:ident $(<$($g:ident),*>)?, $kinds:expr) => {
+        impl$(<$($g),*>)? $crate::proxy::internal::Internal for $name$(<$($g),*>)? {
+            const KINDS: &'static [&'static str] = &$kinds;
+            fn from_shared(h: $crate::proxy::Shared) -> Self {
+                $name { h, _t: std::marker::PhantomData }
+            }
+            fn shared(&self) -> &$crate::proxy::Shared {
+                &self.h
+            }
+        }
+
+        impl$(<$($g),*>)? $crate::proxy::Proxy for $name$(<$($g),*>)? {}
+
         impl$(<$($g),*>)? Clone for $name$(<$($g),*>)? {
             fn clone(&self) -> Self {
                 $name {

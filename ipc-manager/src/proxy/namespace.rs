@@ -41,7 +41,7 @@ pub struct Namespace {
     pub(crate) _t: PhantomData<()>,
 }
 
-proxy_traits!(Namespace);
+proxy_traits!(Namespace, ["Namespace"]);
 
 /// A namespace's attributes at one moment, sorted by name; prints as Python's
 /// `Namespace(a=1, b='x')`.

@@ -34,7 +34,7 @@ pub struct Queue<T> {
     pub(crate) _t: PhantomData<fn() -> T>,
 }
 
-proxy_traits!(Queue<T>);
+proxy_traits!(Queue<T>, ["Queue", "JoinableQueue"]);
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Appends `item`, waiting while the queue is full.
@@ -163,6 +163,18 @@ impl<T> std::fmt::Debug for JoinableQueue<T> {
         f.debug_tuple("JoinableQueue").field(&self.q).finish()
     }
 }
+
+impl<T> super::internal::Internal for JoinableQueue<T> {
+    const KINDS: &'static [&'static str] = &["JoinableQueue"];
+    fn from_shared(h: super::Shared) -> Self {
+        JoinableQueue::new(Queue::from_shared(h))
+    }
+    fn shared(&self) -> &super::Shared {
+        &self.q.h
+    }
+}
+
+impl<T> super::Proxy for JoinableQueue<T> {}
 
 /// Every [`Queue`] method.
 impl<T> Deref for JoinableQueue<T> {

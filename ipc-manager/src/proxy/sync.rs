@@ -133,7 +133,7 @@ pub struct Lock {
     pub(crate) h: Shared,
     pub(crate) _t: PhantomData<()>,
 }
-proxy_traits!(Lock);
+proxy_traits!(Lock, ["Lock"]);
 lock_methods!(Lock);
 
 /// A reentrant lock held by the manager's server (Python's `manager.RLock()`): the thread
@@ -142,7 +142,7 @@ pub struct RLock {
     pub(crate) h: Shared,
     pub(crate) _t: PhantomData<()>,
 }
-proxy_traits!(RLock);
+proxy_traits!(RLock, ["RLock"]);
 lock_methods!(RLock);
 
 /// A counting semaphore held by the manager's server (Python's `manager.Semaphore()` and
@@ -162,7 +162,7 @@ pub struct Semaphore {
     pub(crate) h: Shared,
     pub(crate) _t: PhantomData<()>,
 }
-proxy_traits!(Semaphore);
+proxy_traits!(Semaphore, ["Semaphore", "BoundedSemaphore"]);
 
 impl Semaphore {
     /// Takes one unit, waiting while there is none.
@@ -207,7 +207,7 @@ pub struct Event {
     pub(crate) h: Shared,
     pub(crate) _t: PhantomData<()>,
 }
-proxy_traits!(Event);
+proxy_traits!(Event, ["Event"]);
 
 impl Event {
     /// Sets the flag and wakes every waiter.
@@ -265,7 +265,7 @@ pub struct Condition {
     pub(crate) h: Shared,
     pub(crate) _t: PhantomData<()>,
 }
-proxy_traits!(Condition);
+proxy_traits!(Condition, ["Condition"]);
 lock_methods!(Condition);
 
 impl Condition {
@@ -346,7 +346,7 @@ pub struct Barrier {
     pub(crate) h: Shared,
     pub(crate) _t: PhantomData<()>,
 }
-proxy_traits!(Barrier);
+proxy_traits!(Barrier, ["Barrier"]);
 
 impl Barrier {
     /// Waits until every party arrived; returns this party's arrival index (0 first).

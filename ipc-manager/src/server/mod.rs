@@ -95,6 +95,8 @@ pub(crate) struct Shared {
     calls: AtomicU64,
     /// Tokens from `Share`, not yet claimed: their references and when they lapse.
     leases: Mutex<HashMap<Ticket, Lease>>,
+    /// Published names and their objects (each holds one reference).
+    names: Mutex<HashMap<String, (u64, Arc<Object>)>>,
 }
 
 /// The references a `Share` token gives, and when it lapses.
@@ -148,6 +150,7 @@ impl Server {
                 sockets: Mutex::new(HashMap::new()),
                 calls: AtomicU64::new(0),
                 leases: Mutex::new(HashMap::new()),
+                names: Mutex::new(HashMap::new()),
             }),
             listener,
         })
@@ -411,6 +414,17 @@ fn dispatch(
             retain(caller.shared, session, req.obj, object);
             Ok(Out::Unit)
         }
+        Op::Publish(name) => {
+            let shared = caller.shared;
+            if let Some(refs) = shared.objects.lock().get_mut(&req.obj) {
+                *refs += 1;
+            }
+            let old = shared.names.lock().insert(name, (req.obj, object));
+            if let Some((old, _)) = old {
+                release_refs(&mut shared.objects.lock(), old, 1);
+            }
+            Ok(Out::Unit)
+        }
         Op::Release => {
             let mut s = session.lock();
             let gone = match s.refs.get_mut(&req.obj) {
@@ -534,6 +548,23 @@ fn manager_op(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, op: Op) -> Res
                 s.refs.entry(obj).or_insert_with(|| (object, 0)).1 += 1;
             }
             Ok(Out::Unit)
+        }
+        Op::Unpublish(name) => {
+            let old = shared.names.lock().remove(&name);
+            match old {
+                Some((obj, _)) => {
+                    release_refs(&mut shared.objects.lock(), obj, 1);
+                    Ok(Out::Flag(true))
+                }
+                None => Ok(Out::Flag(false)),
+            }
+        }
+        Op::Lookup(name) => {
+            let found = shared.names.lock().get(&name).cloned();
+            let (obj, object) = found.ok_or(Fault::NoSuchName(name))?;
+            let kind = object.kind().to_string();
+            retain(shared, session, obj, object);
+            Ok(Out::Named { obj, kind })
         }
         Op::Stats => Ok(Out::Stats(Stats {
             objects: shared.objects.lock().len() as u64,

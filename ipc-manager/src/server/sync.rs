@@ -88,6 +88,10 @@ impl Queue {
         }
     }
 
+    pub(crate) fn joinable(&self) -> bool {
+        self.joinable
+    }
+
     pub(crate) fn call(&self, caller: &Caller<'_>, op: Op) -> OpResult {
         let mut g = self.state.lock();
         let full = |s: &QueueState| s.maxsize > 0 && s.items.len() as u64 >= s.maxsize;
@@ -291,6 +295,10 @@ impl Semaphore {
             value: Mutex::new(value),
             cv: Condvar::new(),
         }
+    }
+
+    pub(crate) fn bounded(&self) -> bool {
+        self.bound.is_some()
     }
 
     pub(crate) fn call(&self, caller: &Caller<'_>, op: Op) -> OpResult {
