@@ -112,7 +112,12 @@ fn cpython_114_list_methods_and_live_iteration() {
         [4, 5],
         "slices clamp like Python's"
     );
-    assert_eq!(l.slice(3..1).unwrap(), Vec::<i32>::new());
+    let (from, to) = (3, 1);
+    assert_eq!(
+        l.slice(from..to).unwrap(),
+        Vec::<i32>::new(),
+        "an empty slice"
+    );
     assert_eq!(l.get(-1).unwrap(), 5);
     assert!(matches!(
         l.get(5),
