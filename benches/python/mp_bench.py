@@ -706,6 +706,32 @@ def manager_start(ctx, repeat, n):
     return repeat(once)
 
 
+def manager_idle_cpu(ctx, repeat, n, idle_ms):
+    """A manager at rest for `idle_ms`, holding a dict and a lock: the CPU its server process
+    uses, in percent of one core."""
+    def server_seconds(pid):
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+    with ctx.Manager() as manager:
+        d = manager.dict()
+        d[1] = 1
+        lock = manager.Lock()
+        pid = manager._process.pid
+
+        def once():
+            time.sleep(0.1)
+            before = server_seconds(pid)
+            t0 = clock()
+            time.sleep(idle_ms / 1000)
+            wall = clock() - t0
+            return (server_seconds(pid) - before) / wall * 100
+        samples = repeat(once)
+        del lock
+    return samples
+
+
 def shared_memory_create_unlink(ctx, repeat, n, size):
     from multiprocessing.shared_memory import SharedMemory
 
@@ -786,6 +812,7 @@ CASES = [
     ('manager_namespace_setattr_getattr', 'us/set+get', 'lower', manager_setget,
      dict(n=4_000, namespace=True)),
     ('manager_start', 'ms/start+shutdown', 'lower', manager_start, dict(n=20)),
+    ('manager_idle_cpu', '% of a core', 'lower', manager_idle_cpu, dict(n=1_000, idle_ms=1_000)),
     ('shared_memory_create_unlink', 'us/cycle', 'lower', shared_memory_create_unlink,
      dict(n=5_000, size=MIB)),
     ('task_handle_roundtrip', 'ns/task', 'lower', task_handle_roundtrip, dict(n=200_000)),

@@ -103,8 +103,6 @@ pub struct Case {
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 
-const MANAGER: &str = "ipc-manager";
-
 macro_rules! case {
     ($name:literal, $unit:literal, $better:ident, n = $n:expr, [$($k:literal = $v:expr),*],
      $figure:expr, $target:expr, $run:expr) => {
@@ -410,8 +408,8 @@ pub static CASES: &[Case] = &[
         n = 4_000,
         [],
         Figure::MicrosPerOp,
-        None,
-        Run::NotYet(MANAGER)
+        Some((5.0, "#14")),
+        Run::Ready(crate::manager::manager_dict_setget)
     ),
     case!(
         "manager_namespace_setattr_getattr",
@@ -420,8 +418,8 @@ pub static CASES: &[Case] = &[
         n = 4_000,
         [],
         Figure::MicrosPerOp,
-        None,
-        Run::NotYet(MANAGER)
+        Some((5.0, "#14")),
+        Run::Ready(crate::manager::manager_namespace_setattr_getattr)
     ),
     case!(
         "manager_start",
@@ -430,8 +428,18 @@ pub static CASES: &[Case] = &[
         n = 20,
         [],
         Figure::MillisPerOp,
+        Some((10.0, "#14")),
+        Run::Ready(crate::manager::manager_start)
+    ),
+    case!(
+        "manager_idle_cpu",
+        "% of a core",
+        Lower,
+        n = 1_000,
+        ["idle_ms" = 1_000],
+        Figure::Ratio,
         None,
-        Run::NotYet(MANAGER)
+        Run::Ready(crate::manager::manager_idle_cpu)
     ),
     case!(
         "shared_memory_create_unlink",

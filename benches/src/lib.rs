@@ -8,6 +8,7 @@
 //! - [`cases`]: the registry of named cases, with units, sizes, targets and availability.
 //! - [`conn`]: the connection cases (`pipe_pingpong`, `pipe_bytes_pingpong`,
 //!   `pipe_throughput_1m`).
+//! - [`manager`]: the ipc-manager cases (`manager_*`).
 //! - [`measure`]: warm-up, repetitions, median / min / max.
 //! - [`pin`]: the `--pin none|same|split` placement of the runner and its children.
 //! - [`process`]: the process start cases (`process_start_join_*`).
@@ -17,6 +18,7 @@
 
 pub mod cases;
 pub mod conn;
+pub mod manager;
 pub mod measure;
 pub mod peer;
 #[cfg(feature = "peers")]

@@ -72,6 +72,29 @@ impl Client {
         })
     }
 
+    /// The owner's client of a server it started: `conn` is already in the session
+    /// `welcome` names.
+    pub(crate) fn owner(
+        conn: Connection,
+        address: &Address,
+        authkey: &[u8],
+        welcome: Welcome,
+    ) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                pid: std::process::id(),
+                server_pid: welcome.pid,
+                reconnect: Some(Reconnect {
+                    address: address.clone(),
+                    authkey: authkey.to_vec(),
+                    welcome,
+                }),
+                control: Mutex::new(conn),
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
     /// A client on a connection the server made (a proxy received from another process).
     fn adopt(conn: Connection, server_pid: u32) -> Client {
         Client {

@@ -25,7 +25,7 @@ use crate::proxy::{
     Queue, RLock, Semaphore, Value, enc,
 };
 use crate::server::Server;
-use crate::wire::{self, Init, MANAGER, Op, Out};
+use crate::wire::{self, Init, MANAGER, Op, Out, Welcome};
 
 /// How long a shut-down server has to exit before it is terminated.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -168,32 +168,27 @@ impl Builder {
             builder = builder.start_method(m);
         }
         let server = builder.spawn(boot, server_main)?;
-        let reported: std::result::Result<String, String> = match report.recv_timeout(START_TIMEOUT)
-        {
+        let reported: std::result::Result<(String, Welcome), String> =
+            match report.recv_timeout(START_TIMEOUT) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = server.kill();
+                    let code = server.join_timeout(SHUTDOWN_GRACE).ok();
+                    return Err(Error::Refused(format!(
+                        "the server process did not start ({e}; exit code {code:?})"
+                    )));
+                }
+            };
+        let (address, welcome) = match reported {
             Ok(r) => r,
-            Err(e) => {
-                let _ = server.kill();
-                let code = server.join_timeout(SHUTDOWN_GRACE).ok();
-                return Err(Error::Refused(format!(
-                    "the server process did not start ({e}; exit code {code:?})"
-                )));
-            }
-        };
-        let address: Address = match reported {
-            Ok(a) => a.parse()?,
             Err(why) => {
                 let _ = server.join_timeout(SHUTDOWN_GRACE);
                 return Err(Error::Refused(why));
             }
         };
-        let client = match Client::connect(&address, &authkey) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = server.kill();
-                let _ = server.join_timeout(SHUTDOWN_GRACE);
-                return Err(e);
-            }
-        };
+        let address: Address = address.parse()?;
+        // The pipe that carried the report is our first connection, already in a session.
+        let client = Client::owner(report, &address, &authkey, welcome);
         Ok(Manager {
             client,
             address,
@@ -210,7 +205,8 @@ struct Boot {
     authkey: ByteBuf,
     max_message: u64,
     init: Option<(ByteBuf, ByteBuf)>,
-    /// Where the server reports `Ok(address)` or `Err(why)` once it listens.
+    /// Where the server reports `Ok((address, welcome))` or `Err(why)` once it listens; the
+    /// owner's first connection afterwards.
     report: Connection,
 }
 
@@ -238,21 +234,18 @@ fn server_main(boot: Boot) {
     })();
     match ready {
         Ok(server) => {
-            if boot
-                .report
-                .send(&Ok::<String, String>(server.address().to_string()))
-                .is_err()
-            {
-                return; // the owner is gone
+            if let Err(e) = server.adopt_owner(boot.report) {
+                // The owner is gone (or the server has no thread for it): nobody to serve.
+                eprintln!("ipc-manager: the server cannot serve its owner: {e}");
+                std::process::exit(1);
             }
-            drop(boot.report);
             if let Err(e) = server.serve() {
                 eprintln!("ipc-manager: the server stopped: {e}");
                 std::process::exit(1);
             }
         }
         Err(why) => {
-            let _ = boot.report.send(&Err::<String, String>(why));
+            let _ = boot.report.send(&Err::<(String, Welcome), String>(why));
         }
     }
 }

@@ -7,8 +7,8 @@
 //!                 end of file / error -> the connection leaves its session
 //! session end:    its last connection left -> each object it referenced: locks it held are
 //!                 released as owner-died, its references dropped, unreferenced objects freed
-//! shutdown:       Op::Shutdown replied -> `stopping` set -> the accept loop is woken (a
-//!                 connection to ourselves) -> every connection's socket is shut down (their
+//! shutdown:       Op::Shutdown replied -> `stopping` set -> the listening socket is shut
+//!                 down (accept wakes, fails) -> every connection's socket is shut down (their
 //!                 threads see end of file, blocked calls see `stopping`) -> threads joined ->
 //!                 `serve` returns (a started manager's server process then exits with 0)
 //! ```
@@ -31,15 +31,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ipc_core::conn::{Address, Connection, Listener};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::Stats;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::wire::{self, Fault, Hello, Init, MANAGER, Op, Out, Request, Ticket, Welcome};
 use objects::Object;
 
 /// How often a call blocked on the server checks that its client is still there.
 pub(crate) const HANGUP_CHECK: Duration = Duration::from_millis(50);
+
+/// How long a stopping server waits for its connections' threads to end.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a connection may stay silent before its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -80,9 +83,8 @@ impl std::fmt::Debug for Server {
 /// What every thread of the server shares.
 pub(crate) struct Shared {
     pid: u32,
-    /// Where and with what key `stop` connects to wake the accept loop.
-    address: Address,
-    authkey: Vec<u8>,
+    /// A duplicate of the listening socket: `stop` shuts it down to wake the accept loop.
+    listening: OwnedFd,
     max_message: u64,
     stopping: AtomicBool,
     next_id: AtomicU64,
@@ -92,6 +94,8 @@ pub(crate) struct Shared {
     sessions: Mutex<HashMap<u64, Arc<Mutex<Session>>>>,
     /// A duplicate of each live connection's socket, to shut it down when the server stops.
     sockets: Mutex<HashMap<u64, OwnedFd>>,
+    /// Notified when a connection's thread ends (its socket leaves `sockets`).
+    closed: Condvar,
     calls: AtomicU64,
     /// Tokens from `Share`, not yet claimed: their references and when they lapse.
     leases: Mutex<HashMap<Ticket, Lease>>,
@@ -137,23 +141,48 @@ impl Server {
 
     pub(crate) fn bind_with(address: &Address, authkey: &[u8], max_message: u64) -> Result<Server> {
         let listener = Listener::bind(address, Some(authkey))?;
+        let listening = listener
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(ipc_core::Error::Io)?;
         Ok(Server {
             shared: Arc::new(Shared {
                 pid: std::process::id(),
-                address: listener.address().clone(),
-                authkey: authkey.to_vec(),
+                listening,
                 max_message,
                 stopping: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 objects: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 sockets: Mutex::new(HashMap::new()),
+                closed: Condvar::new(),
                 calls: AtomicU64::new(0),
                 leases: Mutex::new(HashMap::new()),
                 names: Mutex::new(HashMap::new()),
             }),
             listener,
         })
+    }
+
+    /// Serves `conn`, the pipe a started manager's owner made before the server existed
+    /// (never reachable by anyone else: no handshake), in a new session, after sending the
+    /// owner `Ok((address, welcome))` on it.
+    pub(crate) fn adopt_owner(&self, conn: Connection) -> Result<()> {
+        let session = new_session(&self.shared);
+        let welcome = {
+            let s = session.lock();
+            Welcome {
+                version: wire::VERSION,
+                session: s.id,
+                ticket: s.ticket,
+                pid: self.shared.pid,
+            }
+        };
+        conn.send(&Ok::<_, String>((self.address().to_string(), welcome)))?;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        spawn_conn(Arc::clone(&self.shared), id, conn, Some(session))
+            .map_err(|e| Error::Refused(format!("no thread for the owner's connection: {e}")))?;
+        Ok(())
     }
 
     /// The address clients connect to (with the port the kernel picked for TCP port 0).
@@ -164,8 +193,6 @@ impl Server {
     /// Serves until a client asks for shutdown ([`Manager::shutdown`](crate::Manager::shutdown)).
     /// Returns once every connection is closed.
     pub fn serve(self) -> Result<()> {
-        let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
-        let mut conn_id = 0u64;
         while !self.shared.stopping.load(Ordering::Acquire) {
             let conn = match self.listener.accept() {
                 Ok(conn) => conn,
@@ -186,29 +213,26 @@ impl Server {
             if self.shared.stopping.load(Ordering::Acquire) {
                 break;
             }
-            conn_id += 1;
-            threads.retain(|t| !t.is_finished());
-            let shared = Arc::clone(&self.shared);
-            let id = conn_id;
-            match spawn_conn(shared, id, conn, None) {
-                Ok(t) => threads.push(t),
-                Err(_) => continue, // no thread for it: the connection was closed
-            }
+            // Without a thread for it, the connection is closed: the client sees the error.
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let _ = spawn_conn(Arc::clone(&self.shared), id, conn, None);
         }
-        // Stop: every connection sees end of file; blocked calls see `stopping`.
-        for fd in self.shared.sockets.lock().values() {
-            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
-        }
-        for t in threads {
-            let _ = t.join();
-        }
-        // Connections made by `Split` have threads of their own; they end the same way.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !self.shared.sockets.lock().is_empty() && std::time::Instant::now() < deadline {
-            for fd in self.shared.sockets.lock().values() {
+        // Stop: every connection sees end of file (a call blocked on the server sees
+        // `stopping` within HANGUP_CHECK); wait for their threads, a bounded time.
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        let mut sockets = self.shared.sockets.lock();
+        while !sockets.is_empty() {
+            for fd in sockets.values() {
                 let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
             }
-            std::thread::sleep(Duration::from_millis(1));
+            if self
+                .shared
+                .closed
+                .wait_until(&mut sockets, deadline)
+                .timed_out()
+            {
+                break;
+            }
         }
         Ok(())
     }
@@ -225,7 +249,7 @@ fn spawn_conn(
     id: u64,
     conn: Connection,
     session: Option<Arc<Mutex<Session>>>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> std::io::Result<()> {
     conn.set_max_message_size(shared.max_message);
     if let Ok(dup) = conn.as_fd().try_clone_to_owned() {
         shared.sockets.lock().insert(id, dup);
@@ -237,15 +261,17 @@ fn spawn_conn(
             move || {
                 serve_conn(&shared, conn, session);
                 shared.sockets.lock().remove(&id);
+                shared.closed.notify_all();
             }
         });
-    if spawned.is_err() {
-        shared.sockets.lock().remove(&id);
+    match spawned {
+        Ok(_) => Ok(()), // detached: `serve` waits for its socket to leave `sockets`
+        Err(e) => {
+            shared.sockets.lock().remove(&id);
+            Err(e)
+        }
     }
-    spawned
 }
-
-static CONN_IDS: AtomicU64 = AtomicU64::new(1 << 40);
 
 fn serve_conn(shared: &Arc<Shared>, conn: Connection, joined: Option<Arc<Mutex<Session>>>) {
     let session = match joined {
@@ -287,15 +313,11 @@ fn serve_conn(shared: &Arc<Shared>, conn: Connection, joined: Option<Arc<Mutex<S
 }
 
 impl Shared {
-    /// Marks the server as stopping and wakes its accept loop by connecting to it (an
-    /// authenticated listener returns only completed handshakes).
+    /// Marks the server as stopping and wakes its accept loop: a listening socket that is
+    /// shut down polls readable and refuses `accept` (EINVAL), for Unix and TCP alike.
     fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        let _ = ipc_core::conn::connect_timeout(
-            &self.address,
-            Some(&self.authkey),
-            Some(Duration::from_secs(2)),
-        );
+        let _ = rustix::net::shutdown(&self.listening, rustix::net::Shutdown::Both);
     }
 }
 
@@ -496,8 +518,7 @@ fn manager_op(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, op: Op) -> Res
             } else {
                 new_session(shared)
             };
-            let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
-            // The thread is detached; `serve` waits for its socket to leave `sockets`.
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = spawn_conn(Arc::clone(shared), id, ours, Some(Arc::clone(&s))) {
                 leave(shared, &s);
                 return Err(Fault::Refused(format!("no thread for a connection: {e}")));
