@@ -9,6 +9,7 @@
 //! The binary is also its own "child program" for the daemon experiment: run with
 //! `daemon-child` or `daemon-orphan` it plays the main program of that experiment.
 
+mod manager;
 mod pool;
 mod processes;
 mod sync;
@@ -70,6 +71,7 @@ fn tour() -> Res {
     sync::run(epoch)?;
     processes::function_handles(epoch)?;
     pool::run(epoch)?;
+    manager::run(epoch)?;
     println!(
         "\nTour complete in {:.1} s.",
         (now_ms() - epoch) as f64 / 1000.0

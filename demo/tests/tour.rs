@@ -34,6 +34,13 @@ fn the_tour_runs_and_shows_each_experiment() {
         "look_up(3, 9_999, 123_456) = [Some(9), Some(99980001), None]",
         "past the pool's task timeout: the worker was killed and replaced",
         "200006 submitted, 200006 done (1 failed)",
+        "results: [(0, 0), (1, 2), (2, 4), (3, 6), (4, 8), (5, 10), (6, 12), (7, 14), (8, 16), (9, 18)]",
+        "consumer read ns.value = \"This is the value\"",
+        "the namespace prints as Namespace(value='This is the value')",
+        "4 processes x 250 fetch_add(1) = 1000",
+        "scores[\"remote\"] = 42",
+        "a client with a wrong key: ",
+        "server killed; a proxy call: the manager's server is gone",
         "Tour complete",
     ] {
         assert!(
@@ -41,7 +48,7 @@ fn the_tour_runs_and_shows_each_experiment() {
             "missing {expected:?} in:\n{stdout}"
         );
     }
-    for heading in 1..=17 {
+    for heading in 1..=18 {
         assert!(
             stdout.contains(&format!("\n== {heading}. ")),
             "section {heading} missing"
