@@ -30,3 +30,10 @@ pub mod sync;
 
 /// Give up on a handshake or a join after this long: a hang is a bug, never a result.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The workspace README's examples run as doc tests here (a tooling crate, the one library that
+/// sees every layer they use: the pool and the manager are siblings), so the front page cannot
+/// go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

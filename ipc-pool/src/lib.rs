@@ -121,9 +121,3 @@ pub use insights::{ChunkSizes, EarlierWorkers, Insights, KEPT_GONE, WorkerInsigh
 pub use job::{AsyncResult, ItemOutcome, as_completed, wait_any};
 pub use pool::{Builder, Chunking, Pool};
 pub use stateful::{Stateful, WorkerExit};
-
-/// The workspace README's examples run as doc tests here (the crate that sees every layer they
-/// use), so the front page cannot go stale.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
