@@ -72,25 +72,30 @@ fn a_client_killed_holding_a_lock_leaves_it_owner_died() {
     let m = Manager::start().unwrap();
     let lock = m.lock().unwrap();
     let held = m.event().unwrap();
-    let holder = ipc_core::process::spawn((lock.clone(), held.clone()), hold_lock).unwrap();
-    let _reap = common::Reap(&holder);
-    assert!(held.wait_timeout(LONG).unwrap());
-    assert!(!lock.try_acquire().unwrap());
-    let waiter = {
-        let lock = lock.clone();
-        std::thread::spawn(move || lock.acquire_timeout(LONG))
-    };
-    holder.kill().unwrap();
-    assert_eq!(holder.join_timeout(LONG).unwrap(), -9);
-    match waiter.join().unwrap() {
-        Err(Error::OwnerDied) => {}
-        other => panic!("expected OwnerDied, got {other:?}"),
+    for method in common::METHODS {
+        held.clear().unwrap();
+        let holder = common::builder(method)
+            .spawn((lock.clone(), held.clone()), hold_lock)
+            .unwrap();
+        let _reap = common::Reap(&holder);
+        assert!(held.wait_timeout(LONG).unwrap(), "{method}");
+        assert!(!lock.try_acquire().unwrap());
+        let waiter = {
+            let lock = lock.clone();
+            std::thread::spawn(move || lock.acquire_timeout(LONG))
+        };
+        holder.kill().unwrap();
+        assert_eq!(holder.join_timeout(LONG).unwrap(), -9);
+        match waiter.join().unwrap() {
+            Err(Error::OwnerDied) => {}
+            other => panic!("{method}: expected OwnerDied, got {other:?}"),
+        }
+        // The report came with the lock: we hold it, and it works as before.
+        assert!(lock.is_locked().unwrap());
+        lock.release().unwrap();
+        assert!(lock.try_acquire().unwrap());
+        lock.release().unwrap();
     }
-    // The report came with the lock: we hold it, and it works as before.
-    assert!(lock.is_locked().unwrap());
-    lock.release().unwrap();
-    assert!(lock.try_acquire().unwrap());
-    lock.release().unwrap();
 }
 
 fn create_and_wait((address, key, made): (String, Vec<u8>, Event)) {
@@ -341,30 +346,38 @@ fn cpython_112_restart_on_the_same_address() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn own_a_manager(report: Connection) {
-    let m = Manager::start().unwrap();
+fn own_a_manager((report, method): (Connection, StartMethod)) {
+    let m = Manager::builder().start_method(method).start().unwrap();
     report.send(&m.server_pid()).unwrap();
     std::thread::sleep(LONG * 4);
 }
 
+// The owner runs in a fresh single-threaded process, so that it may start its server by fork
+// too; the server is a daemon: its lifeline ends it with its owner.
 #[test]
-fn a_server_dies_within_a_second_of_its_owner() {
-    let (ours, theirs) = ipc_core::conn::pipe().unwrap();
-    let owner = Builder::new()
-        .start_method(StartMethod::Spawn)
-        .spawn(theirs, own_a_manager)
-        .unwrap();
-    let _reap = common::Reap(&owner);
-    let server: u32 = ours.recv_timeout(LONG).unwrap();
-    let _kill = common::KillOnPanic(vec![server]);
-    owner.kill().unwrap();
-    let killed = Instant::now();
-    assert!(wait_gone(server, LONG), "the server outlived its owner");
-    let took = killed.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "the server took {took:?} to die"
-    );
+fn a_server_dies_within_a_second_of_its_owner_under_every_start_method() {
+    for method in common::METHODS {
+        let (ours, theirs) = ipc_core::conn::pipe().unwrap();
+        let owner = Builder::new()
+            .start_method(StartMethod::Spawn)
+            .spawn((theirs, method), own_a_manager)
+            .unwrap();
+        let _reap = common::Reap(&owner);
+        let server: u32 = ours.recv_timeout(LONG).unwrap();
+        let _kill = common::KillOnPanic(vec![server]);
+        owner.kill().unwrap();
+        let killed = Instant::now();
+        assert!(
+            wait_gone(server, LONG),
+            "the server outlived its owner ({method})"
+        );
+        let took = killed.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "{method}: the server took {took:?} to die"
+        );
+        owner.join_timeout(LONG).unwrap();
+    }
 }
 
 // Checklist 113: the initializer runs in the server before it serves; one that panics fails
