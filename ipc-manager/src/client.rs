@@ -15,7 +15,6 @@
 //! sockets with its parent, so it refuses to call (proxies travel as arguments instead, which
 //! gives the child connections of its own).
 
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use ipc_core::conn::{Address, Connection};
@@ -292,7 +291,6 @@ impl Serialize for Handle {
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let w = Wire::<Connection>::deserialize(d)?;
-        let _ = w.conn.as_fd();
         Ok(Handle {
             client: Client::adopt(w.conn, w.server_pid),
             obj: w.obj,

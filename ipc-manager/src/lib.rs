@@ -63,5 +63,5 @@ pub use proxy::{
     Array, Barrier, Condition, Dict, Event, JoinableQueue, List, ListIter, Lock, LockGuard,
     Namespace, NamespaceSnapshot, Proxy, Queue, RLock, Semaphore, Value,
 };
-pub use server::Server;
+pub use server::{Server, serve};
 pub use wire::DEFAULT_MAX_MESSAGE;

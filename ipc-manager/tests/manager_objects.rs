@@ -1,5 +1,18 @@
-//! Every proxy kind's behaviour against a real server process (checklist items 110, 114, 115,
-//! 118 and 119, ported; see the crate README for those not applicable).
+//! Every proxy kind's behaviour against a real server process.
+//!
+//! The CPython checklist for managers (`python-behaviours.md` 109-121):
+//! - ported here: 110 (shutdown, exit code 0), 114 (list: slices, extend, live iteration; no
+//!   operators `+`, `*=`: Rust proxies have methods), 115 (dict methods; `keys`/`items` are
+//!   snapshots, so "changed size during iteration" cannot happen), 118 (namespace; inverted on
+//!   purpose: every name lives on the server, Rust has no local `_private` attributes), 119
+//!   (locks, semaphores, events, conditions, barriers, queues, values, arrays);
+//! - ported in `manager_processes.rs`: 119 (every kind used from a child);
+//! - ported in `manager_failures.rs`: 111 (TCP with an authkey, a second program, str/None/bool/
+//!   float/bytes exchanged), 112 (restart on the same address), 113 (initializer; a
+//!   non-callable one cannot be written in Rust);
+//! - not applicable: 109, 116, 117 (custom types and nested proxies: the next manager issue),
+//!   119's manager `Pool` and 120 (the pool and the manager are layer-2 siblings), 121 (Python
+//!   reference cycles).
 
 use std::time::Duration;
 

@@ -47,6 +47,13 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 /// How long a connection may stay silent before its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Serves a manager at `address` for clients that know `authkey`, in the calling thread, until
+/// a client asks for shutdown: [`Server::bind`] then [`Server::serve`] (bind first to learn a
+/// TCP port picked by the kernel).
+pub fn serve(address: &Address, authkey: &[u8]) -> Result<()> {
+    Server::bind(address, authkey)?.serve()
+}
+
 /// A manager server bound to its address, not yet serving.
 ///
 /// [`Manager::start`](crate::Manager::start) runs one in a child process; `Server` runs one in
