@@ -56,24 +56,13 @@ impl Client {
                 version: wire::VERSION,
             },
         )?;
-        Ok(Client {
-            inner: Arc::new(Inner {
-                pid: std::process::id(),
-                server_pid: welcome.pid,
-                reconnect: Some(Reconnect {
-                    address: address.clone(),
-                    authkey: authkey.to_vec(),
-                    welcome,
-                }),
-                control: Mutex::new(conn),
-                idle: Mutex::new(Vec::new()),
-            }),
-        })
+        Ok(Client::in_session(conn, address, authkey, welcome))
     }
 
-    /// The owner's client of a server it started: `conn` is already in the session
-    /// `welcome` names.
-    pub(crate) fn owner(
+    /// A client whose first connection `conn` is in the session `welcome` names (opened by
+    /// `connect`, or the pipe a started manager's owner made), and that opens more with the
+    /// key.
+    pub(crate) fn in_session(
         conn: Connection,
         address: &Address,
         authkey: &[u8],

@@ -188,7 +188,7 @@ impl Builder {
         };
         let address: Address = address.parse()?;
         // The pipe that carried the report is our first connection, already in a session.
-        let client = Client::owner(report, &address, &authkey, welcome);
+        let client = Client::in_session(report, &address, &authkey, welcome);
         Ok(Manager {
             client,
             address,

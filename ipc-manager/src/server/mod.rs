@@ -176,15 +176,7 @@ impl Server {
     /// owner `Ok((address, welcome))` on it.
     pub(crate) fn adopt_owner(&self, conn: Connection) -> Result<()> {
         let session = new_session(&self.shared);
-        let welcome = {
-            let s = session.lock();
-            Welcome {
-                version: wire::VERSION,
-                session: s.id,
-                ticket: s.ticket,
-                pid: self.shared.pid,
-            }
-        };
+        let welcome = welcome(&self.shared, &session);
         conn.send(&Ok::<_, String>((self.address().to_string(), welcome)))?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         spawn_conn(Arc::clone(&self.shared), id, conn, Some(session))
@@ -361,20 +353,25 @@ fn hello(shared: &Shared, conn: &Connection) -> Option<Arc<Mutex<Session>>> {
             }
         }
     };
-    let welcome = {
-        let s = session.lock();
-        Welcome {
-            version: wire::VERSION,
-            session: s.id,
-            ticket: s.ticket,
-            pid: shared.pid,
-        }
-    };
-    if conn.send(&Ok::<_, Fault>(welcome)).is_err() {
+    if conn
+        .send(&Ok::<_, Fault>(welcome(shared, &session)))
+        .is_err()
+    {
         leave(shared, &session);
         return None;
     }
     Some(session)
+}
+
+/// What a client learns of its session.
+fn welcome(shared: &Shared, session: &Mutex<Session>) -> Welcome {
+    let s = session.lock();
+    Welcome {
+        version: wire::VERSION,
+        session: s.id,
+        ticket: s.ticket,
+        pid: shared.pid,
+    }
 }
 
 /// A new session with one connection.

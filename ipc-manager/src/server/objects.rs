@@ -125,38 +125,23 @@ impl Object {
 
     /// Runs one operation.
     pub(crate) fn call(&self, caller: &Caller<'_>, op: Op) -> Result<Out, Fault> {
-        let no_such = |op: &Op| Fault::NoSuchMethod {
-            kind: self.kind().into(),
-            op: op_name(op),
+        let result = match self {
+            Object::Map { map, .. } => map_op(&mut map.lock(), op),
+            Object::Seq { fixed, items } => seq_op(&mut items.lock(), *fixed, op),
+            Object::Value(v) => value_op(&mut v.lock(), op),
+            Object::Queue(q) => q.call(caller, op),
+            Object::Lock(l) => l.call(caller, op),
+            Object::Semaphore(s) => s.call(caller, op),
+            Object::Event(e) => e.call(caller, op),
+            Object::Condition(c) => c.call(caller, op),
+            Object::Barrier(b) => b.call(caller, op),
         };
-        match self {
-            Object::Map { map, .. } => {
-                map_op(&mut map.lock(), op).map_err(|e| e.unwrap_or_else(|op| no_such(&op)))
-            }
-            Object::Seq { fixed, items } => seq_op(&mut items.lock(), *fixed, op)
-                .map_err(|e| e.unwrap_or_else(|op| no_such(&op))),
-            Object::Value(v) => {
-                value_op(&mut v.lock(), op).map_err(|e| e.unwrap_or_else(|op| no_such(&op)))
-            }
-            Object::Queue(q) => q
-                .call(caller, op)
-                .map_err(|e| e.unwrap_or_else(|op| no_such(&op))),
-            Object::Lock(l) => l
-                .call(caller, op)
-                .map_err(|e| e.unwrap_or_else(|op| no_such(&op))),
-            Object::Semaphore(s) => s
-                .call(caller, op)
-                .map_err(|e| e.unwrap_or_else(|op| no_such(&op))),
-            Object::Event(e) => e
-                .call(caller, op)
-                .map_err(|e| e.unwrap_or_else(|op| no_such(&op))),
-            Object::Condition(c) => c
-                .call(caller, op)
-                .map_err(|e| e.unwrap_or_else(|op| no_such(&op))),
-            Object::Barrier(b) => b
-                .call(caller, op)
-                .map_err(|e| e.unwrap_or_else(|op| no_such(&op))),
-        }
+        result.map_err(|e| {
+            e.unwrap_or_else(|op| Fault::NoSuchMethod {
+                kind: self.kind().into(),
+                op: op_name(&op),
+            })
+        })
     }
 }
 
