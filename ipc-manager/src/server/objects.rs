@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::sync::{Barrier, Condition, Event, Lock, Queue, Semaphore};
+use super::sync::{Barrier, Condition, Event, Lock, OpResult, Queue, Semaphore, fault};
 use super::{Caller, op_name};
 use crate::wire::{At, Blob, Fault, Init, Op, Out, Update, UpdateFn};
 
@@ -37,7 +37,7 @@ pub(crate) enum Object {
     },
     Value(Mutex<Blob>),
     Queue(Queue),
-    Lock(Lock),
+    Lock(Arc<Lock>),
     Semaphore(Semaphore),
     Event(Event),
     Condition(Condition),
@@ -66,18 +66,18 @@ impl Object {
             },
             Init::Value(v) => Object::Value(Mutex::new(v)),
             Init::Queue { maxsize, joinable } => Object::Queue(Queue::new(maxsize, joinable)),
-            Init::Lock { reentrant } => Object::Lock(Lock::new(reentrant)),
+            Init::Lock { reentrant } => Object::Lock(Arc::new(Lock::new(reentrant))),
             Init::Semaphore { value, bounded } => Object::Semaphore(Semaphore::new(value, bounded)),
             Init::Event => Object::Event(Event::default()),
             Init::Condition { .. } => {
-                let lock = match lock {
-                    Some(l) if matches!(*l, Object::Lock(_)) => l,
+                let lock = match lock.as_deref() {
+                    Some(Object::Lock(l)) => Arc::clone(l),
                     Some(_) => {
                         return Err(Fault::Refused(
                             "a condition's lock must be a manager Lock or RLock".into(),
                         ));
                     }
-                    None => Arc::new(Object::Lock(Lock::new(true))),
+                    None => Arc::new(Lock::new(true)),
                 };
                 Object::Condition(Condition::new(lock))
             }
@@ -143,15 +143,6 @@ impl Object {
             })
         })
     }
-}
-
-/// An operation's failure: a fault, or the operation itself when the kind has no such method
-/// (`Err(op)`, made into `NoSuchMethod` by `Object::call`).
-pub(crate) type OpResult = Result<Out, Result<Fault, Op>>;
-
-/// A fault as an [`OpResult`] error.
-pub(crate) fn fault(f: Fault) -> Result<Fault, Op> {
-    Ok(f)
 }
 
 fn map_op(map: &mut HashMap<Blob, Blob>, op: Op) -> OpResult {
@@ -339,7 +330,7 @@ fn value_op(value: &mut Blob, op: Op) -> OpResult {
             update,
         } => {
             let old = value.clone();
-            match run_update(&update, Some(old.clone()))? {
+            match run_update(&update, Some(old.clone())).map_err(fault)? {
                 Some(new) => {
                     *value = new.clone();
                     Out::Updated(Some(old), Some(new))
@@ -372,11 +363,5 @@ fn run_update(update: &Update, current: Option<Blob>) -> Result<Option<Blob>, Fa
             "the update function panicked: {}",
             crate::error::panic_message(&*p)
         ))),
-    }
-}
-
-impl From<Fault> for Result<Fault, Op> {
-    fn from(f: Fault) -> Self {
-        Ok(f)
     }
 }

@@ -27,9 +27,24 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::objects::{Object, OpResult, fault};
 use super::{Caller, HANGUP_CHECK};
 use crate::wire::{Blob, Fault, Op, Out};
+
+/// An operation's failure: a fault, or the operation itself when the kind has no such method
+/// (`Err(op)`, made into `NoSuchMethod` by `Object::call`).
+pub(crate) type OpResult = Result<Out, Result<Fault, Op>>;
+
+/// A fault as an [`OpResult`] error.
+pub(crate) fn fault(f: Fault) -> Result<Fault, Op> {
+    Ok(f)
+}
+
+impl From<Fault> for Result<Fault, Op> {
+    /// A fault from `?` in an operation.
+    fn from(f: Fault) -> Self {
+        Ok(f)
+    }
+}
 
 /// Waits on `cv` until `done` holds, the timeout passes ([`Fault::Timeout`]), the client hangs
 /// up or the server stops.
@@ -366,7 +381,7 @@ impl Event {
 // ---------------------------------------------------------------------------------------------
 
 pub(crate) struct Condition {
-    lock: Arc<Object>,
+    lock: Arc<Lock>,
     state: Mutex<CondState>,
     cv: Condvar,
 }
@@ -377,7 +392,7 @@ struct CondState {
 }
 
 impl Condition {
-    pub(crate) fn new(lock: Arc<Object>) -> Condition {
+    pub(crate) fn new(lock: Arc<Lock>) -> Condition {
         Condition {
             lock,
             state: Mutex::new(CondState {
@@ -389,10 +404,7 @@ impl Condition {
     }
 
     fn lock(&self) -> &Lock {
-        match &*self.lock {
-            Object::Lock(l) => l,
-            _ => unreachable!("checked when the condition was made"),
-        }
+        &self.lock
     }
 
     pub(crate) fn session_ended(&self, session: u64) {
