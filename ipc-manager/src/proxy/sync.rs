@@ -46,32 +46,42 @@ fn release(h: &Shared) -> Result<()> {
     unit(h, Op::ReleaseLock { owner: owner() })
 }
 
-/// Methods shared by [`Lock`], [`RLock`] and [`Condition`] (which is used through its lock).
-macro_rules! lock_methods {
+/// `acquire`, `try_acquire`, `acquire_timeout` and `release`: of [`Lock`], [`RLock`],
+/// [`Condition`] (its lock) and [`Semaphore`] (one unit).
+macro_rules! acquire_methods {
     ($name:ident) => {
         impl $name {
-            /// Takes the lock, waiting as long as it takes. [`Error::OwnerDied`]: taken, but
-            /// its previous holder died holding it.
+            /// Takes it, waiting as long as it takes. For a lock, [`Error::OwnerDied`]: taken,
+            /// but its previous holder died holding it.
             pub fn acquire(&self) -> Result<()> {
                 acquire(&self.h, None).map(drop)
             }
 
-            /// Takes the lock if it is free; whether it was taken.
+            /// Takes it if it is free; whether it was taken.
             pub fn try_acquire(&self) -> Result<bool> {
                 acquire(&self.h, Some(0))
             }
 
-            /// Takes the lock, waiting at most `timeout`; whether it was taken.
+            /// Takes it, waiting at most `timeout`; whether it was taken.
             pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
                 acquire(&self.h, millis(timeout))
             }
 
-            /// Releases the lock; [`Error::NotHeld`] if this process (for an RLock: this
-            /// thread) does not hold it.
+            /// Gives it back: [`Error::NotHeld`] for a lock this process (for an RLock: this
+            /// thread) does not hold, or a bounded semaphore past its initial value.
             pub fn release(&self) -> Result<()> {
                 release(&self.h)
             }
+        }
+    };
+}
 
+/// The guard and the snapshot of [`Lock`], [`RLock`] and [`Condition`] (its lock).
+macro_rules! lock_methods {
+    ($name:ident) => {
+        acquire_methods!($name);
+
+        impl $name {
             /// Takes the lock and returns a guard that releases it when dropped.
             #[doc(alias = "__enter__")]
             pub fn lock(&self) -> Result<LockGuard<'_>> {
@@ -164,28 +174,9 @@ pub struct Semaphore {
 }
 proxy_traits!(Semaphore, ["Semaphore", "BoundedSemaphore"]);
 
+acquire_methods!(Semaphore);
+
 impl Semaphore {
-    /// Takes one unit, waiting while there is none.
-    pub fn acquire(&self) -> Result<()> {
-        acquire(&self.h, None).map(drop)
-    }
-
-    /// Takes one unit if there is one; whether it did.
-    pub fn try_acquire(&self) -> Result<bool> {
-        acquire(&self.h, Some(0))
-    }
-
-    /// Takes one unit, waiting at most `timeout`; whether it did.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        acquire(&self.h, millis(timeout))
-    }
-
-    /// Gives one unit back; for a bounded semaphore, past its initial value is
-    /// [`Error::NotHeld`].
-    pub fn release(&self) -> Result<()> {
-        release(&self.h)
-    }
-
     /// The units available now.
     pub fn value(&self) -> Result<u64> {
         Ok(counts(&self.h)?[0])
