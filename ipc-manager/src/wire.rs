@@ -26,7 +26,7 @@
 //!
 //! ```text
 //! object states:  created (one reference, by its creator's session)
-//!   --Retain/transfer--> more references --Release/session end--> fewer
+//!   --Share/Claim, Lookup--> more references --Release/session end--> fewer
 //!   --last reference gone--> freed (a later call naming it: Fault::NoSuchObject)
 //! ```
 //!
@@ -129,8 +129,6 @@ pub(crate) enum Op {
     // The manager's.
     /// A new object, referenced once by the caller's session.
     Create(Init),
-    /// One more reference to `obj` for the caller's session.
-    Retain,
     /// One reference fewer.
     Release,
     /// A connection made by the server, handed over as a descriptor (Unix sockets only): of

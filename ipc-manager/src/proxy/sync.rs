@@ -17,7 +17,7 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use super::{Shared, count, counts, flag, millis, proxy_traits, unit};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::wire::{Op, Out};
 
 /// This thread's owner number (an RLock is held by a thread of a process).
@@ -51,7 +51,7 @@ fn release(h: &Shared) -> Result<()> {
 macro_rules! acquire_methods {
     ($name:ident) => {
         impl $name {
-            /// Takes it, waiting as long as it takes. For a lock, [`Error::OwnerDied`]: taken,
+            /// Takes it, waiting as long as it takes. For a lock, [`Error::OwnerDied`](crate::Error::OwnerDied): taken,
             /// but its previous holder died holding it.
             pub fn acquire(&self) -> Result<()> {
                 acquire(&self.h, None).map(drop)
@@ -67,7 +67,7 @@ macro_rules! acquire_methods {
                 acquire(&self.h, millis(timeout))
             }
 
-            /// Gives it back: [`Error::NotHeld`] for a lock this process (for an RLock: this
+            /// Gives it back: [`Error::NotHeld`](crate::Error::NotHeld) for a lock this process (for an RLock: this
             /// thread) does not hold, or a bounded semaphore past its initial value.
             pub fn release(&self) -> Result<()> {
                 release(&self.h)
@@ -352,7 +352,7 @@ impl Barrier {
     }
 
     /// [`wait`](Self::wait) for at most `timeout`; a timeout breaks the barrier
-    /// ([`Error::Broken`] here and for every party).
+    /// ([`Error::Broken`](crate::Error::Broken) here and for every party).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u64> {
         count(
             &self.h,
@@ -363,12 +363,12 @@ impl Barrier {
         )
     }
 
-    /// Breaks the barrier: waiting and later parties get [`Error::Broken`].
+    /// Breaks the barrier: waiting and later parties get [`Error::Broken`](crate::Error::Broken).
     pub fn abort(&self) -> Result<()> {
         unit(&self.h, Op::Abort)
     }
 
-    /// Returns the barrier to its initial state; parties waiting get [`Error::Broken`].
+    /// Returns the barrier to its initial state; parties waiting get [`Error::Broken`](crate::Error::Broken).
     pub fn reset(&self) -> Result<()> {
         unit(&self.h, Op::Reset)
     }
@@ -387,9 +387,4 @@ impl Barrier {
     pub fn is_broken(&self) -> Result<bool> {
         Ok(counts(&self.h)?[2] == 1)
     }
-}
-
-#[allow(dead_code)]
-fn _unused(e: Error) -> Error {
-    e
 }

@@ -436,10 +436,6 @@ fn dispatch(
         .map(|(o, _)| Arc::clone(o))
         .ok_or(Fault::NoSuchObject(req.obj))?;
     match req.op {
-        Op::Retain => {
-            retain(caller.shared, session, req.obj, object);
-            Ok(Out::Unit)
-        }
         Op::Publish(name) => {
             let shared = caller.shared;
             if let Some(refs) = shared.objects.lock().get_mut(&req.obj) {
