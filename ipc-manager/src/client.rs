@@ -8,21 +8,37 @@
 //!              its call. A new one comes from the authkey (connect + Hello::Join) or, for a
 //!              client that has no key, from the server over `control` (Op::Split, Unix only)
 //! Handle     (object id, Client): what a proxy and its clones share; dropped -> Op::Release
-//! transfer   a proxy serialized for another process: a connection of a *new* session,
-//!            given a reference through Share/Claim, travels as a descriptor (never the key)
+//! ```
+//! A proxy serializes in one of three ways, by what the thread is doing ([`Mode`]):
+//! ```text
+//! Travel  (default: a process argument, a Connection message) a connection of a *new*
+//!         session, given a reference through Share/Claim, travels as a descriptor (never the
+//!         key): Wire::Travel{obj, server, conn}
+//! Store   (Client::store: a value for the server to keep) Wire::Held(obj), and the id joins
+//!         the item's header (see the wire notes); a proxy of another server is refused
+//! Plain   (a key, an update's operand) refused: the server compares keys as bytes and cannot
+//!         decode a proxy
+//! ```
+//! and decodes `Held(obj)` only in Client::load, which turns the item's header into handles
+//! first (the server gave the session a reference for each) and releases those the value
+//! does not take.
 //! ```
 //! A client belongs to the process that made it: a copy inherited through `fork` would share
 //! sockets with its parent, so it refuses to call (proxies travel as arguments instead, which
 //! gives the child connections of its own).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use ipc_core::conn::{Address, Connection};
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::wire::{self, Fault, Hello, MANAGER, Op, Out, Request, Welcome};
+use crate::wire::{
+    self, Blob, Fault, Hello, Item, MANAGER, Op, Out, Request, ServerId, Welcome, item_ids,
+};
 
 /// A process's connections to one server (cheap to clone).
 #[derive(Clone)]
@@ -35,7 +51,7 @@ struct Inner {
     pid: u32,
     /// How to open another connection of this session: the address, the key, the session.
     reconnect: Option<Reconnect>,
-    server_pid: u32,
+    server: ServerId,
     control: Mutex<Connection>,
     idle: Mutex<Vec<Connection>>,
 }
@@ -71,7 +87,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 pid: std::process::id(),
-                server_pid: welcome.pid,
+                server: welcome.server,
                 reconnect: Some(Reconnect {
                     address: address.clone(),
                     authkey: authkey.to_vec(),
@@ -84,11 +100,11 @@ impl Client {
     }
 
     /// A client on a connection the server made (a proxy received from another process).
-    fn adopt(conn: Connection, server_pid: u32) -> Client {
+    fn adopt(conn: Connection, server: ServerId) -> Client {
         Client {
             inner: Arc::new(Inner {
                 pid: std::process::id(),
-                server_pid,
+                server,
                 reconnect: None,
                 control: Mutex::new(conn),
                 idle: Mutex::new(Vec::new()),
@@ -97,7 +113,84 @@ impl Client {
     }
 
     pub(crate) fn server_pid(&self) -> u32 {
-        self.inner.server_pid
+        self.inner.server.pid
+    }
+
+    /// `value` as an item for this client's server to store (proxies of that server inside it
+    /// become references).
+    pub(crate) fn store<T: Serialize + ?Sized>(&self, value: &T) -> Result<Item> {
+        self.store_with(|buf| Ok(ipc_core::codec::encode_plain(value, buf)?))
+    }
+
+    /// Each value as an item. The caller keeps `values` until the server has them: a proxy
+    /// among them is what keeps its object alive until the server holds it.
+    pub(crate) fn store_each<T: Serialize>(&self, values: &[T]) -> Result<Vec<Item>> {
+        values.iter().map(|v| self.store(v)).collect()
+    }
+
+    /// An item for this client's server, encoded by `f` (appending to the buffer it is given):
+    /// the proxies of that server it serializes become references.
+    pub(crate) fn store_with(&self, f: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<Item> {
+        let mut buf = vec![0u8]; // the header of an item without proxies
+        let guard = ModeGuard::set(Mode::Store {
+            server: self.inner.server,
+            ids: Vec::new(),
+        });
+        let res = f(&mut buf);
+        let Mode::Store { ids, .. } = guard.finish() else {
+            unreachable!("the mode is restored by its setter")
+        };
+        res.map_err(refusal)?;
+        if ids.is_empty() {
+            return Ok(Blob::from(buf));
+        }
+        let mut item = Vec::with_capacity(buf.len() + 1 + 10 * ids.len());
+        wire::put_varint(&mut item, ids.len() as u64);
+        for id in ids {
+            wire::put_varint(&mut item, id);
+        }
+        item.extend_from_slice(&buf[1..]);
+        Ok(Blob::from(item))
+    }
+
+    /// A value from an item this client's server returned.
+    pub(crate) fn load<T: DeserializeOwned>(&self, item: &[u8]) -> Result<T> {
+        self.load_with(item, |bytes| Ok(ipc_core::codec::decode_plain(bytes)?))
+    }
+
+    /// Releases the references an item this client's server returned gave (every returned
+    /// item is loaded or discarded).
+    pub(crate) fn discard(&self, item: &[u8]) -> Result<()> {
+        self.load_with(item, |_| Ok(()))
+    }
+
+    /// A value from an item this client's server returned, decoded by `f`: the proxies the
+    /// item names are there for `f` to take; the ones it leaves are released.
+    pub(crate) fn load_with<T>(
+        &self,
+        item: &[u8],
+        f: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        let (ids, bytes) = item_ids(item).ok_or_else(|| {
+            Error::Refused("the server returned a value without its header".into())
+        })?;
+        if ids.is_empty() {
+            return f(bytes);
+        }
+        let handles = ids
+            .into_iter()
+            .map(|obj| {
+                Some(Handle {
+                    client: self.clone(),
+                    obj,
+                })
+            })
+            .collect();
+        let guard = ModeGuard::set(Mode::Load { handles });
+        let res = f(bytes);
+        let unused = guard.finish();
+        drop(unused); // releases the references the value did not take
+        res.map_err(refusal)
     }
 
     /// Whether this is the process the client was made in.
@@ -243,6 +336,16 @@ impl Handle {
     pub(crate) fn call(&self, op: Op) -> Result<Out> {
         self.client.call(self.obj, op)
     }
+
+    /// `value` as an item for the server (see [`Client::store`]).
+    pub(crate) fn store<T: Serialize + ?Sized>(&self, value: &T) -> Result<Item> {
+        self.client.store(value)
+    }
+
+    /// A value from an item the server returned (see [`Client::load`]).
+    pub(crate) fn load<T: DeserializeOwned>(&self, item: &[u8]) -> Result<T> {
+        self.client.load(item)
+    }
 }
 
 impl Drop for Handle {
@@ -253,36 +356,139 @@ impl Drop for Handle {
     }
 }
 
-/// A proxy's bytes: the object and a connection of its own (as a descriptor).
+/// How this thread serializes and decodes proxies now (see the module notes).
+enum Mode {
+    Travel,
+    Store { server: ServerId, ids: Vec<u64> },
+    Load { handles: Vec<Option<Handle>> },
+    Plain,
+}
+
+thread_local! {
+    static MODE: RefCell<Mode> = const { RefCell::new(Mode::Travel) };
+    // postcard drops the text of custom serde errors: the proxy hooks leave theirs here.
+    static REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Sets the mode; restores the one before when finished or dropped (also on unwinding).
+struct ModeGuard(Option<Mode>);
+
+impl ModeGuard {
+    fn set(mode: Mode) -> ModeGuard {
+        let _ = REFUSAL.try_with(|r| r.borrow_mut().take());
+        ModeGuard(Some(MODE.replace(mode)))
+    }
+
+    /// The mode as the work left it.
+    fn finish(mut self) -> Mode {
+        MODE.replace(self.0.take().expect("finished once"))
+    }
+}
+
+impl Drop for ModeGuard {
+    fn drop(&mut self) {
+        if let Some(before) = self.0.take() {
+            let _ = MODE.try_with(|m| m.replace(before));
+        }
+    }
+}
+
+/// Runs `f` with keys and operands in mind: a proxy inside is refused.
+pub(crate) fn plain<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
+    let guard = ModeGuard::set(Mode::Plain);
+    let res = f();
+    drop(guard.finish());
+    res.map_err(refusal)
+}
+
+/// A codec error, or the reason a proxy hook gave (which postcard drops).
+fn refusal(e: Error) -> Error {
+    match REFUSAL.try_with(|r| r.borrow_mut().take()).ok().flatten() {
+        Some(msg) => Error::Refused(msg),
+        None => e,
+    }
+}
+
+fn refuse<E: serde::ser::Error>(msg: &str) -> E {
+    let _ = REFUSAL.try_with(|r| *r.borrow_mut() = Some(msg.to_string()));
+    E::custom(msg)
+}
+
+/// A proxy's bytes: with a connection of its own (as a descriptor) for another process, or
+/// its id inside a value its server stores.
 #[derive(Serialize, Deserialize)]
-struct Wire<C> {
-    obj: u64,
-    server_pid: u32,
-    conn: C,
+enum Wire<C> {
+    Travel { obj: u64, server: ServerId, conn: C },
+    Held(u64),
 }
 
 impl Serialize for Handle {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let conn = self
-            .client
-            .transfer(self.obj)
-            .map_err(|e| serde::ser::Error::custom(format!("a proxy cannot travel: {e}")))?;
-        // The connection's descriptor is duplicated into the message; ours closes on return.
-        Wire {
-            obj: self.obj,
-            server_pid: self.client.server_pid(),
-            conn: &conn,
+        enum Then {
+            Travel,
+            Held,
+            Refuse(&'static str),
         }
-        .serialize(s)
+        let then = MODE
+            .try_with(|m| match &mut *m.borrow_mut() {
+                Mode::Travel | Mode::Load { .. } => Then::Travel,
+                Mode::Store { server, ids } if *server == self.client.inner.server => {
+                    ids.push(self.obj);
+                    Then::Held
+                }
+                Mode::Store { .. } => {
+                    Then::Refuse("a proxy can be stored only in an object of its own manager")
+                }
+                Mode::Plain => {
+                    Then::Refuse("a proxy cannot be part of a key or of an update's operand")
+                }
+            })
+            .unwrap_or(Then::Travel);
+        match then {
+            Then::Held => Wire::<()>::Held(self.obj).serialize(s),
+            Then::Refuse(msg) => Err(refuse(msg)),
+            Then::Travel => {
+                let conn = self.client.transfer(self.obj).map_err(|e| {
+                    serde::ser::Error::custom(format!("a proxy cannot travel: {e}"))
+                })?;
+                // The connection's descriptor is duplicated into the message; ours closes on
+                // return.
+                Wire::Travel {
+                    obj: self.obj,
+                    server: self.client.inner.server,
+                    conn: &conn,
+                }
+                .serialize(s)
+            }
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let w = Wire::<Connection>::deserialize(d)?;
-        Ok(Handle {
-            client: Client::adopt(w.conn, w.server_pid),
-            obj: w.obj,
-        })
+        match Wire::<Connection>::deserialize(d)? {
+            Wire::Travel { obj, server, conn } => Ok(Handle {
+                client: Client::adopt(conn, server),
+                obj,
+            }),
+            Wire::Held(obj) => {
+                let taken = MODE
+                    .try_with(|m| match &mut *m.borrow_mut() {
+                        Mode::Load { handles } => handles
+                            .iter_mut()
+                            .find(|h| h.as_ref().is_some_and(|h| h.obj == obj))
+                            .and_then(Option::take),
+                        _ => None,
+                    })
+                    .ok()
+                    .flatten();
+                taken.ok_or_else(|| {
+                    let msg = "a proxy stored in a manager's object can be read only through a \
+                               proxy of that manager";
+                    let _ = REFUSAL.try_with(|r| *r.borrow_mut() = Some(msg.to_string()));
+                    serde::de::Error::custom(msg)
+                })
+            }
+        }
     }
 }

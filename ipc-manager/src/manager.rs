@@ -414,8 +414,8 @@ impl Manager {
 
     /// A new [`List`] holding `items`.
     pub fn list<T: Serialize>(&self, items: impl IntoIterator<Item = T>) -> Result<List<T>> {
-        let items = items.into_iter().map(|i| enc(&i)).collect::<Result<_>>()?;
-        self.make(Init::List(items))
+        let items: Vec<T> = items.into_iter().collect();
+        self.make(Init::List(self.client.store_each(&items)?))
     }
 
     /// A new empty [`Namespace`].
@@ -425,13 +425,13 @@ impl Manager {
 
     /// A new [`Value`] holding `value`.
     pub fn value<T: Serialize>(&self, value: T) -> Result<Value<T>> {
-        self.make(Init::Value(enc(&value)?))
+        self.make(Init::Value(self.client.store(&value)?))
     }
 
     /// A new fixed-length [`Array`] holding `items`.
     pub fn array<T: Serialize>(&self, items: impl IntoIterator<Item = T>) -> Result<Array<T>> {
-        let items = items.into_iter().map(|i| enc(&i)).collect::<Result<_>>()?;
-        self.make(Init::Array(items))
+        let items: Vec<T> = items.into_iter().collect();
+        self.make(Init::Array(self.client.store_each(&items)?))
     }
 
     /// A new [`Queue`] of at most `maxsize` items (0: unbounded).

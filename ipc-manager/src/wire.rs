@@ -4,7 +4,7 @@
 //! client                                   server (one thread per connection)
 //!   connect ── ipc-core HMAC handshake, both ways (Listener/connect) ──> accepted
 //!   Hello::New{version} or Hello::Join{version, session, ticket} ──>
-//!                    <── Result<Welcome{version, session, ticket, pid}, Fault>
+//!                    <── Result<Welcome{version, session, ticket, server}, Fault>
 //!   Request{obj, op} ──>                                     (strictly alternating:
 //!                    <── Result<Out, Fault>                   one request, one reply)
 //!   ... until either side closes the socket
@@ -30,9 +30,29 @@
 //!   --last reference gone--> freed (a later call naming it: Fault::NoSuchObject)
 //! ```
 //!
-//! Values are postcard bytes that the server stores and compares but never interprets: keys
-//! compare by their encoding (equal values of the usual key types, integers, strings, tuples,
-//! encode equally). The only code the server runs for a client is a [`RemoteFn`] of the server's
+//! # Values, and proxies inside them
+//! Keys are postcard bytes. A value (an item, an element, a stored value) is an [`Item`]: the
+//! ids of the objects whose proxies it holds, then the value's postcard bytes, in which each
+//! such proxy is `Held{obj}` (a proxy that travels to a process is `Travel{..}` instead):
+//! ```text
+//! item:  varint n, n x varint object id, postcard bytes     (n = 0 for a plain value: 1 byte)
+//! ```
+//! The server stores and compares values as bytes and never interprets them: keys compare by
+//! their encoding (equal values of the usual key types, integers, strings, tuples, encode
+//! equally). It reads only an item's ids, and the ownership rule for proxies in transit is:
+//! ```text
+//! stored    an item's ids must name live objects of this server: the item holds one
+//!           reference to each for as long as it is stored (overwritten, removed, taken from a
+//!           queue, its container freed -> the references go)
+//! read      an item returned by a call gives the caller's session one reference per id
+//!           before the reply leaves; the client turns each into a proxy, and releases the
+//!           ones the value it decodes does not use
+//! sent      a proxy sent to a process holds a reference in a Share lease until claimed
+//! ```
+//! So an object is never freed while a stored value, a reply or a lease names it, and is freed
+//! once none does. A container that holds itself (directly or through others) is freed only
+//! when the server stops.
+//! The only code the server runs for a client is a [`RemoteFn`] of the server's
 //! own executable ([`Op::Apply`]), identified by ipc-core's function handle; a client built as
 //! another binary gets [`Fault::Function`] for it, never a jump to a foreign address.
 
@@ -43,7 +63,7 @@ use serde_bytes::ByteBuf;
 
 /// The protocol version; a client and a server of different versions refuse each other in the
 /// hello.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 /// The largest frame the server accepts by default (64 MiB); a larger one ends the connection.
 pub const DEFAULT_MAX_MESSAGE: u64 = 64 << 20;
@@ -79,7 +99,59 @@ pub(crate) struct Welcome {
     pub version: u32,
     pub session: u64,
     pub ticket: Ticket,
+    pub server: ServerId,
+}
+
+/// Which server: its process, and a random number drawn when it was bound (two servers of one
+/// process differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ServerId {
     pub pid: u32,
+    pub instance: u64,
+}
+
+/// A value as it travels and is stored: see [`item_ids`].
+pub(crate) type Item = Blob;
+
+/// Appends `n` as a LEB128 varint (postcard's integer encoding).
+pub(crate) fn put_varint(buf: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        buf.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    buf.push(n as u8);
+}
+
+/// A LEB128 varint at the start of `bytes`, and the bytes after it.
+fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut n = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        n |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((n, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// The object ids at the head of an item, and its postcard bytes; `None` for bytes that are
+/// not an item.
+pub(crate) fn item_ids(item: &[u8]) -> Option<(Vec<u64>, &[u8])> {
+    let (n, mut rest) = take_varint(item)?;
+    if n == 0 {
+        return Some((Vec::new(), rest));
+    }
+    // Each id takes at least one byte: a count beyond the bytes left is garbage.
+    if n > rest.len() as u64 {
+        return None;
+    }
+    let mut ids = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let (id, r) = take_varint(rest)?;
+        ids.push(id);
+        rest = r;
+    }
+    Some((ids, rest))
 }
 
 /// One call: an operation on an object ([`MANAGER`] for the manager's own).
@@ -93,10 +165,10 @@ pub(crate) struct Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Init {
     Dict,
-    List(Vec<Blob>),
+    List(Vec<Item>),
     Namespace,
-    Value(Blob),
-    Array(Vec<Blob>),
+    Value(Item),
+    Array(Vec<Item>),
     Queue { maxsize: u64, joinable: bool },
     Lock { reentrant: bool },
     Semaphore { value: u64, bounded: bool },
@@ -153,13 +225,13 @@ pub(crate) enum Op {
     /// Stop the server (it exits with code 0 once its connections are closed).
     Shutdown,
 
-    // Keyed objects (Dict, Namespace); Value and sequences use `None`/index forms below.
+    // Keyed objects (Dict, Namespace): keys are plain postcard bytes, values are items.
     Get(Blob),
-    Insert(Blob, Blob),
+    Insert(Blob, Item),
     Remove(Blob),
     Contains(Blob),
-    SetDefault(Blob, Blob),
-    Extend(Vec<(Blob, Blob)>),
+    SetDefault(Blob, Item),
+    Extend(Vec<(Blob, Item)>),
     Keys,
     Values,
     Items,
@@ -171,8 +243,8 @@ pub(crate) enum Op {
     /// encoding is `expected` (`None`: absent).
     CompareSet {
         at: At,
-        expected: Option<Blob>,
-        new: Option<Blob>,
+        expected: Option<Item>,
+        new: Option<Item>,
     },
     /// Run an update under the object's lock.
     Apply {
@@ -180,23 +252,23 @@ pub(crate) enum Op {
         update: Update,
     },
 
-    // Sequences (List, Array) and Value.
+    // Sequences (List, Array) and Value (`Remove` and `Contains` of a sequence take an item).
     Load,
-    Store(Blob),
+    Store(Item),
     Index(i64),
-    SetIndex(i64, Blob),
+    SetIndex(i64, Item),
     Slice {
         start: i64,
         stop: i64,
     },
-    Push(Blob),
-    Append(Vec<Blob>),
+    Push(Item),
+    Append(Vec<Item>),
     Pop(Option<i64>),
-    InsertAt(i64, Blob),
+    InsertAt(i64, Item),
 
     // Queues.
     Put {
-        item: Blob,
+        item: Item,
         timeout_ms: Option<u64>,
     },
     Take {
@@ -262,16 +334,18 @@ pub(crate) enum At {
 pub(crate) enum Out {
     Unit,
     Object(u64),
-    Blob(Blob),
-    Maybe(Option<Blob>),
+    Blob(Item),
+    Maybe(Option<Item>),
+    /// Items, or the keys of `Keys`.
     Blobs(Vec<Blob>),
-    Pairs(Vec<(Blob, Blob)>),
+    /// Keys and their items.
+    Pairs(Vec<(Blob, Item)>),
     Count(u64),
     Flag(bool),
     /// A compare-and-set's outcome: swapped, or the current encoding.
-    Swap(Result<(), Option<Blob>>),
+    Swap(Result<(), Option<Item>>),
     /// An update's outcome: the encodings before and after.
-    Updated(Option<Blob>, Option<Blob>),
+    Updated(Option<Item>, Option<Item>),
     Conn(Connection),
     Token(Ticket),
     /// A looked-up object: its id and kind.

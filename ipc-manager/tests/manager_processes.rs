@@ -13,26 +13,7 @@ use ipc_manager::{
 use serde::{Deserialize, Serialize};
 
 mod common;
-use common::{LONG, METHODS};
-
-/// Runs `scenario(method)` for each start method, each in a fresh single-threaded process (so
-/// that the fork start method needs no opt-in), and fails with the scenario's panic message.
-fn under_each(scenario: fn(StartMethod)) {
-    for method in METHODS {
-        let child = Builder::new()
-            .start_method(StartMethod::Spawn)
-            .spawn(method, scenario)
-            .unwrap();
-        let reap = common::Reap(&child);
-        child
-            .join_timeout(2 * LONG)
-            .unwrap_or_else(|e| panic!("the scenario under {method} did not end: {e}"));
-        drop(reap);
-        if let Err(e) = child.join() {
-            panic!("the scenario under {method} failed: {e}");
-        }
-    }
-}
+use common::{LONG, under_each};
 
 fn start(method: StartMethod) -> Manager {
     Manager::builder().start_method(method).start().unwrap()

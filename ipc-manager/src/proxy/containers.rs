@@ -22,7 +22,8 @@ use ipc_core::process::RemoteFn;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Shared, blob, blobs, count, dec, enc, flag, maybe, or_none, proxy_traits, unit};
+use super::{Shared, blob, blobs, count, dec, enc, flag, keys, maybe, or_none, proxy_traits, unit};
+use crate::client::Handle;
 use crate::error::{Error, Result};
 use crate::wire::{At, Blob, Op, Out, ServerFn, Update, UpdateFn};
 
@@ -79,20 +80,20 @@ fn run_add<V: Serialize + DeserializeOwned + AddAssign + Default>(
 }
 
 /// The value before an update (absent: `None`).
-fn before<V: DeserializeOwned>(out: Out) -> Result<(Option<V>, Option<V>)> {
+fn before<V: DeserializeOwned>(h: &Handle, out: Out) -> Result<(Option<V>, Option<V>)> {
     match out {
         Out::Updated(old, new) => Ok((
-            old.map(|b| dec(&b)).transpose()?,
-            new.map(|b| dec(&b)).transpose()?,
+            old.map(|b| h.load(&b)).transpose()?,
+            new.map(|b| h.load(&b)).transpose()?,
         )),
         other => Err(crate::client::unexpected(&other)),
     }
 }
 
-fn swap<V: DeserializeOwned>(out: Out) -> Result<std::result::Result<(), Option<V>>> {
+fn swap<V: DeserializeOwned>(h: &Handle, out: Out) -> Result<std::result::Result<(), Option<V>>> {
     match out {
         Out::Swap(Ok(())) => Ok(Ok(())),
-        Out::Swap(Err(current)) => Ok(Err(current.map(|b| dec(&b)).transpose()?)),
+        Out::Swap(Err(current)) => Ok(Err(current.map(|b| h.load(&b)).transpose()?)),
         other => Err(crate::client::unexpected(&other)),
     }
 }
@@ -130,7 +131,7 @@ where
     /// Sets `key` to `value`; returns the value it had.
     #[doc(alias = "__setitem__")]
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>> {
-        maybe(&self.h, Op::Insert(enc(&key)?, enc(&value)?))
+        maybe(&self.h, Op::Insert(enc(&key)?, self.h.store(&value)?))
     }
 
     /// The value of `key`.
@@ -167,17 +168,19 @@ where
     /// The value of `key`, after inserting `default` if it was absent (Python's `setdefault`).
     #[doc(alias = "setdefault")]
     pub fn get_or_insert(&self, key: K, default: V) -> Result<V> {
-        blob(&self.h, Op::SetDefault(enc(&key)?, enc(&default)?))
+        blob(&self.h, Op::SetDefault(enc(&key)?, self.h.store(&default)?))
     }
 
     /// Inserts every pair, in one call.
     #[doc(alias = "update")]
     pub fn extend(&self, pairs: impl IntoIterator<Item = (K, V)>) -> Result<()> {
-        let pairs = pairs
-            .into_iter()
-            .map(|(k, v)| Ok((enc(&k)?, enc(&v)?)))
+        // The values live until the server holds them: a proxy among them keeps its object.
+        let pairs: Vec<(K, V)> = pairs.into_iter().collect();
+        let encoded = pairs
+            .iter()
+            .map(|(k, v)| Ok((enc(k)?, self.h.store(v)?)))
             .collect::<Result<Vec<_>>>()?;
-        unit(&self.h, Op::Extend(pairs))
+        unit(&self.h, Op::Extend(encoded))
     }
 
     /// The number of entries.
@@ -198,7 +201,7 @@ where
 
     /// The keys, as one snapshot.
     pub fn keys(&self) -> Result<Vec<K>> {
-        blobs(&self.h, Op::Keys)
+        keys(&self.h)
     }
 
     /// The values, as one snapshot.
@@ -209,7 +212,10 @@ where
     /// The entries, as one snapshot.
     pub fn items(&self) -> Result<Vec<(K, V)>> {
         match self.h.call(Op::Items)? {
-            Out::Pairs(p) => p.iter().map(|(k, v)| Ok((dec(k)?, dec(v)?))).collect(),
+            Out::Pairs(p) => p
+                .iter()
+                .map(|(k, v)| Ok((dec(k)?, self.h.load(v)?)))
+                .collect(),
             other => Err(crate::client::unexpected(&other)),
         }
     }
@@ -233,7 +239,7 @@ where
             at: At::Key(enc(&key)?),
             update: u,
         })?;
-        Ok(before::<V>(out)?.1)
+        Ok(before::<V>(&self.h, out)?.1)
     }
 
     /// Adds `delta` to the value of `key` (absent: `V::default()`), atomically on the server;
@@ -247,7 +253,7 @@ where
             at: At::Key(enc(&key)?),
             update: u,
         })?;
-        Ok(before::<V>(out)?.0.unwrap_or_default())
+        Ok(before::<V>(&self.h, out)?.0.unwrap_or_default())
     }
 
     /// Sets `key` to `new` (`None` removes it) if its value is `current` (`None`: absent), as
@@ -260,10 +266,10 @@ where
     ) -> Result<std::result::Result<(), Option<V>>> {
         let out = self.h.call(Op::CompareSet {
             at: At::Key(enc(&key)?),
-            expected: current.map(enc).transpose()?,
-            new: new.map(enc).transpose()?,
+            expected: current.map(|v| self.h.store(v)).transpose()?,
+            new: new.map(|v| self.h.store(v)).transpose()?,
         })?;
-        swap(out)
+        swap(&self.h, out)
     }
 }
 
@@ -295,16 +301,13 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// Appends `item`.
     #[doc(alias = "append")]
     pub fn push(&self, item: T) -> Result<()> {
-        unit(&self.h, Op::Push(enc(&item)?))
+        unit(&self.h, Op::Push(self.h.store(&item)?))
     }
 
     /// Appends every item, in one call.
     pub fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
-        let items = items
-            .into_iter()
-            .map(|i| enc(&i))
-            .collect::<Result<Vec<_>>>()?;
-        unit(&self.h, Op::Append(items))
+        let items: Vec<T> = items.into_iter().collect();
+        unit(&self.h, Op::Append(self.h.client.store_each(&items)?))
     }
 
     /// Removes and returns the last item (`None` when empty).
@@ -319,17 +322,17 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Inserts `item` before `index` (clamped to the list, as Python's `insert`).
     pub fn insert(&self, index: i64, item: T) -> Result<()> {
-        unit(&self.h, Op::InsertAt(index, enc(&item)?))
+        unit(&self.h, Op::InsertAt(index, self.h.store(&item)?))
     }
 
     /// Removes the first item equal to `item` (by encoding); whether there was one.
     pub fn remove_item(&self, item: &T) -> Result<bool> {
-        flag(&self.h, Op::Remove(enc(item)?))
+        flag(&self.h, Op::Remove(self.h.store(item)?))
     }
 
     /// Whether an item equals `item` (by encoding).
     pub fn contains(&self, item: &T) -> Result<bool> {
-        flag(&self.h, Op::Contains(enc(item)?))
+        flag(&self.h, Op::Contains(self.h.store(item)?))
     }
 
     /// Removes every item.
@@ -357,7 +360,7 @@ macro_rules! sequence_methods {
             /// Replaces the item at `index`; returns the one it replaced.
             #[doc(alias = "__setitem__")]
             pub fn set(&self, index: i64, item: T) -> Result<T> {
-                blob(&self.h, Op::SetIndex(index, enc(&item)?))
+                blob(&self.h, Op::SetIndex(index, self.h.store(&item)?))
             }
 
             /// The items in `range` (clamped, as a Python slice).
@@ -397,10 +400,10 @@ macro_rules! sequence_methods {
             ) -> Result<std::result::Result<(), T>> {
                 let out = self.h.call(Op::CompareSet {
                     at: At::Index(index),
-                    expected: Some(enc(current)?),
-                    new: Some(enc(new)?),
+                    expected: Some(self.h.store(current)?),
+                    new: Some(self.h.store(new)?),
                 })?;
-                Ok(swap(out)?.map_err(|now| now.expect("an item is present")))
+                Ok(swap(&self.h, out)?.map_err(|now| now.expect("an item is present")))
             }
 
             /// Reads item after item, one call each, until the end: items added meanwhile
@@ -425,7 +428,7 @@ fn seq_update<T: Serialize + DeserializeOwned>(h: &Shared, index: i64, f: fn(T) 
         at: At::Index(index),
         update: u,
     })?;
-    before::<T>(out)?
+    before::<T>(h, out)?
         .1
         .ok_or_else(|| Error::Function("the update returned no item".into()))
 }
@@ -489,7 +492,7 @@ impl<T: Serialize + DeserializeOwned> Array<T> {
             at: At::Index(index),
             update: u,
         })?;
-        Ok(before::<T>(out)?.0.unwrap_or_default())
+        Ok(before::<T>(&self.h, out)?.0.unwrap_or_default())
     }
 }
 
@@ -521,7 +524,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
 
     /// Replaces the value; returns the one it replaced.
     pub fn set(&self, value: T) -> Result<T> {
-        blob(&self.h, Op::Store(enc(&value)?))
+        blob(&self.h, Op::Store(self.h.store(&value)?))
     }
 
     /// Replaces the value with `f(value)`, atomically on the server; returns the new value
@@ -532,7 +535,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
             at: At::Whole,
             update: u,
         })?;
-        before::<T>(out)?
+        before::<T>(&self.h, out)?
             .1
             .ok_or_else(|| Error::Function("the update returned no value".into()))
     }
@@ -547,7 +550,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
             at: At::Whole,
             update: u,
         })?;
-        Ok(before::<T>(out)?.0.unwrap_or_default())
+        Ok(before::<T>(&self.h, out)?.0.unwrap_or_default())
     }
 
     /// Sets the value to `new` if it is `current`, as one step on the server; otherwise
@@ -555,9 +558,9 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     pub fn compare_and_set(&self, current: &T, new: &T) -> Result<std::result::Result<(), T>> {
         let out = self.h.call(Op::CompareSet {
             at: At::Whole,
-            expected: Some(enc(current)?),
-            new: Some(enc(new)?),
+            expected: Some(self.h.store(current)?),
+            new: Some(self.h.store(new)?),
         })?;
-        Ok(swap(out)?.map_err(|now| now.expect("a Value always holds one")))
+        Ok(swap(&self.h, out)?.map_err(|now| now.expect("a Value always holds one")))
     }
 }

@@ -32,14 +32,17 @@ use crate::wire::{Blob, Op, Out};
 #[allow(unreachable_pub)] // named by the sealed `Proxy` trait (see `Handle`)
 pub type Shared = Arc<Handle>;
 
-/// `value`'s postcard bytes.
+/// A key's or an operand's postcard bytes (a proxy inside is refused). Values go through
+/// [`Handle::store`] instead, which carries proxies.
 pub(crate) fn enc<T: Serialize + ?Sized>(value: &T) -> Result<Blob> {
-    let mut buf = Vec::new();
-    ipc_core::codec::encode_plain(value, &mut buf)?;
-    Ok(ByteBuf::from(buf))
+    crate::client::plain(|| {
+        let mut buf = Vec::new();
+        ipc_core::codec::encode_plain(value, &mut buf)?;
+        Ok(ByteBuf::from(buf))
+    })
 }
 
-/// A value from its postcard bytes.
+/// A key from its postcard bytes.
 pub(crate) fn dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(ipc_core::codec::decode_plain(bytes)?)
 }
@@ -78,20 +81,28 @@ pub(crate) fn counts(h: &Handle) -> Result<Vec<u64>> {
 
 pub(crate) fn blob<T: DeserializeOwned>(h: &Handle, op: Op) -> Result<T> {
     match h.call(op)? {
-        Out::Blob(b) => dec(&b),
+        Out::Blob(b) => h.load(&b),
         other => Err(unexpected(&other)),
     }
 }
 
 pub(crate) fn maybe<T: DeserializeOwned>(h: &Handle, op: Op) -> Result<Option<T>> {
     match h.call(op)? {
-        Out::Maybe(b) => b.map(|b| dec(&b)).transpose(),
+        Out::Maybe(b) => b.map(|b| h.load(&b)).transpose(),
         other => Err(unexpected(&other)),
     }
 }
 
 pub(crate) fn blobs<T: DeserializeOwned>(h: &Handle, op: Op) -> Result<Vec<T>> {
     match h.call(op)? {
+        Out::Blobs(v) => v.iter().map(|b| h.load(b)).collect(),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// A keyed object's keys.
+pub(crate) fn keys<K: DeserializeOwned>(h: &Handle) -> Result<Vec<K>> {
+    match h.call(Op::Keys)? {
         Out::Blobs(v) => v.iter().map(|b| dec(b)).collect(),
         other => Err(unexpected(&other)),
     }

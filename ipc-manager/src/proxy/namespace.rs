@@ -1,8 +1,8 @@
 //! The `Namespace` proxy: named attributes whose values carry their type ([`Dynamic`]).
 //!
 //! ```text
-//! server:  name (postcard str) -> Dynamic (postcard), as a Dict
-//! set      T -> Dynamic on the client, then stored
+//! server:  name (postcard str) -> Dynamic (an item), as a Dict
+//! set      T -> Dynamic on the client, then stored (a proxy inside is held, as in a Dict)
 //! get::<T> Dynamic -> T on the client: a missing name is Error::NoSuchAttribute, a value of
 //!          another type Error::WrongType (never bytes read as the wrong type)
 //! fetch_add, update: run on the server on the Dynamic, through T
@@ -125,26 +125,47 @@ fn apply(
     })?;
     match out {
         Out::Updated(old, new) => Ok((
-            old.map(|b| dec(&b)).transpose()?,
-            new.map(|b| dec(&b)).transpose()?,
+            old.map(|b| h.load(&b)).transpose()?,
+            new.map(|b| h.load(&b)).transpose()?,
         )),
         other => Err(crate::client::unexpected(&other)),
     }
+}
+
+/// A value, with any proxy inside it held by the server (see the wire notes).
+fn store<T: Serialize + ?Sized>(h: &Shared, value: &T) -> Result<Blob> {
+    h.client.store_with(|buf| {
+        let d = dynamic(value)?;
+        Ok(ipc_core::codec::encode_plain(&d, buf)?)
+    })
 }
 
 impl Namespace {
     /// Sets attribute `name` to `value` (Python's `ns.name = value`).
     #[doc(alias = "__setattr__")]
     pub fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
-        maybe::<Dynamic>(&self.h, Op::Insert(enc(name)?, enc(&dynamic(value)?)?)).map(drop)
+        match self
+            .h
+            .call(Op::Insert(enc(name)?, store(&self.h, value)?))?
+        {
+            Out::Maybe(old) => old.map_or(Ok(()), |old| self.h.client.discard(&old)),
+            other => Err(crate::client::unexpected(&other)),
+        }
     }
 
     /// Attribute `name` as a `T` (Python's `ns.name`): [`Error::NoSuchAttribute`] if absent,
     /// [`Error::WrongType`] if it holds another type.
     #[doc(alias = "__getattr__")]
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
-        let d = self.get_dynamic(name)?;
-        typed(name, &d)
+        match self.h.call(Op::Get(enc(name)?))? {
+            // The conversion runs while the proxies the value holds are there to take.
+            Out::Maybe(Some(item)) => self.h.client.load_with(&item, |bytes| {
+                let d: Dynamic = dec(bytes)?;
+                typed(name, &d)
+            }),
+            Out::Maybe(None) => Err(Error::NoSuchAttribute(name.into())),
+            other => Err(crate::client::unexpected(&other)),
+        }
     }
 
     /// Attribute `name` with its type.
@@ -156,7 +177,11 @@ impl Namespace {
     /// Removes attribute `name`; whether it existed (Python's `del ns.name`).
     #[doc(alias = "__delattr__")]
     pub fn remove(&self, name: &str) -> Result<bool> {
-        Ok(maybe::<Dynamic>(&self.h, Op::Remove(enc(name)?))?.is_some())
+        match self.h.call(Op::Remove(enc(name)?))? {
+            Out::Maybe(None) => Ok(false),
+            Out::Maybe(Some(old)) => self.h.client.discard(&old).map(|()| true),
+            other => Err(crate::client::unexpected(&other)),
+        }
     }
 
     /// Whether attribute `name` exists (Python's `hasattr`).
@@ -171,7 +196,7 @@ impl Namespace {
         let mut attrs = match self.h.call(Op::Items)? {
             Out::Pairs(p) => p
                 .iter()
-                .map(|(k, v)| Ok((dec::<String>(k)?, dec::<Dynamic>(v)?)))
+                .map(|(k, v)| Ok((dec::<String>(k)?, self.h.load::<Dynamic>(v)?)))
                 .collect::<Result<Vec<_>>>()?,
             other => return Err(crate::client::unexpected(&other)),
         };

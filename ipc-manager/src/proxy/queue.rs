@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Shared, blob, count, enc, flag, millis, or_none, proxy_traits, unit};
+use super::{Shared, blob, count, flag, millis, or_none, proxy_traits, unit};
 use crate::error::Result;
 use crate::wire::Op;
 
@@ -42,7 +42,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         unit(
             &self.h,
             Op::Put {
-                item: enc(&item)?,
+                item: self.h.store(&item)?,
                 timeout_ms: None,
             },
         )
@@ -54,7 +54,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         unit(
             &self.h,
             Op::Put {
-                item: enc(&item)?,
+                item: self.h.store(&item)?,
                 timeout_ms: millis(timeout),
             },
         )
@@ -66,7 +66,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         unit(
             &self.h,
             Op::Put {
-                item: enc(&item)?,
+                item: self.h.store(&item)?,
                 timeout_ms: Some(0),
             },
         )

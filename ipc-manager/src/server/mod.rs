@@ -16,9 +16,10 @@
 //! in a call (a queue get, a lock acquire) wakes every [`HANGUP_CHECK`] to see whether its
 //! client is gone or the server stops, so a killed client never leaves a waiter behind.
 //!
-//! Lock order: `Shared::sessions` before a `Session`, a `Session` before `Shared::objects`;
-//! an object's own lock is taken with none of these held (except by a session's end, which
-//! holds only the session's table while it tells each object).
+//! Lock order: `Shared::sessions` before a `Session`; an object's own lock before a `Session`
+//! (an operation gives its caller references) and before the `Registry` (it looks up the ids
+//! of an item it stores). Nothing drops an object with the `Registry` locked (its `Drop` takes
+//! that lock).
 
 mod objects;
 mod sync;
@@ -35,8 +36,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::Stats;
 use crate::error::{Error, Result};
-use crate::wire::{self, Fault, Hello, Init, MANAGER, Op, Out, Request, Ticket, Welcome};
-use objects::Object;
+use crate::wire::{
+    self, Fault, Hello, Init, Item, MANAGER, Op, Out, Request, ServerId, Ticket, Welcome,
+};
+use objects::{Object, Registry, Stored};
 
 /// How often a call blocked on the server checks that its client is still there.
 pub(crate) const HANGUP_CHECK: Duration = Duration::from_millis(50);
@@ -89,15 +92,15 @@ impl std::fmt::Debug for Server {
 
 /// What every thread of the server shares.
 pub(crate) struct Shared {
-    pid: u32,
     /// A duplicate of the listening socket: `stop` shuts it down to wake the accept loop.
     listening: OwnedFd,
     max_message: u64,
+    /// Which server this is (a proxy may be stored only in objects of its own server).
+    id: ServerId,
     stopping: AtomicBool,
     next_id: AtomicU64,
-    /// Every live object and how many references all sessions and leases hold to it (the
-    /// objects themselves are in the sessions' tables: the last `Arc` dropped frees one).
-    objects: Mutex<HashMap<u64, u64>>,
+    /// Every live object by id.
+    registry: Arc<Registry>,
     sessions: Mutex<HashMap<u64, Arc<Mutex<Session>>>>,
     /// A duplicate of each live connection's socket, to shut it down when the server stops.
     sockets: Mutex<HashMap<u64, OwnedFd>>,
@@ -125,11 +128,56 @@ pub(crate) struct Session {
 /// What a call needs to know about who makes it.
 pub(crate) struct Caller<'a> {
     pub shared: &'a Arc<Shared>,
+    /// The caller's session id (the owner of the locks it takes).
     pub session: u64,
+    table: &'a Arc<Mutex<Session>>,
     conn: &'a Connection,
 }
 
 impl Caller<'_> {
+    /// An item to store: the objects it names, each referenced while it is stored.
+    pub(crate) fn hold(&self, item: Item) -> Result<Stored, Fault> {
+        let Some((ids, _)) = wire::item_ids(&item) else {
+            return Err(Fault::Refused("a value without its item header".into()));
+        };
+        if ids.is_empty() {
+            return Ok(Stored {
+                bytes: item,
+                held: Vec::new(),
+            });
+        }
+        let registry = self.shared.registry.lock();
+        let held = ids
+            .iter()
+            .map(|id| {
+                registry
+                    .get(id)
+                    .and_then(std::sync::Weak::upgrade)
+                    .ok_or(Fault::NoSuchObject(*id))
+            })
+            .collect::<Result<Vec<_>, Fault>>();
+        drop(registry); // before an `Arc` of a failed collect can drop
+        Ok(Stored {
+            bytes: item,
+            held: held?,
+        })
+    }
+
+    /// A stored value for the reply: the caller's session gets a reference to each object it
+    /// names, which the client's proxies then own.
+    pub(crate) fn give(&self, stored: &Stored) -> Item {
+        if !stored.held.is_empty() {
+            let mut s = self.table.lock();
+            for object in &stored.held {
+                s.refs
+                    .entry(object.id)
+                    .or_insert_with(|| (Arc::clone(object), 0))
+                    .1 += 1;
+            }
+        }
+        stored.bytes.clone()
+    }
+
     /// Whether a blocked call should give up: the client hung up (or broke the protocol by
     /// sending while it waits) or the server stops.
     pub(crate) fn abandoned(&self) -> bool {
@@ -152,14 +200,19 @@ impl Server {
             .as_fd()
             .try_clone_to_owned()
             .map_err(ipc_core::Error::Io)?;
+        let mut instance = [0u8; 8];
+        getrandom::fill(&mut instance).expect("the kernel's random source is unavailable");
         Ok(Server {
             shared: Arc::new(Shared {
-                pid: std::process::id(),
+                id: ServerId {
+                    pid: std::process::id(),
+                    instance: u64::from_ne_bytes(instance),
+                },
                 listening,
                 max_message,
                 stopping: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
-                objects: Mutex::new(HashMap::new()),
+                registry: Arc::new(Mutex::new(HashMap::new())),
                 sessions: Mutex::new(HashMap::new()),
                 sockets: Mutex::new(HashMap::new()),
                 closed: Condvar::new(),
@@ -284,6 +337,7 @@ fn serve_conn(shared: &Arc<Shared>, conn: Connection, joined: Option<Arc<Mutex<S
     let caller = Caller {
         shared,
         session: session_id,
+        table: &session,
         conn: &conn,
     };
     loop {
@@ -370,7 +424,7 @@ fn welcome(shared: &Shared, session: &Mutex<Session>) -> Welcome {
         version: wire::VERSION,
         session: s.id,
         ticket: s.ticket,
-        pid: shared.pid,
+        server: shared.id,
     }
 }
 
@@ -405,19 +459,7 @@ fn leave(shared: &Shared, session: &Arc<Mutex<Session>>) {
     for (object, _) in refs.values() {
         object.session_ended(id);
     }
-    let mut objects = shared.objects.lock();
-    for (obj, (_, n)) in refs {
-        release_refs(&mut objects, obj, n);
-    }
-}
-
-fn release_refs(objects: &mut HashMap<u64, u64>, obj: u64, n: u64) {
-    if let Some(refs) = objects.get_mut(&obj) {
-        *refs -= n.min(*refs);
-        if *refs == 0 {
-            objects.remove(&obj);
-        }
-    }
+    // `refs` drops here, with nothing locked: objects nobody else references are freed.
 }
 
 /// Runs one request.
@@ -437,14 +479,8 @@ fn dispatch(
         .ok_or(Fault::NoSuchObject(req.obj))?;
     match req.op {
         Op::Publish(name) => {
-            let shared = caller.shared;
-            if let Some(refs) = shared.objects.lock().get_mut(&req.obj) {
-                *refs += 1;
-            }
-            let old = shared.names.lock().insert(name, (req.obj, object));
-            if let Some((old, _)) = old {
-                release_refs(&mut shared.objects.lock(), old, 1);
-            }
+            let old = caller.shared.names.lock().insert(name, (req.obj, object));
+            drop(old); // its reference goes, with nothing locked
             Ok(Out::Unit)
         }
         Op::Release => {
@@ -463,7 +499,6 @@ fn dispatch(
             if gone {
                 object.session_ended(caller.session);
             }
-            release_refs(&mut caller.shared.objects.lock(), req.obj, 1);
             Ok(Out::Unit)
         }
         op => {
@@ -475,12 +510,23 @@ fn dispatch(
 }
 
 /// One more reference to `obj` by `session`.
-fn retain(shared: &Shared, session: &Arc<Mutex<Session>>, obj: u64, object: Arc<Object>) {
-    let mut s = session.lock();
-    s.refs.entry(obj).or_insert_with(|| (object, 0)).1 += 1;
-    if let Some(refs) = shared.objects.lock().get_mut(&obj) {
-        *refs += 1;
-    }
+fn retain(session: &Mutex<Session>, obj: u64, object: Arc<Object>) {
+    session
+        .lock()
+        .refs
+        .entry(obj)
+        .or_insert_with(|| (object, 0))
+        .1 += 1;
+}
+
+/// The live object `obj` of this server.
+fn lookup(shared: &Shared, obj: u64) -> Result<Arc<Object>, Fault> {
+    let found = shared
+        .registry
+        .lock()
+        .get(&obj)
+        .and_then(std::sync::Weak::upgrade);
+    found.ok_or(Fault::NoSuchObject(obj))
 }
 
 fn manager_op(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, op: Op) -> Result<Out, Fault> {
@@ -488,20 +534,12 @@ fn manager_op(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, op: Op) -> Res
     match op {
         Op::Create(init) => {
             let lock = match &init {
-                Init::Condition { lock: Some(l) } => Some(
-                    session
-                        .lock()
-                        .refs
-                        .get(l)
-                        .map(|(o, _)| Arc::clone(o))
-                        .ok_or(Fault::NoSuchObject(*l))?,
-                ),
+                Init::Condition { lock: Some(l) } => Some(lookup(shared, *l)?),
                 _ => None,
             };
-            let object = Arc::new(Object::new(init, lock)?);
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-            shared.objects.lock().insert(id, 0);
-            retain(shared, session, id, object);
+            let object = Object::create(caller, id, init, lock)?;
+            retain(session, id, object);
             Ok(Out::Object(id))
         }
         Op::Split { same_session } => {
@@ -534,27 +572,18 @@ fn manager_op(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, op: Op) -> Res
                     taken.push((obj, Arc::clone(o)));
                 }
             }
-            let mut objects = shared.objects.lock();
-            for (obj, _) in &taken {
-                if let Some(refs) = objects.get_mut(obj) {
-                    *refs += 1;
-                }
-            }
             let mut token = [0u8; 16];
             getrandom::fill(&mut token).expect("the kernel's random source is unavailable");
             let now = std::time::Instant::now();
             let mut leases = shared.leases.lock();
-            // Lapsed leases give their references back.
-            leases.retain(|_, (objs, until)| {
-                let live = *until > now;
-                if !live {
-                    for (obj, _) in objs.iter() {
-                        release_refs(&mut objects, *obj, 1);
-                    }
-                }
-                live
-            });
+            // Lapsed leases give their references back (dropped once nothing is locked).
+            let lapsed: Vec<Lease> = leases
+                .extract_if(|_, (_, until)| *until <= now)
+                .map(|(_, lease)| lease)
+                .collect();
             leases.insert(token, (taken, now + wire::LEASE));
+            drop(leases);
+            drop(lapsed);
             Ok(Out::Token(token))
         }
         Op::Claim(token) => {
@@ -572,27 +601,21 @@ fn manager_op(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, op: Op) -> Res
         }
         Op::Unpublish(name) => {
             let old = shared.names.lock().remove(&name);
-            match old {
-                Some((obj, _)) => {
-                    release_refs(&mut shared.objects.lock(), obj, 1);
-                    Ok(Out::Flag(true))
-                }
-                None => Ok(Out::Flag(false)),
-            }
+            Ok(Out::Flag(old.is_some()))
         }
         Op::Lookup(name) => {
             let found = shared.names.lock().get(&name).cloned();
             let (obj, object) = found.ok_or(Fault::NoSuchName(name))?;
             let kind = object.kind().to_string();
-            retain(shared, session, obj, object);
+            retain(session, obj, object);
             Ok(Out::Named { obj, kind })
         }
         Op::Stats => Ok(Out::Stats(Stats {
-            objects: shared.objects.lock().len() as u64,
+            objects: shared.registry.lock().len() as u64,
             sessions: shared.sessions.lock().len() as u64,
             connections: shared.sockets.lock().len() as u64,
             calls: shared.calls.load(Ordering::Relaxed),
-            pid: shared.pid,
+            pid: shared.id.pid,
         })),
         Op::Shutdown => Ok(Out::Unit),
         other => Err(Fault::NoSuchMethod {

@@ -2,40 +2,79 @@
 //!
 //! ```text
 //! kind        state (behind the object's own lock)      operations
-//! Dict        HashMap<key bytes, value bytes>           Get Insert Remove Contains SetDefault
+//! Dict        HashMap<key bytes, Stored>                Get Insert Remove Contains SetDefault
 //! Namespace   the same, keyed by attribute name          Extend Keys Values Items Len Clear
 //!                                                        CompareSet Apply
-//! List        Vec<item bytes>                           Index SetIndex Slice Push Append Pop
+//! List        Vec<Stored>                               Index SetIndex Slice Push Append Pop
 //! Array       the same, fixed length                    InsertAt Remove Contains Len Clear
 //!                                                        CompareSet Apply (Array: no resizing)
-//! Value       value bytes                               Load Store CompareSet Apply
+//! Value       Stored                                    Load Store CompareSet Apply
 //! Queue, Lock, Semaphore, Event, Condition, Barrier:    see `sync`
 //! ```
-//! Values are bytes the server never interprets (see the wire notes); an `Apply` runs the
-//! client's update function (a function of this executable) with the object's lock held, and
-//! stores what it returns only if it returned normally.
+//! A `Stored` value is an item's bytes, which the server never interprets, and a reference to
+//! each object whose proxy it holds (see the wire notes): an item is taken in with
+//! [`Caller::hold`] and handed out with [`Caller::give`], which gives the caller's session its
+//! references. An `Apply` runs the client's update function (a function of this executable)
+//! with the object's lock held, and stores what it returns only if it returned normally.
+//!
+//! An object is an `Arc`: sessions, names, leases and stored values hold it, and the last one
+//! gone frees it (and drops it from the server's [`Registry`], where ids are looked up).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
 use super::sync::{Barrier, Condition, Event, Lock, OpResult, Queue, Semaphore, fault};
 use super::{Caller, op_name};
-use crate::wire::{At, Blob, Fault, Init, Op, Out, Update, UpdateFn};
+use crate::wire::{At, Blob, Fault, Init, Item, Op, Out, Update, UpdateFn};
+
+/// Every live object of a server, by id. Weak: what keeps an object alive is the `Arc`s that
+/// reference it; its `Drop` removes it from here.
+pub(crate) type Registry = Mutex<HashMap<u64, Weak<Object>>>;
 
 /// An object held by the server.
-pub(crate) enum Object {
+pub(crate) struct Object {
+    pub(crate) id: u64,
+    registry: Arc<Registry>,
+    pub(crate) state: State,
+}
+
+impl Drop for Object {
+    fn drop(&mut self) {
+        // Never reached with the registry locked: nothing drops an object while holding it.
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+/// A stored value: an item's bytes and the objects its proxies reference.
+pub(crate) struct Stored {
+    pub(crate) bytes: Item,
+    pub(crate) held: Vec<Arc<Object>>,
+}
+
+impl Stored {
+    /// A value the server made (an update's result), which holds no proxies.
+    fn plain(bytes: Item) -> Stored {
+        Stored {
+            bytes,
+            held: Vec::new(),
+        }
+    }
+}
+
+/// What an object is, and its state.
+pub(crate) enum State {
     Map {
         namespace: bool,
-        map: Mutex<HashMap<Blob, Blob>>,
+        map: Mutex<HashMap<Blob, Stored>>,
     },
     Seq {
         fixed: bool,
-        items: Mutex<Vec<Blob>>,
+        items: Mutex<Vec<Stored>>,
     },
-    Value(Mutex<Blob>),
+    Value(Mutex<Stored>),
     Queue(Queue),
     Lock(Arc<Lock>),
     Semaphore(Semaphore),
@@ -45,33 +84,42 @@ pub(crate) enum Object {
 }
 
 impl Object {
-    /// A new object; `lock` is the (already checked) lock object of a condition.
-    pub(crate) fn new(init: Init, lock: Option<Arc<Object>>) -> Result<Object, Fault> {
-        Ok(match init {
-            Init::Dict => Object::Map {
+    /// A new object with id `id`, entered in `registry`; `lock` is the lock object of a
+    /// condition.
+    pub(crate) fn create(
+        caller: &Caller<'_>,
+        id: u64,
+        init: Init,
+        lock: Option<Arc<Object>>,
+    ) -> Result<Arc<Object>, Fault> {
+        let hold_all = |items: Vec<Item>| -> Result<Vec<Stored>, Fault> {
+            items.into_iter().map(|i| caller.hold(i)).collect()
+        };
+        let state = match init {
+            Init::Dict => State::Map {
                 namespace: false,
                 map: Mutex::new(HashMap::new()),
             },
-            Init::Namespace => Object::Map {
+            Init::Namespace => State::Map {
                 namespace: true,
                 map: Mutex::new(HashMap::new()),
             },
-            Init::List(items) => Object::Seq {
+            Init::List(items) => State::Seq {
                 fixed: false,
-                items: Mutex::new(items),
+                items: Mutex::new(hold_all(items)?),
             },
-            Init::Array(items) => Object::Seq {
+            Init::Array(items) => State::Seq {
                 fixed: true,
-                items: Mutex::new(items),
+                items: Mutex::new(hold_all(items)?),
             },
-            Init::Value(v) => Object::Value(Mutex::new(v)),
-            Init::Queue { maxsize, joinable } => Object::Queue(Queue::new(maxsize, joinable)),
-            Init::Lock { reentrant } => Object::Lock(Arc::new(Lock::new(reentrant))),
-            Init::Semaphore { value, bounded } => Object::Semaphore(Semaphore::new(value, bounded)),
-            Init::Event => Object::Event(Event::default()),
+            Init::Value(v) => State::Value(Mutex::new(caller.hold(v)?)),
+            Init::Queue { maxsize, joinable } => State::Queue(Queue::new(maxsize, joinable)),
+            Init::Lock { reentrant } => State::Lock(Arc::new(Lock::new(reentrant))),
+            Init::Semaphore { value, bounded } => State::Semaphore(Semaphore::new(value, bounded)),
+            Init::Event => State::Event(Event::default()),
             Init::Condition { .. } => {
-                let lock = match lock.as_deref() {
-                    Some(Object::Lock(l)) => Arc::clone(l),
+                let lock = match lock.as_deref().map(|o| &o.state) {
+                    Some(State::Lock(l)) => Arc::clone(l),
                     Some(_) => {
                         return Err(Fault::Refused(
                             "a condition's lock must be a manager Lock or RLock".into(),
@@ -79,62 +127,70 @@ impl Object {
                     }
                     None => Arc::new(Lock::new(true)),
                 };
-                Object::Condition(Condition::new(lock))
+                State::Condition(Condition::new(lock))
             }
             Init::Barrier { parties } => {
                 if parties == 0 {
                     return Err(Fault::Refused("a barrier needs at least one party".into()));
                 }
-                Object::Barrier(Barrier::new(parties))
+                State::Barrier(Barrier::new(parties))
             }
-        })
+        };
+        let registry = &caller.shared.registry;
+        let object = Arc::new(Object {
+            id,
+            registry: Arc::clone(registry),
+            state,
+        });
+        registry.lock().insert(id, Arc::downgrade(&object));
+        Ok(object)
     }
 
     /// The kind's name, for errors.
     pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            Object::Map {
+        match &self.state {
+            State::Map {
                 namespace: false, ..
             } => "Dict",
-            Object::Map {
+            State::Map {
                 namespace: true, ..
             } => "Namespace",
-            Object::Seq { fixed: false, .. } => "List",
-            Object::Seq { fixed: true, .. } => "Array",
-            Object::Value(_) => "Value",
-            Object::Queue(q) if q.joinable() => "JoinableQueue",
-            Object::Queue(_) => "Queue",
-            Object::Lock(l) if l.reentrant() => "RLock",
-            Object::Lock(_) => "Lock",
-            Object::Semaphore(s) if s.bounded() => "BoundedSemaphore",
-            Object::Semaphore(_) => "Semaphore",
-            Object::Event(_) => "Event",
-            Object::Condition(_) => "Condition",
-            Object::Barrier(_) => "Barrier",
+            State::Seq { fixed: false, .. } => "List",
+            State::Seq { fixed: true, .. } => "Array",
+            State::Value(_) => "Value",
+            State::Queue(q) if q.joinable() => "JoinableQueue",
+            State::Queue(_) => "Queue",
+            State::Lock(l) if l.reentrant() => "RLock",
+            State::Lock(_) => "Lock",
+            State::Semaphore(s) if s.bounded() => "BoundedSemaphore",
+            State::Semaphore(_) => "Semaphore",
+            State::Event(_) => "Event",
+            State::Condition(_) => "Condition",
+            State::Barrier(_) => "Barrier",
         }
     }
 
     /// Tells the object that a session ended: a lock it held is released as owner-died.
     pub(crate) fn session_ended(&self, session: u64) {
-        match self {
-            Object::Lock(l) => l.session_ended(session),
-            Object::Condition(c) => c.session_ended(session),
+        match &self.state {
+            State::Lock(l) => l.session_ended(session),
+            State::Condition(c) => c.session_ended(session),
             _ => {}
         }
     }
 
     /// Runs one operation.
     pub(crate) fn call(&self, caller: &Caller<'_>, op: Op) -> Result<Out, Fault> {
-        let result = match self {
-            Object::Map { map, .. } => map_op(&mut map.lock(), op),
-            Object::Seq { fixed, items } => seq_op(&mut items.lock(), *fixed, op),
-            Object::Value(v) => value_op(&mut v.lock(), op),
-            Object::Queue(q) => q.call(caller, op),
-            Object::Lock(l) => l.call(caller, op),
-            Object::Semaphore(s) => s.call(caller, op),
-            Object::Event(e) => e.call(caller, op),
-            Object::Condition(c) => c.call(caller, op),
-            Object::Barrier(b) => b.call(caller, op),
+        let result = match &self.state {
+            State::Map { map, .. } => map_op(caller, &mut map.lock(), op),
+            State::Seq { fixed, items } => seq_op(caller, &mut items.lock(), *fixed, op),
+            State::Value(v) => value_op(caller, &mut v.lock(), op),
+            State::Queue(q) => q.call(caller, op),
+            State::Lock(l) => l.call(caller, op),
+            State::Semaphore(s) => s.call(caller, op),
+            State::Event(e) => e.call(caller, op),
+            State::Condition(c) => c.call(caller, op),
+            State::Barrier(b) => b.call(caller, op),
         };
         result.map_err(|e| {
             e.unwrap_or_else(|op| Fault::NoSuchMethod {
@@ -145,20 +201,32 @@ impl Object {
     }
 }
 
-fn map_op(map: &mut HashMap<Blob, Blob>, op: Op) -> OpResult {
+fn map_op(c: &Caller<'_>, map: &mut HashMap<Blob, Stored>, op: Op) -> OpResult {
     Ok(match op {
-        Op::Get(k) => Out::Maybe(map.get(&k).cloned()),
-        Op::Insert(k, v) => Out::Maybe(map.insert(k, v)),
-        Op::Remove(k) => Out::Maybe(map.remove(&k)),
+        Op::Get(k) => Out::Maybe(map.get(&k).map(|v| c.give(v))),
+        Op::Insert(k, v) => Out::Maybe(map.insert(k, c.hold(v)?).map(|old| c.give(&old))),
+        Op::Remove(k) => Out::Maybe(map.remove(&k).map(|old| c.give(&old))),
         Op::Contains(k) => Out::Flag(map.contains_key(&k)),
-        Op::SetDefault(k, v) => Out::Blob(map.entry(k).or_insert(v).clone()),
+        Op::SetDefault(k, v) => match map.get(&k) {
+            Some(v) => Out::Blob(c.give(v)),
+            None => {
+                let v = c.hold(v)?;
+                let out = Out::Blob(c.give(&v));
+                map.insert(k, v);
+                out
+            }
+        },
         Op::Extend(pairs) => {
-            map.extend(pairs);
+            let held = pairs
+                .into_iter()
+                .map(|(k, v)| Ok((k, c.hold(v)?)))
+                .collect::<Result<Vec<_>, Fault>>()?;
+            map.extend(held);
             Out::Unit
         }
         Op::Keys => Out::Blobs(map.keys().cloned().collect()),
-        Op::Values => Out::Blobs(map.values().cloned().collect()),
-        Op::Items => Out::Pairs(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        Op::Values => Out::Blobs(map.values().map(|v| c.give(v)).collect()),
+        Op::Items => Out::Pairs(map.iter().map(|(k, v)| (k.clone(), c.give(v))).collect()),
         Op::Len => Out::Count(map.len() as u64),
         Op::Clear => {
             map.clear();
@@ -170,11 +238,11 @@ fn map_op(map: &mut HashMap<Blob, Blob>, op: Op) -> OpResult {
             new,
         } => {
             let current = map.get(&k);
-            if current != expected.as_ref() {
-                return Ok(Out::Swap(Err(current.cloned())));
+            if current.map(|v| &v.bytes) != expected.as_ref() {
+                return Ok(Out::Swap(Err(current.map(|v| c.give(v)))));
             }
             match new {
-                Some(v) => map.insert(k, v),
+                Some(v) => map.insert(k, c.hold(v)?),
                 None => map.remove(&k),
             };
             Out::Swap(Ok(()))
@@ -183,13 +251,14 @@ fn map_op(map: &mut HashMap<Blob, Blob>, op: Op) -> OpResult {
             at: At::Key(k),
             update,
         } => {
-            let old = map.get(&k).cloned();
+            let old = map.get(&k).map(|v| v.bytes.clone());
             let new = run_update(&update, old.clone()).map_err(fault)?;
-            match &new {
-                Some(v) => map.insert(k, v.clone()),
+            let out = new.as_ref().map(|v| v.bytes.clone());
+            match new {
+                Some(v) => map.insert(k, v),
                 None => map.remove(&k),
             };
-            Out::Updated(old, new)
+            Out::Updated(old, out)
         }
         other => return Err(Err(other)),
     })
@@ -216,7 +285,7 @@ fn clamp(i: i64, len: usize) -> usize {
     at as usize
 }
 
-fn seq_op(items: &mut Vec<Blob>, fixed: bool, op: Op) -> OpResult {
+fn seq_op(c: &Caller<'_>, items: &mut Vec<Stored>, fixed: bool, op: Op) -> OpResult {
     let resizes = matches!(
         op,
         Op::Push(_) | Op::Append(_) | Op::Pop(_) | Op::InsertAt(..) | Op::Remove(_) | Op::Clear
@@ -225,26 +294,31 @@ fn seq_op(items: &mut Vec<Blob>, fixed: bool, op: Op) -> OpResult {
         return Err(Err(op));
     }
     Ok(match op {
-        Op::Index(i) => Out::Blob(items[index(i, items.len())?].clone()),
+        Op::Index(i) => Out::Blob(c.give(&items[index(i, items.len())?])),
         Op::SetIndex(i, v) => {
             let at = index(i, items.len())?;
-            Out::Blob(std::mem::replace(&mut items[at], v))
+            let old = std::mem::replace(&mut items[at], c.hold(v)?);
+            Out::Blob(c.give(&old))
         }
         Op::Slice { start, stop } => {
             let (a, b) = (clamp(start, items.len()), clamp(stop, items.len()));
             Out::Blobs(if a < b {
-                items[a..b].to_vec()
+                items[a..b].iter().map(|v| c.give(v)).collect()
             } else {
                 Vec::new()
             })
         }
-        Op::Load => Out::Blobs(items.clone()),
+        Op::Load => Out::Blobs(items.iter().map(|v| c.give(v)).collect()),
         Op::Push(v) => {
-            items.push(v);
+            items.push(c.hold(v)?);
             Out::Unit
         }
         Op::Append(vs) => {
-            items.extend(vs);
+            let held = vs
+                .into_iter()
+                .map(|v| c.hold(v))
+                .collect::<Result<Vec<_>, Fault>>()?;
+            items.extend(held);
             Out::Unit
         }
         Op::Pop(at) => {
@@ -252,20 +326,21 @@ fn seq_op(items: &mut Vec<Blob>, fixed: bool, op: Op) -> OpResult {
                 return Err(fault(Fault::Empty));
             }
             let at = index(at.unwrap_or(-1), items.len())?;
-            Out::Blob(items.remove(at))
+            Out::Blob(c.give(&items.remove(at)))
         }
         Op::InsertAt(i, v) => {
+            let v = c.hold(v)?;
             items.insert(clamp(i, items.len()), v);
             Out::Unit
         }
-        Op::Remove(v) => match items.iter().position(|x| *x == v) {
+        Op::Remove(v) => match items.iter().position(|x| x.bytes == v) {
             Some(at) => {
                 items.remove(at);
                 Out::Flag(true)
             }
             None => Out::Flag(false),
         },
-        Op::Contains(v) => Out::Flag(items.contains(&v)),
+        Op::Contains(v) => Out::Flag(items.iter().any(|x| x.bytes == v)),
         Op::Len => Out::Count(items.len() as u64),
         Op::Clear => {
             items.clear();
@@ -282,10 +357,10 @@ fn seq_op(items: &mut Vec<Blob>, fixed: bool, op: Op) -> OpResult {
                     "a compare-and-set cannot remove a list item".into(),
                 )));
             };
-            if expected.as_ref() != Some(&items[at]) {
-                return Ok(Out::Swap(Err(Some(items[at].clone()))));
+            if expected.as_ref() != Some(&items[at].bytes) {
+                return Ok(Out::Swap(Err(Some(c.give(&items[at])))));
             }
-            items[at] = new;
+            items[at] = c.hold(new)?;
             Out::Swap(Ok(()))
         }
         Op::Apply {
@@ -293,11 +368,12 @@ fn seq_op(items: &mut Vec<Blob>, fixed: bool, op: Op) -> OpResult {
             update,
         } => {
             let at = index(i, items.len())?;
-            let old = items[at].clone();
+            let old = items[at].bytes.clone();
             match run_update(&update, Some(old.clone())).map_err(fault)? {
                 Some(new) => {
-                    items[at] = new.clone();
-                    Out::Updated(Some(old), Some(new))
+                    let out = new.bytes.clone();
+                    items[at] = new;
+                    Out::Updated(Some(old), Some(out))
                 }
                 None => {
                     return Err(fault(Fault::Function(
@@ -310,30 +386,31 @@ fn seq_op(items: &mut Vec<Blob>, fixed: bool, op: Op) -> OpResult {
     })
 }
 
-fn value_op(value: &mut Blob, op: Op) -> OpResult {
+fn value_op(c: &Caller<'_>, value: &mut Stored, op: Op) -> OpResult {
     Ok(match op {
-        Op::Load => Out::Blob(value.clone()),
-        Op::Store(v) => Out::Blob(std::mem::replace(value, v)),
+        Op::Load => Out::Blob(c.give(value)),
+        Op::Store(v) => Out::Blob(c.give(&std::mem::replace(value, c.hold(v)?))),
         Op::CompareSet {
             at: At::Whole,
             expected,
             new: Some(new),
         } => {
-            if expected.as_ref() != Some(&*value) {
-                return Ok(Out::Swap(Err(Some(value.clone()))));
+            if expected.as_ref() != Some(&value.bytes) {
+                return Ok(Out::Swap(Err(Some(c.give(value)))));
             }
-            *value = new;
+            *value = c.hold(new)?;
             Out::Swap(Ok(()))
         }
         Op::Apply {
             at: At::Whole,
             update,
         } => {
-            let old = value.clone();
+            let old = value.bytes.clone();
             match run_update(&update, Some(old.clone())).map_err(fault)? {
                 Some(new) => {
-                    *value = new.clone();
-                    Out::Updated(Some(old), Some(new))
+                    let out = new.bytes.clone();
+                    *value = new;
+                    Out::Updated(Some(old), Some(out))
                 }
                 None => {
                     return Err(fault(Fault::Function(
@@ -346,17 +423,35 @@ fn value_op(value: &mut Blob, op: Op) -> OpResult {
     })
 }
 
-/// Runs a client's update function on the current encoding; `Ok(new encoding)` or why not.
-fn run_update(update: &Update, current: Option<Blob>) -> Result<Option<Blob>, Fault> {
+/// Runs a client's update function on the current item; `Ok(new item)` or why not. The
+/// function sees and returns plain postcard bytes: a value that holds proxies cannot be updated
+/// (the server cannot decode a proxy).
+fn run_update(update: &Update, current: Option<Item>) -> Result<Option<Stored>, Fault> {
     let f: UpdateFn = ipc_core::codec::decode_plain(&update.f).map_err(|e| {
         Fault::Function(format!(
             "the update function cannot run in the manager's server (a function of another \
              executable?): {e}"
         ))
     })?;
+    let current = match current {
+        None => None,
+        Some(item) => match crate::wire::item_ids(&item) {
+            Some((ids, bytes)) if ids.is_empty() => Some(Blob::from(bytes.to_vec())),
+            _ => {
+                return Err(Fault::Function(
+                    "the value holds proxies: the server cannot run an update on it".into(),
+                ));
+            }
+        },
+    };
     let operand = update.operand.clone();
     match std::panic::catch_unwind(AssertUnwindSafe(|| f.call((current, operand)))) {
-        Ok(Ok(Ok(new))) => Ok(new),
+        Ok(Ok(Ok(new))) => Ok(new.map(|bytes| {
+            let mut item = Vec::with_capacity(bytes.len() + 1);
+            item.push(0); // no proxies
+            item.extend_from_slice(&bytes);
+            Stored::plain(Blob::from(item))
+        })),
         Ok(Ok(Err(msg))) => Err(Fault::Function(msg)),
         Ok(Err(e)) => Err(Fault::Function(e.to_string())),
         Err(p) => Err(Fault::Function(format!(

@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::objects::Stored;
 use super::{Caller, HANGUP_CHECK};
-use crate::wire::{Blob, Fault, Op, Out};
+use crate::wire::{Fault, Op, Out};
 
 /// An operation's failure: a fault, or the operation itself when the kind has no such method
 /// (`Err(op)`, made into `NoSuchMethod` by `Object::call`).
@@ -83,7 +84,7 @@ pub(crate) struct Queue {
 }
 
 struct QueueState {
-    items: VecDeque<Blob>,
+    items: VecDeque<Stored>,
     maxsize: u64,
     unfinished: u64,
 }
@@ -115,6 +116,7 @@ impl Queue {
                 if timeout_ms == Some(0) && full(&g) {
                     return Err(fault(Fault::Full));
                 }
+                let item = caller.hold(item)?;
                 block(&self.not_full, &mut g, timeout_ms, caller, |s| !full(s))?;
                 g.items.push_back(item);
                 if self.joinable {
@@ -132,7 +134,7 @@ impl Queue {
                 })?;
                 let item = g.items.pop_front().expect("waited for an item");
                 self.not_full.notify_one();
-                Out::Blob(item)
+                Out::Blob(caller.give(&item))
             }
             Op::Len => Out::Count(g.items.len() as u64),
             Op::Full => Out::Flag(full(&g)),
