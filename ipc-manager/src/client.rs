@@ -22,7 +22,7 @@
 //! and decodes `Held(obj)` only in Client::load, which turns the item's header into handles
 //! first (the server gave the session a reference for each) and releases those the value
 //! does not take.
-//! ```
+//!
 //! A client belongs to the process that made it: a copy inherited through `fork` would share
 //! sockets with its parent, so it refuses to call (proxies travel as arguments instead, which
 //! gives the child connections of its own).
