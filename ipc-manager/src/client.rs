@@ -9,6 +9,12 @@
 //!              client that has no key, from the server over `control` (Op::Split, Unix only)
 //! Handle     (object id, Client): what a proxy and its clones share; dropped -> Op::Release
 //! ```
+//! A call with a deadline (a proxy's `with_timeout`) caps the timeout of a call that blocks on
+//! the server, so the server answers by the deadline; if no answer came [`GRACE`] after it
+//! (the server is stopped, swamped or gone), the call is `Error::Timeout` with its outcome
+//! unknown, and the connection is not used again (an idle one is closed; the control
+//! connection, which holds the session when it is the only one, skips the late answer before
+//! its next call).
 //! A proxy serializes in one of three ways, by what the thread is doing ([`Mode`]):
 //! ```text
 //! Travel  (default: a process argument, a Connection message) a connection of a *new*
@@ -29,6 +35,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ipc_core::conn::{Address, Connection};
 use parking_lot::Mutex;
@@ -52,9 +59,20 @@ struct Inner {
     /// How to open another connection of this session: the address, the key, the session.
     reconnect: Option<Reconnect>,
     server: ServerId,
-    control: Mutex<Connection>,
+    control: Mutex<Control>,
     idle: Mutex<Vec<Connection>>,
 }
+
+/// The first connection, and how many late answers (of calls that passed their deadline) it
+/// has yet to skip.
+struct Control {
+    conn: Connection,
+    stale: usize,
+}
+
+/// How long after a call's deadline its client still waits for the server's answer (a call
+/// that blocks on the server gives up there at the deadline itself).
+pub(crate) const GRACE: Duration = Duration::from_millis(100);
 
 struct Reconnect {
     address: Address,
@@ -71,6 +89,7 @@ impl Client {
             Hello::New {
                 version: wire::VERSION,
             },
+            None,
         )?;
         Ok(Client::in_session(conn, address, authkey, welcome))
     }
@@ -93,7 +112,7 @@ impl Client {
                     authkey: authkey.to_vec(),
                     welcome,
                 }),
-                control: Mutex::new(conn),
+                control: Mutex::new(Control { conn, stale: 0 }),
                 idle: Mutex::new(Vec::new()),
             }),
         }
@@ -106,7 +125,7 @@ impl Client {
                 pid: std::process::id(),
                 server,
                 reconnect: None,
-                control: Mutex::new(conn),
+                control: Mutex::new(Control { conn, stale: 0 }),
                 idle: Mutex::new(Vec::new()),
             }),
         }
@@ -206,50 +225,72 @@ impl Client {
         }
     }
 
-    /// One call: the request, then its reply.
-    pub(crate) fn call(&self, obj: u64, op: Op) -> Result<Out> {
+    /// One call: the request, then its reply; by `timeout` from now, if given.
+    pub(crate) fn call(&self, obj: u64, op: Op, timeout: Option<Duration>) -> Result<Out> {
         self.check_process()?;
-        let req = Request { obj, op };
-        if !req.op.blocks()
-            && let Some(control) = self.inner.control.try_lock()
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut req = Request { obj, op };
+        if let Some(t) = timeout {
+            req.op.cap_timeout(t);
+        }
+        if deadline.is_none()
+            && !req.op.blocks()
+            && let Some(mut control) = self.inner.control.try_lock()
         {
-            return round_trip(&control, &req);
+            return control.round_trip(&req, None);
         }
         let conn = match self.inner.idle.lock().pop() {
             Some(c) => c,
-            None => match self.open_more() {
+            None => match self.open_more(deadline) {
                 Ok(c) => c,
                 // No way to another connection (a key-less client over TCP): wait for the
                 // first one.
-                Err(Error::Refused(_)) => return round_trip(&self.inner.control.lock(), &req),
+                Err(Error::Refused(_)) => {
+                    return self.control(deadline)?.round_trip(&req, deadline);
+                }
                 Err(e) => return Err(e),
             },
         };
-        let out = round_trip(&conn, &req);
-        if !matches!(out, Err(Error::ServerGone(_) | Error::Core(_))) {
-            self.inner.idle.lock().push(conn);
+        match exchange(&conn, &req, deadline) {
+            Ok(out) => {
+                if !matches!(out, Err(Error::ServerGone(_) | Error::Core(_))) {
+                    self.inner.idle.lock().push(conn);
+                }
+                out
+            }
+            // The answer is still to come: the connection closes (the server's thread for it
+            // ends when it has answered).
+            Err(Late) => Err(Error::Timeout),
         }
-        out
+    }
+
+    /// The control connection, waited for until `deadline` (and [`GRACE`]) if given.
+    fn control(&self, deadline: Option<Instant>) -> Result<parking_lot::MutexGuard<'_, Control>> {
+        match deadline {
+            None => Ok(self.inner.control.lock()),
+            Some(d) => self
+                .inner
+                .control
+                .try_lock_until(d + GRACE)
+                .ok_or(Error::Timeout),
+        }
     }
 
     /// Another connection of this session.
-    fn open_more(&self) -> Result<Connection> {
+    fn open_more(&self, deadline: Option<Instant>) -> Result<Connection> {
         if let Some(r) = &self.inner.reconnect {
             let hello = Hello::Join {
                 version: wire::VERSION,
                 session: r.welcome.session,
                 ticket: r.welcome.ticket,
             };
-            return open(&r.address, &r.authkey, hello).map(|(c, _)| c);
+            return open(&r.address, &r.authkey, hello, deadline).map(|(c, _)| c);
         }
-        let control = self.inner.control.lock();
-        match round_trip(
-            &control,
-            &Request {
-                obj: MANAGER,
-                op: Op::Split { same_session: true },
-            },
-        )? {
+        let split = Request {
+            obj: MANAGER,
+            op: Op::Split { same_session: true },
+        };
+        match self.control(deadline)?.round_trip(&split, deadline)? {
             Out::Conn(c) => Ok(c),
             other => Err(unexpected(&other)),
         }
@@ -258,7 +299,7 @@ impl Client {
     /// A connection of a new session holding one reference to `obj`, for another process.
     pub(crate) fn transfer(&self, obj: u64) -> Result<Connection> {
         self.check_process()?;
-        let token = match self.call(MANAGER, Op::Share(vec![obj]))? {
+        let token = match self.call(MANAGER, Op::Share(vec![obj]), None)? {
             Out::Token(t) => t,
             other => return Err(unexpected(&other)),
         };
@@ -270,17 +311,18 @@ impl Client {
                     Hello::New {
                         version: wire::VERSION,
                     },
+                    None,
                 )?
                 .0
             }
-            None => match round_trip(
-                &self.inner.control.lock(),
+            None => match self.inner.control.lock().round_trip(
                 &Request {
                     obj: MANAGER,
                     op: Op::Split {
                         same_session: false,
                     },
                 },
+                None,
             )? {
                 Out::Conn(c) => c,
                 other => return Err(unexpected(&other)),
@@ -300,20 +342,80 @@ impl Client {
 }
 
 /// Connects, authenticates, says hello.
-fn open(address: &Address, authkey: &[u8], hello: Hello) -> Result<(Connection, Welcome)> {
-    let conn = ipc_core::conn::connect(address, Some(authkey)).map_err(|e| match e {
-        ipc_core::Error::Io(io) => Error::ServerGone(format!("cannot connect to {address}: {io}")),
-        e => Error::from(e),
-    })?;
+/// Connects, authenticates, says hello: by `deadline` (and [`GRACE`]) if given.
+fn open(
+    address: &Address,
+    authkey: &[u8],
+    hello: Hello,
+    deadline: Option<Instant>,
+) -> Result<(Connection, Welcome)> {
+    let limit = match deadline {
+        Some(d) => (d + GRACE).saturating_duration_since(Instant::now()),
+        None => ipc_core::conn::DEFAULT_HANDSHAKE_TIMEOUT,
+    };
+    let conn = ipc_core::conn::connect_timeout(address, Some(authkey), Some(limit)).map_err(
+        |e| match e {
+            ipc_core::Error::Io(io) => {
+                Error::ServerGone(format!("cannot connect to {address}: {io}"))
+            }
+            e => Error::from(e),
+        },
+    )?;
     conn.send(&hello)?;
-    let welcome: std::result::Result<Welcome, Fault> = conn.recv()?;
+    let welcome: std::result::Result<Welcome, Fault> = match deadline {
+        None => conn.recv()?,
+        Some(d) => conn.recv_timeout((d + GRACE).saturating_duration_since(Instant::now()))?,
+    };
     Ok((conn, welcome?))
 }
 
+/// A call's deadline (and [`GRACE`]) passed with its answer still to come.
+struct Late;
+
+/// Sends `req` and waits for its answer, until `deadline` (and [`GRACE`]) if given.
+fn exchange(
+    conn: &Connection,
+    req: &Request,
+    deadline: Option<Instant>,
+) -> std::result::Result<Result<Out>, Late> {
+    if let Err(e) = conn.send(req) {
+        return Ok(Err(e.into()));
+    }
+    let reply = match deadline {
+        None => conn.recv::<std::result::Result<Out, Fault>>(),
+        Some(d) => conn.recv_timeout((d + GRACE).saturating_duration_since(Instant::now())),
+    };
+    match reply {
+        Ok(answer) => Ok(answer.map_err(Error::from)),
+        Err(ipc_core::Error::Timeout) => Err(Late),
+        Err(e) => Ok(Err(e.into())),
+    }
+}
+
+/// A call without a deadline.
 fn round_trip(conn: &Connection, req: &Request) -> Result<Out> {
-    conn.send(req)?;
-    let reply: std::result::Result<Out, Fault> = conn.recv()?;
-    Ok(reply?)
+    exchange(conn, req, None).unwrap_or(Err(Error::Timeout))
+}
+
+impl Control {
+    /// A call on the control connection: the late answers of earlier calls first.
+    fn round_trip(&mut self, req: &Request, deadline: Option<Instant>) -> Result<Out> {
+        while self.stale > 0 {
+            let late = match deadline {
+                None => self.conn.recv::<std::result::Result<Out, Fault>>(),
+                Some(d) => self
+                    .conn
+                    .recv_timeout((d + GRACE).saturating_duration_since(Instant::now())),
+            };
+            // A late answer is dropped (references it gave go with the session).
+            let _answer = late?;
+            self.stale -= 1;
+        }
+        exchange(&self.conn, req, deadline).unwrap_or_else(|Late| {
+            self.stale += 1;
+            Err(Error::Timeout)
+        })
+    }
 }
 
 /// A reply of another shape than the call's (a server of another version, or a bug).
@@ -333,25 +435,15 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub(crate) fn call(&self, op: Op) -> Result<Out> {
-        self.client.call(self.obj, op)
-    }
-
-    /// `value` as an item for the server (see [`Client::store`]).
-    pub(crate) fn store<T: Serialize + ?Sized>(&self, value: &T) -> Result<Item> {
-        self.client.store(value)
-    }
-
-    /// A value from an item the server returned (see [`Client::load`]).
-    pub(crate) fn load<T: DeserializeOwned>(&self, item: &[u8]) -> Result<T> {
-        self.client.load(item)
+    pub(crate) fn call(&self, op: Op, timeout: Option<Duration>) -> Result<Out> {
+        self.client.call(self.obj, op, timeout)
     }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         if self.client.check_process().is_ok() {
-            let _ = self.client.call(self.obj, Op::Release);
+            let _ = self.client.call(self.obj, Op::Release, None);
         }
     }
 }

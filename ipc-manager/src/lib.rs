@@ -61,7 +61,7 @@ pub use error::{Error, Result};
 pub use manager::{AsLock, Builder, Manager, SHUTDOWN_GRACE, Stats};
 pub use proxy::{
     Array, Barrier, Condition, Dict, Event, JoinableQueue, List, ListIter, Lock, LockGuard,
-    Namespace, NamespaceSnapshot, Proxy, Queue, RLock, Semaphore, Value,
+    Namespace, NamespaceSnapshot, Proxy, Queue, RLock, Semaphore, Set, Value,
 };
 pub use server::{Server, serve};
 pub use wire::DEFAULT_MAX_MESSAGE;

@@ -9,7 +9,6 @@
 //! Manager::connect a session on a server someone else started (dropping it leaves the server)
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ipc_core::conn::{Address, Connection};
@@ -22,7 +21,7 @@ use crate::client::{Client, Handle, unexpected};
 use crate::error::{Error, Result};
 use crate::proxy::{
     Array, Barrier, Condition, Dict, Event, Internal, JoinableQueue, List, Lock, Namespace, Proxy,
-    Queue, RLock, Semaphore, Value, enc,
+    Queue, RLock, Semaphore, Set, Shared, Value, enc,
 };
 use crate::server::Server;
 use crate::wire::{self, Init, MANAGER, Op, Out, Welcome};
@@ -335,7 +334,7 @@ impl Manager {
 
     /// The server's counters.
     pub fn stats(&self) -> Result<Stats> {
-        match self.client.call(MANAGER, Op::Stats)? {
+        match self.client.call(MANAGER, Op::Stats, None)? {
             Out::Stats(s) => Ok(s),
             other => Err(unexpected(&other)),
         }
@@ -343,14 +342,14 @@ impl Manager {
 
     /// A new object, behind a proxy of type `P`.
     fn make<P: Internal>(&self, init: Init) -> Result<P> {
-        match self.client.call(MANAGER, Op::Create(init))? {
+        match self.client.call(MANAGER, Op::Create(init), None)? {
             Out::Object(obj) => Ok(P::from_shared(self.handle(obj))),
             other => Err(unexpected(&other)),
         }
     }
 
-    fn handle(&self, obj: u64) -> Arc<Handle> {
-        Arc::new(Handle {
+    fn handle(&self, obj: u64) -> Shared {
+        Shared::new(Handle {
             client: self.client.clone(),
             obj,
         })
@@ -382,7 +381,10 @@ impl Manager {
 
     /// Removes a published name; whether it existed.
     pub fn unpublish(&self, name: &str) -> Result<bool> {
-        match self.client.call(MANAGER, Op::Unpublish(name.into()))? {
+        match self
+            .client
+            .call(MANAGER, Op::Unpublish(name.into()), None)?
+        {
             Out::Flag(b) => Ok(b),
             other => Err(unexpected(&other)),
         }
@@ -391,7 +393,7 @@ impl Manager {
     /// The object published as `name`, behind a proxy of type `P`: [`Error::NoSuchName`] if
     /// nothing is, [`Error::WrongKind`] if it is another kind of object.
     pub fn lookup<P: Proxy>(&self, name: &str) -> Result<P> {
-        match self.client.call(MANAGER, Op::Lookup(name.into()))? {
+        match self.client.call(MANAGER, Op::Lookup(name.into()), None)? {
             Out::Named { obj, kind } => {
                 let h = self.handle(obj); // releases the reference if we return an error
                 if P::KINDS.contains(&kind.as_str()) {
@@ -410,6 +412,11 @@ impl Manager {
     /// A new empty [`Dict`].
     pub fn dict<K, V>(&self) -> Result<Dict<K, V>> {
         self.make(Init::Dict)
+    }
+
+    /// A new empty [`Set`].
+    pub fn set<T>(&self) -> Result<Set<T>> {
+        self.make(Init::Set)
     }
 
     /// A new [`List`] holding `items`.
@@ -507,7 +514,7 @@ impl Manager {
     }
 
     fn stop(&mut self) -> Result<()> {
-        let asked = match self.client.call(MANAGER, Op::Shutdown) {
+        let asked = match self.client.call(MANAGER, Op::Shutdown, None) {
             Ok(_) | Err(Error::ServerGone(_)) => Ok(()),
             Err(e) => Err(e),
         };
@@ -556,13 +563,13 @@ pub trait AsLock: sealed::Sealed {
 
 impl AsLock for Lock {
     fn lock_id(&self) -> u64 {
-        self.h.obj
+        self.h.handle.obj
     }
 }
 
 impl AsLock for RLock {
     fn lock_id(&self) -> u64 {
-        self.h.obj
+        self.h.handle.obj
     }
 }
 

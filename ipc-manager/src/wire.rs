@@ -165,16 +165,30 @@ pub(crate) struct Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Init {
     Dict,
+    /// Members are keys (plain bytes); each value is the empty item.
+    Set,
     List(Vec<Item>),
     Namespace,
     Value(Item),
     Array(Vec<Item>),
-    Queue { maxsize: u64, joinable: bool },
-    Lock { reentrant: bool },
-    Semaphore { value: u64, bounded: bool },
+    Queue {
+        maxsize: u64,
+        joinable: bool,
+    },
+    Lock {
+        reentrant: bool,
+    },
+    Semaphore {
+        value: u64,
+        bounded: bool,
+    },
     Event,
-    Condition { lock: Option<u64> },
-    Barrier { parties: u64 },
+    Condition {
+        lock: Option<u64>,
+    },
+    Barrier {
+        parties: u64,
+    },
 }
 
 /// A server-side update: the function the server runs under the object's lock, and the
@@ -305,6 +319,22 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Caps how long the call may wait on the server at `t` (a call with a deadline); a
+    /// nonzero `t` never becomes a poll.
+    pub(crate) fn cap_timeout(&mut self, t: std::time::Duration) {
+        let ms = u64::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        match self {
+            Op::Put { timeout_ms, .. }
+            | Op::Take { timeout_ms }
+            | Op::Join { timeout_ms }
+            | Op::Acquire { timeout_ms, .. }
+            | Op::Wait { timeout_ms, .. } => {
+                *timeout_ms = Some(timeout_ms.map_or(ms, |m| m.min(ms)));
+            }
+            _ => {}
+        }
+    }
+
     /// Whether the call may wait on the server (for a client: not on a connection that others
     /// need soon).
     pub(crate) fn blocks(&self) -> bool {

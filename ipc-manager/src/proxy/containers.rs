@@ -23,7 +23,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Shared, blob, blobs, count, dec, enc, flag, keys, maybe, or_none, proxy_traits, unit};
-use crate::client::Handle;
 use crate::error::{Error, Result};
 use crate::wire::{At, Blob, Op, Out, ServerFn, Update, UpdateFn};
 
@@ -80,7 +79,7 @@ fn run_add<V: Serialize + DeserializeOwned + AddAssign + Default>(
 }
 
 /// The value before an update (absent: `None`).
-fn before<V: DeserializeOwned>(h: &Handle, out: Out) -> Result<(Option<V>, Option<V>)> {
+fn before<V: DeserializeOwned>(h: &Shared, out: Out) -> Result<(Option<V>, Option<V>)> {
     match out {
         Out::Updated(old, new) => Ok((
             old.map(|b| h.load(&b)).transpose()?,
@@ -90,7 +89,7 @@ fn before<V: DeserializeOwned>(h: &Handle, out: Out) -> Result<(Option<V>, Optio
     }
 }
 
-fn swap<V: DeserializeOwned>(h: &Handle, out: Out) -> Result<std::result::Result<(), Option<V>>> {
+fn swap<V: DeserializeOwned>(h: &Shared, out: Out) -> Result<std::result::Result<(), Option<V>>> {
     match out {
         Out::Swap(Ok(())) => Ok(Ok(())),
         Out::Swap(Err(current)) => Ok(Err(current.map(|b| h.load(&b)).transpose()?)),
@@ -275,6 +274,107 @@ where
 
 // ---------------------------------------------------------------------------------------------
 
+/// A set held by the manager's server: members compare by their postcard encoding, as a
+/// [`Dict`]'s keys do (so a member cannot be a proxy).
+///
+/// ```
+/// let m = ipc_manager::Manager::start()?;
+/// let s = m.set::<String>()?;
+/// assert!(s.insert(&"a".into())?);
+/// assert!(!s.insert(&"a".into())?, "already a member");
+/// s.extend(["b".to_string(), "c".to_string()])?;
+/// assert!(s.contains("b")?);
+/// assert!(s.remove("c")?);
+/// assert_eq!(s.len()?, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[doc(alias = "set")]
+pub struct Set<T> {
+    pub(crate) h: Shared,
+    pub(crate) _t: PhantomData<fn() -> T>,
+}
+
+proxy_traits!(Set<T>, ["Set"]);
+
+impl<T: Serialize + DeserializeOwned> Set<T> {
+    /// Adds `member`; whether it was not a member before.
+    #[doc(alias = "add")]
+    pub fn insert(&self, member: &T) -> Result<bool> {
+        match self.h.call(Op::Insert(enc(member)?, empty()))? {
+            Out::Maybe(old) => Ok(old.is_none()),
+            other => Err(crate::client::unexpected(&other)),
+        }
+    }
+
+    /// Removes `member`; whether it was a member (Python's `discard`, and `remove` without
+    /// the `KeyError`).
+    #[doc(alias = "discard")]
+    pub fn remove<Q>(&self, member: &Q) -> Result<bool>
+    where
+        T: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
+        match self.h.call(Op::Remove(enc(member)?))? {
+            Out::Maybe(old) => Ok(old.is_some()),
+            other => Err(crate::client::unexpected(&other)),
+        }
+    }
+
+    /// Whether `member` is a member.
+    #[doc(alias = "__contains__")]
+    pub fn contains<Q>(&self, member: &Q) -> Result<bool>
+    where
+        T: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
+        flag(&self.h, Op::Contains(enc(member)?))
+    }
+
+    /// Adds every member, in one call.
+    #[doc(alias = "update")]
+    pub fn extend(&self, members: impl IntoIterator<Item = T>) -> Result<()> {
+        let pairs = members
+            .into_iter()
+            .map(|m| Ok((enc(&m)?, empty())))
+            .collect::<Result<Vec<_>>>()?;
+        unit(&self.h, Op::Extend(pairs))
+    }
+
+    /// The number of members.
+    #[doc(alias = "__len__")]
+    pub fn len(&self) -> Result<usize> {
+        count(&self.h, Op::Len).map(|n| n as usize)
+    }
+
+    /// Whether the set has no members.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Removes every member.
+    pub fn clear(&self) -> Result<()> {
+        unit(&self.h, Op::Clear)
+    }
+
+    /// The members, in no particular order.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        keys(&self.h)
+    }
+
+    /// The members as a `HashSet`.
+    pub fn to_set(&self) -> Result<std::collections::HashSet<T>>
+    where
+        T: Eq + Hash,
+    {
+        Ok(self.to_vec()?.into_iter().collect())
+    }
+}
+
+/// A Set's value for each member: the item of nothing.
+fn empty() -> Blob {
+    Blob::from(vec![0])
+}
+
 /// A list held by the manager's server (Python's `manager.list()`).
 ///
 /// Indices are Python's: negative ones count from the end.
@@ -307,7 +407,10 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// Appends every item, in one call.
     pub fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
         let items: Vec<T> = items.into_iter().collect();
-        unit(&self.h, Op::Append(self.h.client.store_each(&items)?))
+        unit(
+            &self.h,
+            Op::Append(self.h.handle.client.store_each(&items)?),
+        )
     }
 
     /// Removes and returns the last item (`None` when empty).

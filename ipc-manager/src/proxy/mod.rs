@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
-pub use containers::{Array, Dict, List, ListIter, Value};
+pub use containers::{Array, Dict, List, ListIter, Set, Value};
 pub(crate) use internal::Internal;
 pub use namespace::{Namespace, NamespaceSnapshot};
 pub use queue::{JoinableQueue, Queue};
@@ -28,9 +28,38 @@ use crate::client::{Handle, unexpected};
 use crate::error::{Error, Result};
 use crate::wire::{Blob, Op, Out};
 
-/// What every proxy holds: the shared handle (its last clone releases the object).
+/// What every proxy holds: the handle its clones share (the last one releases the object), and
+/// the deadline of each of its calls.
 #[allow(unreachable_pub)] // named by the sealed `Proxy` trait (see `Handle`)
-pub type Shared = Arc<Handle>;
+#[derive(Clone)]
+pub struct Shared {
+    pub(crate) handle: Arc<Handle>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl Shared {
+    pub(crate) fn new(handle: Handle) -> Shared {
+        Shared {
+            handle: Arc::new(handle),
+            timeout: None,
+        }
+    }
+
+    /// One call, by the proxy's deadline if it has one.
+    pub(crate) fn call(&self, op: Op) -> Result<Out> {
+        self.handle.call(op, self.timeout)
+    }
+
+    /// `value` as an item for the server (proxies inside it become references).
+    pub(crate) fn store<T: Serialize + ?Sized>(&self, value: &T) -> Result<Blob> {
+        self.handle.client.store(value)
+    }
+
+    /// A value from an item the server returned.
+    pub(crate) fn load<T: DeserializeOwned>(&self, item: &[u8]) -> Result<T> {
+        self.handle.client.load(item)
+    }
+}
 
 /// A key's or an operand's postcard bytes (a proxy inside is refused). Values go through
 /// [`Handle::store`] instead, which carries proxies.
@@ -63,37 +92,37 @@ macro_rules! expect_reply {
     };
 }
 
-pub(crate) fn unit(h: &Handle, op: Op) -> Result<()> {
+pub(crate) fn unit(h: &Shared, op: Op) -> Result<()> {
     expect_reply!(h, op, Out::Unit => ())
 }
 
-pub(crate) fn flag(h: &Handle, op: Op) -> Result<bool> {
+pub(crate) fn flag(h: &Shared, op: Op) -> Result<bool> {
     expect_reply!(h, op, Out::Flag(b) => b)
 }
 
-pub(crate) fn count(h: &Handle, op: Op) -> Result<u64> {
+pub(crate) fn count(h: &Shared, op: Op) -> Result<u64> {
     expect_reply!(h, op, Out::Count(n) => n)
 }
 
-pub(crate) fn counts(h: &Handle) -> Result<Vec<u64>> {
+pub(crate) fn counts(h: &Shared) -> Result<Vec<u64>> {
     expect_reply!(h, Op::Describe, Out::Counts(v) => v)
 }
 
-pub(crate) fn blob<T: DeserializeOwned>(h: &Handle, op: Op) -> Result<T> {
+pub(crate) fn blob<T: DeserializeOwned>(h: &Shared, op: Op) -> Result<T> {
     match h.call(op)? {
         Out::Blob(b) => h.load(&b),
         other => Err(unexpected(&other)),
     }
 }
 
-pub(crate) fn maybe<T: DeserializeOwned>(h: &Handle, op: Op) -> Result<Option<T>> {
+pub(crate) fn maybe<T: DeserializeOwned>(h: &Shared, op: Op) -> Result<Option<T>> {
     match h.call(op)? {
         Out::Maybe(b) => b.map(|b| h.load(&b)).transpose(),
         other => Err(unexpected(&other)),
     }
 }
 
-pub(crate) fn blobs<T: DeserializeOwned>(h: &Handle, op: Op) -> Result<Vec<T>> {
+pub(crate) fn blobs<T: DeserializeOwned>(h: &Shared, op: Op) -> Result<Vec<T>> {
     match h.call(op)? {
         Out::Blobs(v) => v.iter().map(|b| h.load(b)).collect(),
         other => Err(unexpected(&other)),
@@ -101,7 +130,7 @@ pub(crate) fn blobs<T: DeserializeOwned>(h: &Handle, op: Op) -> Result<Vec<T>> {
 }
 
 /// A keyed object's keys.
-pub(crate) fn keys<K: DeserializeOwned>(h: &Handle) -> Result<Vec<K>> {
+pub(crate) fn keys<K: DeserializeOwned>(h: &Shared) -> Result<Vec<K>> {
     match h.call(Op::Keys)? {
         Out::Blobs(v) => v.iter().map(|b| dec(b)).collect(),
         other => Err(unexpected(&other)),
@@ -152,7 +181,7 @@ macro_rules! proxy_traits {
         impl$(<$($g),*>)? Clone for $name$(<$($g),*>)? {
             fn clone(&self) -> Self {
                 $name {
-                    h: std::sync::Arc::clone(&self.h),
+                    h: self.h.clone(),
                     _t: std::marker::PhantomData,
                 }
             }
@@ -162,14 +191,14 @@ macro_rules! proxy_traits {
             /// A proxy travels with a connection of its own (a descriptor), never the authkey:
             /// as a process argument or through a `Connection`, not as plain bytes.
             fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                (*self.h).serialize(s)
+                self.h.handle.serialize(s)
             }
         }
 
         impl<'de $($(, $g)*)?> serde::Deserialize<'de> for $name$(<$($g),*>)? {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
                 Ok($name {
-                    h: std::sync::Arc::new($crate::client::Handle::deserialize(d)?),
+                    h: $crate::proxy::Shared::new($crate::client::Handle::deserialize(d)?),
                     _t: std::marker::PhantomData,
                 })
             }
@@ -178,9 +207,28 @@ macro_rules! proxy_traits {
         impl$(<$($g),*>)? std::fmt::Debug for $name$(<$($g),*>)? {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($name))
-                    .field("id", &self.h.obj)
-                    .field("server_pid", &self.h.client.server_pid())
+                    .field("id", &self.h.handle.obj)
+                    .field("server_pid", &self.h.handle.client.server_pid())
+                    .field("timeout", &self.h.timeout)
                     .finish()
+            }
+        }
+
+        impl$(<$($g),*>)? $name$(<$($g),*>)? {
+            /// This proxy with a deadline on each of its calls, `timeout` from the call's
+            /// start (its clones keep it; a copy sent to another process does not). A call
+            /// that blocks on the server (a get, an acquire, a wait) gives up there by then;
+            /// a server that does not answer by then (stopped, swamped, gone) makes the call
+            /// [`Error::Timeout`](crate::Error::Timeout), its outcome unknown.
+            pub fn with_timeout(&self, timeout: std::time::Duration) -> Self {
+                let mut h = self.h.clone();
+                h.timeout = Some(timeout);
+                $name { h, _t: std::marker::PhantomData }
+            }
+
+            /// The deadline of each call ([`with_timeout`](Self::with_timeout)).
+            pub fn timeout(&self) -> Option<std::time::Duration> {
+                self.h.timeout
             }
         }
     };

@@ -134,7 +134,7 @@ fn apply(
 
 /// A value, with any proxy inside it held by the server (see the wire notes).
 fn store<T: Serialize + ?Sized>(h: &Shared, value: &T) -> Result<Blob> {
-    h.client.store_with(|buf| {
+    h.handle.client.store_with(|buf| {
         let d = dynamic(value)?;
         Ok(ipc_core::codec::encode_plain(&d, buf)?)
     })
@@ -148,7 +148,7 @@ impl Namespace {
             .h
             .call(Op::Insert(enc(name)?, store(&self.h, value)?))?
         {
-            Out::Maybe(old) => old.map_or(Ok(()), |old| self.h.client.discard(&old)),
+            Out::Maybe(old) => old.map_or(Ok(()), |old| self.h.handle.client.discard(&old)),
             other => Err(crate::client::unexpected(&other)),
         }
     }
@@ -159,7 +159,7 @@ impl Namespace {
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
         match self.h.call(Op::Get(enc(name)?))? {
             // The conversion runs while the proxies the value holds are there to take.
-            Out::Maybe(Some(item)) => self.h.client.load_with(&item, |bytes| {
+            Out::Maybe(Some(item)) => self.h.handle.client.load_with(&item, |bytes| {
                 let d: Dynamic = dec(bytes)?;
                 typed(name, &d)
             }),
@@ -179,7 +179,7 @@ impl Namespace {
     pub fn remove(&self, name: &str) -> Result<bool> {
         match self.h.call(Op::Remove(enc(name)?))? {
             Out::Maybe(None) => Ok(false),
-            Out::Maybe(Some(old)) => self.h.client.discard(&old).map(|()| true),
+            Out::Maybe(Some(old)) => self.h.handle.client.discard(&old).map(|()| true),
             other => Err(crate::client::unexpected(&other)),
         }
     }

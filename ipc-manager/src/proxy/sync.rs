@@ -122,7 +122,7 @@ impl Drop for LockGuard<'_> {
 impl std::fmt::Debug for LockGuard<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockGuard")
-            .field("lock", &self.h.obj)
+            .field("lock", &self.h.handle.obj)
             .finish()
     }
 }

@@ -5,6 +5,8 @@
 //! Dict        HashMap<key bytes, Stored>                Get Insert Remove Contains SetDefault
 //! Namespace   the same, keyed by attribute name          Extend Keys Values Items Len Clear
 //!                                                        CompareSet Apply
+//! Set         the same, members as keys (values empty)  Insert Remove Contains Extend Keys
+//!                                                        Len Clear
 //! List        Vec<Stored>                               Index SetIndex Slice Push Append Pop
 //! Array       the same, fixed length                    InsertAt Remove Contains Len Clear
 //!                                                        CompareSet Apply (Array: no resizing)
@@ -64,10 +66,42 @@ impl Stored {
     }
 }
 
+/// The kinds of keyed object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapKind {
+    Dict,
+    Namespace,
+    Set,
+}
+
+impl MapKind {
+    fn name(self) -> &'static str {
+        match self {
+            MapKind::Dict => "Dict",
+            MapKind::Namespace => "Namespace",
+            MapKind::Set => "Set",
+        }
+    }
+
+    /// The operations of a Set (the others of a Dict would see its empty values).
+    fn set_op(op: &Op) -> bool {
+        matches!(
+            op,
+            Op::Insert(..)
+                | Op::Remove(_)
+                | Op::Contains(_)
+                | Op::Extend(_)
+                | Op::Keys
+                | Op::Len
+                | Op::Clear
+        )
+    }
+}
+
 /// What an object is, and its state.
 pub(crate) enum State {
     Map {
-        namespace: bool,
+        kind: MapKind,
         map: Mutex<HashMap<Blob, Stored>>,
     },
     Seq {
@@ -97,11 +131,15 @@ impl Object {
         };
         let state = match init {
             Init::Dict => State::Map {
-                namespace: false,
+                kind: MapKind::Dict,
                 map: Mutex::new(HashMap::new()),
             },
             Init::Namespace => State::Map {
-                namespace: true,
+                kind: MapKind::Namespace,
+                map: Mutex::new(HashMap::new()),
+            },
+            Init::Set => State::Map {
+                kind: MapKind::Set,
                 map: Mutex::new(HashMap::new()),
             },
             Init::List(items) => State::Seq {
@@ -149,12 +187,7 @@ impl Object {
     /// The kind's name, for errors.
     pub(crate) fn kind(&self) -> &'static str {
         match &self.state {
-            State::Map {
-                namespace: false, ..
-            } => "Dict",
-            State::Map {
-                namespace: true, ..
-            } => "Namespace",
+            State::Map { kind, .. } => kind.name(),
             State::Seq { fixed: false, .. } => "List",
             State::Seq { fixed: true, .. } => "Array",
             State::Value(_) => "Value",
@@ -182,6 +215,9 @@ impl Object {
     /// Runs one operation.
     pub(crate) fn call(&self, caller: &Caller<'_>, op: Op) -> Result<Out, Fault> {
         let result = match &self.state {
+            State::Map {
+                kind: MapKind::Set, ..
+            } if !MapKind::set_op(&op) => Err(Err(op)),
             State::Map { map, .. } => map_op(caller, &mut map.lock(), op),
             State::Seq { fixed, items } => seq_op(caller, &mut items.lock(), *fixed, op),
             State::Value(v) => value_op(caller, &mut v.lock(), op),
