@@ -506,6 +506,11 @@ fn refuse<E: serde::ser::Error>(msg: &str) -> E {
     E::custom(msg)
 }
 
+/// A proxy's bytes inside a stored value: its object's id.
+pub(crate) fn held(obj: u64) -> impl Serialize {
+    Wire::<()>::Held(obj)
+}
+
 /// A proxy's bytes: with a connection of its own (as a descriptor) for another process, or
 /// its id inside a value its server stores.
 #[derive(Serialize, Deserialize)]

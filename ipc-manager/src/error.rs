@@ -50,6 +50,9 @@ pub enum Error {
     },
     /// No object is published under this name ([`Manager::lookup`](crate::Manager::lookup)).
     NoSuchName(String),
+    /// No custom type of this name is registered in the server's process
+    /// ([`Manager::create`](crate::Manager::create)).
+    NoSuchType(String),
     /// A published object is of another kind than the proxy asked for.
     WrongKind {
         /// The object's kind on the server.
@@ -66,8 +69,9 @@ pub enum Error {
         /// What did not fit.
         detail: String,
     },
-    /// An update function failed on the server (it panicked or could not run there); the
-    /// value is unchanged.
+    /// An update function failed on the server (it panicked or could not run there; the value
+    /// is unchanged), or a custom type's method failed (it panicked, or returned the error of
+    /// its `Result<T>`).
     Function(String),
     /// Client and server speak different protocol versions.
     Version {
@@ -102,6 +106,10 @@ impl fmt::Display for Error {
             ),
             Error::NoSuchMethod { kind, op } => write!(f, "a {kind} has no operation {op}"),
             Error::NoSuchName(name) => write!(f, "no object is published as {name:?}"),
+            Error::NoSuchType(name) => write!(
+                f,
+                "the server's process has no type registered as {name:?} (ipc_manager::register)"
+            ),
             Error::WrongKind { found, expected } => {
                 write!(f, "the object is a {found}, not a {expected}")
             }
@@ -160,6 +168,7 @@ impl From<Fault> for Error {
             Fault::NoSuchObject(id) => Error::NoSuchObject(id),
             Fault::NoSuchMethod { kind, op } => Error::NoSuchMethod { kind, op },
             Fault::NoSuchName(name) => Error::NoSuchName(name),
+            Fault::NoSuchType(name) => Error::NoSuchType(name),
             Fault::IndexOutOfRange { index, len } => Error::IndexOutOfRange { index, len },
             Fault::Timeout => Error::Timeout,
             Fault::Empty => Error::Empty,

@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod custom;
 mod dynamic;
 mod error;
 mod manager;
@@ -56,8 +57,12 @@ mod proxy;
 mod server;
 mod wire;
 
+pub use custom::{Context, Ref, Served, register};
 pub use dynamic::{Dynamic, DynamicError};
 pub use error::{Error, Result};
+/// Serves a type's methods from the manager's server and writes its typed proxy: see
+/// [`Served`] and the crate `ipc-manager-derive`.
+pub use ipc_manager_derive::served;
 pub use manager::{AsLock, Builder, Manager, SHUTDOWN_GRACE, Stats};
 pub use proxy::{
     Array, Barrier, Condition, Dict, Event, JoinableQueue, List, ListIter, Lock, LockGuard,
@@ -65,3 +70,12 @@ pub use proxy::{
 };
 pub use server::{Server, serve};
 pub use wire::DEFAULT_MAX_MESSAGE;
+
+/// What the code `#[served]` writes names: not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::custom::{Failure, Reply, args, failed};
+    pub use crate::proxy::Shared;
+    pub use crate::proxy::internal::Internal;
+    pub use serde;
+}

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::client::{Client, Handle, unexpected};
+use crate::custom::Served;
 use crate::error::{Error, Result};
 use crate::proxy::{
     Array, Barrier, Condition, Dict, Event, Internal, JoinableQueue, List, Lock, Namespace, Proxy,
@@ -75,6 +76,7 @@ pub struct Builder {
     authkey: Option<Vec<u8>>,
     init: Option<Result<(ByteBuf, ByteBuf)>>,
     max_message: Option<u64>,
+    types: Vec<Result<ByteBuf>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -122,6 +124,19 @@ impl Builder {
         self
     }
 
+    /// Registers the custom type `T` in the server process (see [`served`](crate::served)):
+    /// clients can then [`create`](Manager::create) `T` objects. The server runs this
+    /// program's registration of `T`, so `T` must be a type of this executable (as the
+    /// initializer must be a function of it); the clients may be any binary that knows `T`'s
+    /// name and methods.
+    pub fn register<T: Served + DeserializeOwned>(mut self) -> Builder {
+        self.types.push((|| {
+            let f = RemoteFn::new(crate::custom::register_remote::<T>)?.erase();
+            enc(&f)
+        })());
+        self
+    }
+
     /// The largest message the server accepts (default [`DEFAULT_MAX_MESSAGE`](crate::DEFAULT_MAX_MESSAGE));
     /// a client sending more is disconnected before anything is allocated for it.
     pub fn max_message_size(mut self, bytes: u64) -> Builder {
@@ -152,12 +167,14 @@ impl Builder {
             }
         };
         let init = self.init.transpose()?;
+        let types = self.types.into_iter().collect::<Result<Vec<_>>>()?;
         let (report, theirs) = ipc_core::conn::pipe()?;
         let boot = Boot {
             address: address.to_string(),
             authkey: ByteBuf::from(authkey.clone()),
             max_message: self.max_message.unwrap_or(wire::DEFAULT_MAX_MESSAGE),
             init,
+            types,
             report: theirs,
         };
         let mut builder = ipc_core::process::Builder::new()
@@ -204,6 +221,8 @@ struct Boot {
     authkey: ByteBuf,
     max_message: u64,
     init: Option<(ByteBuf, ByteBuf)>,
+    /// The registrations of custom types to run (`RemoteFn<(), ()>`s).
+    types: Vec<ByteBuf>,
     /// Where the server reports `Ok((address, welcome))` or `Err(why)` once it listens; the
     /// owner's first connection afterwards.
     report: Connection,
@@ -215,6 +234,12 @@ fn server_main(boot: Boot) {
         let address: Address = boot.address.parse().map_err(|e| format!("{e}"))?;
         let server = Server::bind_with(&address, &boot.authkey, boot.max_message)
             .map_err(|e| format!("the server cannot listen at {address}: {e}"))?;
+        for f in &boot.types {
+            let f: RemoteFn<(), ()> = ipc_core::codec::decode_plain(f)
+                .map_err(|e| format!("a type cannot be registered in the server: {e}"))?;
+            f.call_encoded(&[], Vec::new())
+                .map_err(|e| format!("a type cannot be registered in the server: {e}"))?;
+        }
         if let Some((f, arg)) = &boot.init {
             let f: RemoteFn<(), ()> = ipc_core::codec::decode_plain(f)
                 .map_err(|e| format!("the initializer cannot run in the server: {e}"))?;
@@ -412,6 +437,17 @@ impl Manager {
     /// A new empty [`Dict`].
     pub fn dict<K, V>(&self) -> Result<Dict<K, V>> {
         self.make(Init::Dict)
+    }
+
+    /// A new object of the custom type `T`, holding `value`, and its proxy (Python's
+    /// `manager.Counter(...)` after `register('Counter', Counter)`). The server's process
+    /// must have registered `T` ([`Builder::register`], or [`register`](crate::register) beside
+    /// a standalone server): else [`Error::NoSuchType`](crate::Error::NoSuchType).
+    pub fn create<T: Served + Serialize>(&self, value: &T) -> Result<T::Proxy> {
+        self.make(Init::Custom {
+            name: T::NAME.into(),
+            state: crate::custom::state(value)?,
+        })
     }
 
     /// A new empty [`Set`].

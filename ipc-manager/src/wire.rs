@@ -189,6 +189,11 @@ pub(crate) enum Init {
     Barrier {
         parties: u64,
     },
+    /// A registered custom type, from its state (postcard, no proxies inside).
+    Custom {
+        name: String,
+        state: Blob,
+    },
 }
 
 /// A server-side update: the function the server runs under the object's lock, and the
@@ -316,6 +321,15 @@ pub(crate) enum Op {
     Abort,
     Reset,
     Describe,
+
+    // Custom types.
+    /// Method `method` of version `version`, with its argument tuple; the reply is its
+    /// result, an item.
+    Invoke {
+        method: String,
+        version: u32,
+        args: Blob,
+    },
 }
 
 impl Op {
@@ -401,6 +415,8 @@ pub(crate) enum Fault {
     NoSuchMethod { kind: String, op: String },
     /// No object is published under this name.
     NoSuchName(String),
+    /// No custom type of this name is registered in the server's process.
+    NoSuchType(String),
     /// An index outside the sequence.
     IndexOutOfRange { index: i64, len: u64 },
     /// A blocking call's timeout passed.

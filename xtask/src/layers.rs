@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! layer 2   ipc-pool  ipc-manager   (siblings: neither depends on the other)
-//! layer 1   ipc-sync
+//! layer 1   ipc-sync  ipc-manager-derive (a proc macro: depends on no workspace crate)
 //! layer 0   ipc-core
 //! tooling   benches  xtask  demo    (may depend on anything; nothing depends on them)
 //! ```
@@ -40,7 +40,7 @@ pub(crate) enum Layer {
 pub(crate) fn layer_of(name: &str) -> Option<Layer> {
     Some(match name {
         "ipc-core" => Layer::Library(0),
-        "ipc-sync" => Layer::Library(1),
+        "ipc-sync" | "ipc-manager-derive" => Layer::Library(1),
         "ipc-pool" | "ipc-manager" => Layer::Library(2),
         "benches" | "xtask" | "demo" => Layer::Tooling,
         _ => return None,

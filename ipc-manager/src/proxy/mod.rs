@@ -59,6 +59,61 @@ impl Shared {
     pub(crate) fn load<T: DeserializeOwned>(&self, item: &[u8]) -> Result<T> {
         self.handle.client.load(item)
     }
+
+    /// A copy with a deadline on each call.
+    #[doc(hidden)]
+    pub fn with_timeout(&self, timeout: Duration) -> Shared {
+        Shared {
+            handle: Arc::clone(&self.handle),
+            timeout: Some(timeout),
+        }
+    }
+
+    /// The deadline of each call.
+    #[doc(hidden)]
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// A proxy's `Debug`.
+    #[doc(hidden)]
+    pub fn debug(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("id", &self.handle.obj)
+            .field("server_pid", &self.handle.client.server_pid())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+
+    /// A custom type's method: its result, from its name, version and argument tuple.
+    #[doc(hidden)]
+    pub fn invoke<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        version: u32,
+        args: &A,
+    ) -> Result<R> {
+        match self.call(Op::Invoke {
+            method: method.into(),
+            version,
+            args: enc(args)?,
+        })? {
+            Out::Blob(item) => self.load(&item),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+impl Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.handle.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Shared {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Shared::new(Handle::deserialize(d)?))
+    }
 }
 
 /// A key's or an operand's postcard bytes (a proxy inside is refused). Values go through
@@ -156,61 +211,68 @@ pub(crate) mod internal {
     pub trait Internal: Sized {
         /// The server-side kinds this proxy type can stand for.
         const KINDS: &'static [&'static str];
+        /// The proxy of a handle.
         fn from_shared(h: super::Shared) -> Self;
+        /// The proxy's handle.
         fn shared(&self) -> &super::Shared;
     }
 }
 
-/// Implements `Clone`, `Serialize`, `Deserialize`, `Debug` and [`Proxy`] for a proxy
-/// `$name<..>` whose fields are `h: Shared` and `_t: PhantomData<..>`, standing for objects of
-/// the server-side kinds `$kinds`.
-macro_rules! proxy_traits {
+/// Implements `Clone`, `Serialize`, `Deserialize`, `Debug`, [`Proxy`], `with_timeout` and
+/// `timeout` for a proxy `$name<..>` whose fields are `h: Shared` and `_t: PhantomData<..>`,
+/// standing for objects of the server-side kinds `$kinds`. Exported (hidden) for the proxies
+/// `#[served]` writes; names only what `__private` re-exports.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __proxy_traits {
     ($name:ident $(<$($g:ident),*>)?, $kinds:expr) => {
-        impl$(<$($g),*>)? $crate::proxy::internal::Internal for $name$(<$($g),*>)? {
+        impl$(<$($g),*>)? $crate::__private::Internal for $name$(<$($g),*>)? {
             const KINDS: &'static [&'static str] = &$kinds;
-            fn from_shared(h: $crate::proxy::Shared) -> Self {
-                $name { h, _t: std::marker::PhantomData }
+            fn from_shared(h: $crate::__private::Shared) -> Self {
+                $name { h, _t: ::std::marker::PhantomData }
             }
-            fn shared(&self) -> &$crate::proxy::Shared {
+            fn shared(&self) -> &$crate::__private::Shared {
                 &self.h
             }
         }
 
-        impl$(<$($g),*>)? $crate::proxy::Proxy for $name$(<$($g),*>)? {}
+        impl$(<$($g),*>)? $crate::Proxy for $name$(<$($g),*>)? {}
 
-        impl$(<$($g),*>)? Clone for $name$(<$($g),*>)? {
+        impl$(<$($g),*>)? ::std::clone::Clone for $name$(<$($g),*>)? {
             fn clone(&self) -> Self {
                 $name {
                     h: self.h.clone(),
-                    _t: std::marker::PhantomData,
+                    _t: ::std::marker::PhantomData,
                 }
             }
         }
 
-        impl$(<$($g),*>)? serde::Serialize for $name$(<$($g),*>)? {
+        impl$(<$($g),*>)? $crate::__private::serde::Serialize for $name$(<$($g),*>)? {
             /// A proxy travels with a connection of its own (a descriptor), never the authkey:
-            /// as a process argument or through a `Connection`, not as plain bytes.
-            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                self.h.handle.serialize(s)
+            /// as a process argument or through a `Connection`; or, stored in an object of its
+            /// manager, as a reference.
+            fn serialize<S: $crate::__private::serde::Serializer>(
+                &self,
+                s: S,
+            ) -> ::std::result::Result<S::Ok, S::Error> {
+                self.h.serialize(s)
             }
         }
 
-        impl<'de $($(, $g)*)?> serde::Deserialize<'de> for $name$(<$($g),*>)? {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        impl<'de $($(, $g)*)?> $crate::__private::serde::Deserialize<'de> for $name$(<$($g),*>)? {
+            fn deserialize<D: $crate::__private::serde::Deserializer<'de>>(
+                d: D,
+            ) -> ::std::result::Result<Self, D::Error> {
                 Ok($name {
-                    h: $crate::proxy::Shared::new($crate::client::Handle::deserialize(d)?),
-                    _t: std::marker::PhantomData,
+                    h: $crate::__private::Shared::deserialize(d)?,
+                    _t: ::std::marker::PhantomData,
                 })
             }
         }
 
-        impl$(<$($g),*>)? std::fmt::Debug for $name$(<$($g),*>)? {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($name))
-                    .field("id", &self.h.handle.obj)
-                    .field("server_pid", &self.h.handle.client.server_pid())
-                    .field("timeout", &self.h.timeout)
-                    .finish()
+        impl$(<$($g),*>)? ::std::fmt::Debug for $name$(<$($g),*>)? {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                self.h.debug(stringify!($name), f)
             }
         }
 
@@ -219,18 +281,19 @@ macro_rules! proxy_traits {
             /// start (its clones keep it; a copy sent to another process does not). A call
             /// that blocks on the server (a get, an acquire, a wait) gives up there by then;
             /// a server that does not answer by then (stopped, swamped, gone) makes the call
-            /// [`Error::Timeout`](crate::Error::Timeout), its outcome unknown.
-            pub fn with_timeout(&self, timeout: std::time::Duration) -> Self {
-                let mut h = self.h.clone();
-                h.timeout = Some(timeout);
-                $name { h, _t: std::marker::PhantomData }
+            /// [`Error::Timeout`]($crate::Error::Timeout), its outcome unknown.
+            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
+                $name {
+                    h: self.h.with_timeout(timeout),
+                    _t: ::std::marker::PhantomData,
+                }
             }
 
             /// The deadline of each call ([`with_timeout`](Self::with_timeout)).
-            pub fn timeout(&self) -> Option<std::time::Duration> {
-                self.h.timeout
+            pub fn timeout(&self) -> ::std::option::Option<::std::time::Duration> {
+                self.h.timeout()
             }
         }
     };
 }
-pub(crate) use proxy_traits;
+pub(crate) use __proxy_traits as proxy_traits;

@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::wire::{
     self, Fault, Hello, Init, Item, MANAGER, Op, Out, Request, ServerId, Ticket, Welcome,
 };
-use objects::{Object, Registry, Stored};
+pub(crate) use objects::{Object, Registry, Stored};
 
 /// How often a call blocked on the server checks that its client is still there.
 pub(crate) const HANGUP_CHECK: Duration = Duration::from_millis(50);
@@ -161,6 +161,12 @@ impl Caller<'_> {
             bytes: item,
             held: held?,
         })
+    }
+
+    /// A new object, referenced by nobody yet (a custom type's method makes it and holds it).
+    pub(crate) fn create(&self, init: Init) -> Result<Arc<Object>, Fault> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        Object::create(self, id, init, None)
     }
 
     /// A stored value for the reply: the caller's session gets a reference to each object it
@@ -507,6 +513,55 @@ fn dispatch(
                 .unwrap_or_else(|p| Err(Fault::Function(crate::error::panic_message(&*p))))
         }
     }
+}
+
+// A custom type's method result is encoded on the server: its `Ref`s become the item's ids,
+// each held by the stored value while it is encoded (see `custom`).
+thread_local! {
+    static REPLY_HELD: std::cell::RefCell<Option<Vec<Arc<Object>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Called by a `Ref` being serialized: holds its object for the item being encoded.
+pub(crate) fn hold_in_reply(object: &Arc<Object>) -> std::result::Result<(), &'static str> {
+    REPLY_HELD
+        .try_with(|h| match &mut *h.borrow_mut() {
+            Some(held) => {
+                held.push(Arc::clone(object));
+                Ok(())
+            }
+            None => Err("a Ref can travel only inside a method's result or a Context's object"),
+        })
+        .unwrap_or(Err("the thread is exiting"))
+}
+
+/// `value` as a stored value made on the server: its `Ref`s become references.
+pub(crate) fn encode_stored<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> std::result::Result<Stored, String> {
+    let before = REPLY_HELD.replace(Some(Vec::new()));
+    let mut bytes = Vec::new();
+    let res = ipc_core::codec::encode_plain(value, &mut bytes);
+    let held = REPLY_HELD.replace(before).unwrap_or_default();
+    res.map_err(|e| format!("the result does not encode: {e}"))?;
+    let mut item = Vec::with_capacity(bytes.len() + 1 + 10 * held.len());
+    wire::put_varint(&mut item, held.len() as u64);
+    for object in &held {
+        wire::put_varint(&mut item, object.id);
+    }
+    item.extend_from_slice(&bytes);
+    Ok(Stored {
+        bytes: item.into(),
+        held,
+    })
+}
+
+/// `value` as an item made on the server (the caller keeps `value`, and so its `Ref`s, until
+/// the item is stored).
+pub(crate) fn encode_item<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> std::result::Result<Item, String> {
+    encode_stored(value).map(|s| s.bytes.clone())
 }
 
 /// One more reference to `obj` by `session`.

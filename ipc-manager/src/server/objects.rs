@@ -30,6 +30,7 @@ use parking_lot::Mutex;
 
 use super::sync::{Barrier, Condition, Event, Lock, OpResult, Queue, Semaphore, fault};
 use super::{Caller, op_name};
+use crate::custom::{Context, Failure, Invoke, Reply};
 use crate::wire::{At, Blob, Fault, Init, Item, Op, Out, Update, UpdateFn};
 
 /// Every live object of a server, by id. Weak: what keeps an object alive is the `Arc`s that
@@ -115,6 +116,11 @@ pub(crate) enum State {
     Event(Event),
     Condition(Condition),
     Barrier(Barrier),
+    /// A custom type's value (see `custom`), under its lock while a method runs.
+    Custom {
+        name: &'static str,
+        value: Mutex<Box<dyn Invoke>>,
+    },
 }
 
 impl Object {
@@ -173,6 +179,14 @@ impl Object {
                 }
                 State::Barrier(Barrier::new(parties))
             }
+            Init::Custom { name, state } => match crate::custom::construct(&name, &state) {
+                None => return Err(Fault::NoSuchType(name)),
+                Some((_, Err(why))) => return Err(Fault::Refused(why)),
+                Some((name, Ok(value))) => State::Custom {
+                    name,
+                    value: Mutex::new(value),
+                },
+            },
         };
         let registry = &caller.shared.registry;
         let object = Arc::new(Object {
@@ -200,6 +214,7 @@ impl Object {
             State::Event(_) => "Event",
             State::Condition(_) => "Condition",
             State::Barrier(_) => "Barrier",
+            State::Custom { name, .. } => name,
         }
     }
 
@@ -227,6 +242,7 @@ impl Object {
             State::Event(e) => e.call(caller, op),
             State::Condition(c) => c.call(caller, op),
             State::Barrier(b) => b.call(caller, op),
+            State::Custom { name, value } => invoke(caller, name, &mut **value.lock(), op),
         };
         result.map_err(|e| {
             e.unwrap_or_else(|op| Fault::NoSuchMethod {
@@ -234,6 +250,37 @@ impl Object {
                 op: op_name(&op),
             })
         })
+    }
+}
+
+/// A custom object's method.
+fn invoke(caller: &Caller<'_>, name: &str, value: &mut dyn Invoke, op: Op) -> OpResult {
+    let Op::Invoke {
+        method,
+        version,
+        args,
+    } = op
+    else {
+        return Err(Err(op));
+    };
+    let mut cx = Context::new(caller);
+    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        value.invoke(&mut cx, &method, version, &args)
+    }));
+    match ran {
+        Ok(Some(Ok(Reply(stored)))) => Ok(Out::Blob(caller.give(&stored))),
+        Ok(Some(Err(Failure::Refused(why)))) => Err(fault(Fault::Refused(why))),
+        Ok(Some(Err(Failure::Method(why)))) => Err(fault(Fault::Function(format!(
+            "{name}::{method} failed: {why}"
+        )))),
+        Ok(None) => Err(fault(Fault::NoSuchMethod {
+            kind: name.into(),
+            op: format!("{method} (version {version})"),
+        })),
+        Err(p) => Err(fault(Fault::Function(format!(
+            "{name}::{method} panicked: {}",
+            crate::error::panic_message(&*p)
+        )))),
     }
 }
 
