@@ -72,6 +72,7 @@ fn tour() -> Res {
     processes::function_handles(epoch)?;
     pool::run(epoch)?;
     manager::run(epoch)?;
+    manager::custom(epoch)?;
     println!(
         "\nTour complete in {:.1} s.",
         (now_ms() - epoch) as f64 / 1000.0

@@ -1,7 +1,8 @@
 //! The tour's manager section: the seed's `Manager` and `Namespace` experiments (children
 //! fill a shared dict; a producer sets a namespace attribute that a consumer waits for), the
 //! increment that Python's managers race on, a client on another "host" over TCP with an
-//! authkey, and what a proxy says when its server is killed.
+//! authkey, and what a proxy says when its server is killed. Section 19: a custom type served
+//! to a second binary, built apart, over TCP.
 
 use ipc_core::process::{Builder, JoinHandle};
 use ipc_manager::{Dict, Error, Event, Manager, Namespace};
@@ -159,6 +160,70 @@ pub(crate) fn run(epoch: u64) -> Res {
     conclude(
         "over TCP only a client with the authkey is served (the handshake authenticates, it \
          does not encrypt); a dead server is an error at once, never a hang",
+    );
+    Ok(())
+}
+
+/// Section 19.
+pub(crate) fn custom(epoch: u64) -> Res {
+    section(
+        19,
+        "A custom type on the manager's server, called by a second program over TCP",
+    );
+    let client = std::env::current_exe()?.with_file_name("tally-client");
+    if !client.exists() {
+        return Err(format!(
+            "{} is missing: build it with `cargo build -p demo --bins` (cargo xtask demo does)",
+            client.display()
+        )
+        .into());
+    }
+    let key = b"demo tally key".to_vec();
+    let m = Manager::builder()
+        .address("127.0.0.1:0".parse()?)
+        .authkey(key.clone())
+        .register::<demo::Tally>()
+        .start()?;
+    let tally = m.create(&demo::Tally::new("shared"))?;
+    tally.add(10)?;
+    m.publish("tally", &tally)?;
+    let totals = m.dict::<String, i64>()?;
+    m.publish("totals", &totals)?;
+    say(
+        epoch,
+        format!(
+            "the server (pid {}) holds a Tally at {}; running {}",
+            m.server_pid(),
+            m.address(),
+            client.display()
+        ),
+    );
+    let out = std::process::Command::new(&client)
+        .args([m.address().to_string(), demo::hex(&key)])
+        .output()?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("    {line}");
+    }
+    if !out.status.success() {
+        return Err(format!(
+            "tally-client failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    say(
+        epoch,
+        format!(
+            "back in the demo: tally.total() = {} (10 here + 5 from the other program)",
+            tally.total()?
+        ),
+    );
+    m.shutdown()?;
+    conclude(
+        "#[served] on an impl block writes the server side and the proxy; methods travel by \
+         name and version, so a separately built program calls them, a method the server lacks \
+         is an error, and a method can hand out new shared objects (nested proxies)",
     );
     Ok(())
 }

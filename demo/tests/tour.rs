@@ -41,6 +41,12 @@ fn the_tour_runs_and_shows_each_experiment() {
         "scores[\"remote\"] = 42",
         "a client with a wrong key: ",
         "server killed; a proxy call: the manager's server is gone",
+        "add(5) -> 15",
+        "history() returned a List proxy (a nested object) holding [10, 5]",
+        "created a Tally of its own on the server: total() -> 7",
+        "reset(), which the server's build lacks: a Tally has no operation reset (version 1)",
+        "an update function of this binary: ",
+        "tally.total() = 15",
         "Tour complete",
     ] {
         assert!(
@@ -48,7 +54,7 @@ fn the_tour_runs_and_shows_each_experiment() {
             "missing {expected:?} in:\n{stdout}"
         );
     }
-    for heading in 1..=18 {
+    for heading in 1..=19 {
         assert!(
             stdout.contains(&format!("\n== {heading}. ")),
             "section {heading} missing"

@@ -157,7 +157,9 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
         let ImplItem::Fn(f) = item else { continue };
         let o = method_options(&mut f.attrs)?;
         let public = matches!(f.vis, Visibility::Public(_));
-        if o.skip || !(public || o.expose) {
+        let has_receiver = matches!(f.sig.inputs.first(), Some(FnArg::Receiver(_)));
+        // Associated functions (constructors) stay local unless asked for, which is an error.
+        if o.skip || !(public || o.expose) || (!has_receiver && !o.expose) {
             continue;
         }
         methods.push(method(f, o)?);
@@ -238,8 +240,7 @@ fn method(f: &ImplItemFn, o: Options) -> syn::Result<Method> {
         _ => {
             return Err(syn::Error::new(
                 sig.span(),
-                "a served method takes `&self` or `&mut self` (mark others `#[served(skip)]` \
-                 or make them private)",
+                "a served method takes `&self` or `&mut self`",
             ));
         }
     };

@@ -2,7 +2,9 @@
 
 use crate::util;
 
-/// Runs `cargo run --quiet --release -p demo`.
+/// Builds the demo's binaries (the tour runs its second one, `tally-client`), then runs
+/// `cargo run --quiet --release -p demo --bin demo`.
 pub(crate) fn run() -> anyhow::Result<()> {
-    util::run(util::cargo().args(["run", "--quiet", "--release", "-p", "demo"]))
+    util::run(util::cargo().args(["build", "--quiet", "--release", "-p", "demo", "--bins"]))?;
+    util::run(util::cargo().args(["run", "--quiet", "--release", "-p", "demo", "--bin", "demo"]))
 }
