@@ -22,7 +22,7 @@
 //! ```text
 //! client                                   server (one thread per connection)
 //!   connect ── HMAC handshake on the authkey, both ways ──> accepted (handshakes concurrent)
-//!   Hello{version, new or join session} ──>   <── Welcome{session, ticket, pid} | Fault
+//!   Hello{version, new or join session} ──>   <── Welcome{session, ticket, server} | Fault
 //!   Request{object id, op} ──>                <── Out | Fault     (one at a time, in order)
 //! ```
 //! Everything is postcard: the server stores values as bytes and runs no code from the wire
@@ -38,6 +38,39 @@
 //! - A client blocked in a call (a queue get, a lock acquire, a barrier) blocks only its own
 //!   connection; other clients, and other threads of its process, carry on.
 //! - The owner of a started manager is killed: the server (a daemon child) dies with it.
+//!
+//! # Proxies inside shared objects
+//! A proxy stored in another object of its manager (a dict of lists, a queue in a list, a
+//! namespace attribute) is stored as a reference: the object lives while any stored value,
+//! reply or proxy names it, and is freed once none does (`wire.rs` states the rule). Keys and
+//! the operands of `update` cannot hold proxies (the server compares keys as bytes).
+//!
+//! # Custom types
+//! `#[served]` on a type's `impl` block serves its public methods from the server by name and
+//! version, and writes a proxy for them (Python's `BaseManager.register`); see [`Served`].
+//!
+//! ```
+//! use ipc_manager::{Manager, served};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! pub struct Counter {
+//!     n: i64,
+//! }
+//!
+//! #[served]
+//! impl Counter {
+//!     pub fn add(&mut self, by: i64) -> i64 {
+//!         self.n += by;
+//!         self.n
+//!     }
+//! }
+//!
+//! let m = Manager::builder().register::<Counter>().start()?;
+//! let c: CounterProxy = m.create(&Counter::default())?;
+//! assert_eq!(c.add(2)? + c.add(3)?, 7); // each call runs on the server
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Passing proxies to other processes
 //! A proxy is `Serialize`: as a process argument (every start method) or through a
