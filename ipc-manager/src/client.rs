@@ -43,6 +43,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::link::{self, GRACE, Late, Link};
 use crate::wire::{
     self, Blob, Fault, Hello, Item, MANAGER, Op, Out, Request, ServerId, Welcome, item_ids,
 };
@@ -59,20 +60,9 @@ struct Inner {
     /// How to open another connection of this session: the address, the key, the session.
     reconnect: Option<Reconnect>,
     server: ServerId,
-    control: Mutex<Control>,
-    idle: Mutex<Vec<Connection>>,
+    control: Mutex<Link>,
+    idle: Mutex<Vec<Link>>,
 }
-
-/// The first connection, and how many late answers (of calls that passed their deadline) it
-/// has yet to skip.
-struct Control {
-    conn: Connection,
-    stale: usize,
-}
-
-/// How long after a call's deadline its client still waits for the server's answer (a call
-/// that blocks on the server gives up there at the deadline itself).
-pub(crate) const GRACE: Duration = Duration::from_millis(100);
 
 struct Reconnect {
     address: Address,
@@ -112,7 +102,7 @@ impl Client {
                     authkey: authkey.to_vec(),
                     welcome,
                 }),
-                control: Mutex::new(Control { conn, stale: 0 }),
+                control: Mutex::new(Link::new(conn)),
                 idle: Mutex::new(Vec::new()),
             }),
         }
@@ -125,7 +115,7 @@ impl Client {
                 pid: std::process::id(),
                 server,
                 reconnect: None,
-                control: Mutex::new(Control { conn, stale: 0 }),
+                control: Mutex::new(Link::new(conn)),
                 idle: Mutex::new(Vec::new()),
             }),
         }
@@ -237,24 +227,30 @@ impl Client {
             && !req.op.blocks()
             && let Some(mut control) = self.inner.control.try_lock()
         {
-            return control.round_trip(&req, None);
+            return control
+                .call(req, None)
+                .unwrap_or_else(|Late| Err(Error::Timeout));
         }
-        let conn = match self.inner.idle.lock().pop() {
-            Some(c) => c,
+        let idle = self.inner.idle.lock().pop();
+        let mut link = match idle {
+            Some(l) => l,
             None => match self.open_more(deadline) {
-                Ok(c) => c,
+                Ok(c) => Link::new(c),
                 // No way to another connection (a key-less client over TCP): wait for the
-                // first one.
+                // first one (which skips a late answer before its next call).
                 Err(Error::Refused(_)) => {
-                    return self.control(deadline)?.round_trip(&req, deadline);
+                    return self
+                        .control(deadline)?
+                        .call(req, deadline)
+                        .unwrap_or_else(|Late| Err(Error::Timeout));
                 }
                 Err(e) => return Err(e),
             },
         };
-        match exchange(&conn, &req, deadline) {
+        match link.call(req, deadline) {
             Ok(out) => {
                 if !matches!(out, Err(Error::ServerGone(_) | Error::Core(_))) {
-                    self.inner.idle.lock().push(conn);
+                    self.inner.idle.lock().push(link);
                 }
                 out
             }
@@ -265,7 +261,7 @@ impl Client {
     }
 
     /// The control connection, waited for until `deadline` (and [`GRACE`]) if given.
-    fn control(&self, deadline: Option<Instant>) -> Result<parking_lot::MutexGuard<'_, Control>> {
+    fn control(&self, deadline: Option<Instant>) -> Result<parking_lot::MutexGuard<'_, Link>> {
         match deadline {
             None => Ok(self.inner.control.lock()),
             Some(d) => self
@@ -290,7 +286,11 @@ impl Client {
             obj: MANAGER,
             op: Op::Split { same_session: true },
         };
-        match self.control(deadline)?.round_trip(&split, deadline)? {
+        let out = self
+            .control(deadline)?
+            .call(split, deadline)
+            .unwrap_or_else(|Late| Err(Error::Timeout));
+        match out? {
             Out::Conn(c) => Ok(c),
             other => Err(unexpected(&other)),
         }
@@ -315,20 +315,27 @@ impl Client {
                 )?
                 .0
             }
-            None => match self.inner.control.lock().round_trip(
-                &Request {
-                    obj: MANAGER,
-                    op: Op::Split {
-                        same_session: false,
+            None => match self
+                .inner
+                .control
+                .lock()
+                .call(
+                    Request {
+                        obj: MANAGER,
+                        op: Op::Split {
+                            same_session: false,
+                        },
                     },
-                },
-                None,
-            )? {
+                    None,
+                )
+                .unwrap_or_else(|Late| Err(Error::Timeout))?
+            {
                 Out::Conn(c) => c,
                 other => return Err(unexpected(&other)),
             },
         };
-        match round_trip(
+        // Over the socket: the connection's shared-memory path is for the process it goes to.
+        match link::round_trip(
             &conn,
             &Request {
                 obj: MANAGER,
@@ -367,55 +374,6 @@ fn open(
         Some(d) => conn.recv_timeout((d + GRACE).saturating_duration_since(Instant::now()))?,
     };
     Ok((conn, welcome?))
-}
-
-/// A call's deadline (and [`GRACE`]) passed with its answer still to come.
-struct Late;
-
-/// Sends `req` and waits for its answer, until `deadline` (and [`GRACE`]) if given.
-fn exchange(
-    conn: &Connection,
-    req: &Request,
-    deadline: Option<Instant>,
-) -> std::result::Result<Result<Out>, Late> {
-    if let Err(e) = conn.send(req) {
-        return Ok(Err(e.into()));
-    }
-    let reply = match deadline {
-        None => conn.recv::<std::result::Result<Out, Fault>>(),
-        Some(d) => conn.recv_timeout((d + GRACE).saturating_duration_since(Instant::now())),
-    };
-    match reply {
-        Ok(answer) => Ok(answer.map_err(Error::from)),
-        Err(ipc_core::Error::Timeout) => Err(Late),
-        Err(e) => Ok(Err(e.into())),
-    }
-}
-
-/// A call without a deadline.
-fn round_trip(conn: &Connection, req: &Request) -> Result<Out> {
-    exchange(conn, req, None).unwrap_or(Err(Error::Timeout))
-}
-
-impl Control {
-    /// A call on the control connection: the late answers of earlier calls first.
-    fn round_trip(&mut self, req: &Request, deadline: Option<Instant>) -> Result<Out> {
-        while self.stale > 0 {
-            let late = match deadline {
-                None => self.conn.recv::<std::result::Result<Out, Fault>>(),
-                Some(d) => self
-                    .conn
-                    .recv_timeout((d + GRACE).saturating_duration_since(Instant::now())),
-            };
-            // A late answer is dropped (references it gave go with the session).
-            let _answer = late?;
-            self.stale -= 1;
-        }
-        exchange(&self.conn, req, deadline).unwrap_or_else(|Late| {
-            self.stale += 1;
-            Err(Error::Timeout)
-        })
-    }
 }
 
 /// A reply of another shape than the call's (a server of another version, or a bug).

@@ -85,6 +85,7 @@ mod client;
 mod custom;
 mod dynamic;
 mod error;
+mod link;
 mod manager;
 mod proxy;
 mod server;

@@ -43,8 +43,13 @@ pub struct Stats {
     pub sessions: u64,
     /// Open connections.
     pub connections: u64,
-    /// Calls served since the server started.
+    /// Calls served since the server started (both paths).
     pub calls: u64,
+    /// Of those, the calls read from a socket (remote clients; local ones before their
+    /// shared-memory path is set up, and the few operations that carry descriptors).
+    pub socket_calls: u64,
+    /// Of those, the calls taken from a connection's shared-memory queue (local clients).
+    pub shared_memory_calls: u64,
     /// The server's process id.
     pub pid: u32,
 }

@@ -9,6 +9,21 @@
 //!                    <── Result<Out, Fault>                   one request, one reply)
 //!   ... until either side closes the socket
 //! ```
+//! # The shared-memory path
+//! A client on the same host (a Unix socket) moves its connection's calls to shared memory
+//! with [`Op::Fast`]: two of ipc-sync's queues, requests and replies, in memory both
+//! processes map, woken by futexes.
+//! ```text
+//! client  Request --requests queue--> server's fast thread (one per such connection)
+//!         <--replies queue-- Result<Out, Fault>             (still one call at a time)
+//! socket  stays open: the server's socket thread reads `Split`/`Fast` (descriptors) and end
+//!         of file; at end of file it shuts the requests queue down, which ends the fast
+//!         thread, and the connection leaves its session as before
+//! waits   the client waits for a reply in slices of 100 ms and looks at the socket between
+//!         them: a dead server (its socket closed by the kernel) is ServerGone within one
+//!         slice; the server's blocked calls look at the socket as on the socket path
+//! ```
+//!
 //! A connection the server made itself ([`Op::Split`], handed over as a descriptor) skips the
 //! handshake and the hello: it belongs to a session from birth. That is how a proxy reaches a
 //! child process without the authkey: the proxy's bytes carry such a descriptor, never the key.
@@ -241,6 +256,13 @@ pub(crate) enum Op {
     Lookup(String),
     /// The server's counters.
     Stats,
+    /// Moves this connection's calls to shared memory (Unix sockets only): the client's
+    /// requests come through `requests`, the replies go through `replies`; the socket stays
+    /// for liveness (its end of file ends the path) and for operations that carry descriptors.
+    Fast {
+        requests: ipc_sync::Queue<Request>,
+        replies: ipc_sync::Queue<Result<Out, Fault>>,
+    },
     /// Stop the server (it exits with code 0 once its connections are closed).
     Shutdown,
 
@@ -333,6 +355,12 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Whether the call must go over the socket, not the shared-memory path: it carries
+    /// descriptors (`Fast`) or its reply does (`Split`).
+    pub(crate) fn needs_socket(&self) -> bool {
+        matches!(self, Op::Split { .. } | Op::Fast { .. })
+    }
+
     /// Caps how long the call may wait on the server at `t` (a call with a deadline); a
     /// nonzero `t` never becomes a poll.
     pub(crate) fn cap_timeout(&mut self, t: std::time::Duration) {

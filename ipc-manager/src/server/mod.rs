@@ -4,7 +4,9 @@
 //! accept thread:  Listener::accept (HMAC handshakes run concurrently) -> a connection thread
 //! connection:     Hello -> session (new or joined)
 //!                 loop { Request -> dispatch -> Reply }         (blocking calls block only here)
-//!                 end of file / error -> the connection leaves its session
+//!                 Op::Fast -> a second thread serves the connection's shared-memory queues
+//!                 end of file / error -> the queues are shut down (their thread ends), the
+//!                 connection leaves its session
 //! session end:    its last connection left -> each object it referenced: locks it held are
 //!                 released as owner-died, its references dropped, unreferenced objects freed
 //! shutdown:       Op::Shutdown replied -> `stopping` set -> the listening socket is shut
@@ -107,6 +109,8 @@ pub(crate) struct Shared {
     /// Notified when a connection's thread ends (its socket leaves `sockets`).
     closed: Condvar,
     calls: AtomicU64,
+    socket_calls: AtomicU64,
+    shared_memory_calls: AtomicU64,
     /// Tokens from `Share`, not yet claimed: their references and when they lapse.
     leases: Mutex<HashMap<Ticket, Lease>>,
     /// Published names and their objects (each holds one reference).
@@ -131,7 +135,8 @@ pub(crate) struct Caller<'a> {
     /// The caller's session id (the owner of the locks it takes).
     pub session: u64,
     table: &'a Arc<Mutex<Session>>,
-    conn: &'a Connection,
+    /// The connection's socket (the shared-memory path's thread looks at it too).
+    conn: std::os::fd::BorrowedFd<'a>,
 }
 
 impl Caller<'_> {
@@ -187,8 +192,18 @@ impl Caller<'_> {
     /// Whether a blocked call should give up: the client hung up (or broke the protocol by
     /// sending while it waits) or the server stops.
     pub(crate) fn abandoned(&self) -> bool {
-        self.shared.stopping.load(Ordering::Relaxed)
-            || self.conn.poll(Some(Duration::ZERO)).unwrap_or(true)
+        self.shared.stopping.load(Ordering::Relaxed) || {
+            // Readable: end of file (the client hung up) or a request sent mid-call.
+            let mut fds = [rustix::event::PollFd::new(
+                &self.conn,
+                rustix::event::PollFlags::IN,
+            )];
+            let now = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            rustix::event::poll(&mut fds, Some(&now)).map_or(true, |n| n > 0)
+        }
     }
 }
 
@@ -223,6 +238,8 @@ impl Server {
                 sockets: Mutex::new(HashMap::new()),
                 closed: Condvar::new(),
                 calls: AtomicU64::new(0),
+                socket_calls: AtomicU64::new(0),
+                shared_memory_calls: AtomicU64::new(0),
                 leases: Mutex::new(HashMap::new()),
                 names: Mutex::new(HashMap::new()),
             }),
@@ -344,31 +361,125 @@ fn serve_conn(shared: &Arc<Shared>, conn: Connection, joined: Option<Arc<Mutex<S
         shared,
         session: session_id,
         table: &session,
-        conn: &conn,
+        conn: conn.as_fd(),
     };
-    loop {
-        let req: Request = match conn.recv() {
-            Ok(r) => r,
-            Err(ipc_core::Error::Eof) => break,
-            Err(e) => {
-                // Garbage, an oversize frame, a truncated one: say why, then hang up.
-                let _ = conn.send(&Err::<Out, _>(Fault::Refused(format!(
-                    "the connection is closed: {e}"
-                ))));
+    std::thread::scope(|scope| {
+        // The connection's shared-memory path, once the client asks for it: shut down when
+        // the socket ends, which ends its thread (joined by the scope).
+        let mut fast: Option<FastPath> = None;
+        loop {
+            let req: Request = match conn.recv() {
+                Ok(r) => r,
+                Err(ipc_core::Error::Eof) => break,
+                Err(e) => {
+                    // Garbage, an oversize frame, a truncated one: say why, then hang up.
+                    let _ = conn.send(&Err::<Out, _>(Fault::Refused(format!(
+                        "the connection is closed: {e}"
+                    ))));
+                    break;
+                }
+            };
+            shared.calls.fetch_add(1, Ordering::Relaxed);
+            shared.socket_calls.fetch_add(1, Ordering::Relaxed);
+            let reply = match req.op {
+                Op::Fast { requests, replies } if fast.is_none() => {
+                    let path = FastPath {
+                        requests: requests.clone(),
+                        replies: replies.clone(),
+                    };
+                    let spawned = std::thread::Builder::new()
+                        .name("ipc-manager-fast".into())
+                        .spawn_scoped(scope, {
+                            let caller = &caller;
+                            let session = &session;
+                            move || serve_fast(caller, session, &requests, &replies)
+                        });
+                    match spawned {
+                        Ok(_) => {
+                            fast = Some(path);
+                            Ok(Out::Unit)
+                        }
+                        Err(e) => Err(Fault::Refused(format!("no thread for the path: {e}"))),
+                    }
+                }
+                Op::Fast { .. } => Err(Fault::Refused(
+                    "this connection has its shared-memory path already".into(),
+                )),
+                op => {
+                    let stop = matches!((req.obj, &op), (MANAGER, Op::Shutdown));
+                    let reply = dispatch(&caller, &session, Request { obj: req.obj, op });
+                    if stop {
+                        let _ = conn.send(&reply);
+                        shared.stop();
+                        continue;
+                    }
+                    reply
+                }
+            };
+            if conn.send(&reply).is_err() {
                 break;
             }
-        };
-        shared.calls.fetch_add(1, Ordering::Relaxed);
-        let stop = matches!((req.obj, &req.op), (MANAGER, Op::Shutdown));
-        let reply = dispatch(&caller, &session, req);
-        if conn.send(&reply).is_err() {
-            break;
         }
-        if stop {
-            shared.stop();
+        if let Some(path) = fast {
+            path.requests.shutdown(true);
+            path.replies.shutdown(true);
+        }
+    });
+    leave(shared, &session);
+}
+
+/// A connection's shared-memory queues (see the wire notes).
+struct FastPath {
+    requests: ipc_sync::Queue<Request>,
+    replies: ipc_sync::Queue<Result<Out, Fault>>,
+}
+
+/// Serves a connection's shared-memory path until its socket thread shuts it down.
+fn serve_fast(
+    caller: &Caller<'_>,
+    session: &Arc<Mutex<Session>>,
+    requests: &ipc_sync::Queue<Request>,
+    replies: &ipc_sync::Queue<Result<Out, Fault>>,
+) {
+    let shared = caller.shared;
+    loop {
+        let reply = match requests.get() {
+            Ok(req) => {
+                shared.calls.fetch_add(1, Ordering::Relaxed);
+                shared.shared_memory_calls.fetch_add(1, Ordering::Relaxed);
+                let stop = matches!((req.obj, &req.op), (MANAGER, Op::Shutdown));
+                let reply = if req.op.needs_socket() {
+                    Err(Fault::Refused(
+                        "this operation carries descriptors: it goes over the socket".into(),
+                    ))
+                } else {
+                    dispatch(caller, session, req)
+                };
+                if stop {
+                    let _ = replies.put(reply);
+                    shared.stop();
+                    continue;
+                }
+                reply
+            }
+            // A record that is not a request: say so (the client waits for an answer).
+            Err(ipc_sync::GetError::Decode(e)) => Err(Fault::Refused(format!(
+                "a request that does not decode: {e}"
+            ))),
+            // Shut down by the socket thread (the client hung up): done.
+            Err(_) => return,
+        };
+        match replies.put(reply) {
+            Ok(()) => {}
+            Err(ipc_sync::PutError::Encode(_, e)) => {
+                let why = Err(Fault::Refused(format!("the reply does not encode: {e}")));
+                if replies.put(why).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
         }
     }
-    leave(shared, &session);
 }
 
 impl Shared {
@@ -670,6 +781,8 @@ fn manager_op(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, op: Op) -> Res
             sessions: shared.sessions.lock().len() as u64,
             connections: shared.sockets.lock().len() as u64,
             calls: shared.calls.load(Ordering::Relaxed),
+            socket_calls: shared.socket_calls.load(Ordering::Relaxed),
+            shared_memory_calls: shared.shared_memory_calls.load(Ordering::Relaxed),
             pid: shared.id.pid,
         })),
         Op::Shutdown => Ok(Out::Unit),
@@ -681,7 +794,7 @@ fn manager_op(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, op: Op) -> Res
 }
 
 /// Whether a connection can carry descriptors (a Unix socket, not TCP).
-fn carries_descriptors(conn: &Connection) -> bool {
+fn carries_descriptors(conn: impl AsFd) -> bool {
     rustix::net::sockopt::socket_domain(conn) == Ok(rustix::net::AddressFamily::UNIX)
 }
 
