@@ -408,8 +408,18 @@ pub static CASES: &[Case] = &[
         n = 4_000,
         [],
         Figure::MicrosPerOp,
-        Some((5.0, "#14")),
+        Some((20.0, "#15")),
         Run::Ready(crate::manager::manager_dict_setget)
+    ),
+    case!(
+        "manager_dict_setget_socket",
+        "us/set+get",
+        Lower,
+        n = 4_000,
+        [],
+        Figure::MicrosPerOp,
+        Some((5.0, "#14")),
+        Run::Ready(crate::manager::manager_dict_setget_socket)
     ),
     case!(
         "manager_namespace_setattr_getattr",
@@ -418,8 +428,18 @@ pub static CASES: &[Case] = &[
         n = 4_000,
         [],
         Figure::MicrosPerOp,
-        Some((5.0, "#14")),
+        Some((20.0, "#15")),
         Run::Ready(crate::manager::manager_namespace_setattr_getattr)
+    ),
+    case!(
+        "manager_namespace_setattr_getattr_socket",
+        "us/set+get",
+        Lower,
+        n = 4_000,
+        [],
+        Figure::MicrosPerOp,
+        Some((5.0, "#14")),
+        Run::Ready(crate::manager::manager_namespace_setattr_getattr_socket)
     ),
     case!(
         "manager_start",

@@ -1,5 +1,6 @@
-//! The manager cases (`manager_*`): a dict and a namespace over the socket path, start and
-//! shutdown, and the server's CPU at rest. The server is started once per repetition, outside
+//! The manager cases (`manager_*`): a dict and a namespace on the shared-memory path (a local
+//! client's default) and on the socket path, start and shutdown, and the server's CPU at
+//! rest. The server is started once per repetition, outside
 //! the timed region (except in `manager_start`, where starting is what is measured).
 
 use std::time::{Duration, Instant};
@@ -9,9 +10,22 @@ use ipc_manager::Manager;
 
 use crate::pin::Placement;
 
-/// `d["k"] = i; d["k"]` on a manager dict, `n` times: time per set+get (two round trips).
+/// `d["k"] = i; d["k"]` on a manager dict, `n` times: time per set+get (two round trips,
+/// through shared memory).
 pub fn manager_dict_setget(_: &Placement, n: u64) -> anyhow::Result<Duration> {
-    let m = Manager::start()?;
+    dict_setget(Manager::start()?, n)
+}
+
+/// [`manager_dict_setget`] with every call over the Unix socket.
+pub fn manager_dict_setget_socket(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    dict_setget(sockets_only()?, n)
+}
+
+fn sockets_only() -> anyhow::Result<Manager> {
+    Ok(Manager::builder().shared_memory_path(false).start()?)
+}
+
+fn dict_setget(m: Manager, n: u64) -> anyhow::Result<Duration> {
     let d = m.dict::<String, u64>()?;
     d.insert("k".into(), 0)?;
     let t0 = Instant::now();
@@ -24,9 +38,17 @@ pub fn manager_dict_setget(_: &Placement, n: u64) -> anyhow::Result<Duration> {
     Ok(dt)
 }
 
-/// `ns.x = i; ns.x` on a manager namespace, `n` times: time per set+get.
+/// `ns.x = i; ns.x` on a manager namespace, `n` times: time per set+get (shared memory).
 pub fn manager_namespace_setattr_getattr(_: &Placement, n: u64) -> anyhow::Result<Duration> {
-    let m = Manager::start()?;
+    namespace_setget(Manager::start()?, n)
+}
+
+/// [`manager_namespace_setattr_getattr`] with every call over the Unix socket.
+pub fn manager_namespace_setattr_getattr_socket(_: &Placement, n: u64) -> anyhow::Result<Duration> {
+    namespace_setget(sockets_only()?, n)
+}
+
+fn namespace_setget(m: Manager, n: u64) -> anyhow::Result<Duration> {
     let ns = m.namespace()?;
     ns.set("x", &0u64)?;
     let t0 = Instant::now();

@@ -82,6 +82,7 @@ pub struct Builder {
     init: Option<Result<(ByteBuf, ByteBuf)>>,
     max_message: Option<u64>,
     types: Vec<Result<ByteBuf>>,
+    sockets_only: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -142,6 +143,13 @@ impl Builder {
         self
     }
 
+    /// Whether local clients move their calls to shared memory (default `true`; see the
+    /// crate's notes): `false` keeps every call on the sockets, to measure or debug that path.
+    pub fn shared_memory_path(mut self, allowed: bool) -> Builder {
+        self.sockets_only = !allowed;
+        self
+    }
+
     /// The largest message the server accepts (default [`DEFAULT_MAX_MESSAGE`](crate::DEFAULT_MAX_MESSAGE));
     /// a client sending more is disconnected before anything is allocated for it.
     pub fn max_message_size(mut self, bytes: u64) -> Builder {
@@ -180,6 +188,7 @@ impl Builder {
             max_message: self.max_message.unwrap_or(wire::DEFAULT_MAX_MESSAGE),
             init,
             types,
+            sockets_only: self.sockets_only,
             report: theirs,
         };
         let mut builder = ipc_core::process::Builder::new()
@@ -228,6 +237,7 @@ struct Boot {
     init: Option<(ByteBuf, ByteBuf)>,
     /// The registrations of custom types to run (`RemoteFn<(), ()>`s).
     types: Vec<ByteBuf>,
+    sockets_only: bool,
     /// Where the server reports `Ok((address, welcome))` or `Err(why)` once it listens; the
     /// owner's first connection afterwards.
     report: Connection,
@@ -239,6 +249,7 @@ fn server_main(boot: Boot) {
         let address: Address = boot.address.parse().map_err(|e| format!("{e}"))?;
         let server = Server::bind_with(&address, &boot.authkey, boot.max_message)
             .map_err(|e| format!("the server cannot listen at {address}: {e}"))?;
+        server.set_shared_memory_path(!boot.sockets_only);
         for f in &boot.types {
             let f: RemoteFn<(), ()> = ipc_core::codec::decode_plain(f)
                 .map_err(|e| format!("a type cannot be registered in the server: {e}"))?;

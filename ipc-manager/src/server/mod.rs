@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     /// Which server this is (a proxy may be stored only in objects of its own server).
     id: ServerId,
     stopping: AtomicBool,
+    /// Whether local clients may move their calls to shared memory (`Op::Fast`).
+    shared_memory: AtomicBool,
     next_id: AtomicU64,
     /// Every live object by id.
     registry: Arc<Registry>,
@@ -232,6 +234,7 @@ impl Server {
                 listening,
                 max_message,
                 stopping: AtomicBool::new(false),
+                shared_memory: AtomicBool::new(true),
                 next_id: AtomicU64::new(1),
                 registry: Arc::new(Mutex::new(HashMap::new())),
                 sessions: Mutex::new(HashMap::new()),
@@ -258,6 +261,13 @@ impl Server {
         spawn_conn(Arc::clone(&self.shared), id, conn, Some(session))
             .map_err(|e| Error::Refused(format!("no thread for the owner's connection: {e}")))?;
         Ok(())
+    }
+
+    /// Whether local clients (on a Unix socket) may move their calls to shared memory (the
+    /// default), or must keep using their sockets (for measuring or debugging the socket
+    /// path). Applies to connections that ask from now on.
+    pub fn set_shared_memory_path(&self, allowed: bool) {
+        self.shared.shared_memory.store(allowed, Ordering::Relaxed);
     }
 
     /// The address clients connect to (with the port the kernel picked for TCP port 0).
@@ -382,6 +392,9 @@ fn serve_conn(shared: &Arc<Shared>, conn: Connection, joined: Option<Arc<Mutex<S
             shared.calls.fetch_add(1, Ordering::Relaxed);
             shared.socket_calls.fetch_add(1, Ordering::Relaxed);
             let reply = match req.op {
+                Op::Fast { .. } if !shared.shared_memory.load(Ordering::Relaxed) => Err(
+                    Fault::Refused("this server serves its clients over sockets only".into()),
+                ),
                 Op::Fast { requests, replies } if fast.is_none() => {
                     let path = FastPath {
                         requests: requests.clone(),
