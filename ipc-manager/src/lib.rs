@@ -25,6 +25,11 @@
 //!   Hello{version, new or join session} ──>   <── Welcome{session, ticket, server} | Fault
 //!   Request{object id, op} ──>                <── Out | Fault     (one at a time, in order)
 //! ```
+//! A local client (a Unix socket) moves each connection's calls to shared memory after its
+//! first call: requests and replies then travel through two of ipc-sync's queues, woken by
+//! futexes, and the socket stays for liveness (its end of file ends the path, either way) and
+//! for the operations that carry descriptors. Remote clients use TCP.
+//!
 //! Everything is postcard: the server stores values as bytes and runs no code from the wire
 //! except functions of its own executable (the `update` methods, named by ipc-core's function
 //! handle). Frames are capped before anything is allocated ([`DEFAULT_MAX_MESSAGE`]). The
