@@ -10,9 +10,14 @@
 //! - ported in `manager_failures.rs`: 111 (TCP with an authkey, a second program, str/None/bool/
 //!   float/bytes exchanged), 112 (restart on the same address), 113 (initializer; a
 //!   non-callable one cannot be written in Rust);
-//! - not applicable: 109, 116, 117 (custom types and nested proxies: the next manager issue),
-//!   119's manager `Pool` and 120 (the pool and the manager are layer-2 siblings), 121 (Python
-//!   reference cycles).
+//! - ported in `manager_custom.rs`: 109 (public methods served by default, a private one with
+//!   `#[served(expose)]`, the method's own error type comes back as itself, a method the
+//!   server lacks is `Error::NoSuchMethod`; wrapping a generator is not applicable: a method
+//!   returns a value or a nested proxy);
+//! - ported in `manager_nested.rs`: 116, 117 (and 114's list of proxies; a list appended to
+//!   itself works, and like Python's it is a cycle, freed only when the server stops);
+//! - not applicable: 119's manager `Pool` and 120 (the pool and the manager are layer-2
+//!   siblings), 121 (Python reference cycles).
 
 use std::time::Duration;
 
