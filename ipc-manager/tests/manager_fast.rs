@@ -36,14 +36,21 @@ fn child_calls(d: Dict<u32, u32>) {
 fn paths(method: StartMethod) {
     let m = start(method);
     let d = m.dict::<u32, u32>().unwrap();
+    // A connection's first two calls go over its socket; the third sets up its queues.
+    d.insert(0, 0).unwrap();
+    assert_eq!(
+        m.stats().unwrap().socket_calls,
+        3,
+        "two calls, then Op::Fast"
+    );
     let before = m.stats().unwrap();
     thousand_calls(&d);
     let after = m.stats().unwrap();
     // 1000 calls and the second `stats`: none read from a socket.
     assert_eq!(delta(&before, &after), (0, 1001), "{before:?} -> {after:?}");
 
-    // A child's proxy: its connection sets up its own path (one socket call), then the
-    // thousand calls and its releases go through shared memory.
+    // A child's proxy: the owner's claim for it, the child's first two calls and the setup
+    // of its path read the socket; the rest of its thousand calls, and its release, do not.
     let before = m.stats().unwrap();
     let child = Builder::new()
         .start_method(method)
@@ -55,7 +62,7 @@ fn paths(method: StartMethod) {
     child.join().unwrap();
     let after = m.stats().unwrap();
     let (socket, shm) = delta(&before, &after);
-    assert!(socket <= 3, "{before:?} -> {after:?}");
+    assert_eq!(socket, 4, "{before:?} -> {after:?}");
     assert!(shm >= 1001, "{before:?} -> {after:?}");
 
     // Over TCP there is no shared memory: every call reads the socket.
