@@ -14,7 +14,8 @@
 //!     #[served(skip)] pub fn local(&self) {..}           a public one, not exposed
 //! }
 //! generates
-//!   impl Served for Counter        invoke(method, version, args): ("add", 1) => decode (by,),
+//!   impl Served for Counter        its name, its methods' names and versions, its proxy
+//!   impl Invoke for Counter        invoke(method, version, args): ("add", 1) => decode (by,),
 //!                                  self.add(by), encode the result (Refs become references)
 //!   pub struct CounterProxy        add(&self, by: i64) -> ipc_manager::Result<i64>, ...;
 //!                                  Ref<P> in a result type is P (the proxy); a `&mut Context`
@@ -194,7 +195,9 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
             const NAME: &'static str = #name;
             const METHODS: &'static [(&'static str, u32)] = &[#(#table),*];
             type Proxy = #proxy;
+        }
 
+        impl ::ipc_manager::__private::Invoke for #self_ty {
             fn invoke(
                 &mut self,
                 cx: &mut ::ipc_manager::Context<'_>,

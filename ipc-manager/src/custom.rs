@@ -45,17 +45,21 @@ use crate::wire::{Blob, Init};
 ///
 /// Implemented by the [`served`](crate::served) attribute on the type's `impl` block (which
 /// also writes the proxy), not by hand.
-pub trait Served: Sized + Send + 'static {
+pub trait Served: Invoke + Sized + 'static {
     /// The name clients create it by, and the server knows it by.
     const NAME: &'static str;
     /// The methods, as `(name, version)`.
     const METHODS: &'static [(&'static str, u32)];
     /// The client's proxy for it.
     type Proxy: Proxy;
+}
 
+/// How the server calls a [`Served`] type's methods (object-safe: the server holds each
+/// object as a `Box<dyn Invoke>`). Written by `#[served]`.
+#[doc(hidden)]
+pub trait Invoke: Send {
     /// Runs method `method` of version `version` with the argument tuple `args` (postcard);
     /// `None` when the type has no such method.
-    #[doc(hidden)]
     fn invoke(
         &mut self,
         cx: &mut Context<'_>,
@@ -241,29 +245,6 @@ fn make<T: Served + DeserializeOwned>(
 pub(crate) fn construct(name: &str, state: &[u8]) -> Option<(&'static str, Made)> {
     let (name, make) = TYPES.lock().get_key_value(name).map(|(n, m)| (*n, *m))?;
     Some((name, make(state)))
-}
-
-/// A custom object as the server holds it.
-pub(crate) trait Invoke: Send {
-    fn invoke(
-        &mut self,
-        cx: &mut Context<'_>,
-        method: &str,
-        version: u32,
-        args: &[u8],
-    ) -> Option<std::result::Result<Reply, Failure>>;
-}
-
-impl<T: Served> Invoke for T {
-    fn invoke(
-        &mut self,
-        cx: &mut Context<'_>,
-        method: &str,
-        version: u32,
-        args: &[u8],
-    ) -> Option<std::result::Result<Reply, Failure>> {
-        Served::invoke(self, cx, method, version, args)
-    }
 }
 
 /// A state as it travels to the server (plain: a proxy inside is refused).

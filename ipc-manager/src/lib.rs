@@ -113,7 +113,7 @@ pub use wire::DEFAULT_MAX_MESSAGE;
 /// What the code `#[served]` writes names: not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::custom::{Failure, Reply, args, failed};
+    pub use crate::custom::{Failure, Invoke, Reply, args, failed};
     pub use crate::proxy::Shared;
     pub use crate::proxy::internal::Internal;
     pub use serde;
