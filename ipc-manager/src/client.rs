@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::link::{self, GRACE, Late, Link};
 use crate::wire::{
-    self, Blob, Fault, Hello, Item, MANAGER, Op, Out, Request, ServerId, Welcome, item_ids,
+    self, Fault, Hello, Item, MANAGER, Op, Out, Request, ServerId, Welcome, item_ids,
 };
 
 /// A process's connections to one server (cheap to clone).
@@ -140,7 +140,7 @@ impl Client {
     /// An item for this client's server, encoded by `f` (appending to the buffer it is given):
     /// the proxies of that server it serializes become references.
     pub(crate) fn store_with(&self, f: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<Item> {
-        let mut buf = vec![0u8]; // the header of an item without proxies
+        let mut buf = wire::item_buffer();
         let guard = ModeGuard::set(Mode::Store {
             server: self.inner.server,
             ids: Vec::new(),
@@ -150,16 +150,7 @@ impl Client {
             unreachable!("the mode is restored by its setter")
         };
         res.map_err(refusal)?;
-        if ids.is_empty() {
-            return Ok(Blob::from(buf));
-        }
-        let mut item = Vec::with_capacity(buf.len() + 1 + 10 * ids.len());
-        wire::put_varint(&mut item, ids.len() as u64);
-        for id in ids {
-            wire::put_varint(&mut item, id);
-        }
-        item.extend_from_slice(&buf[1..]);
-        Ok(Blob::from(item))
+        Ok(wire::finish_item(buf, ids.into_iter()))
     }
 
     /// A value from an item this client's server returned.

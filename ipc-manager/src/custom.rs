@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::proxy::{Dict, List, Proxy, Queue, Set, Value};
 use crate::server::{Caller, Object, Stored};
-use crate::wire::{Blob, Init};
+use crate::wire::Init;
 
 /// A type the manager's server can hold, with methods clients call by name and version.
 ///
@@ -245,9 +245,4 @@ fn make<T: Served + DeserializeOwned>(
 pub(crate) fn construct(name: &str, state: &[u8]) -> Option<(&'static str, Made)> {
     let (name, make) = TYPES.lock().get_key_value(name).map(|(n, m)| (*n, *m))?;
     Some((name, make(state)))
-}
-
-/// A state as it travels to the server (plain: a proxy inside is refused).
-pub(crate) fn state<T: Serialize>(value: &T) -> Result<Blob> {
-    crate::proxy::enc(value)
 }

@@ -462,7 +462,8 @@ impl Manager {
     pub fn create<T: Served + Serialize>(&self, value: &T) -> Result<T::Proxy> {
         self.make(Init::Custom {
             name: T::NAME.into(),
-            state: crate::custom::state(value)?,
+            // Plain: a client proxy inside the state is refused (the server cannot decode it).
+            state: enc(value)?,
         })
     }
 

@@ -128,8 +128,36 @@ pub(crate) struct ServerId {
 /// A value as it travels and is stored: see [`item_ids`].
 pub(crate) type Item = Blob;
 
+/// The item of a value whose postcard bytes are `bytes` and which holds the proxies of
+/// `ids` (the one place an item's header is written; [`item_ids`] reads it).
+pub(crate) fn item(ids: impl ExactSizeIterator<Item = u64>, bytes: &[u8]) -> Item {
+    let mut item = Vec::with_capacity(bytes.len() + 1 + 10 * ids.len());
+    put_varint(&mut item, ids.len() as u64);
+    for id in ids {
+        put_varint(&mut item, id);
+    }
+    item.extend_from_slice(bytes);
+    Blob::from(item)
+}
+
+/// An item built in place: `buf` starts as the header of an item without proxies, the value's
+/// bytes are appended to it, and [`finish_item`] puts the real header in (a copy only when the
+/// value holds proxies).
+pub(crate) fn item_buffer() -> Vec<u8> {
+    vec![0]
+}
+
+/// The item of a buffer from [`item_buffer`] whose value holds the proxies of `ids`.
+pub(crate) fn finish_item(buf: Vec<u8>, ids: impl ExactSizeIterator<Item = u64>) -> Item {
+    if ids.len() == 0 {
+        Blob::from(buf)
+    } else {
+        item(ids, &buf[1..])
+    }
+}
+
 /// Appends `n` as a LEB128 varint (postcard's integer encoding).
-pub(crate) fn put_varint(buf: &mut Vec<u8>, mut n: u64) {
+fn put_varint(buf: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         buf.push((n as u8) | 0x80);
         n >>= 7;

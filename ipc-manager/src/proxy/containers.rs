@@ -372,7 +372,7 @@ impl<T: Serialize + DeserializeOwned> Set<T> {
 
 /// A Set's value for each member: the item of nothing.
 fn empty() -> Blob {
-    Blob::from(vec![0])
+    crate::wire::item([].into_iter(), &[])
 }
 
 /// A list held by the manager's server (Python's `manager.list()`).

@@ -153,21 +153,11 @@ impl Caller<'_> {
                 held: Vec::new(),
             });
         }
-        let registry = self.shared.registry.lock();
         let held = ids
             .iter()
-            .map(|id| {
-                registry
-                    .get(id)
-                    .and_then(std::sync::Weak::upgrade)
-                    .ok_or(Fault::NoSuchObject(*id))
-            })
-            .collect::<Result<Vec<_>, Fault>>();
-        drop(registry); // before an `Arc` of a failed collect can drop
-        Ok(Stored {
-            bytes: item,
-            held: held?,
-        })
+            .map(|id| lookup(self.shared, *id))
+            .collect::<Result<Vec<_>, Fault>>()?;
+        Ok(Stored { bytes: item, held })
     }
 
     /// A new object, referenced by nobody yet (a custom type's method makes it and holds it).
@@ -664,18 +654,12 @@ pub(crate) fn encode_stored<T: serde::Serialize + ?Sized>(
     value: &T,
 ) -> std::result::Result<Stored, String> {
     let before = REPLY_HELD.replace(Some(Vec::new()));
-    let mut bytes = Vec::new();
-    let res = ipc_core::codec::encode_plain(value, &mut bytes);
+    let mut buf = wire::item_buffer();
+    let res = ipc_core::codec::encode_plain(value, &mut buf);
     let held = REPLY_HELD.replace(before).unwrap_or_default();
     res.map_err(|e| format!("the result does not encode: {e}"))?;
-    let mut item = Vec::with_capacity(bytes.len() + 1 + 10 * held.len());
-    wire::put_varint(&mut item, held.len() as u64);
-    for object in &held {
-        wire::put_varint(&mut item, object.id);
-    }
-    item.extend_from_slice(&bytes);
     Ok(Stored {
-        bytes: item.into(),
+        bytes: wire::finish_item(buf, held.iter().map(|o| o.id)),
         held,
     })
 }

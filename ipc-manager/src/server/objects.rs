@@ -529,12 +529,9 @@ fn run_update(update: &Update, current: Option<Item>) -> Result<Option<Stored>, 
     };
     let operand = update.operand.clone();
     match std::panic::catch_unwind(AssertUnwindSafe(|| f.call((current, operand)))) {
-        Ok(Ok(Ok(new))) => Ok(new.map(|bytes| {
-            let mut item = Vec::with_capacity(bytes.len() + 1);
-            item.push(0); // no proxies
-            item.extend_from_slice(&bytes);
-            Stored::plain(Blob::from(item))
-        })),
+        Ok(Ok(Ok(new))) => {
+            Ok(new.map(|bytes| Stored::plain(crate::wire::item([].into_iter(), &bytes))))
+        }
         Ok(Ok(Err(msg))) => Err(Fault::Function(msg)),
         Ok(Err(e)) => Err(Fault::Function(e.to_string())),
         Err(p) => Err(Fault::Function(format!(
