@@ -186,6 +186,7 @@ fn socket_call(
     if let Err(e) = conn.send(req) {
         return Ok(Err(e.into()));
     }
+    ipc_core::failpoint::hit("manager.client.sent");
     socket_wait(conn, deadline)
 }
 
@@ -231,6 +232,7 @@ fn fast_call(
             Err(_) => return Ok(Err(gone())),
         }
     }
+    ipc_core::failpoint::hit("manager.client.sent");
     fast_wait(fast, conn, deadline)
 }
 

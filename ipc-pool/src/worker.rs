@@ -66,6 +66,7 @@ pub(crate) fn main(mut boot: WorkerBoot) {
     });
     let mut left = boot.max_tasks.unwrap_or(u64::MAX);
     while let Ok(chunk) = boot.mailbox.get() {
+        ipc_core::failpoint::hit("pool.task.taken");
         match run_chunk(&boot, pid, &chunk, &mut left, init_failure.as_deref()) {
             Ok(()) if left > 0 => {}
             // Retired (maxtasksperchild), its last outcome reported: the pool sees the exit,
@@ -153,6 +154,7 @@ fn run_chunk(
     for k in 0..chunk.args.len() {
         let item = k as u32;
         boot.slot.store(pack(chunk.id, item));
+        ipc_core::failpoint::hit("pool.task.running");
         if let Err(f) = p
             .values
             .push_with(|out| run(&chunk.func, chunk.args.get(k), out))
@@ -190,6 +192,7 @@ fn run_chunk(
                 },
             };
             boot.results.put(report).map_err(drop)?;
+            ipc_core::failpoint::hit("pool.result.committed");
             p.first = item + 1;
             p.since = None;
         }

@@ -193,6 +193,7 @@ impl RawBarrier {
             };
         }
         self.count.store(index + 1, Ordering::Relaxed);
+        ipc_core::failpoint::hit("barrier.arrived");
         self.lock.unlock_held();
 
         spin::spin(|| self.word.load(Ordering::Acquire) != w);

@@ -140,6 +140,7 @@ impl RawCondition {
         let s = self.signals.load(Ordering::Relaxed);
         self.signals.store(s.saturating_add(k), Ordering::Relaxed);
         self.seq.fetch_add(1, Ordering::Relaxed);
+        ipc_core::failpoint::hit("condition.notified");
         futex::wake(&self.seq, k);
         k
     }

@@ -73,6 +73,7 @@ impl RawEvent {
                 Err(now) => s = now,
             }
         }
+        ipc_core::failpoint::hit("event.set.before_wake");
         if s & WAITERS != 0 {
             futex::wake_all(&self.word);
         }

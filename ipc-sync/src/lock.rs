@@ -109,14 +109,19 @@ impl RawLock {
     #[inline]
     pub fn lock(&self, deadline: Option<Instant>) -> Acquire {
         let me = crate::ident::pid();
-        if self
+        let got = if self
             .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            return Acquire::Acquired;
+            Acquire::Acquired
+        } else {
+            self.lock_contended(me, deadline)
+        };
+        if got != Acquire::Failed {
+            ipc_core::failpoint::hit("lock.acquired");
         }
-        self.lock_contended(me, deadline)
+        got
     }
 
     /// Acquires the lock if it is free or its owner is dead; never sleeps.
@@ -314,6 +319,7 @@ impl RawLock {
                 Err(now) => s = now,
             }
         }
+        ipc_core::failpoint::hit("lock.releasing");
         if s & WAITERS != 0 {
             futex::wake_one(&self.word);
         }
@@ -323,7 +329,9 @@ impl RawLock {
     /// Releases a lock the caller is known to hold (a guard's drop): one swap, no check.
     #[inline]
     pub(crate) fn unlock_held(&self) {
-        if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
+        let s = self.word.swap(0, Ordering::Release);
+        ipc_core::failpoint::hit("lock.releasing");
+        if s & WAITERS != 0 {
             futex::wake_one(&self.word);
         }
     }

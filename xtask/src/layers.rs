@@ -4,7 +4,7 @@
 //! layer 2   ipc-pool  ipc-manager   (siblings: neither depends on the other)
 //! layer 1   ipc-sync  ipc-manager-derive (a proc macro: depends on no workspace crate)
 //! layer 0   ipc-core
-//! tooling   benches  xtask  demo    (may depend on anything; nothing depends on them)
+//! tooling   benches  xtask  demo  chaos   (may depend on anything; nothing depends on them)
 //! ```
 //! Every kind of dependency counts (normal, dev, build): a dev-dependency upwards would let a
 //! lower crate's tests lean on a higher one. A workspace member with no layer is an error, so a
@@ -42,7 +42,7 @@ pub(crate) fn layer_of(name: &str) -> Option<Layer> {
         "ipc-core" => Layer::Library(0),
         "ipc-sync" | "ipc-manager-derive" => Layer::Library(1),
         "ipc-pool" | "ipc-manager" => Layer::Library(2),
-        "benches" | "xtask" | "demo" => Layer::Tooling,
+        "benches" | "xtask" | "demo" | "chaos" => Layer::Tooling,
         _ => return None,
     })
 }

@@ -142,6 +142,9 @@ pub(super) fn write_stream(
             retry(fd, Interest::Write, None, || rustix::io::writev(fd, &iov))
         };
         *sent += n?;
+        if *sent < total {
+            crate::failpoint::hit("conn.send.partial");
+        }
     }
     Ok(())
 }

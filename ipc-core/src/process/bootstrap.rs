@@ -205,9 +205,7 @@ pub(crate) fn on_load() {
     if let Some(point) = std::env::var_os(crate::failpoint::ENV) {
         // SAFETY: as above, this process has exactly one thread.
         unsafe { sys::remove_env(crate::failpoint::ENV) };
-        crate::failpoint::arm(Box::leak(
-            point.to_string_lossy().into_owned().into_boxed_str(),
-        ));
+        crate::failpoint::arm_encoded(&point.to_string_lossy());
     }
     sys::ignore_sigpipe();
     // The control socket arrived as stdin; move it aside and give the child /dev/null instead,

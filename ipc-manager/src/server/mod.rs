@@ -588,6 +588,13 @@ fn dispatch(
     session: &Arc<Mutex<Session>>,
     req: Request,
 ) -> Result<Out, Fault> {
+    let out = apply(caller, session, req);
+    ipc_core::failpoint::hit("manager.server.applied");
+    out
+}
+
+/// Applies one request (see [`dispatch`]).
+fn apply(caller: &Caller<'_>, session: &Arc<Mutex<Session>>, req: Request) -> Result<Out, Fault> {
     if req.obj == MANAGER {
         return manager_op(caller, session, req.op);
     }

@@ -175,6 +175,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 impl<T> JoinableQueue<T> {
     /// Marks one item taken by `get` as processed (by any process, as in Python).
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        ipc_core::failpoint::hit("queue.task_done.before");
         if self.ring().task_done() {
             self.owed.drop_any();
             Ok(())

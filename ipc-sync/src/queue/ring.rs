@@ -364,6 +364,7 @@ impl Ring {
     fn publish_tail(&self, w: u64) {
         let h = &*self.header;
         h.tail.store(w, Ordering::SeqCst);
+        ipc_core::failpoint::hit("queue.put.committed");
         Self::wake_sleeper(&h.not_empty, &h.get_waiters, &h.producer_cpu);
     }
 

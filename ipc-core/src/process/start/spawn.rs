@@ -27,7 +27,7 @@ pub(crate) fn launch() -> Result<Launched> {
     }
     cmd.args(args);
     #[cfg(feature = "failpoints")]
-    if let Some(point) = crate::failpoint::armed() {
+    if let Some(point) = crate::failpoint::encoded() {
         cmd.env(crate::failpoint::ENV, point);
     }
     let child = cmd

@@ -43,10 +43,15 @@ impl Ring {
                     }
                 };
                 // Free the frame only after `f` is done with its bytes.
+                ipc_core::failpoint::hit("queue.get.copied");
                 self.publish_head(next);
+                ipc_core::failpoint::hit("queue.get.taken");
                 Ok(r)
             }
-            Record::Assembled(buf) => Ok(f(&buf)),
+            Record::Assembled(buf) => {
+                ipc_core::failpoint::hit("queue.get.taken");
+                Ok(f(&buf))
+            }
         }
     }
 

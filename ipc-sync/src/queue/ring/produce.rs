@@ -71,6 +71,7 @@ impl Ring {
         };
         let frame = round8(FRAME_HEADER + len);
         self.wait_space(pad + frame, flags & FIRST != 0, wait)?;
+        ipc_core::failpoint::hit("queue.put.reserved");
         let mut at = pos(t);
         if pad > 0 {
             let mut hdr = [0u8; 8];
@@ -84,6 +85,7 @@ impl Ring {
         hdr[4..].copy_from_slice(&flags.to_le_bytes());
         self.write_at(at, &hdr);
         self.write_at(at + FRAME_HEADER, payload);
+        ipc_core::failpoint::hit("queue.put.copied");
         let done = u64::from(flags & LAST != 0);
         self.publish_tail(word(recs(t) + done, at + frame));
         Ok(())

@@ -1,0 +1,185 @@
+//! `ipc-chaos` (run it with `cargo xtask chaos`): kills participants of every scenario at random
+//! moments and at named failpoints, and counts hangs, lost, torn and duplicated records, and
+//! leaks. Each round either arms a failpoint in its victim (the points of the scenario in turn,
+//! dying at a hit drawn from 1..=max_nth) or SIGKILLs it after a random delay, alternately.
+//!
+//! ```text
+//! ipc-chaos [--rounds N] [--seed S] [--only NAME,..] [--out DIR] [--list]
+//! per scenario: rounds -> one row (rounds, kills that landed, kills per failpoint, hangs,
+//!               lost, torn, duplicated, leaks, errors) -> the table, DIR/chaos.json
+//! exit status:  0 when every count is 0 (and, from 200 rounds, every failpoint was hit)
+//! ```
+//! The failpoints exist only in a build with the `failpoints` feature (`cargo xtask chaos`
+//! builds it so); without it this binary refuses to run.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod harness;
+mod report;
+mod scenarios;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+
+use harness::{Census, Counts, Ctx, Kill, MARKER, PointLog, Rng, method_for};
+use report::Row;
+
+const USAGE: &str =
+    "usage: ipc-chaos [--rounds N] [--seed S] [--only NAME,..] [--out DIR] [--list]";
+
+struct Args {
+    rounds: u32,
+    seed: u64,
+    only: Option<Vec<String>>,
+    out: std::path::PathBuf,
+    list: bool,
+}
+
+fn parse() -> anyhow::Result<Args> {
+    let mut a = Args {
+        rounds: 20,
+        seed: 1,
+        only: None,
+        out: std::path::PathBuf::from("target/chaos"),
+        list: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--rounds" => a.rounds = value()?.parse().context("--rounds")?,
+            "--seed" => a.seed = value()?.parse().context("--seed")?,
+            "--only" => a.only = Some(value()?.split(',').map(str::to_owned).collect()),
+            "--out" => a.out = value()?.into(),
+            "--list" => a.list = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("ipc-chaos: error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = parse()?;
+    let all = scenarios::all();
+    if args.list {
+        for s in &all {
+            println!("{:<20} {}  [{}]", s.name, s.about, s.points.join(", "));
+        }
+        return Ok(());
+    }
+    if !cfg!(feature = "failpoints") {
+        bail!("built without the `failpoints` feature: run it with `cargo xtask chaos`");
+    }
+    let chosen: Vec<_> = match &args.only {
+        None => all.iter().collect(),
+        Some(names) => {
+            for n in names {
+                if !all.iter().any(|s| s.name == n) {
+                    bail!("no scenario {n:?} (see --list)");
+                }
+            }
+            all.iter()
+                .filter(|s| names.iter().any(|n| n == s.name))
+                .collect()
+        }
+    };
+    std::fs::create_dir_all(&args.out)?;
+    let out = std::fs::canonicalize(&args.out)?;
+    let log = PointLog(out.join("failpoints.log"));
+    // SAFETY: the first thing main does, before any thread or child exists: nothing reads the
+    // environment concurrently. Every process of the run inherits both variables.
+    unsafe {
+        std::env::set_var(MARKER, std::process::id().to_string());
+        std::env::set_var(ipc_core::failpoint::LOG_ENV, &log.0);
+    }
+    // The runner's forkserver starts before any census: it is kept on purpose.
+    ipc_core::process::Builder::new()
+        .start_method(ipc_core::process::StartMethod::ForkServer)
+        .spawn((), |()| ())?
+        .join()?;
+    // And the shared heap's first arena: the runner keeps it for the whole run.
+    let _warm = harness::board()?;
+    println!(
+        "ipc-chaos: {} scenario(s), {} rounds each, seed {}",
+        chosen.len(),
+        args.rounds,
+        args.seed
+    );
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for s in chosen {
+        let row = scenario(s, &args, &log);
+        println!("{}", report::line(&row));
+        rows.push(row);
+    }
+    report::print(&rows, args.rounds);
+    let json = report::json(&rows, args.seed, args.rounds, started.elapsed());
+    std::fs::write(out.join("chaos.json"), serde_json::to_string_pretty(&json)?)?;
+    println!("wrote {}", out.join("chaos.json").display());
+    let bad = rows.iter().filter(|r| !r.clean(args.rounds)).count();
+    if bad > 0 {
+        bail!("{bad} scenario(s) found faults (see the notes above)");
+    }
+    Ok(())
+}
+
+/// Runs the rounds of one scenario.
+fn scenario(s: &scenarios::Scenario, args: &Args, log: &PointLog) -> Row {
+    let mut row = Row::new(s.name, s.points);
+    for round in 0..args.rounds {
+        let mut rng = Rng::for_round(args.seed, s.name, round);
+        let kill = if !s.points.is_empty() && round % 2 == 0 {
+            let name = s.points[(round as usize / 2) % s.points.len()];
+            Kill::Point {
+                name: name.to_owned(),
+                nth: 1 + rng.below(u64::from(s.max_nth)) as u32,
+            }
+        } else {
+            Kill::Random {
+                after_us: rng.below(s.window_us),
+            }
+        };
+        let mut ctx = Ctx {
+            rng,
+            kill: kill.clone(),
+            method: method_for(round),
+        };
+        if std::env::var_os("CHAOS_DEBUG").is_some() {
+            eprintln!(
+                "round {round}: forkserver {:?}",
+                ipc_core::process::forkserver_pid()
+            );
+        }
+        let census = Census::take();
+        log.clear();
+        let outcome = (s.run)(&mut ctx);
+        let leaks = census.leaks_since();
+        let fired = log.fired();
+        let counts = match outcome {
+            Ok(c) => c,
+            Err(e) => {
+                row.errors += 1;
+                row.notes
+                    .push(format!("round {round} ({kill:?}, {:?}): {e:#}", ctx.method));
+                Counts::default()
+            }
+        };
+        row.add(round, &kill, ctx.method, &counts, &leaks, &fired);
+    }
+    row
+}
+
+/// Kills per failpoint, in the order the scenario names them.
+pub(crate) type PerPoint = BTreeMap<String, u64>;
