@@ -300,15 +300,21 @@ impl Census {
     fn leaks_now(&self) -> Vec<String> {
         let now = Census::take();
         let mut out = Vec::new();
-        if now.fds.len() > self.fds.len() {
+        // The shared heap keeps its current arena (a new one when the last filled up): one
+        // more arena than before is growth; more is a handle kept somewhere.
+        let arenas = |c: &Census| c.fds.iter().filter(|(_, t)| is_arena(t)).count();
+        let others = |c: &Census| c.fds.len() - arenas(c);
+        let arena_leak = arenas(&now) > arenas(self).max(2);
+        if others(&now) > others(self) || arena_leak {
             let new: Vec<String> = now
                 .fds
                 .difference(&self.fds)
                 .map(|(n, t)| format!("fd {n} -> {t}"))
                 .collect();
             out.push(format!(
-                "{} more descriptor(s): {}",
-                now.fds.len() - self.fds.len(),
+                "{} more descriptor(s), {} more arena(s): {}",
+                others(&now).saturating_sub(others(self)),
+                arenas(&now).saturating_sub(arenas(self)),
                 new.join(", ")
             ));
         }
@@ -316,14 +322,7 @@ impl Census {
             out.push(format!("/dev/shm/{name}"));
         }
         if now.procs.len() > self.procs.len() {
-            let new: Vec<String> = now
-                .procs
-                .difference(&self.procs)
-                .map(|&pid| {
-                    let parent = stat(pid).map_or(0, |(_, ppid)| ppid);
-                    format!("{pid} ({}, parent {parent})", comm(pid))
-                })
-                .collect();
+            let new = described(now.procs.difference(&self.procs).copied());
             out.push(format!(
                 "{} more process(es): {}",
                 now.procs.len() - self.procs.len(),
@@ -335,6 +334,42 @@ impl Census {
         }
         out
     }
+}
+
+/// Whether a descriptor's target is one of the shared heap's arenas.
+fn is_arena(target: &str) -> bool {
+    target.starts_with("/memfd:ipc-core")
+}
+
+/// Processes in words: pid, name, parent, and what it is blocked in.
+pub(crate) fn described(pids: impl IntoIterator<Item = u32>) -> Vec<String> {
+    pids.into_iter()
+        .map(|pid| {
+            let parent = stat(pid).map_or(0, |(_, ppid)| ppid);
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            let mut s = format!("{pid} ({}, parent {parent}, in {wchan})", comm(pid));
+            if std::env::var_os("CHAOS_DEBUG").is_some() {
+                let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| {
+                        let t = std::fs::read_link(e.path()).ok()?;
+                        Some(format!("{}->{}", e.file_name().to_str()?, t.display()))
+                    })
+                    .collect();
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let nspgid = status
+                    .lines()
+                    .filter(|l| l.starts_with("NSpgid") || l.starts_with("Threads"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                s.push_str(&format!(" fds [{}] {nspgid}", fds.join(" ")));
+            }
+            s
+        })
+        .collect()
 }
 
 fn shm_entries() -> BTreeSet<String> {
@@ -366,19 +401,52 @@ fn ours_on_purpose(pid: u32) -> bool {
     pid == std::process::id() || ipc_core::process::forkserver_pid() == Some(pid)
 }
 
-/// Live processes of this run other than the runner and its forkserver (the forkserver's
-/// prepared child among them).
+/// Live processes of this run other than the runner, its forkserver and the child that
+/// server keeps prepared for the next start: a child of the runner (the server forks it as
+/// our child) that no start has taken yet, so ipc-core does not list it among our children.
 pub(crate) fn strays() -> Vec<u32> {
-    let me = std::process::id().to_string();
+    let me = std::process::id();
     let marker = format!("{MARKER}={me}");
-    all_pids()
+    let started: Vec<u32> = ipc_core::process::active_children()
+        .iter()
+        .map(|c| c.pid)
+        .collect();
+    let mut found: Vec<u32> = all_pids()
         .into_iter()
         .filter(|&pid| !ours_on_purpose(pid) && alive(pid))
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()))
         })
-        .collect()
+        .collect();
+    let prepared = found
+        .iter()
+        .copied()
+        .filter(|&pid| stat(pid).map(|(_, ppid)| ppid) == Some(me) && !started.contains(&pid))
+        .max_by_key(|&pid| start_time(pid));
+    found.retain(|&pid| Some(pid) != prepared);
+    found
+}
+
+/// A process's start time (clock ticks since boot), from /proc.
+fn start_time(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s[s.rfind(')')? + 2..].to_owned();
+            rest.split(' ').nth(19)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The processes of the run (other than `owner`, which was just killed) still alive `limit`
+/// after `at`, described: an owner's workers and servers must follow it.
+pub(crate) fn outliving(owner: u32, at: Instant, limit: Duration) -> Vec<String> {
+    let left = || -> Vec<u32> { strays().into_iter().filter(|&p| p != owner).collect() };
+    while !left().is_empty() && at.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    described(left())
 }
 
 /// Zombies whose parent is the runner or its forkserver (nobody reaped them).

@@ -158,8 +158,10 @@ fn scenario(s: &scenarios::Scenario, args: &Args, log: &PointLog) -> Row {
         };
         if std::env::var_os("CHAOS_DEBUG").is_some() {
             eprintln!(
-                "round {round}: forkserver {:?}",
-                ipc_core::process::forkserver_pid()
+                "round {round}: runner {}, forkserver {:?}, others {:?}",
+                std::process::id(),
+                ipc_core::process::forkserver_pid(),
+                harness::described(harness::strays())
             );
         }
         let census = Census::take();

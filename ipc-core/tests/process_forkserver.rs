@@ -404,3 +404,29 @@ fn a_server_and_its_new_child_dying_together_leave_no_zombie() {
     assert_eq!(second, 3);
     assert_eq!(zombies, Vec::<u32>::new(), "unknown children left unreaped");
 }
+
+/// Makes a zygote, sends its pid, and waits to be killed.
+fn zygote_owner(tx: ipc_core::conn::Connection) {
+    let z = process::Zygote::new().unwrap();
+    tx.send(&z.pid()).unwrap();
+    std::thread::sleep(LONG);
+}
+
+// Found by `cargo xtask chaos` (scenario pool-owner under fork): a zygote is a fork of its
+// owner and kept the owner's end of its own control channel, so when the owner was SIGKILLed
+// the zygote waited on that channel forever, an orphan. It now closes that copy first.
+#[test]
+fn a_zygote_dies_with_its_owner() {
+    let (ours, theirs) = ipc_core::conn::pipe().unwrap();
+    let owner = builder(StartMethod::Spawn)
+        .spawn(theirs, zygote_owner)
+        .unwrap();
+    let zygote: u32 = ours.recv_timeout(LONG).unwrap();
+    owner.kill().unwrap();
+    assert_eq!(owner.join_timeout(LONG).unwrap(), -9);
+    let gone = wait_gone(zygote, LONG);
+    if !gone {
+        kill_pid(zygote);
+    }
+    assert!(gone, "the zygote outlived its owner");
+}

@@ -199,20 +199,12 @@ fn owner(c: &mut Ctx) -> anyhow::Result<Counts> {
     std::thread::sleep(Duration::from_millis(30));
     let at = c.strike(&victim);
     reap_victim(&victim, &mut counts);
-    let orphans = || {
-        crate::harness::strays()
-            .into_iter()
-            .filter(|&p| p != pid && alive(p))
-            .count()
-    };
-    while orphans() > 0 && at.elapsed() < Duration::from_secs(1) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let left = orphans();
-    if left > 0 {
-        counts.leaks += left as u64;
+    let left = crate::harness::outliving(pid, at, Duration::from_secs(1));
+    if !left.is_empty() {
+        counts.leaks += left.len() as u64;
         counts.note(format!(
-            "{left} process(es) outlived the manager's owner by 1 s"
+            "outlived the manager's owner by 1 s: {}",
+            left.join(", ")
         ));
     }
     Ok(counts)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ipc_pool::{Pool, TaskError};
 
 use super::Scenario;
-use crate::harness::{Counts, Ctx, HANG, Kill, alive, reap_victim};
+use crate::harness::{Counts, Ctx, HANG, Kill, reap_victim};
 
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
@@ -192,20 +192,12 @@ fn pool_owner(c: &mut Ctx) -> anyhow::Result<Counts> {
     let at = c.strike(&victim);
     reap_victim(&victim, &mut counts);
     // Its workers (and its forkserver) follow it within 1 s.
-    let orphans = || {
-        crate::harness::strays()
-            .into_iter()
-            .filter(|&p| p != pid && alive(p))
-            .count()
-    };
-    while orphans() > 0 && at.elapsed() < Duration::from_secs(1) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let left = orphans();
-    if left > 0 {
-        counts.leaks += left as u64;
+    let left = crate::harness::outliving(pid, at, Duration::from_secs(1));
+    if !left.is_empty() {
+        counts.leaks += left.len() as u64;
         counts.note(format!(
-            "{left} process(es) outlived the pool's owner by 1 s"
+            "outlived the pool's owner by 1 s: {}",
+            left.join(", ")
         ));
     }
     Ok(counts)

@@ -226,10 +226,20 @@ impl ForkServer {
     /// start later. Refused (as `fork` is) if this process has several threads now.
     pub(crate) fn fork_now() -> Result<ForkServer> {
         let (ours, theirs) = pipe()?;
+        let ours_fd = std::os::fd::AsRawFd::as_raw_fd(&ours);
         let server_lock = lock();
         let mut g = global::lock();
         let id = g.next_child(Some("Zygote".into()), false, StartMethod::Fork);
-        let (g, server) = start::fork::start(server_lock, g, id, false, move || serve(theirs))?;
+        let (g, server) = start::fork::start(server_lock, g, id, false, move || {
+            // The zygote is a copy of this process, `ours` included: that copy would keep the
+            // control channel open after our death, and the zygote would wait on it forever
+            // (found by `cargo xtask chaos`, scenario pool-owner under fork). Close it first.
+            // SAFETY: in the forked child, `ours_fd` belongs only to the copy of `ours` in this
+            // function's frame, which the child never uses and never drops: `serve` runs until
+            // the channel ends and the child then exits without returning here.
+            drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ours_fd) });
+            serve(theirs)
+        })?;
         drop(g);
         Self::with_first_child(ours, server, Ok(()))
     }
