@@ -20,6 +20,12 @@
 //! true once the generation moved, even if the flag was cleared again before it woke (Python's
 //! `threading.Event` behaves so; a waiter never misses a `set` that happened after it started).
 //!
+//! # Robustness
+//! A setter SIGKILLed between its store and its wake would leave the sleepers asleep beside a
+//! set flag (found by `cargo xtask chaos`, failpoint `event.set.before_wake`): waiters sleep
+//! in slices of 100 ms and look at the word between them, so they return within a slice. An
+//! idle waiter costs about ten wake-ups a second.
+//!
 //! # Memory ordering
 //! `set` is `Release` (AcqRel CAS) and every load that can end a wait with `true` is `Acquire`,
 //! so what the setter wrote before `set()` is visible to a waiter that returns true. WAITERS is
@@ -27,6 +33,7 @@
 
 use std::time::Instant;
 
+use crate::lock::SLICE;
 use crate::primitive::{AtomicU32, Ordering, WaitOutcome, futex};
 use crate::spin;
 
@@ -113,7 +120,13 @@ impl RawEvent {
             {
                 continue;
             }
-            if futex::wait(&self.word, s | WAITERS, deadline) == WaitOutcome::TimedOut {
+            // In slices: a setter killed between its store and its wake leaves us asleep
+            // beside a set flag, and nobody else would wake us.
+            let slice_end = Instant::now() + SLICE;
+            let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+            if futex::wait(&self.word, s | WAITERS, Some(until)) == WaitOutcome::TimedOut
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 return fired(self.word.load(Ordering::Acquire));
             }
         }

@@ -1,4 +1,4 @@
-//! Deaths at a precise step of the queue's protocol, reproduced with failpoints
+//! Deaths at a precise step of a primitive's protocol, reproduced with failpoints
 //! (ipc-sync's `--features failpoints`, which `cargo xtask test` turns on): a random kill would hit these
 //! few instructions once in millions of runs.
 #![cfg(feature = "failpoints")]
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{LONG, METHODS, Reap, builder};
 use ipc_core::process::StartMethod;
-use ipc_sync::Queue;
+use ipc_sync::{Event, Queue};
 
 /// Puts `item` with the failpoint armed: killed after the item is committed, before the
 /// consumer's wake-up.
@@ -106,5 +106,46 @@ fn wake_waiters_repairs_a_death_with_no_later_put() {
         q.put(8).unwrap();
         assert_eq!(items.recv_timeout(LONG), Ok(8), "{m}");
         consumer.join().unwrap();
+    }
+}
+
+fn set_and_die(ev: Event) {
+    ipc_core::failpoint::arm("event.set.before_wake");
+    ev.set();
+    unreachable!("the failpoint kills this process");
+}
+
+// Found by `cargo xtask chaos` (scenario event): a setter SIGKILLed after setting the flag and
+// before its wake left untimed waiters asleep beside a set event for good. Waiters now sleep in
+// slices and look at the flag between them.
+#[test]
+fn a_setter_killed_before_its_wake_still_releases_the_waiters() {
+    for m in METHODS {
+        let ev = Event::new().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done, finished) = std::sync::mpsc::channel();
+        let waiter = {
+            let ev = ev.clone();
+            std::thread::spawn(move || {
+                tx.send(common::current_tid()).unwrap();
+                ev.wait();
+                done.send(()).unwrap();
+            })
+        };
+        let tid = rx.recv().unwrap();
+        let deadline = Instant::now() + LONG;
+        while common::blocked_in(ipc_core::process::pid(), tid) != Some(common::SYS_FUTEX) {
+            assert!(Instant::now() < deadline, "the waiter never slept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let h = builder(m).spawn(ev.clone(), set_and_die).unwrap();
+        let _reap = Reap(&h);
+        assert_eq!(h.join_timeout(LONG).unwrap(), -9, "{m}");
+        assert!(ev.is_set(), "{m}: the flag was set before the death");
+        assert!(
+            finished.recv_timeout(LONG).is_ok(),
+            "{m}: the waiter slept on beside a set event"
+        );
+        waiter.join().unwrap();
     }
 }
