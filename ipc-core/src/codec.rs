@@ -58,6 +58,29 @@ pub(crate) fn remember(msg: String) -> String {
     msg
 }
 
+/// A serialization error whose text reaches the caller of [`encode`] (and of every send,
+/// put and start that encodes): postcard keeps only "Serde Serialization Error" of a custom
+/// error, so a `Serialize` impl of a type that travels here should fail through this.
+///
+/// ```
+/// struct Refused;
+/// impl serde::Serialize for Refused {
+///     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+///         Err(ipc_core::codec::ser_error("this value stays home"))
+///     }
+/// }
+/// let e = ipc_core::codec::encode_plain(&Refused, &mut Vec::new()).unwrap_err();
+/// assert!(e.to_string().contains("this value stays home"), "{e}");
+/// ```
+pub fn ser_error<E: serde::ser::Error>(msg: impl std::fmt::Display) -> E {
+    E::custom(remember(msg.to_string()))
+}
+
+/// The decoding twin of [`ser_error`].
+pub fn de_error<E: serde::de::Error>(msg: impl std::fmt::Display) -> E {
+    E::custom(remember(msg.to_string()))
+}
+
 /// A postcard error, with the text a descriptor hook left (postcard drops custom texts).
 fn explain(e: postcard::Error) -> CodecError {
     match LAST_ERROR

@@ -495,7 +495,7 @@ impl Serialize for Handle {
             Then::Refuse(msg) => Err(refuse(msg)),
             Then::Travel => {
                 let conn = self.client.transfer(self.obj).map_err(|e| {
-                    serde::ser::Error::custom(format!("a proxy cannot travel: {e}"))
+                    ipc_core::codec::ser_error(format!("a proxy cannot travel: {e}"))
                 })?;
                 // The connection's descriptor is duplicated into the message; ours closes on
                 // return.

@@ -55,6 +55,13 @@ fn a_killed_server_fails_every_call_within_a_second() {
         );
     }
     assert!(matches!(d.get(&1), Err(Error::ServerGone(_))));
+    // Found by `cargo xtask chaos` (manager-server): a proxy of a dead server given to a new
+    // process failed with postcard's bare "Serde Serialization Error"; the error says why.
+    let e = ipc_core::process::spawn(d.clone(), call_until_gone)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a proxy cannot travel"), "{e}");
     assert!(
         m.shutdown().is_err(),
         "the server was killed: not exit code 0"

@@ -17,11 +17,11 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use ipc_sync::{Barrier, Condition, Event, Lock, RLock, Semaphore};
+use ipc_sync::{Barrier, Condition, Event, Lock, LockTimeoutError, RLock, Semaphore};
 use serde::{Deserialize, Serialize};
 
 use super::Scenario;
-use crate::harness::{Board, Counts, Ctx, HANG, Kill, alive, board, reap_victim, settle};
+use crate::harness::{Board, Counts, Ctx, HANG, Kill, board, reap_victim, settle};
 
 const ITERS: u32 = 300;
 // Board slots.
@@ -33,7 +33,6 @@ const DUP: usize = 4;
 const REPAIRS: usize = 5;
 const TOKENS: usize = 6;
 const STOP: usize = 7;
-const HOLDERS: usize = 16; // 16..19: the pid of each semaphore holder, 0 when out
 
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
@@ -179,8 +178,8 @@ fn critical_sections(c: &mut Ctx, kind: Kind) -> anyhow::Result<Counts> {
     counts.duplicated += b[DUP].load(SeqCst);
     // Afterwards the lock is free or its holder is dead: the runner takes it at once.
     let taken = match &l {
-        AnyLock::Lock(x) => x.acquire_timeout(HANG).is_ok() || x.locked(),
-        AnyLock::RLock(x) => x.acquire_timeout(HANG).is_ok() || x.locked(),
+        AnyLock::Lock(x) => !matches!(x.acquire_timeout(HANG), Err(LockTimeoutError::Timeout)),
+        AnyLock::RLock(x) => !matches!(x.acquire_timeout(HANG), Err(LockTimeoutError::Timeout)),
     };
     if !taken {
         counts.hangs += 1;
@@ -189,26 +188,21 @@ fn critical_sections(c: &mut Ctx, kind: Kind) -> anyhow::Result<Counts> {
     Ok(counts)
 }
 
-fn semaphore_worker((sem, b, slot, kill): (Semaphore, Board, usize, Option<Kill>)) {
+fn semaphore_worker((sem, b, kill): (Semaphore, Board, Option<Kill>)) {
     if let Some(k) = kill {
         k.arm();
     }
-    let me = u64::from(ipc_core::process::pid());
     for _ in 0..ITERS {
         let g = sem.acquire();
-        b[HOLDERS + slot].store(me, SeqCst);
-        let others = (0..3)
-            .filter(|&i| i != slot)
-            .map(|i| b[HOLDERS + i].load(SeqCst))
-            .filter(|&p| p != 0 && alive(p as u32))
-            .count();
-        if others >= 2 {
+        // A holder killed inside leaves both its unit and its count taken, so the count
+        // never exceeds the units: a third holder at once is two too many.
+        if b[INSIDE].fetch_add(1, SeqCst) >= 2 {
             b[DUP].fetch_add(1, SeqCst);
         }
         for _ in 0..50 {
             std::hint::spin_loop();
         }
-        b[HOLDERS + slot].store(0, SeqCst);
+        b[INSIDE].fetch_sub(1, SeqCst);
         drop(g);
     }
 }
@@ -218,13 +212,13 @@ fn semaphore(c: &mut Ctx) -> anyhow::Result<Counts> {
     let sem = Semaphore::new(2)?;
     let mut counts = Counts::default();
     let victim = c.builder().spawn(
-        (sem.clone(), b.clone(), 0, Some(c.kill.clone())),
+        (sem.clone(), b.clone(), Some(c.kill.clone())),
         semaphore_worker,
     )?;
     let survivors = (1..3)
-        .map(|i| {
+        .map(|_| {
             c.builder()
-                .spawn((sem.clone(), b.clone(), i, None), semaphore_worker)
+                .spawn((sem.clone(), b.clone(), None), semaphore_worker)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let at = c.strike(&victim);
@@ -271,7 +265,12 @@ fn condition(c: &mut Ctx) -> anyhow::Result<Counts> {
     let b = board()?;
     let cond = Condition::new()?;
     let mut counts = Counts::default();
-    let who = c.pick(4);
+    // The notifier's failpoint kills a notifier; the others any of the four.
+    let who = if c.kill.point() == Some("condition.notified") {
+        c.pick(2)
+    } else {
+        c.pick(4)
+    };
     let mut victim = None;
     let mut notifiers = Vec::new();
     let mut waiters = Vec::new();
@@ -289,7 +288,10 @@ fn condition(c: &mut Ctx) -> anyhow::Result<Counts> {
     }
     let victim = victim.expect("one participant is the victim");
     let at = c.strike(&victim);
-    reap_victim(&victim, &mut counts);
+    // A waiter that was not killed runs until STOP: reaped after it.
+    if who < 2 {
+        reap_victim(&victim, &mut counts);
+    }
     settle(notifiers, at + HANG, &mut counts, "a notifier");
     // Every token put must be taken by a live waiter.
     let deadline = Instant::now() + HANG;
@@ -307,6 +309,9 @@ fn condition(c: &mut Ctx) -> anyhow::Result<Counts> {
         let g = cond.acquire().unwrap_or_else(|e| e.into_guard());
         b[STOP].store(1, SeqCst);
         g.notify_all();
+    }
+    if who >= 2 {
+        reap_victim(&victim, &mut counts);
     }
     settle(waiters, Instant::now() + HANG, &mut counts, "a waiter");
     Ok(counts)
