@@ -4,7 +4,8 @@
 //! --workspace --all-targets -- -D warnings`, the MSRV check, `layers`, `tidy`, `test` (every
 //! test and doc test),
 //! the benches smoke run (`cargo test -p benches --benches`: each bench once with one iteration),
-//! the loom model check of ipc-sync's state machines, and `cargo publish --dry-run` of every
+//! the loom model check of ipc-sync's state machines, a short pass of `cargo xtask chaos`
+//! (4 rounds of every scenario: every count must be 0), and `cargo publish --dry-run` of every
 //! library crate (packaged and built as crates.io would, each against the others' packages).
 //! Then, always, the leak check (see `leaks.rs`): no process started by the run and no new
 //! `/dev/shm` entry may remain.
@@ -170,6 +171,12 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             Box::new(|| util::run(util::cargo().args(["test", "-p", "benches", "--benches"]))),
         ),
         ("loom", Box::new(loom)),
+        (
+            "chaos (short pass)",
+            Box::new(|| {
+                crate::chaos::run(&["--rounds".to_string(), crate::chaos::CI_ROUNDS.to_string()])
+            }),
+        ),
         ("publish dry-run", Box::new(publish_dry_run)),
     ];
     let mut report = Vec::new();

@@ -8,9 +8,11 @@
 //! cargo xtask demo      runs the demo crate
 //! cargo xtask bench     criterion benches (arguments go to criterion)
 //! cargo xtask compare   this project side by side with CPython (and Rust peers), see --help
+//! cargo xtask chaos     kills participants at random and at failpoints, counts what was lost
 //! ```
 
 mod bench;
+mod chaos;
 mod ci;
 mod compare;
 mod demo;
@@ -36,7 +38,11 @@ commands:
   bench [ARGS..]        cargo bench -p benches (ARGS go to criterion)
   compare [--quick] [--only CASE,..] [--pin none|same|split] [--peers] [--reps N]
                         the named cases of this project and of CPython's multiprocessing,
-                        side by side; writes target/compare/{compare.json,compare.md,compare.svg}";
+                        side by side; writes target/compare/{compare.json,compare.md,compare.svg}
+  chaos [--rounds N] [--seed S] [--only NAME,..] [--list]
+                        kills participants of every scenario at random moments and at named
+                        failpoints; prints hangs, lost, torn, duplicated and leaks (all must be
+                        0) and writes target/chaos/chaos.json";
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -50,6 +56,7 @@ fn main() {
         Some("demo") => util::no_args("demo", &rest).and_then(|()| demo::run()),
         Some("bench") => bench::run(&rest),
         Some("compare") => compare::run(&rest),
+        Some("chaos") => chaos::run(&rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

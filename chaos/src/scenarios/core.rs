@@ -35,7 +35,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "connection-peer",
             about: "Connection: the sender dies mid-message, or the receiver dies",
             points: &["conn.send.partial"],
-            max_nth: 40,
+            max_nth: 8,
             window_us: 30_000,
             run: connection,
         },
