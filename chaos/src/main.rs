@@ -13,6 +13,7 @@
 //! builds it so); without it this binary refuses to run.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod fuzz;
 mod harness;
 mod report;
 mod scenarios;
@@ -25,8 +26,13 @@ use anyhow::{Context as _, bail};
 use harness::{Census, Counts, Ctx, Kill, MARKER, PointLog, Rng, method_for};
 use report::Row;
 
-const USAGE: &str =
-    "usage: ipc-chaos [--rounds N] [--seed S] [--only NAME,..] [--out DIR] [--list]";
+const USAGE: &str = "usage: ipc-chaos [--rounds N] [--seed S] [--only NAME,..] [--out DIR] [--list]
+       ipc-chaos --fuzz [--inputs N | --full] [--seed S] [--only TARGET,..] [--out DIR]
+       ipc-chaos --write-corpus";
+
+/// Inputs per fuzz target by default, and with `--full`.
+const FUZZ_INPUTS: u64 = 20_000;
+const FUZZ_FULL: u64 = 1_000_000;
 
 struct Args {
     rounds: u32,
@@ -34,6 +40,17 @@ struct Args {
     only: Option<Vec<String>>,
     out: std::path::PathBuf,
     list: bool,
+    fuzz: bool,
+    inputs: u64,
+    write_corpus: bool,
+}
+
+/// The repository's root (the parent of this crate's directory).
+pub(crate) fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the chaos crate lives in the workspace")
+        .to_path_buf()
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -41,8 +58,11 @@ fn parse() -> anyhow::Result<Args> {
         rounds: 20,
         seed: 1,
         only: None,
-        out: std::path::PathBuf::from("target/chaos"),
+        out: repo_root().join("target/chaos"),
         list: false,
+        fuzz: false,
+        inputs: FUZZ_INPUTS,
+        write_corpus: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,6 +73,10 @@ fn parse() -> anyhow::Result<Args> {
             "--only" => a.only = Some(value()?.split(',').map(str::to_owned).collect()),
             "--out" => a.out = value()?.into(),
             "--list" => a.list = true,
+            "--fuzz" => a.fuzz = true,
+            "--inputs" => a.inputs = value()?.parse().context("--inputs")?,
+            "--full" => a.inputs = FUZZ_FULL,
+            "--write-corpus" => a.write_corpus = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -72,6 +96,16 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let args = parse()?;
+    if args.write_corpus {
+        return fuzz::write_corpus();
+    }
+    if args.fuzz {
+        std::fs::create_dir_all(&args.out)?;
+        if !fuzz::run(args.inputs, args.seed, args.only.as_deref(), &args.out)? {
+            bail!("the fuzzers found faults (see above), or decoded 10% of inputs or less");
+        }
+        return Ok(());
+    }
     let all = scenarios::all();
     if args.list {
         for s in &all {
