@@ -28,7 +28,8 @@ use report::Row;
 
 const USAGE: &str = "usage: ipc-chaos [--rounds N] [--seed S] [--only NAME,..] [--out DIR] [--list]
        ipc-chaos --fuzz [--inputs N | --full] [--seed S] [--only TARGET,..] [--out DIR]
-       ipc-chaos --write-corpus";
+       ipc-chaos --write-corpus
+       ipc-chaos --replay FILE --only TARGET";
 
 /// Inputs per fuzz target by default, and with `--full`.
 const FUZZ_INPUTS: u64 = 20_000;
@@ -43,6 +44,7 @@ struct Args {
     fuzz: bool,
     inputs: u64,
     write_corpus: bool,
+    replay: Option<std::path::PathBuf>,
 }
 
 /// The repository's root (the parent of this crate's directory).
@@ -63,6 +65,7 @@ fn parse() -> anyhow::Result<Args> {
         fuzz: false,
         inputs: FUZZ_INPUTS,
         write_corpus: false,
+        replay: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -77,6 +80,7 @@ fn parse() -> anyhow::Result<Args> {
             "--inputs" => a.inputs = value()?.parse().context("--inputs")?,
             "--full" => a.inputs = FUZZ_FULL,
             "--write-corpus" => a.write_corpus = true,
+            "--replay" => a.replay = Some(value()?.into()),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -98,6 +102,14 @@ fn run() -> anyhow::Result<()> {
     let args = parse()?;
     if args.write_corpus {
         return fuzz::write_corpus();
+    }
+    if let Some(file) = &args.replay {
+        let target = args
+            .only
+            .as_ref()
+            .and_then(|o| o.first())
+            .context("--replay needs --only TARGET")?;
+        return fuzz::replay(target, file);
     }
     if args.fuzz {
         std::fs::create_dir_all(&args.out)?;

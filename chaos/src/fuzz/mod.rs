@@ -113,6 +113,18 @@ fn corpus(t: &Target) -> anyhow::Result<Vec<Input>> {
     Ok(seeds)
 }
 
+/// Runs one saved input (a crash report, a corpus file) on `target`, in this process.
+pub(crate) fn replay(target: &str, file: &Path) -> anyhow::Result<()> {
+    let t = targets::all()
+        .into_iter()
+        .find(|t| t.name == target)
+        .ok_or_else(|| anyhow::anyhow!("no fuzz target {target:?}"))?;
+    let input = Input::from_bytes(&std::fs::read(file)?)
+        .ok_or_else(|| anyhow::anyhow!("{} is not a fuzz input", file.display()))?;
+    println!("{target}: {:?}", (t.run)(&input)?);
+    Ok(())
+}
+
 /// Writes each target's seeds into the repo's corpus.
 pub(crate) fn write_corpus() -> anyhow::Result<()> {
     for t in targets::all() {

@@ -6,6 +6,8 @@
 //! frame-stream    the same frames as one byte stream (TCP, foreign Unix stream sockets)
 //! frame-fds       frames carrying shared-memory segments, with 0-5 descriptors attached
 //!                 whatever the header says: `(u8, Vec<Segment>)`
+//! queue-ring      a queue's shared words and ring bytes as a hostile process could leave
+//!                 them (head, tail, frames), taken by `try_get` as `Sample`s
 //! handshake-answer   the answerer's side: a challenge and a verdict from a fake challenger
 //! handshake-deliver  the challenger's side: the real nonce answered by a fake answerer whose
 //!                    frame is mutated (the MAC is recomputed unless the input says not to)
@@ -46,6 +48,13 @@ pub(super) fn all() -> Vec<Target> {
             seeds: fd_seeds,
             run: recv_segments,
             fix: fix_records,
+        },
+        Target {
+            name: "queue-ring",
+            about: "queue records in a ring a hostile process wrote",
+            seeds: ring_seeds,
+            run: ring_get,
+            fix: fix_ring,
         },
         Target {
             name: "handshake-answer",
@@ -330,4 +339,83 @@ fn deliver(input: &Input) -> anyhow::Result<Outcome> {
     Ok(challenger
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p)))
+}
+
+/// The ring of the queue target (4 KiB), reused by every input.
+const RING: usize = 4096;
+
+thread_local! {
+    static QUEUE: ipc_sync::Queue<Sample> =
+        ipc_sync::Queue::with_capacity(RING, 0).expect("a queue");
+}
+
+fn ring_seeds() -> anyhow::Result<Vec<Input>> {
+    let sets: Vec<Vec<Sample>> = vec![
+        samples()
+            .into_iter()
+            .filter(|s| !matches!(s, Sample::Bytes(b) if b.len() > 1000))
+            .collect(),
+        vec![Sample::Unit],
+        vec![Sample::Text("x".repeat(1500)), Sample::Num(1, 2)],
+    ];
+    let mut seeds = Vec::new();
+    for set in sets {
+        let q = ipc_sync::Queue::<Sample>::with_capacity(RING, 0)?;
+        for s in set {
+            q.put(s).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let (head, tail, data) = q.__snapshot();
+        let used = (tail & ((1 << 40) - 1)) as usize;
+        let mut words = head.to_le_bytes().to_vec();
+        words.extend(tail.to_le_bytes());
+        seeds.push(Input {
+            chunks: vec![words, data[..used.min(RING)].to_vec()],
+            fds: 0,
+        });
+    }
+    Ok(seeds)
+}
+
+/// Structure: the tail publishes exactly the bytes given, from a head at 0 (records counted
+/// from the frames' LAST flags).
+fn fix_ring(i: &mut Input) {
+    if i.chunks.len() < 2 {
+        return;
+    }
+    let data = &i.chunks[1];
+    let mut at = 0usize;
+    let mut records = 0u64;
+    while at + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let flags = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
+        records += u64::from(flags & 2 != 0);
+        at += (8 + len + 7) & !7;
+    }
+    let tail = (records << 40) | data.len() as u64;
+    let mut words = 0u64.to_le_bytes().to_vec();
+    words.extend(tail.to_le_bytes());
+    i.chunks[0] = words;
+}
+
+fn ring_get(input: &Input) -> anyhow::Result<Outcome> {
+    let word = |i: usize| -> u64 {
+        input
+            .chunks
+            .first()
+            .and_then(|c| c.get(i * 8..i * 8 + 8))
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let data = input.chunks.get(1).map_or(&[][..], Vec::as_slice);
+    QUEUE.with(|q| {
+        q.__scribble(word(0), word(1), data);
+        let mut out = Outcome::Refused;
+        for _ in 0..8 {
+            match q.try_get() {
+                Ok(_) => out = Outcome::Decoded,
+                Err(ipc_sync::GetError::Decode(_)) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    })
 }

@@ -153,6 +153,20 @@ impl<'de, T> Deserialize<'de> for Core<T> {
     }
 }
 
+/// Test support (the `failpoints` feature), for the fuzzer of `cargo xtask chaos`: a queue's
+/// shared words and bytes, written and read as a hostile process with the memory could.
+#[cfg(feature = "failpoints")]
+#[doc(hidden)]
+impl<T> Queue<T> {
+    pub fn __scribble(&self, head: u64, tail: u64, data: &[u8]) {
+        self.core.ring.scribble(head, tail, data);
+    }
+
+    pub fn __snapshot(&self) -> (u64, u64, Vec<u8>) {
+        self.core.ring.snapshot()
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Core<T> {
     pub(crate) fn new(capacity: usize, maxsize: usize) -> ipc_core::Result<Self> {
         let max = u32::try_from(maxsize)

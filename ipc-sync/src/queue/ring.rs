@@ -75,7 +75,8 @@
 //! each side exclusive ranges: the producer writes only `[tail, head + capacity)` (free space,
 //! never read by anybody), the consumer reads only `[head, tail)` (published, never written
 //! until it is freed), and both hold their side's lock. Every index is reduced modulo the
-//! capacity, so copies stay inside the slice whatever a peer writes into the header.
+//! capacity and every copy is cut to the capacity, so copies stay inside the slice whatever a
+//! peer writes into the header or the frames (a frame longer than the ring is dropped).
 #![allow(unsafe_code)]
 
 mod consume;
@@ -262,13 +263,40 @@ impl Ring {
         max > 0 && self.len() >= u64::from(max)
     }
 
-    /// Copies `bytes` into the ring at position `at` (wrapping).
+    /// Test support (the `failpoints` feature): what a hostile process with the ring's memory
+    /// could do, for the fuzzer. Writes `data` at the start of the ring (cut to its capacity)
+    /// and stores raw `head` and `tail` words.
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn scribble(&self, head: u64, tail: u64, data: &[u8]) {
+        let n = data.len().min(self.capacity());
+        self.write_at(0, &data[..n]);
+        self.header.head.store(head, Ordering::SeqCst);
+        self.header.head_seen.store(head, Ordering::SeqCst);
+        self.header.tail.store(tail, Ordering::SeqCst);
+        self.header.tail_seen.store(tail, Ordering::SeqCst);
+    }
+
+    /// Test support: the raw `head` and `tail` words and the ring's bytes.
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn snapshot(&self) -> (u64, u64, Vec<u8>) {
+        let mut data = vec![0; self.capacity()];
+        self.read_at(0, &mut data);
+        (
+            self.header.head.load(Ordering::SeqCst),
+            self.header.tail.load(Ordering::SeqCst),
+            data,
+        )
+    }
+
+    /// Copies `bytes` into the ring at position `at` (wrapping; at most a ring's worth, as
+    /// frames never exceed the ring).
     fn write_at(&self, at: u64, bytes: &[u8]) {
         let cap = self.cap();
         let i = (at & (cap - 1)) as usize;
+        let bytes = &bytes[..bytes.len().min(cap as usize)];
         let first = bytes.len().min(cap as usize - i);
-        // SAFETY: `i < cap` and `first <= cap - i`, the rest goes to the start and is shorter
-        // than `cap` (frames never exceed the ring); the range is free space that only the
+        // SAFETY: `i < cap` and `first <= cap - i`, the rest goes to the start and is at most
+        // `cap` long (`bytes` was cut to the ring's size); the range is free space that only the
         // wlock holder (us) writes and nobody reads (module doc).
         unsafe {
             let base = self.data.as_ptr();
@@ -277,10 +305,13 @@ impl Ring {
         }
     }
 
-    /// Copies ring bytes at position `at` (wrapping) into `out`.
+    /// Copies ring bytes at position `at` (wrapping) into `out` (at most a ring's worth: the
+    /// callers never ask for more, and a longer `out` keeps its tail).
     fn read_at(&self, at: u64, out: &mut [u8]) {
         let cap = self.cap();
         let i = (at & (cap - 1)) as usize;
+        let n = out.len().min(cap as usize);
+        let out = &mut out[..n];
         let first = out.len().min(cap as usize - i);
         // SAFETY: as in `write_at`; the range is published and not freed yet, so only the
         // rlock holder (us) reads it and nobody writes it.

@@ -87,8 +87,9 @@ impl Ring {
     fn next_record(&self, wait: Wait) -> Result<Record, Stop> {
         let h = &*self.header;
         let mut partial: Option<Vec<u8>> = None;
-        // When to ask whether a streaming producer is still alive; set at the first sleep, so
-        // a get that finds its record at once never reads the clock.
+        // When to ask whether a streaming producer is still alive; set (to now) the first time
+        // a streamed record runs dry, so a get that finds its record at once never reads the
+        // clock.
         let mut next_check: Option<Instant> = None;
         loop {
             let head = h.head.load(Ordering::Relaxed);
@@ -105,6 +106,14 @@ impl Ring {
                 tail = h.tail.load(Ordering::SeqCst);
                 h.tail_seen.store(tail, Ordering::Release);
             }
+            if pos(tail).wrapping_sub(pos(head)) & POS_MASK > self.cap() {
+                // Only a misbehaving peer publishes more than a ring: walking it frame by
+                // frame could take hours (found by the fuzzer of `cargo xtask chaos`). Drop
+                // everything published so far.
+                self.publish_head(word(recs(tail), pos(tail)));
+                partial = None;
+                continue;
+            }
             if pos(head) == pos(tail) {
                 // Drained after a shutdown: nothing more will come (a record under way is
                 // abandoned: its producer cannot finish it).
@@ -114,7 +123,9 @@ impl Ring {
                 let streaming = partial.is_some();
                 let deadline = wait.deadline();
                 let now = Instant::now();
-                let check = next_check.get_or_insert(now + SLICE);
+                // The first time a streamed record runs dry, look at its producer at once: a
+                // record whose producer is already gone would otherwise cost a whole slice.
+                let check = next_check.get_or_insert(now);
                 if streaming && now >= *check {
                     *check = now + SLICE;
                     if self.producer_gone() {
@@ -155,9 +166,11 @@ impl Ring {
             let frame = round8(FRAME_HEADER + u64::from(len));
             let at = pos(head) + FRAME_HEADER;
             let used = pos(tail).wrapping_sub(pos(head)) & POS_MASK;
-            if frame > used {
-                // Only a misbehaving peer publishes a frame longer than what it published:
-                // drop everything published so far rather than read past it.
+            if frame > used.min(self.cap()) {
+                // Only a misbehaving peer publishes a frame longer than what it published, or
+                // than the ring (a tail word more than a ring ahead: found by the fuzzer of
+                // `cargo xtask chaos`, which then read past the ring): drop everything
+                // published so far rather than read past it.
                 self.publish_head(word(recs(tail), pos(tail)));
                 partial = None;
                 continue;
