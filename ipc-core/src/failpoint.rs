@@ -16,7 +16,8 @@
 //! runner can tell which kills landed where. The points, by crate:
 //! - ipc-core: `forkserver.forked` (the forkserver and the child it just forked, both before
 //!   they told anybody: a double death that leaves a child of ours nobody knows of);
-//!   `conn.send.partial` (a sender between two writes of one frame: the peer has part of it).
+//!   `conn.send.partial` (a sender between two writes (or records) of one frame: the peer
+//!   has part of it).
 //! - ipc-sync: `lock.acquired` (a holder, right after taking a lock), `lock.releasing` (after
 //!   the release store, before the wake); `queue.put.reserved` (the write lock held, space
 //!   found), `queue.put.copied` (the frame written, not published), `queue.put.committed`

@@ -11,7 +11,9 @@
 //! forkserver   a driver child (spawned: a forkserver of its own) starts 6 children through its
 //!              forkserver; the server dies with the child it just forked (forkserver.forked),
 //!              or the runner kills the server at random; every start succeeds with the right
-//!              value or fails with an error, and a start after it all succeeds
+//!              value or fails with an error; two starts after it all succeed, and then the
+//!              driver has no zombie (a server that died between starts, and the child it
+//!              died with, are reaped at the next start)
 //! ```
 
 use std::sync::atomic::Ordering::SeqCst;
@@ -28,6 +30,7 @@ const MESSAGES: u64 = 60;
 const SENT: usize = 0;
 const RECEIVED: usize = 1;
 const SERVER: usize = 2;
+const STRUCK: usize = 3;
 
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
@@ -212,9 +215,11 @@ struct Driven {
     wrong: u32,
     after: bool,
     zombies: Vec<u32>,
+    /// The forkservers seen and the children started, for the report.
+    seen: Vec<String>,
 }
 
-fn driver((b, kill): (crate::harness::Board, Option<Kill>)) -> Driven {
+fn driver((b, kill, random): (crate::harness::Board, Option<Kill>, bool)) -> Driven {
     // Armed here, the point reaches every forkserver this driver starts (its environment).
     if let Some(k) = kill {
         k.arm();
@@ -226,20 +231,45 @@ fn driver((b, kill): (crate::harness::Board, Option<Kill>)) -> Driven {
         wrong: 0,
         after: false,
         zombies: Vec::new(),
+        seen: Vec::new(),
     };
     for i in 0..6u64 {
-        match fs().spawn(i, plus_one).map(|h| h.join()) {
-            Ok(Ok(v)) if v == i + 1 => d.ok += 1,
-            Ok(Ok(_)) => d.wrong += 1,
-            Ok(Err(_)) | Err(_) => d.failed += 1,
+        match fs().spawn(i, plus_one).map(|h| (h.pid(), h.join())) {
+            Ok((pid, Ok(v))) if v == i + 1 => {
+                d.ok += 1;
+                d.seen.push(format!("child {pid}"));
+            }
+            Ok((_, Ok(_))) => d.wrong += 1,
+            Ok((pid, Err(e))) => {
+                d.failed += 1;
+                d.seen.push(format!("child {pid} failed: {e}"));
+            }
+            Err(e) => {
+                d.failed += 1;
+                d.seen.push(format!("start failed: {e}"));
+            }
         }
         if let Some(pid) = ipc_core::process::forkserver_pid() {
             b[SERVER].store(u64::from(pid), SeqCst);
+            d.seen.push(format!("server {pid}"));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
     Kill::disarm();
-    d.after = fs().spawn(41, plus_one).ok().and_then(|h| h.join().ok()) == Some(42);
+    // A random kill lands while the starts go on: wait for it (the runner raises STRUCK).
+    let deadline = std::time::Instant::now() + HANG;
+    while random && b[STRUCK].load(SeqCst) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A server that died between two starts is found, replaced and reaped at the next start.
+    // The current server may still be armed (it dies at a fork it makes for a later start):
+    // kill it too, then two starts on an unarmed one, and nothing of a dead server may be left.
+    if let Some(pid) = ipc_core::process::forkserver_pid() {
+        crate::harness::kill_pid(pid);
+    }
+    let start = |x: u64| fs().spawn(x, plus_one).ok().and_then(|h| h.join().ok());
+    let _ = start(40);
+    d.after = start(41) == Some(42);
     let me = ipc_core::process::pid();
     d.zombies = std::fs::read_dir("/proc")
         .into_iter()
@@ -263,7 +293,14 @@ fn forkserver(c: &mut Ctx) -> anyhow::Result<Counts> {
     // The driver is spawned, so it has a forkserver of its own to kill.
     let d = Builder::new()
         .start_method(StartMethod::Spawn)
-        .spawn((b.clone(), c.kill.point().map(|_| c.kill.clone())), driver)?;
+        .spawn(
+            (
+                b.clone(),
+                c.kill.point().map(|_| c.kill.clone()),
+                c.kill.delay().is_some(),
+            ),
+            driver,
+        )?;
     if c.kill.delay().is_some() {
         let deadline = Instant::now() + HANG;
         while b[SERVER].load(SeqCst) == 0 && Instant::now() < deadline && d.is_alive() {
@@ -271,9 +308,13 @@ fn forkserver(c: &mut Ctx) -> anyhow::Result<Counts> {
         }
         let server = b[SERVER].load(SeqCst) as u32;
         if server != 0 {
-            c.strike_pid(server);
+            let at = c.strike_pid(server);
+            while crate::harness::alive(server) && at.elapsed() < Duration::from_secs(1) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             counts.killed = !crate::harness::alive(server);
         }
+        b[STRUCK].store(1, SeqCst);
     }
     let driven = settle(
         vec![d],
@@ -292,7 +333,11 @@ fn forkserver(c: &mut Ctx) -> anyhow::Result<Counts> {
         }
         if !driven.zombies.is_empty() {
             counts.leaks += driven.zombies.len() as u64;
-            counts.note(format!("the driver's zombies: {:?}", driven.zombies));
+            counts.note(format!(
+                "the driver's zombies: {:?} (seen: {})",
+                driven.zombies,
+                driven.seen.join(", ")
+            ));
         }
     }
     Ok(counts)

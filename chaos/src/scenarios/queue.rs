@@ -65,7 +65,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
                 "lock.acquired",
             ],
             max_nth: 120,
-            window_us: 30_000,
+            window_us: 4_000,
             run: |c| queues(c, Kind::Queue, Role::Producer),
         },
         Scenario {

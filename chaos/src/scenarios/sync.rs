@@ -1,7 +1,7 @@
 //! Locks, semaphores, conditions, barriers and events with one participant killed.
 //!
 //! ```text
-//! lock, rlock      3 workers x ITERS critical sections over a board (a, b incremented apart,
+//! lock, rlock      3 workers x 2000 critical sections over a board (a, b incremented apart,
 //!                  `inside` = the holder's pid); a taker that gets OwnerDied repairs; one
 //!                  seeing a != b without OwnerDied counts torn, one finding `inside` set
 //!                  counts duplicated
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::Scenario;
 use crate::harness::{Board, Counts, Ctx, HANG, Kill, board, reap_victim, settle};
 
-const ITERS: u32 = 300;
+const ITERS: u32 = 2000;
 // Board slots.
 const INSIDE: usize = 0;
 const A: usize = 1;
@@ -41,7 +41,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             about: "Lock: a holder dies anywhere in its critical section",
             points: &["lock.acquired", "lock.releasing"],
             max_nth: ITERS,
-            window_us: 20_000,
+            window_us: 6_000,
             run: |c| critical_sections(c, Kind::Lock),
         },
         Scenario {
@@ -49,7 +49,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             about: "RLock (nested twice): a holder dies anywhere",
             points: &["lock.acquired", "lock.releasing"],
             max_nth: ITERS,
-            window_us: 20_000,
+            window_us: 6_000,
             run: |c| critical_sections(c, Kind::RLock),
         },
         Scenario {
@@ -57,7 +57,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             about: "Semaphore(2): a holder dies; the others go on",
             points: &[],
             max_nth: 1,
-            window_us: 20_000,
+            window_us: 6_000,
             run: semaphore,
         },
         Scenario {
@@ -73,7 +73,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             about: "Barrier(3, timeout 2 s): a party dies",
             points: &["barrier.arrived", "lock.acquired"],
             max_nth: 30,
-            window_us: 20_000,
+            window_us: 4_000,
             run: barrier,
         },
         Scenario {

@@ -191,6 +191,9 @@ pub(super) fn write_records(
             Ok(n) if n == want => {
                 *sent = end;
                 limit = RECORD;
+                if *sent < total {
+                    crate::failpoint::hit("conn.send.partial");
+                }
             }
             Ok(n) => {
                 // A record is atomic on SOCK_SEQPACKET; a short send means the descriptor is

@@ -129,7 +129,14 @@ impl Ring {
                 if streaming && now >= *check {
                     *check = now + SLICE;
                     if self.producer_gone() {
-                        partial = None;
+                        // Gone now, but it may have published the rest (its LAST chunk) after
+                        // we saw the ring dry and before it went: read that first. Only a
+                        // ring still dry after its death means the record is abandoned (the
+                        // chaos suite found records lost in this window: committed, then
+                        // skipped as remnants).
+                        if pos(h.tail.load(Ordering::SeqCst)) == pos(head) {
+                            partial = None;
+                        }
                         continue;
                     }
                 }
