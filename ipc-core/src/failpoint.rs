@@ -7,6 +7,7 @@
 //! state (per process):  DISARMED --arm(name) / arm_nth(name, n)--> ARMED(name, n)
 //!                       ARMED(name, n) --hit(name), n > 1--> ARMED(name, n - 1)
 //!                       ARMED(name, 1) --hit(name)--> log the name, SIGKILL ourselves
+//!                       (or, armed with arm_pause, sleep once and disarm)
 //! ```
 //! A test arms one point in the process that should die (a child, after it starts):
 //! `ipc_core::failpoint::arm("queue.wake.announced")`. Children inherit it with the count it
@@ -24,7 +25,8 @@
 //!   (published, before the wake), `queue.wake.announced` (a publisher, put or get, saw a
 //!   sleeper's announcement, before waking it); `queue.get.copied` (a consumer holds the
 //!   record's bytes, the frame is not freed), `queue.get.taken` (freed, not yet returned);
-//!   `queue.task_done.before`; `condition.notified` (a notifier, after it moved waiters, before
+//!   `queue.get.dry` (a consumer in the middle of a streamed record found the ring dry, before
+//!   it asks whether the producer is gone); `queue.task_done.before`; `condition.notified` (a notifier, after it moved waiters, before
 //!   the wake); `barrier.arrived` (a party counted in, not yet waiting); `event.set.before_wake`.
 //! - ipc-pool: `pool.task.taken`, `pool.task.running`, `pool.result.committed`.
 //! - ipc-manager: `manager.server.applied` (an operation applied, its reply not sent),
@@ -42,14 +44,29 @@ pub const LOG_ENV: &str = "IPC_CORE_FAILPOINT_LOG";
 mod armed {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
 
-    /// The armed point and the hits left until it fires (1: the next one).
-    static ARMED: Mutex<Option<(&'static str, u32)>> = Mutex::new(None);
+    /// What an armed point does when its count runs out.
+    #[derive(Clone, Copy)]
+    enum Action {
+        /// SIGKILL this process.
+        Kill,
+        /// Sleep this long, once, and disarm (a window held open for a test).
+        Pause(Duration),
+    }
+
+    /// The armed point, the hits left until it fires (1: the next one), and its action.
+    static ARMED: Mutex<Option<(&'static str, u32, Action)>> = Mutex::new(None);
     /// Whether anything is armed: keeps `hit` to one load when nothing is.
     static ANY: AtomicBool = AtomicBool::new(false);
 
-    fn state() -> std::sync::MutexGuard<'static, Option<(&'static str, u32)>> {
+    fn state() -> std::sync::MutexGuard<'static, Option<(&'static str, u32, Action)>> {
         ARMED.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(name: &'static str, n: u32, action: Action) {
+        *state() = Some((name, n.max(1), action));
+        ANY.store(true, Ordering::SeqCst);
     }
 
     /// Arms `name` in this process (and the children it starts from now on): the next
@@ -58,10 +75,15 @@ mod armed {
         arm_nth(name, 1);
     }
 
-    /// Arms `name` to fire at its `n`-th hit from now (`n` of 0 counts as 1).
+    /// Arms `name` to kill at its `n`-th hit from now (`n` of 0 counts as 1).
     pub fn arm_nth(name: &'static str, n: u32) {
-        *state() = Some((name, n.max(1)));
-        ANY.store(true, Ordering::SeqCst);
+        set(name, n, Action::Kill);
+    }
+
+    /// Arms `name` to pause the thread that hits it next for `d`, once (then disarms): holds a
+    /// window open so that another process can act inside it. Children do not inherit it.
+    pub fn arm_pause(name: &'static str, d: Duration) {
+        set(name, 1, Action::Pause(d));
     }
 
     /// Disarms the armed point, if any.
@@ -72,12 +94,15 @@ mod armed {
 
     /// The armed point, if any.
     pub fn armed() -> Option<&'static str> {
-        state().map(|(name, _)| name)
+        state().map(|(name, _, _)| name)
     }
 
-    /// The armed point as a spawned child finds it in its environment: `name@n`.
+    /// The armed kill point as a spawned child finds it in its environment: `name@n`.
     pub(crate) fn encoded() -> Option<String> {
-        state().map(|(name, n)| format!("{name}@{n}"))
+        match *state() {
+            Some((name, n, Action::Kill)) => Some(format!("{name}@{n}")),
+            _ => None,
+        }
     }
 
     /// Arms what [`encoded`] wrote (a bare name counts as `@1`).
@@ -89,45 +114,54 @@ mod armed {
         arm_nth(Box::leak(name.to_owned().into_boxed_str()), n);
     }
 
-    /// Kills this process if `name` is armed and this is the hit it counts down to.
+    /// Fires `name`'s action if it is armed and this is the hit it counts down to.
     pub fn hit(name: &str) {
         if !ANY.load(Ordering::Relaxed) {
             return;
         }
         let fire = {
             let mut s = state();
-            match s.as_mut() {
-                Some((armed, left)) if *armed == name => {
+            let fire = match s.as_mut() {
+                Some((armed, left, action)) if *armed == name => {
                     *left -= 1;
-                    *left == 0
+                    (*left == 0).then_some(*action)
                 }
-                _ => false,
+                _ => None,
+            };
+            if matches!(fire, Some(Action::Pause(_))) {
+                *s = None;
+                ANY.store(false, Ordering::SeqCst);
             }
+            fire
         };
-        if fire {
-            if let Some(path) = std::env::var_os(super::LOG_ENV) {
-                use std::io::Write;
-                let line = format!("{name}\n");
-                if let Ok(mut f) = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(path)
-                {
-                    let _ = f.write_all(line.as_bytes());
+        match fire {
+            None => {}
+            Some(Action::Pause(d)) => std::thread::sleep(d),
+            Some(Action::Kill) => {
+                if let Some(path) = std::env::var_os(super::LOG_ENV) {
+                    use std::io::Write;
+                    let line = format!("{name}\n");
+                    if let Ok(mut f) = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(path)
+                    {
+                        let _ = f.write_all(line.as_bytes());
+                    }
                 }
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::KILL,
+                );
+                // SIGKILL to ourselves is delivered before kill returns; never go on.
+                std::process::abort();
             }
-            let _ = rustix::process::kill_process(
-                rustix::process::getpid(),
-                rustix::process::Signal::KILL,
-            );
-            // SIGKILL to ourselves is delivered before kill returns; never go on.
-            std::process::abort();
         }
     }
 }
 
 #[cfg(feature = "failpoints")]
-pub use armed::{arm, arm_nth, armed, disarm, hit};
+pub use armed::{arm, arm_nth, arm_pause, armed, disarm, hit};
 #[cfg(feature = "failpoints")]
 pub(crate) use armed::{arm_encoded, encoded};
 

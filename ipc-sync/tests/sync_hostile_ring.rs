@@ -1,7 +1,8 @@
 //! A queue whose shared words and bytes a hostile (or broken) process overwrote: the consumer
 //! refuses what it finds, quickly and within the ring, and the queue works again afterwards.
-//! Each case is an input the fuzzer of `cargo xtask chaos` found (target `queue-ring`); the
-//! queue's `__scribble` (test support, `failpoints` feature) writes the memory as such a peer.
+//! Each case is something `cargo xtask chaos` found (its fuzzer's target `queue-ring`, or a
+//! scenario); the queue's `__scribble` (test support, `failpoints` feature) writes the memory
+//! as such a peer would.
 #![cfg(feature = "failpoints")]
 
 use std::time::{Duration, Instant};
@@ -71,4 +72,49 @@ fn an_honest_ring_reads_back() {
     assert_eq!(copy.try_get().unwrap(), "one");
     assert_eq!(copy.try_get().unwrap(), "two");
     assert!(matches!(copy.try_get(), Err(GetError::Empty)));
+}
+
+/// A frame as a producer writes it: length, flags, payload, padding to 8 bytes.
+fn frame(payload: &[u8], flags: u32) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+    f.extend(flags.to_le_bytes());
+    f.extend(payload);
+    f.resize(f.len().div_ceil(8) * 8, 0);
+    f
+}
+
+// Found by `cargo xtask chaos` (queue-producer): a consumer in the middle of a streamed record
+// found the ring dry, then found the producer gone, and dropped the record, though the
+// producer had published its LAST chunk (and committed the record) between those two looks;
+// the LAST chunk was then skipped as a remnant and the record lost. The consumer now reads what
+// was published before it gives a record up. The window is held open with a pause failpoint;
+// the producer's lock is free throughout, as after a producer that finished and left.
+#[test]
+fn a_record_finished_while_the_consumer_looked_away_is_delivered() {
+    let q = Queue::<Vec<u8>>::with_capacity(4096, 0).unwrap();
+    let record = postcard::to_allocvec(&vec![7u8; 100]).unwrap();
+    let (a, b) = record.split_at(50);
+    let (first, last) = (frame(a, 1), frame(b, 2));
+    q.__scribble(0, word(0, first.len() as u64), &first);
+    ipc_core::failpoint::arm_pause("queue.get.dry", Duration::from_millis(500));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let consumer = {
+        let q = q.clone();
+        std::thread::spawn(move || tx.send(q.get_timeout(Duration::from_secs(5))).unwrap())
+    };
+    // The consumer took FIRST, found the ring dry and pauses: publish LAST now.
+    std::thread::sleep(Duration::from_millis(200));
+    let both: Vec<u8> = first.iter().chain(&last).copied().collect();
+    q.__scribble(
+        word(0, first.len() as u64),
+        word(1, both.len() as u64),
+        &both,
+    );
+    let got = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    consumer.join().unwrap();
+    assert_eq!(
+        got.unwrap(),
+        vec![7u8; 100],
+        "the finished record was dropped"
+    );
 }

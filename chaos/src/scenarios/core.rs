@@ -291,16 +291,14 @@ fn forkserver(c: &mut Ctx) -> anyhow::Result<Counts> {
     let b = board()?;
     let mut counts = Counts::default();
     // The driver is spawned, so it has a forkserver of its own to kill.
-    let d = Builder::new()
-        .start_method(StartMethod::Spawn)
-        .spawn(
-            (
-                b.clone(),
-                c.kill.point().map(|_| c.kill.clone()),
-                c.kill.delay().is_some(),
-            ),
-            driver,
-        )?;
+    let d = Builder::new().start_method(StartMethod::Spawn).spawn(
+        (
+            b.clone(),
+            c.kill.point().map(|_| c.kill.clone()),
+            c.kill.delay().is_some(),
+        ),
+        driver,
+    )?;
     if c.kill.delay().is_some() {
         let deadline = Instant::now() + HANG;
         while b[SERVER].load(SeqCst) == 0 && Instant::now() < deadline && d.is_alive() {

@@ -128,6 +128,7 @@ impl Ring {
                 let check = next_check.get_or_insert(now);
                 if streaming && now >= *check {
                     *check = now + SLICE;
+                    ipc_core::failpoint::hit("queue.get.dry");
                     if self.producer_gone() {
                         // Gone now, but it may have published the rest (its LAST chunk) after
                         // we saw the ring dry and before it went: read that first. Only a
