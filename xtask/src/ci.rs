@@ -5,7 +5,8 @@
 //! test and doc test),
 //! the benches smoke run (`cargo test -p benches --benches`: each bench once with one iteration),
 //! the loom model check of ipc-sync's state machines, a short pass of `cargo xtask chaos`
-//! (4 rounds of every scenario: every count must be 0), and `cargo publish --dry-run` of every
+//! (4 rounds of every scenario and 2000 inputs of every fuzz target: every count must be 0),
+//! and `cargo publish --dry-run` of every
 //! library crate (packaged and built as crates.io would, each against the others' packages).
 //! Then, always, the leak check (see `leaks.rs`): no process started by the run and no new
 //! `/dev/shm` entry may remain.
@@ -174,7 +175,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         (
             "chaos (short pass)",
             Box::new(|| {
-                crate::chaos::run(&["--rounds".to_string(), crate::chaos::CI_ROUNDS.to_string()])
+                let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                crate::chaos::run(&args(&["--rounds", crate::chaos::CI_ROUNDS]))?;
+                crate::chaos::run(&args(&["--fuzz", "--inputs", crate::chaos::CI_FUZZ_INPUTS]))
             }),
         ),
         ("publish dry-run", Box::new(publish_dry_run)),

@@ -42,7 +42,10 @@ commands:
   chaos [--rounds N] [--seed S] [--only NAME,..] [--list]
                         kills participants of every scenario at random moments and at named
                         failpoints; prints hangs, lost, torn, duplicated and leaks (all must be
-                        0) and writes target/chaos/chaos.json";
+                        0) and writes target/chaos/chaos.json
+  chaos --fuzz [--inputs N | --full] [--only TARGET,..]
+                        fuzzes every decoder that reads another process's bytes (--full: 10^6
+                        inputs per target); writes target/chaos/fuzz.json";
 
 fn main() {
     let mut args = std::env::args().skip(1);

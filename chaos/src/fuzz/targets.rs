@@ -8,6 +8,9 @@
 //!                 whatever the header says: `(u8, Vec<Segment>)`
 //! queue-ring      a queue's shared words and ring bytes as a hostile process could leave
 //!                 them (head, tail, frames), taken by `try_get` as `Sample`s
+//! manager-requests   a session's messages (hello, then requests) as a real client sent them
+//!                 (recorded through a relay), mutated, at a live TCP manager server over a
+//!                 fresh authenticated connection; the server must answer or hang up, and live on
 //! handshake-answer   the answerer's side: a challenge and a verdict from a fake challenger
 //! handshake-deliver  the challenger's side: the real nonce answered by a fake answerer whose
 //!                    frame is mutated (the MAC is recomputed unless the input says not to)
@@ -55,6 +58,13 @@ pub(super) fn all() -> Vec<Target> {
             seeds: ring_seeds,
             run: ring_get,
             fix: fix_ring,
+        },
+        Target {
+            name: "manager-requests",
+            about: "the manager's requests, at a live server",
+            seeds: manager_seeds,
+            run: manager_requests,
+            fix: |_| {},
         },
         Target {
             name: "handshake-answer",
@@ -418,4 +428,197 @@ fn ring_get(input: &Input) -> anyhow::Result<Outcome> {
         }
         Ok(out)
     })
+}
+
+const MANAGER_KEY: &[u8] = b"chaos fuzz manager";
+
+/// Relays one connection to the server, recording what the client sends.
+fn relay_one(
+    client: Connection,
+    server_at: &ipc_core::conn::Address,
+    sessions: &std::sync::Mutex<Vec<Vec<Vec<u8>>>>,
+) {
+    let Ok(server) = ipc_core::conn::connect(server_at, None) else {
+        return;
+    };
+    let (Ok((to_client, from_client)), Ok((to_server, from_server))) =
+        (client.split(), server.split())
+    else {
+        return;
+    };
+    let Ok(server_fd) = from_server.as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let back = std::thread::spawn(move || {
+        while let Ok(b) = from_server.recv_bytes() {
+            if to_client.send_bytes(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let mut frames = Vec::new();
+    while let Ok(b) = from_client.recv_bytes() {
+        frames.push(b.clone());
+        if to_server.send_bytes(&b).is_err() {
+            break;
+        }
+    }
+    // The client hung up: so do we, and the server then hangs up on the way back.
+    let _ = rustix::net::shutdown(&server_fd, rustix::net::Shutdown::Write);
+    let _ = back.join();
+    if let Ok(mut s) = sessions.lock() {
+        s.push(frames);
+    }
+}
+
+/// What a real client says to a manager, recorded through a relay: the frames after the
+/// handshake (its hello and its requests).
+fn manager_seeds() -> anyhow::Result<Vec<Input>> {
+    use ipc_core::conn::{Address, Listener, connect};
+    use ipc_manager::Manager;
+    // Over TCP: one socket carries everything (no descriptors, no shared-memory path).
+    let m = Manager::builder()
+        .address("127.0.0.1:0".parse()?)
+        .authkey(MANAGER_KEY.to_vec())
+        .start()?;
+    let relay = Listener::bind(&"127.0.0.1:0".parse()?, None)?;
+    let relay_at: Address = relay.address().clone();
+    let server_at = m.address().clone();
+    // Every connection the client makes is relayed and recorded (it may open several).
+    let sessions = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<Vec<u8>>>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acceptor = {
+        let (sessions, stop) = (sessions.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut relays = Vec::new();
+            while let Ok(client) = relay.accept() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let (server_at, sessions) = (server_at.clone(), sessions.clone());
+                relays.push(std::thread::spawn(move || {
+                    relay_one(client, &server_at, &sessions)
+                }));
+            }
+            for r in relays {
+                let _ = r.join();
+            }
+        })
+    };
+    {
+        let c = Manager::connect(&relay_at, MANAGER_KEY)?;
+        let d = c.dict::<String, u64>()?;
+        d.insert("a".into(), 1)?;
+        let _ = d.get("a")?;
+        let _ = d.len()?;
+        let ns = c.namespace()?;
+        ns.set("x", &3u32)?;
+        let l = c.list([1u8, 2, 3])?;
+        l.push(4)?;
+        let _ = l.len()?;
+        let q = c.queue::<String>(0)?;
+        q.put("hi".into())?;
+        let _ = q.len()?;
+        let _ = c.stats()?;
+    }
+    // Wake the acceptor with one last connection, and let it finish.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = connect(&relay_at, None);
+    acceptor
+        .join()
+        .map_err(|_| anyhow::anyhow!("the relay panicked"))?;
+    let frames = sessions
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .iter()
+        .max_by_key(|s| s.len())
+        .cloned()
+        .unwrap_or_default();
+    // The handshake is the first three frames the client sends (its answer, its challenge,
+    // its verdict); the fuzzer's connections make their own.
+    let session: Vec<Vec<u8>> = frames.into_iter().skip(3).collect();
+    let mut seeds = vec![Input {
+        chunks: session.clone(),
+        fds: 0,
+    }];
+    // Shorter sessions too: the hello and each request alone.
+    for r in session.iter().skip(1) {
+        seeds.push(Input {
+            chunks: vec![session[0].clone(), r.clone()],
+            fds: 0,
+        });
+    }
+    m.shutdown()?;
+    Ok(seeds)
+}
+
+thread_local! {
+    /// The server of the manager target, started once per fuzzing process (and again after
+    /// an input that was a valid `Shutdown`).
+    static MANAGER: std::cell::RefCell<Option<ipc_manager::Manager>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn manager_server() -> anyhow::Result<ipc_manager::Manager> {
+    Ok(ipc_manager::Manager::builder()
+        .address("127.0.0.1:0".parse()?)
+        .authkey(MANAGER_KEY.to_vec())
+        .start()?)
+}
+
+fn manager_requests(input: &Input) -> anyhow::Result<Outcome> {
+    MANAGER.with(|slot| -> anyhow::Result<Outcome> {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(manager_server()?);
+        }
+        let m = slot.as_ref().expect("started above");
+        let c = match ipc_core::conn::connect(m.address(), Some(MANAGER_KEY)) {
+            Ok(c) => c,
+            Err(_) => {
+                // The previous input asked the server to shut down (a valid request): it must
+                // have exited cleanly (code 0). Start another.
+                let old = slot.take().expect("there");
+                old.shutdown().map_err(|e| {
+                    anyhow::anyhow!("the manager's server did not end cleanly: {e}")
+                })?;
+                *slot = Some(manager_server()?);
+                return Ok(Outcome::Decoded);
+            }
+        };
+        let mut decoded = 0;
+        for (i, frame) in input.chunks.iter().enumerate() {
+            if c.send_bytes(frame).is_err() {
+                break;
+            }
+            let reply = match c.poll(Some(Duration::from_secs(1))) {
+                Ok(true) => c.recv_bytes(),
+                Ok(false) => Err(ipc_core::Error::Timeout),
+                Err(e) => Err(e),
+            };
+            match reply {
+                // A request that does not decode is answered so, then the server hangs up.
+                Ok(reply) if contains(&reply, b"the connection is closed") => break,
+                Ok(_) if i > 0 => decoded += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        drop(c);
+        // The server lives on whatever it was sent (or exits cleanly when told to).
+        if !crate::harness::alive(m.server_pid()) {
+            let old = slot.take().expect("there");
+            old.shutdown()
+                .map_err(|e| anyhow::anyhow!("the manager's server died: {e}"))?;
+        }
+        Ok(if decoded > 0 {
+            Outcome::Decoded
+        } else {
+            Outcome::Refused
+        })
+    })
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
