@@ -29,7 +29,8 @@ use report::Row;
 const USAGE: &str = "usage: ipc-chaos [--rounds N] [--seed S] [--only NAME,..] [--out DIR] [--list]
        ipc-chaos --fuzz [--inputs N | --full] [--seed S] [--only TARGET,..] [--out DIR]
        ipc-chaos --write-corpus
-       ipc-chaos --replay FILE --only TARGET";
+       ipc-chaos --replay FILE --only TARGET
+       ipc-chaos --soak MINUTES [--seed S]";
 
 /// Inputs per fuzz target by default, and with `--full`.
 const FUZZ_INPUTS: u64 = 20_000;
@@ -45,6 +46,7 @@ struct Args {
     inputs: u64,
     write_corpus: bool,
     replay: Option<std::path::PathBuf>,
+    soak: Option<u64>,
 }
 
 /// The repository's root (the parent of this crate's directory).
@@ -66,6 +68,7 @@ fn parse() -> anyhow::Result<Args> {
         inputs: FUZZ_INPUTS,
         write_corpus: false,
         replay: None,
+        soak: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -81,6 +84,7 @@ fn parse() -> anyhow::Result<Args> {
             "--full" => a.inputs = FUZZ_FULL,
             "--write-corpus" => a.write_corpus = true,
             "--replay" => a.replay = Some(value()?.into()),
+            "--soak" => a.soak = Some(value()?.parse().context("--soak MINUTES")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -157,6 +161,12 @@ fn run() -> anyhow::Result<()> {
         .join()?;
     // And the shared heap's first arena: the runner keeps it for the whole run.
     let _warm = harness::board()?;
+    if let Some(minutes) = args.soak {
+        if !soak(minutes, &args, &log, &out)? {
+            bail!("the soak found faults, drift past 5%, or descriptors or segments left");
+        }
+        return Ok(());
+    }
     println!(
         "ipc-chaos: {} scenario(s), {} rounds each, seed {}",
         chosen.len(),
@@ -185,48 +195,122 @@ fn run() -> anyhow::Result<()> {
 fn scenario(s: &scenarios::Scenario, args: &Args, log: &PointLog) -> Row {
     let mut row = Row::new(s.name, s.points);
     for round in 0..args.rounds {
-        let mut rng = Rng::for_round(args.seed, s.name, round);
-        let kill = if !s.points.is_empty() && round % 2 == 0 {
-            let name = s.points[(round as usize / 2) % s.points.len()];
-            Kill::Point {
-                name: name.to_owned(),
-                nth: 1 + rng.below(u64::from(s.max_nth)) as u32,
-            }
-        } else {
-            Kill::Random {
-                after_us: rng.below(s.window_us),
-            }
-        };
-        let mut ctx = Ctx {
-            rng,
-            kill: kill.clone(),
-            method: method_for(round),
-        };
-        if std::env::var_os("CHAOS_DEBUG").is_some() {
-            eprintln!(
-                "round {round}: runner {}, forkserver {:?}, others {:?}",
-                std::process::id(),
-                ipc_core::process::forkserver_pid(),
-                harness::described(harness::strays())
-            );
-        }
-        let census = Census::take();
-        log.clear();
-        let outcome = (s.run)(&mut ctx);
-        let leaks = census.leaks_since();
-        let fired = log.fired();
-        let counts = match outcome {
-            Ok(c) => c,
-            Err(e) => {
-                row.errors += 1;
-                row.notes
-                    .push(format!("round {round} ({kill:?}, {:?}): {e:#}", ctx.method));
-                Counts::default()
-            }
-        };
-        row.add(round, &kill, ctx.method, &counts, &leaks, &fired);
+        one_round(s, args.seed, round, log, &mut row);
     }
     row
+}
+
+/// Runs round `round` of `s` (its kill plan and start method drawn from `seed`) into `row`.
+fn one_round(s: &scenarios::Scenario, seed: u64, round: u32, log: &PointLog, row: &mut Row) {
+    let mut rng = Rng::for_round(seed, s.name, round);
+    let kill = if !s.points.is_empty() && round % 2 == 0 {
+        let name = s.points[(round as usize / 2) % s.points.len()];
+        Kill::Point {
+            name: name.to_owned(),
+            nth: 1 + rng.below(u64::from(s.max_nth)) as u32,
+        }
+    } else {
+        Kill::Random {
+            after_us: rng.below(s.window_us),
+        }
+    };
+    let mut ctx = Ctx {
+        rng,
+        kill: kill.clone(),
+        method: method_for(round),
+    };
+    let census = Census::take();
+    log.clear();
+    let outcome = (s.run)(&mut ctx);
+    let leaks = census.leaks_since();
+    let fired = log.fired();
+    let counts = match outcome {
+        Ok(c) => c,
+        Err(e) => {
+            row.errors += 1;
+            row.notes
+                .push(format!("round {round} ({kill:?}, {:?}): {e:#}", ctx.method));
+            Counts::default()
+        }
+    };
+    row.add(round, &kill, ctx.method, &counts, &leaks, &fired);
+}
+
+/// `--soak MINUTES`: every scenario in turn, round after round, for that long. After a
+/// minute's warm-up the runner's and its forkserver's resident sets are sampled at the end of
+/// every cycle (one round of each scenario); the growth from the first sample to the end must
+/// stay within 5%, and the runner's
+/// descriptors and the /dev/shm entries must be exactly what they were when the warm-up ended.
+fn soak(minutes: u64, args: &Args, log: &PointLog, out: &std::path::Path) -> anyhow::Result<bool> {
+    let all = scenarios::all();
+    let mut rows: Vec<Row> = all.iter().map(|s| Row::new(s.name, s.points)).collect();
+    let fds = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let shm = || std::fs::read_dir("/dev/shm").map_or(0, |d| d.count());
+    let rss = || {
+        let of = |pid: u32| -> u64 {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))?
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        of(std::process::id()) + ipc_core::process::forkserver_pid().map_or(0, of)
+    };
+    let started = Instant::now();
+    let warm = std::time::Duration::from_secs(60);
+    let end = started + std::time::Duration::from_secs(minutes * 60);
+    let mut after_warmup: Option<u64> = None;
+    let mut last: Option<u64> = None;
+    // Descriptors and segments as the warm-up leaves them (the shared heap's arenas settle).
+    let (mut fds0, mut shm0) = (fds(), shm());
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    let mut rounds = 0u64;
+    let mut k = 0usize;
+    while Instant::now() < end {
+        let i = k % all.len();
+        let round = (k / all.len()) as u32;
+        one_round(&all[i], args.seed, round, log, &mut rows[i]);
+        k += 1;
+        rounds += 1;
+        // Sampled at the same point of each cycle (after its last scenario): the resident set
+        // swings by a third within a cycle, with what each scenario allocates and frees.
+        if started.elapsed() >= warm && i == all.len() - 1 {
+            let now = rss();
+            if after_warmup.is_none() {
+                after_warmup = Some(now);
+                (fds0, shm0) = (fds(), shm());
+            }
+            lo = lo.min(now);
+            hi = hi.max(now);
+            last = Some(now);
+        }
+    }
+    let (fds1, shm1) = (fds(), shm());
+    let rss1 = last.unwrap_or_else(rss);
+    let base = after_warmup.unwrap_or(rss1).max(1);
+    let drift = 100.0 * (rss1 as f64 - base as f64) / base as f64;
+    report::print(&rows, 0);
+    println!(
+        "soak: {minutes} min, {rounds} rounds; resident set (runner + forkserver) after the \
+         warm-up {base} KiB, min {lo} KiB, max {hi} KiB, at the last cycle's end {rss1} KiB \
+         (drift {drift:+.1}%); \
+         descriptors {fds0} -> {fds1}; /dev/shm entries {shm0} -> {shm1}"
+    );
+    let json = serde_json::json!({
+        "minutes": minutes, "rounds": rounds,
+        "rss_kib": {"after_warmup": base, "min": lo, "max": hi, "end": rss1, "drift_percent": drift},
+        "fds": {"start": fds0, "end": fds1}, "shm_entries": {"start": shm0, "end": shm1},
+        "scenarios": report::json(&rows, args.seed, 0, started.elapsed())["scenarios"].clone(),
+    });
+    std::fs::write(out.join("soak.json"), serde_json::to_string_pretty(&json)?)?;
+    let clean = rows.iter().all(|r| r.clean(0)) && drift <= 5.0 && fds0 == fds1 && shm0 == shm1;
+    Ok(clean)
 }
 
 /// Kills per failpoint, in the order the scenario names them.
