@@ -203,7 +203,7 @@ fn scenario(s: &scenarios::Scenario, args: &Args, log: &PointLog) -> Row {
 /// Runs round `round` of `s` (its kill plan and start method drawn from `seed`) into `row`.
 fn one_round(s: &scenarios::Scenario, seed: u64, round: u32, log: &PointLog, row: &mut Row) {
     let mut rng = Rng::for_round(seed, s.name, round);
-    let kill = if !s.points.is_empty() && round % 2 == 0 {
+    let kill = if !s.points.is_empty() && round.is_multiple_of(2) {
         let name = s.points[(round as usize / 2) % s.points.len()];
         Kill::Point {
             name: name.to_owned(),
