@@ -151,12 +151,14 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         (
             "clippy",
             Box::new(|| {
+                // The chaos runner's feature too, so its failpoint-only code is linted.
+                let features = format!("{},chaos/failpoints", test::TEST_FEATURES);
                 util::run(util::cargo().args([
                     "clippy",
                     "--workspace",
                     "--all-targets",
                     "--features",
-                    test::TEST_FEATURES,
+                    &features,
                     "--",
                     "-D",
                     "warnings",
