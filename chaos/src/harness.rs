@@ -439,6 +439,34 @@ fn start_time(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// An owner killed: `owner` runs in a child started by spawn (so that what it starts, a
+/// forkserver included, is its own), is given `head_start`, then dies by the round's kill;
+/// everything it started must be gone within 1 s.
+pub(crate) fn kill_owner<R>(
+    c: &Ctx,
+    owner: fn((StartMethod, Kill)) -> R,
+    head_start: Duration,
+    what: &str,
+) -> anyhow::Result<Counts>
+where
+    R: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut counts = Counts::default();
+    let victim = Builder::new()
+        .start_method(StartMethod::Spawn)
+        .spawn((c.method, c.kill.clone()), owner)?;
+    let pid = victim.pid();
+    std::thread::sleep(head_start);
+    let at = c.strike(&victim);
+    reap_victim(&victim, &mut counts);
+    let left = outliving(pid, at, Duration::from_secs(1));
+    if !left.is_empty() {
+        counts.leaks += left.len() as u64;
+        counts.note(format!("outlived {what} by 1 s: {}", left.join(", ")));
+    }
+    Ok(counts)
+}
+
 /// The processes of the run (other than `owner`, which was just killed) still alive `limit`
 /// after `at`, described: an owner's workers and servers must follow it.
 pub(crate) fn outliving(owner: u32, at: Instant, limit: Duration) -> Vec<String> {

@@ -212,22 +212,6 @@ fn owning((method, kill): (StartMethod, Kill)) -> u64 {
 }
 
 fn owner(c: &mut Ctx) -> anyhow::Result<Counts> {
-    let mut counts = Counts::default();
-    let victim = ipc_core::process::Builder::new()
-        .start_method(StartMethod::Spawn)
-        .spawn((c.method, c.kill.clone()), owning)?;
-    let pid = victim.pid();
-    // Let it start its server before the clock of the random kill runs.
-    std::thread::sleep(Duration::from_millis(30));
-    let at = c.strike(&victim);
-    reap_victim(&victim, &mut counts);
-    let left = crate::harness::outliving(pid, at, Duration::from_secs(1));
-    if !left.is_empty() {
-        counts.leaks += left.len() as u64;
-        counts.note(format!(
-            "outlived the manager's owner by 1 s: {}",
-            left.join(", ")
-        ));
-    }
-    Ok(counts)
+    // A head start: the owner starts its server before the random kill's clock runs.
+    crate::harness::kill_owner(c, owning, Duration::from_millis(30), "the manager's owner")
 }

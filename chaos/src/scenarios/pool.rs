@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ipc_pool::{Pool, TaskError};
 
 use super::Scenario;
-use crate::harness::{Counts, Ctx, HANG, Kill, reap_victim};
+use crate::harness::{Counts, Ctx, HANG, Kill};
 
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
@@ -183,22 +183,5 @@ fn owner((method, kill): (ipc_core::process::StartMethod, Kill)) -> usize {
 }
 
 fn pool_owner(c: &mut Ctx) -> anyhow::Result<Counts> {
-    let mut counts = Counts::default();
-    // The owner is started by spawn so that its pool's forkserver (if any) is its own.
-    let victim = ipc_core::process::Builder::new()
-        .start_method(ipc_core::process::StartMethod::Spawn)
-        .spawn((c.method, c.kill.clone()), owner)?;
-    let pid = victim.pid();
-    let at = c.strike(&victim);
-    reap_victim(&victim, &mut counts);
-    // Its workers (and its forkserver) follow it within 1 s.
-    let left = crate::harness::outliving(pid, at, Duration::from_secs(1));
-    if !left.is_empty() {
-        counts.leaks += left.len() as u64;
-        counts.note(format!(
-            "outlived the pool's owner by 1 s: {}",
-            left.join(", ")
-        ));
-    }
-    Ok(counts)
+    crate::harness::kill_owner(c, owner, Duration::ZERO, "the pool's owner")
 }
