@@ -374,8 +374,10 @@ pub(crate) fn run(
                 },
                 child,
             )?;
-        // Generous: 10^6 inputs of the slowest target take about a minute here.
-        let limit = Duration::from_secs(60) + Duration::from_micros(inputs * 500);
+        // Generous: an input of the slowest target (manager-requests: a connection and its
+        // handshake each) takes about 0.5 ms here; an input pending 2 s is counted in the
+        // child, this only catches one that never returns.
+        let limit = Duration::from_secs(60) + Duration::from_micros(inputs * 2000);
         let tally = match h.join_timeout(limit) {
             Ok(_) => match h.join() {
                 Ok(t) => t,
