@@ -26,8 +26,9 @@
 //!   sleeper's announcement, before waking it); `queue.get.copied` (a consumer holds the
 //!   record's bytes, the frame is not freed), `queue.get.taken` (freed, not yet returned);
 //!   `queue.get.dry` (a consumer in the middle of a streamed record found the ring dry, before
-//!   it asks whether the producer is gone); `queue.task_done.before`; `condition.notified` (a notifier, after it moved waiters, before
-//!   the wake); `barrier.arrived` (a party counted in, not yet waiting); `event.set.before_wake`.
+//!   it asks whether the producer is gone); `queue.task_done.before`; `condition.notified` (a
+//!   notifier, after it moved waiters, before the wake); `barrier.arrived` (a party counted
+//!   in, not yet waiting); `event.set.before_wake`.
 //! - ipc-pool: `pool.task.taken`, `pool.task.running`, `pool.result.committed`.
 //! - ipc-manager: `manager.server.applied` (an operation applied, its reply not sent),
 //!   `manager.client.sent` (a request sent, its reply not read).
@@ -81,7 +82,8 @@ mod armed {
     }
 
     /// Arms `name` to pause the thread that hits it next for `d`, once (then disarms): holds a
-    /// window open so that another process can act inside it. Children do not inherit it.
+    /// window open so that another process can act inside it. Spawned children do not
+    /// inherit it (a forked one gets a copy, as of every armed point).
     pub fn arm_pause(name: &'static str, d: Duration) {
         set(name, 1, Action::Pause(d));
     }
