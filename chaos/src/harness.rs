@@ -341,33 +341,33 @@ fn is_arena(target: &str) -> bool {
     target.starts_with("/memfd:ipc-core")
 }
 
-/// Processes in words: pid, name, parent, and what it is blocked in.
+/// Processes in words, for a leak's note: pid, name, parent, what it is blocked in, its
+/// process group and its descriptors (what keeps an orphan waiting is usually among them).
 pub(crate) fn described(pids: impl IntoIterator<Item = u32>) -> Vec<String> {
     pids.into_iter()
         .map(|pid| {
             let parent = stat(pid).map_or(0, |(_, ppid)| ppid);
             let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-            let mut s = format!("{pid} ({}, parent {parent}, in {wchan})", comm(pid));
-            if std::env::var_os("CHAOS_DEBUG").is_some() {
-                let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter_map(|e| {
-                        let t = std::fs::read_link(e.path()).ok()?;
-                        Some(format!("{}->{}", e.file_name().to_str()?, t.display()))
-                    })
-                    .collect();
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let nspgid = status
-                    .lines()
-                    .filter(|l| l.starts_with("NSpgid") || l.starts_with("Threads"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                s.push_str(&format!(" fds [{}] {nspgid}", fds.join(" ")));
-            }
-            s
+            let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let t = std::fs::read_link(e.path()).ok()?;
+                    Some(format!("{}->{}", e.file_name().to_str()?, t.display()))
+                })
+                .collect();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let group = status
+                .lines()
+                .find(|l| l.starts_with("NSpgid"))
+                .unwrap_or("")
+                .replace('\t', " ");
+            format!(
+                "{pid} ({}, parent {parent}, in {wchan}, {group}, fds [{}])",
+                comm(pid),
+                fds.join(" ")
+            )
         })
         .collect()
 }

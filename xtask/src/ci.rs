@@ -175,7 +175,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         ),
         ("loom", Box::new(loom)),
         (
-            "chaos (short pass)",
+            "chaos pass",
             Box::new(|| {
                 let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
                 crate::chaos::run(&args(&["--rounds", crate::chaos::CI_ROUNDS]))?;
