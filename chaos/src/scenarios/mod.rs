@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! Scenario { name, points (the failpoints its victim may arm), max_nth (the hit it dies at is
-//!            drawn from 1..=max_nth), window_us (a random kill lands in 0..window_us after
+//!            drawn from 1..=4 or 1..=max_nth, half and half), window_us (a random kill lands in 0..window_us after
 //!            the victim starts), run (one round: start, strike, settle, count) }
 //! ```
 //! Each file groups the scenarios of one layer: `sync` (locks, conditions, barriers, events),

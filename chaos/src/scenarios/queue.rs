@@ -248,6 +248,11 @@ fn consumer((q, ledger, b, who, kill): (AnyQueue, Ledger, Board, usize, Option<K
                 } else {
                     ledger[it.id as usize].fetch_add(TAKEN, SeqCst);
                 }
+                // Now and then a slow consumer: the ring fills and producers sleep, so that
+                // frees wake them (queue.wake.announced on the consumer's side).
+                if it.id % 16 == 0 {
+                    std::thread::sleep(Duration::from_micros(300));
+                }
                 b[IN_GET + who].store(0, SeqCst);
                 q.task_done();
             }
