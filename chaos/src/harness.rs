@@ -63,6 +63,15 @@ impl Rng {
     }
 }
 
+/// The checksum of a record (FNV-1a over its id and its bytes): a torn record fails it.
+pub(crate) fn checksum(id: u64, bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.to_le_bytes().iter().chain(bytes) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// How the victim of a round dies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Kill {

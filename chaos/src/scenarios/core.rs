@@ -24,7 +24,7 @@ use ipc_core::process::{Builder, StartMethod};
 use serde::{Deserialize, Serialize};
 
 use super::Scenario;
-use crate::harness::{Counts, Ctx, HANG, Kill, Rng, board, reap_victim, settle};
+use crate::harness::{Counts, Ctx, HANG, Kill, Rng, board, checksum, reap_victim, settle};
 
 const MESSAGES: u64 = 60;
 const SENT: usize = 0;
@@ -58,14 +58,6 @@ struct Message {
     id: u64,
     bytes: Vec<u8>,
     sum: u64,
-}
-
-fn checksum(id: u64, bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ id;
-    for b in bytes {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 fn message(id: u64, rng: &mut Rng) -> Message {

@@ -25,7 +25,7 @@ use ipc_sync::{GetError, JoinableQueue, Queue, QueueJoinError, SimpleQueue};
 use serde::{Deserialize, Serialize};
 
 use super::Scenario;
-use crate::harness::{Board, Counts, Ctx, HANG, Kill, Rng, board, reap_victim, settle};
+use crate::harness::{Board, Counts, Ctx, HANG, Kill, Rng, board, checksum, reap_victim, settle};
 
 const N: u32 = 200;
 const SENTINEL: u32 = u32::MAX;
@@ -133,14 +133,6 @@ mod serde_bytes_compat {
     }
 }
 
-fn checksum(id: u32, payload: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.to_le_bytes().iter().chain(payload) {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 fn item(id: u32, rng: &mut Rng) -> Item {
     let len = if rng.below(8) == 0 {
         3000 + rng.below(9000)
@@ -150,7 +142,7 @@ fn item(id: u32, rng: &mut Rng) -> Item {
     let payload: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
     Item {
         id,
-        sum: checksum(id, &payload),
+        sum: checksum(u64::from(id), &payload),
         payload,
     }
 }
@@ -243,7 +235,7 @@ fn consumer((q, ledger, b, who, kill): (AnyQueue, Ledger, Board, usize, Option<K
                     q.task_done();
                     return;
                 }
-                if it.sum != checksum(it.id, &it.payload) || it.id >= 2 * N {
+                if it.sum != checksum(u64::from(it.id), &it.payload) || it.id >= 2 * N {
                     b[TORN].fetch_add(1, SeqCst);
                 } else {
                     ledger[it.id as usize].fetch_add(TAKEN, SeqCst);
@@ -272,7 +264,7 @@ fn sentinel() -> Item {
     Item {
         id: SENTINEL,
         payload: Vec::new(),
-        sum: checksum(SENTINEL, &[]),
+        sum: checksum(u64::from(SENTINEL), &[]),
     }
 }
 
