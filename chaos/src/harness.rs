@@ -488,13 +488,24 @@ pub(crate) fn outliving(owner: u32, at: Instant, limit: Duration) -> Vec<String>
 
 /// Zombies whose parent is the runner or its forkserver (nobody reaped them).
 fn zombies() -> Vec<u32> {
-    let parents: Vec<u32> = std::iter::once(std::process::id())
-        .chain(ipc_core::process::forkserver_pid())
-        .collect();
+    let mut found = zombies_of(std::process::id());
+    if let Some(server) = ipc_core::process::forkserver_pid() {
+        found.extend(zombies_of(server));
+    }
+    found
+}
+
+/// Zombies whose parent is `parent` (nobody reaped them).
+pub(crate) fn zombies_of(parent: u32) -> Vec<u32> {
     all_pids()
         .into_iter()
-        .filter(|&pid| stat(pid).is_some_and(|(s, ppid)| s == 'Z' && parents.contains(&ppid)))
+        .filter(|&pid| stat(pid).is_some_and(|(s, ppid)| s == 'Z' && ppid == parent))
         .collect()
+}
+
+/// This process's open descriptors.
+pub(crate) fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
 /// The failpoint log: one line per kill that landed on a named point.

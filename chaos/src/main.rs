@@ -248,7 +248,7 @@ fn one_round(s: &scenarios::Scenario, seed: u64, round: u32, log: &PointLog, row
 fn soak(minutes: u64, args: &Args, log: &PointLog, out: &std::path::Path) -> anyhow::Result<bool> {
     let all = scenarios::all();
     let mut rows: Vec<Row> = all.iter().map(|s| Row::new(s.name, s.points)).collect();
-    let fds = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let fds = harness::open_fds;
     let shm = || std::fs::read_dir("/dev/shm").map_or(0, |d| d.count());
     let rss = || {
         let of = |pid: u32| -> u64 {

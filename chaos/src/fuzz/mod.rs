@@ -259,7 +259,7 @@ fn child(job: Job) -> Tally {
     std::panic::set_hook(Box::new(|_| {}));
     // One run first: what a target keeps for all its inputs (its segments) is not a leak.
     let _ = std::panic::catch_unwind(|| (t.run)(&seeds[0]));
-    let fds_before = open_fds();
+    let fds_before = crate::harness::open_fds();
     let mut rng = Rng::new(job.seed);
     for n in 0..job.inputs {
         let mut input = seeds[rng.below(seeds.len() as u64) as usize].clone();
@@ -296,14 +296,14 @@ fn child(job: Job) -> Tally {
             tally.hangs += 1;
             save(job.target.as_str(), "slow", &input, &mut tally);
         }
-        if n % 1024 == 1023 && open_fds() > fds_before {
-            tally.fd_leaks += (open_fds() - fds_before) as u64;
+        if n % 1024 == 1023 && crate::harness::open_fds() > fds_before {
+            tally.fd_leaks += (crate::harness::open_fds() - fds_before) as u64;
             save(job.target.as_str(), "fd-leak", &input, &mut tally);
             break;
         }
     }
-    if open_fds() > fds_before {
-        tally.fd_leaks += (open_fds() - fds_before) as u64;
+    if crate::harness::open_fds() > fds_before {
+        tally.fd_leaks += (crate::harness::open_fds() - fds_before) as u64;
     }
     tally
 }
@@ -337,10 +337,6 @@ fn save(target: &str, what: &str, input: &Input, tally: &mut Tally) {
     if tally.notes.len() < 5 {
         tally.notes.push(format!("{what}: {}", path.display()));
     }
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
 /// Runs every target (or those named) for `inputs` each; prints the table; Ok if clean.

@@ -262,20 +262,7 @@ fn driver((b, kill, random): (crate::harness::Board, Option<Kill>, bool)) -> Dri
     let start = |x: u64| fs().spawn(x, plus_one).ok().and_then(|h| h.join().ok());
     let _ = start(40);
     d.after = start(41) == Some(42);
-    let me = ipc_core::process::pid();
-    d.zombies = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                let rest = &s[s.rfind(')').map_or(0, |i| i + 2)..];
-                let mut it = rest.split(' ');
-                it.next() == Some("Z") && it.next() == Some(me.to_string().as_str())
-            })
-        })
-        .collect();
+    d.zombies = crate::harness::zombies_of(ipc_core::process::pid());
     d
 }
 
