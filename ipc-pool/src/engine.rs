@@ -30,6 +30,21 @@ pub trait Engine: Send + Sync + 'static {
         args: Packed,
     ) -> Result<(), PoolError>;
 
+    /// Queues several chunks of one batch at once (`(first, args)` each, as [`submit`](Self::submit)
+    /// takes them), in order. An engine that takes a lock per submission takes it once here: a
+    /// `map` with a chunk size of 1 submits its items this way in growing groups. The default
+    /// submits them one by one.
+    fn submit_many(
+        &self,
+        batch: &Arc<Batch>,
+        func: RemoteFn<(), ()>,
+        chunks: Vec<(u64, Packed)>,
+    ) -> Result<(), PoolError> {
+        chunks
+            .into_iter()
+            .try_for_each(|(first, args)| self.submit(batch, func, first, args))
+    }
+
     /// What the engine did so far (see [`Insights`](crate::Insights)); empty by default.
     fn insights(&self) -> crate::Insights {
         crate::Insights::default()

@@ -340,6 +340,29 @@ impl Engine for LocalEngine {
         Ok(())
     }
 
+    fn submit_many(
+        &self,
+        batch: &Arc<Batch>,
+        func: RemoteFn<(), ()>,
+        chunks: Vec<(u64, Packed)>,
+    ) -> Result<(), PoolError> {
+        let mut st = self.shared.lock();
+        if st.closed || st.terminated {
+            return Err(PoolError::Closed);
+        }
+        for (first, args) in chunks {
+            if args.is_empty() {
+                continue;
+            }
+            st.counters.submitted(args.len());
+            batch.undispatched(args.len(), true);
+            let id = st.new_chunk(batch.clone(), func, first, args);
+            st.pending.push_back(id);
+        }
+        self.shared.dispatch(&mut st);
+        Ok(())
+    }
+
     fn insights(&self) -> Insights {
         self.shared.lock().counters.snapshot()
     }

@@ -644,18 +644,36 @@ impl Pool {
             }
         }
         .min(MAX_CHUNK);
-        // Each chunk goes as soon as it is encoded, so the workers start while the rest is
-        // encoded. An argument that cannot travel cancels the batch (what started is stopped,
-        // as `cancel` does) and is the caller's error.
-        for (c, part) in items.chunks(size).enumerate() {
+        // Chunks go as soon as they are encoded, so the workers start while the rest is
+        // encoded: one by one when they are large, in groups of at least `group` items when
+        // they are small (one submission, so one lock, per group; the groups grow, so the
+        // first items still leave at once). An argument that cannot travel cancels the batch
+        // (what started is stopped, as `cancel` does) and is the caller's error.
+        let mut group: Vec<(u64, Packed)> = Vec::new();
+        let (mut grouped, mut group_items) = (0, FIRST_GROUP);
+        let mut submitted_any = false;
+        let chunks = items.chunks(size).enumerate();
+        let last = chunks.len();
+        for (c, part) in chunks {
             let mut args = Packed::default();
-            let submitted = part
+            let mut step = part
                 .iter()
                 .enumerate()
-                .try_for_each(|(k, a)| encode_into((c * size + k) as u64, a, &mut args))
-                .and_then(|()| self.engine.submit(&batch, func, (c * size) as u64, args));
-            if let Err(e) = submitted {
-                if c > 0 {
+                .try_for_each(|(k, a)| encode_into((c * size + k) as u64, a, &mut args));
+            if step.is_ok() {
+                grouped += args.len();
+                group.push(((c * size) as u64, args));
+                if grouped >= group_items || c + 1 == last {
+                    step = self
+                        .engine
+                        .submit_many(&batch, func, std::mem::take(&mut group));
+                    submitted_any = true;
+                    grouped = 0;
+                    group_items = (group_items * 2).min(MAX_GROUP);
+                }
+            }
+            if let Err(e) = step {
+                if submitted_any {
                     batch.cancel();
                     self.engine.cancel(&batch);
                 }
@@ -673,6 +691,11 @@ impl fmt::Debug for Pool {
             .finish()
     }
 }
+
+/// The items of the first group of small chunks a `map` submits at once, and the most (see
+/// `Pool::submit_all`).
+const FIRST_GROUP: usize = 64;
+const MAX_GROUP: usize = 4096;
 
 /// Python's default chunk size for `map`: `len / (4 x processes)`, rounded up (0 items: 1).
 pub(crate) fn python_chunksize(items: usize, processes: usize) -> usize {

@@ -224,23 +224,27 @@ fn value_of((x, _): (u64, Option<ipc_sync::Lock>)) -> u64 {
 }
 
 // Checklist 150 (an argument that cannot travel), in the middle of a map: its chunks go as
-// they are encoded, so the earlier ones may have started; the caller gets the argument's error
-// at once, what was submitted is cancelled, and the pool goes on.
+// they are encoded (small ones in growing groups: 64 items, then 128, 256, ...), so the
+// earlier ones may have started; the caller gets the argument's error at once, what was
+// submitted is cancelled, and the pool goes on. Item 30 fails before the first group leaves;
+// item 700 after three groups (448 items) left.
 #[test]
 fn an_argument_that_cannot_travel_midway_stops_the_map() {
     let p = pool(StartMethod::ForkServer, 2);
     let lock = ipc_sync::Lock::new().unwrap();
-    let items = (0..64u64).map(|i| (i, (i == 30).then(|| lock.clone())));
-    let err = p.map_chunked(value_of, items, 4).unwrap_err();
-    assert!(
-        matches!(&err, PoolError::Task(TaskError::Argument { index: 30, .. })),
-        "{err}"
-    );
-    let items = (0..64u64).map(|i| (i, None));
-    assert_eq!(
-        p.map_chunked(value_of, items, 4).unwrap(),
-        (0..64).collect::<Vec<_>>()
-    );
+    for (n, chunk, bad) in [(64u64, 4, 30u64), (1000, 1, 700)] {
+        let items = (0..n).map(|i| (i, (i == bad).then(|| lock.clone())));
+        let err = p.map_chunked(value_of, items, chunk).unwrap_err();
+        assert!(
+            matches!(&err, PoolError::Task(TaskError::Argument { index, .. }) if *index == bad),
+            "{err}"
+        );
+        let items = (0..n).map(|i| (i, None));
+        assert_eq!(
+            p.map_chunked(value_of, items, chunk).unwrap(),
+            (0..n).collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]
