@@ -8,6 +8,8 @@
 //! - [`cases`]: the registry of named cases, with units, sizes, targets and availability.
 //! - [`conn`]: the connection cases (`pipe_pingpong`, `pipe_bytes_pingpong`,
 //!   `pipe_throughput_1m`).
+//! - [`floor`]: the machine's floor of a case, the same operation by the most direct means
+//!   (`compare --floor`).
 //! - [`manager`]: the ipc-manager cases (`manager_*`).
 //! - [`measure`]: warm-up, repetitions, median / min / max.
 //! - [`pin`]: the `--pin none|same|split` placement of the runner and its children.
@@ -18,6 +20,7 @@
 
 pub mod cases;
 pub mod conn;
+pub mod floor;
 pub mod manager;
 pub mod measure;
 pub mod peer;

@@ -8,8 +8,11 @@
 //! `--peers`: procspawn and ipc-channel measured next to us; and, for the pool cases, Python's
 //! mpire and loky through `benches/python/pool_peers.py` in a virtual environment under
 //! `target/pyvenv`, made on first use), asks it for the case registry, then
-//! for each case runs the Rust side and `benches/python/mp_bench.py` back to back with the same
-//! options, so that both see the same machine state. Prints the table and writes
+//! for each case runs the Rust side, `benches/python/mp_bench.py`, the case's floor (`compare
+//! --floor`: the same operation by the most direct means, see `benches::floor`) and the peers
+//! in turn, one repetition each (after a warm-up), `--reps` times (7; 3 with `--quick`), so
+//! that every side sees the same machine state; each side's figure is the median of its turns,
+//! with their min and max. Prints the table and writes
 //! `target/compare/compare.{json,md,svg}` (raw per-case JSON under `target/compare/raw/`).
 //! Cases whose Rust side is not written yet show "not yet"; CPython still runs them.
 
@@ -73,7 +76,7 @@ fn count(v: String, what: &str, min: u64) -> anyhow::Result<String> {
     }
 }
 
-/// The options both runners share.
+/// The options every runner shares (the repetitions are counted here: see `run`).
 fn common_args(o: &Options) -> Vec<String> {
     let mut a = Vec::new();
     if o.quick {
@@ -82,13 +85,59 @@ fn common_args(o: &Options) -> Vec<String> {
     if let Some(p) = &o.pin {
         a.extend(["--pin".to_string(), p.clone()]);
     }
-    if let Some(r) = &o.reps {
-        a.extend(["--reps".to_string(), r.clone()]);
-    }
     if let Some(w) = &o.warmup {
         a.extend(["--warmup".to_string(), w.clone()]);
     }
     a
+}
+
+/// One side's samples of a case, gathered over the turns (or why it has none).
+#[derive(Default)]
+struct Samples {
+    samples: Vec<f64>,
+    error: Option<String>,
+}
+
+impl Samples {
+    /// Adds the samples of one runner's result entry (or its error).
+    fn add(&mut self, entry: &Value) {
+        if let Some(e) = entry["error"].as_str() {
+            self.error.get_or_insert_with(|| e.to_string());
+        }
+        self.samples.extend(
+            entry["samples"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64),
+        );
+    }
+
+    fn fail(&mut self, e: anyhow::Error) {
+        self.error.get_or_insert_with(|| format!("{e:#}"));
+    }
+
+    /// The median, min and max of every sample; an error if any turn failed.
+    fn side(&self) -> Side {
+        if let Some(e) = &self.error {
+            return Side::Error(e.clone());
+        }
+        let mut s = self.samples.clone();
+        if s.is_empty() {
+            return Side::Missing;
+        }
+        s.sort_by(f64::total_cmp);
+        let median = if s.len() % 2 == 1 {
+            s[s.len() / 2]
+        } else {
+            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+        };
+        Side::Figure {
+            median,
+            min: s[0],
+            max: s[s.len() - 1],
+        }
+    }
 }
 
 fn read_json(path: &Path) -> anyhow::Result<Value> {
@@ -99,11 +148,19 @@ fn read_json(path: &Path) -> anyhow::Result<Value> {
 
 /// Runs a benchmark runner that writes JSON to `out`; returns the JSON. Exit status 1 means "a
 /// case failed" (recorded in the JSON); anything else without JSON is an error.
+///
+/// The runner's own output is kept out of the way (seven turns of four runners per case would
+/// bury the table) and shown only when it fails.
 fn run_side(cmd: &mut Command, out: &Path) -> anyhow::Result<Value> {
     let _ = std::fs::remove_file(out);
-    let status = cmd
-        .status()
+    let done = cmd
+        .output()
         .with_context(|| format!("could not start `{}`", util::show(cmd)))?;
+    let status = done.status;
+    if !status.success() {
+        eprint!("{}", String::from_utf8_lossy(&done.stdout));
+        eprint!("{}", String::from_utf8_lossy(&done.stderr));
+    }
     if !status.success() && (status.code() != Some(1) || !out.exists()) {
         bail!("`{}` failed ({status})", util::show(cmd));
     }
@@ -195,84 +252,126 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         .filter(|n| o.only.is_empty() || o.only.contains(n))
         .collect();
 
-    let common = common_args(&o);
+    let reps: usize = o
+        .reps
+        .as_deref()
+        .map_or(if o.quick { 3 } else { 7 }, |r| r.parse().unwrap_or(1));
+    // Each side runs one repetition (after its warm-up) per turn: ours, CPython, the floor and
+    // the peers in turn, `reps` times, so a machine that drifts during a case moves every side
+    // alike.
+    let mut common = common_args(&o);
+    common.extend(["--reps".to_string(), "1".to_string()]);
     let mut rows = Vec::new();
     let mut rust_meta = Value::Null;
     let mut py_meta = Value::Null;
     for name in &selected {
         let case = &list["cases"][name.as_str()];
-        println!("==> {name}");
+        print!("==> {name}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         let has_peers = case["peers"].as_array().is_some_and(|p| !p.is_empty());
-        let ours = if case["available"] == Value::Bool(true) || (o.peers && has_peers) {
-            let path = raw.join(format!("rust-{name}.json"));
-            let mut cmd = Command::new(&exe);
-            cmd.args(["--only", name.as_str()])
-                .args(&common)
-                .arg("--json")
-                .arg(&path);
-            if o.peers {
-                cmd.arg("--peers");
-            }
-            match run_side(&mut cmd, &path) {
-                Ok(v) => {
-                    rust_meta = v["meta"].clone();
-                    v["results"][name.as_str()].clone()
+        let runs_ours = case["available"] == Value::Bool(true) || (o.peers && has_peers);
+        let has_floor = case["floor"].is_string();
+        let mut ours = Samples::default();
+        let mut cpython = Samples::default();
+        let mut floor = Samples::default();
+        let mut peers: std::collections::BTreeMap<String, Samples> = Default::default();
+        for rep in 0..reps {
+            if runs_ours {
+                let path = raw.join(format!("rust-{name}-{rep}.json"));
+                let mut cmd = Command::new(&exe);
+                cmd.args(["--only", name.as_str()])
+                    .args(&common)
+                    .arg("--json")
+                    .arg(&path);
+                if o.peers {
+                    cmd.arg("--peers");
                 }
-                Err(e) => json!({"error": format!("{e:#}")}),
+                match run_side(&mut cmd, &path) {
+                    Ok(v) => {
+                        rust_meta = v["meta"].clone();
+                        let entry = &v["results"][name.as_str()];
+                        ours.add(entry);
+                        for (peer, e) in entry["peers"].as_object().into_iter().flatten() {
+                            peers.entry(peer.clone()).or_default().add(e);
+                        }
+                    }
+                    Err(e) => ours.fail(e),
+                }
             }
-        } else {
-            case.clone()
-        };
-        let path = raw.join(format!("cpython-{name}.json"));
-        let mut cmd = Command::new("python3");
-        cmd.arg(&script)
-            .args(["--only", name.as_str()])
-            .args(&common)
-            .arg("--json")
-            .arg(&path);
-        let cpython = match run_side(&mut cmd, &path) {
-            Ok(v) => {
-                py_meta = v["meta"].clone();
-                v["results"][name.as_str()].clone()
-            }
-            Err(e) => json!({"error": format!("{e:#}")}),
-        };
-        let mut peers: Vec<(String, Side)> = ours["peers"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), Side::from_json(Some(v))))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(python) = &py_peers
-            && name.starts_with("pool_")
-        {
-            let path = raw.join(format!("pypeers-{name}.json"));
-            let mut cmd = Command::new(python);
-            cmd.arg(&peers_script)
+            let path = raw.join(format!("cpython-{name}-{rep}.json"));
+            let mut cmd = Command::new("python3");
+            cmd.arg(&script)
                 .args(["--only", name.as_str()])
                 .args(&common)
                 .arg("--json")
                 .arg(&path);
             match run_side(&mut cmd, &path) {
                 Ok(v) => {
-                    if let Some(m) = v["results"][name.as_str()].as_object() {
-                        peers.extend(m.iter().map(|(k, v)| (k.clone(), Side::from_json(Some(v)))));
-                    }
+                    py_meta = v["meta"].clone();
+                    cpython.add(&v["results"][name.as_str()]);
                 }
-                Err(e) => println!("    the Python peers failed: {e:#}"),
+                Err(e) => cpython.fail(e),
             }
+            if has_floor {
+                let path = raw.join(format!("floor-{name}-{rep}.json"));
+                let mut cmd = Command::new(&exe);
+                cmd.args(["--floor", "--only", name.as_str()])
+                    .args(&common)
+                    .arg("--json")
+                    .arg(&path);
+                match run_side(&mut cmd, &path) {
+                    Ok(v) => floor.add(&v["results"][name.as_str()]),
+                    Err(e) => floor.fail(e),
+                }
+            }
+            if let Some(python) = &py_peers
+                && name.starts_with("pool_")
+            {
+                let path = raw.join(format!("pypeers-{name}-{rep}.json"));
+                let mut cmd = Command::new(python);
+                cmd.arg(&peers_script)
+                    .args(["--only", name.as_str()])
+                    .args(&common)
+                    .arg("--json")
+                    .arg(&path);
+                match run_side(&mut cmd, &path) {
+                    Ok(v) => {
+                        for (peer, e) in v["results"][name.as_str()]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                        {
+                            peers.entry(peer.clone()).or_default().add(e);
+                        }
+                    }
+                    Err(e) => println!("    the Python peers failed: {e:#}"),
+                }
+            }
+            print!(".");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
         }
-        rows.push(Row {
+        println!();
+        let row = Row {
             name: name.to_string(),
             unit: case["unit"].as_str().unwrap_or("?").to_string(),
             lower_is_better: case["better"] == "lower",
             target: case["target"].as_f64(),
-            ours: Side::from_json(Some(&ours)),
-            cpython: Side::from_json(Some(&cpython)),
-            peers,
-        });
+            ours: if runs_ours {
+                ours.side()
+            } else {
+                Side::from_json(Some(case))
+            },
+            cpython: cpython.side(),
+            floor: if has_floor {
+                floor.side()
+            } else {
+                Side::Missing
+            },
+            floor_note: case["floor_note"].as_str().map(String::from),
+            peers: peers.into_iter().map(|(k, v)| (k, v.side())).collect(),
+        };
+        println!("    {}", report::one_line(&row));
+        rows.push(row);
     }
 
     let wall = started.elapsed().as_secs_f64();
@@ -281,14 +380,16 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mode = if o.quick { "quick" } else { "full" };
     let heading = format!(
         "# cargo xtask compare ({mode}, pin {pin})\n\nThis project (release build) against CPython \
-         {python} `multiprocessing`, same machine, same run (each case back to back); \
-         nproc={}; medians of {} repetitions after {} warm-up; ratio = how many times better \
-         this project is, in the case's better direction. Total {wall:.0} s.",
+         {python} `multiprocessing`, same machine, same run (each case's sides in turn, one repetition each); \
+         nproc={}; medians of {} interleaved repetitions, each after {} warm-up; ratio = how \
+         many times better this project is, in the case's better direction; x floor = how many \
+         times the machine's floor (the same operation by the most direct means) this project \
+         costs. Total {wall:.0} s.",
         rust_meta["nproc"]
             .as_u64()
             .or(py_meta["nproc"].as_u64())
             .unwrap_or(0),
-        o.reps.as_deref().unwrap_or(if o.quick { "3" } else { "7" }),
+        reps,
         o.warmup.as_deref().unwrap_or("1"),
     );
     let table = report::text_table(&rows, o.peers);

@@ -74,6 +74,10 @@ pub(crate) struct Row {
     pub(crate) target: Option<f64>,
     pub(crate) ours: Side,
     pub(crate) cpython: Side,
+    /// The machine's floor for the case (`Missing` when it has none).
+    pub(crate) floor: Side,
+    /// Why the case shows no floor (it beats the naive one).
+    pub(crate) floor_note: Option<String>,
     /// Rust peers (crate name, figure).
     pub(crate) peers: Vec<(String, Side)>,
 }
@@ -90,6 +94,29 @@ impl Row {
         } else {
             ours / cp
         })
+    }
+
+    /// How many times the floor's cost this project's figure is (1: at the floor; below 1:
+    /// better than the naive floor): ours / floor for times, floor / ours for rates.
+    pub(crate) fn floor_ratio(&self) -> Option<f64> {
+        let (ours, floor) = (self.ours.median()?, self.floor.median()?);
+        if ours <= 0.0 || floor <= 0.0 {
+            return None;
+        }
+        Some(if self.lower_is_better {
+            ours / floor
+        } else {
+            floor / ours
+        })
+    }
+
+    fn floor_cell(&self) -> String {
+        match (self.floor_ratio(), &self.floor_note) {
+            (Some(r), _) => format!("{}x", fmt(r)),
+            (None, Some(_)) => "beats naive".into(),
+            (None, None) if matches!(self.floor, Side::Error(_)) => "ERROR".into(),
+            _ => "-".into(),
+        }
     }
 
     /// Whether the target is met (`None` when there is no target or no ratio).
@@ -110,6 +137,8 @@ impl Row {
                 Some(false) => "NO".into(),
                 None => "-".into(),
             },
+            self.floor.text(),
+            self.floor_cell(),
         ];
         if with_peers {
             c.push(
@@ -122,6 +151,26 @@ impl Row {
         }
         c
     }
+}
+
+/// A row in one line, printed as each case ends.
+pub(crate) fn one_line(r: &Row) -> String {
+    let mut line = format!(
+        "ours {}  CPython {}  {}",
+        r.ours.text(),
+        r.cpython.text(),
+        r.unit
+    );
+    if let Some(x) = r.ratio() {
+        let _ = write!(line, "  ratio {}x", fmt(x));
+    }
+    if !matches!(r.floor, Side::Missing) || r.floor_note.is_some() {
+        let _ = write!(line, "  floor {} ({})", r.floor.text(), r.floor_cell());
+    }
+    for (n, s) in &r.peers {
+        let _ = write!(line, "  {n} {}", s.text());
+    }
+    line
 }
 
 /// Numbers with as many digits as they deserve.
@@ -155,6 +204,8 @@ fn headers(with_peers: bool) -> Vec<&'static str> {
         "ratio",
         "target",
         "met",
+        "floor: median (min-max)",
+        "x floor",
     ];
     if with_peers {
         h.push("peers: median (min-max)");
@@ -234,6 +285,12 @@ pub(crate) fn markdown(rows: &[Row], with_peers: bool, heading: &str) -> String 
         if let Side::Error(e) = &r.cpython {
             let _ = writeln!(notes, "- `{}`: the CPython run failed: {e}", r.name);
         }
+        if let Side::Error(e) = &r.floor {
+            let _ = writeln!(notes, "- `{}`: the floor's run failed: {e}", r.name);
+        }
+        if let Some(why) = &r.floor_note {
+            let _ = writeln!(notes, "- `{}`: no floor shown: {why}.", r.name);
+        }
     }
     if !notes.is_empty() {
         out += "\n";
@@ -256,6 +313,9 @@ pub(crate) fn to_json(rows: &[Row], meta: Value) -> Value {
                 "ratio": r.ratio(),
                 "target": r.target,
                 "met": r.met(),
+                "floor": r.floor.to_json(),
+                "floor_ratio": r.floor_ratio(),
+                "floor_note": r.floor_note,
                 "peers": r.peers.iter().map(|(n, s)| (n.clone(), s.to_json())).collect::<serde_json::Map<_, _>>(),
             })
         })
@@ -273,6 +333,7 @@ fn escape(s: &str) -> String {
 pub(crate) fn svg(rows: &[Row], title: &str) -> String {
     const LEFT: f64 = 270.0;
     const RIGHT: f64 = 880.0;
+    const WIDTH: f64 = 1010.0;
     const TOP: f64 = 50.0;
     const ROW: f64 = 22.0;
     let values: Vec<f64> = rows
@@ -297,12 +358,13 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
     let x = |v: f64| LEFT + (v.log10() - lo) / (hi - lo) * (RIGHT - LEFT);
     let height = TOP + ROW * rows.len() as f64 + 50.0;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"920\" height=\"{height}\" \
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
          font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"10\" y=\"22\" font-size=\"15\">{}</text>\n\
          <text x=\"10\" y=\"40\" fill=\"#555\">ratio in the better direction (log scale); \
-         black tick: target; green: met, red: not met, blue: no target</text>\n",
+         black tick: target; green: met, red: not met, blue: no target; right: this \
+         project's cost in multiples of the machine's floor</text>\n",
         escape(title)
     );
     let bottom = TOP + ROW * rows.len() as f64;
@@ -371,6 +433,16 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
                 );
             }
         }
+        let floor = r.floor_cell();
+        if floor != "-" {
+            let _ = writeln!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#555\">floor {}</text>",
+                WIDTH - 8.0,
+                y + 15.0,
+                escape(&floor)
+            );
+        }
         if let Some(t) = r.target {
             let _ = writeln!(
                 s,
@@ -402,6 +474,8 @@ mod tests {
             target,
             ours: fig(ours),
             cpython: fig(cp),
+            floor: Side::Missing,
+            floor_note: None,
             peers: vec![],
         }
     }
@@ -416,6 +490,31 @@ mod tests {
         let mut r = row(true, 1.0, 1.0, Some(2.0));
         r.ours = Side::NotYet("ipc-sync".into());
         assert_eq!((r.ratio(), r.met()), (None, None));
+    }
+
+    #[test]
+    fn the_floor_ratio_is_the_cost_in_floors() {
+        let fig = |m| Side::Figure {
+            median: m,
+            min: m,
+            max: m,
+        };
+        let mut r = row(true, 300.0, 1000.0, None);
+        assert_eq!((r.floor_ratio(), r.floor_cell().as_str()), (None, "-"));
+        r.floor = fig(200.0);
+        assert_eq!(r.floor_ratio(), Some(1.5));
+        assert_eq!(r.floor_cell(), "1.500x");
+        let mut rate = row(false, 3000.0, 1000.0, None);
+        rate.floor = fig(6000.0);
+        assert_eq!(rate.floor_ratio(), Some(2.0));
+        let mut spun = row(true, 1.0, 50.0, None);
+        spun.floor_note = Some("spins".into());
+        assert_eq!(spun.floor_cell(), "beats naive");
+        let md = markdown(&[r, spun], false, "# r");
+        assert!(
+            md.contains("x floor") && md.contains("no floor shown: spins"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Run by `cargo xtask compare`, which also runs `benches/python/mp_bench.py` and joins the two.
 //! Options: `--quick` (3 repetitions instead of 7, same sizes), `--only a,b`, `--pin
 //! none|same|split`, `--reps N`, `--warmup N`, `--json PATH` (default: stdout), `--list`,
-//! `--peers` (also run the Rust peers of each case: needs the cargo feature `peers`).
+//! `--peers` (also run the Rust peers of each case: needs the cargo feature `peers`), `--floor`
+//! (measure each case's floor instead of the case: see `benches::floor`).
 //! Progress goes to stderr. A case that is not written yet is reported as unavailable; a case that
 //! fails is reported with its error and makes the exit status 1.
 
@@ -25,6 +26,7 @@ struct Options {
     json: Option<String>,
     list: bool,
     peers: bool,
+    floor: bool,
 }
 
 fn parse_args() -> anyhow::Result<Options> {
@@ -37,6 +39,7 @@ fn parse_args() -> anyhow::Result<Options> {
         json: None,
         list: false,
         peers: false,
+        floor: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -45,6 +48,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--quick" => o.quick = true,
             "--list" => o.list = true,
             "--peers" => o.peers = true,
+            "--floor" => o.floor = true,
             "--only" => {
                 let v = value("a comma-separated list of cases")?;
                 o.only
@@ -57,7 +61,8 @@ fn parse_args() -> anyhow::Result<Options> {
             "--json" => o.json = Some(value("a path")?),
             other => bail!(
                 "unknown option {other:?}; usage: compare [--quick] [--only CASE,..] \
-                 [--pin none|same|split] [--reps N] [--warmup N] [--json PATH] [--list] [--peers]"
+                 [--pin none|same|split] [--reps N] [--warmup N] [--json PATH] [--list] [--peers] \
+                 [--floor]"
             ),
         }
     }
@@ -86,6 +91,11 @@ fn describe(case: &Case) -> serde_json::Map<String, Value> {
     }
     let peers: Vec<&str> = peers_of(case.name).iter().map(|p| p.0).collect();
     m.insert("peers".into(), json!(peers));
+    m.insert(
+        "floor".into(),
+        json!(benches::floor::of(case.name).map(|f| f.0)),
+    );
+    m.insert("floor_note".into(), json!(benches::floor::note(case.name)));
     m
 }
 
@@ -200,6 +210,21 @@ fn run() -> anyhow::Result<bool> {
     }
     for case in &selected {
         let mut entry = describe(case);
+        if o.floor {
+            if let Some((what, f)) = benches::floor::of(case.name) {
+                let label = format!("{} floor", case.name);
+                match measure_one(&label, case, f, &placement, o.warmup, reps) {
+                    Ok(m) => entry.extend(m),
+                    Err(e) => {
+                        ok = false;
+                        entry.insert("error".into(), json!(e));
+                    }
+                }
+                entry.insert("what".into(), json!(what));
+                results.insert(case.name.to_string(), Value::Object(entry));
+            }
+            continue;
+        }
         if let Run::Ready(f) = case.run {
             match measure_one(case.name, case, f, &placement, o.warmup, reps) {
                 Ok(m) => entry.extend(m),
