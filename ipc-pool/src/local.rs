@@ -325,19 +325,7 @@ impl Engine for LocalEngine {
         first: u64,
         args: Packed,
     ) -> Result<(), PoolError> {
-        let mut st = self.shared.lock();
-        if st.closed || st.terminated {
-            return Err(PoolError::Closed);
-        }
-        if args.is_empty() {
-            return Ok(());
-        }
-        st.counters.submitted(args.len());
-        batch.undispatched(args.len(), true);
-        let id = st.new_chunk(batch.clone(), func, first, args);
-        st.pending.push_back(id);
-        self.shared.dispatch(&mut st);
-        Ok(())
+        self.submit_many(batch, func, vec![(first, args)])
     }
 
     fn submit_many(
