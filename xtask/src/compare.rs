@@ -146,6 +146,24 @@ fn read_json(path: &Path) -> anyhow::Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// A runner's command for one case: `program`, its first arguments, then `--only NAME`, the
+/// common options and `--json PATH`.
+fn runner(
+    program: impl AsRef<std::ffi::OsStr>,
+    first: &[&std::ffi::OsStr],
+    name: &str,
+    common: &[String],
+    path: &Path,
+) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(first)
+        .args(["--only", name])
+        .args(common)
+        .arg("--json")
+        .arg(path);
+    cmd
+}
+
 /// Runs a benchmark runner that writes JSON to `out`; returns the JSON. Exit status 1 means "a
 /// case failed" (recorded in the JSON); anything else without JSON is an error.
 ///
@@ -278,11 +296,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         for rep in 0..reps {
             if runs_ours {
                 let path = raw.join(format!("rust-{name}-{rep}.json"));
-                let mut cmd = Command::new(&exe);
-                cmd.args(["--only", name.as_str()])
-                    .args(&common)
-                    .arg("--json")
-                    .arg(&path);
+                let mut cmd = runner(&exe, &[], name, &common, &path);
                 if o.peers {
                     cmd.arg("--peers");
                 }
@@ -299,12 +313,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 }
             }
             let path = raw.join(format!("cpython-{name}-{rep}.json"));
-            let mut cmd = Command::new("python3");
-            cmd.arg(&script)
-                .args(["--only", name.as_str()])
-                .args(&common)
-                .arg("--json")
-                .arg(&path);
+            let mut cmd = runner("python3", &[script.as_os_str()], name, &common, &path);
             match run_side(&mut cmd, &path) {
                 Ok(v) => {
                     py_meta = v["meta"].clone();
@@ -314,11 +323,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             }
             if has_floor {
                 let path = raw.join(format!("floor-{name}-{rep}.json"));
-                let mut cmd = Command::new(&exe);
-                cmd.args(["--floor", "--only", name.as_str()])
-                    .args(&common)
-                    .arg("--json")
-                    .arg(&path);
+                let mut cmd = runner(&exe, &["--floor".as_ref()], name, &common, &path);
                 match run_side(&mut cmd, &path) {
                     Ok(v) => floor.add(&v["results"][name.as_str()]),
                     Err(e) => floor.fail(e),
@@ -328,12 +333,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 && name.starts_with("pool_")
             {
                 let path = raw.join(format!("pypeers-{name}-{rep}.json"));
-                let mut cmd = Command::new(python);
-                cmd.arg(&peers_script)
-                    .args(["--only", name.as_str()])
-                    .args(&common)
-                    .arg("--json")
-                    .arg(&path);
+                let mut cmd = runner(python, &[peers_script.as_os_str()], name, &common, &path);
                 match run_side(&mut cmd, &path) {
                     Ok(v) => {
                         for (peer, e) in v["results"][name.as_str()]
