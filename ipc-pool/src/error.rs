@@ -2,9 +2,12 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Why one task (one input item) has no result. Every variant names the item's index in its
-/// input; the others say where it ran.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// input; the others say where it ran. It travels (serde) as an engine of another crate reports
+/// it from a remote worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum TaskError {
     /// The function panicked; the worker caught it and lives on.
@@ -68,6 +71,16 @@ pub enum TaskError {
         /// What is wrong with the state.
         message: String,
     },
+    /// The engine lost the worker that ran the task without learning how it ended (a remote
+    /// worker stopped answering: an MPI rank that died). The task may have run in part.
+    Lost {
+        /// The item's index in its input.
+        index: u64,
+        /// Which worker, in the engine's words (for MPI: rank, pid and host).
+        worker: String,
+        /// What the engine saw.
+        why: String,
+    },
     /// The task never ran to the end: its result was cancelled, or the pool was terminated.
     Cancelled {
         /// The item's index in its input.
@@ -76,7 +89,7 @@ pub enum TaskError {
 }
 
 /// One attempt at a task whose worker died (see [`TaskError::WorkerDied`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Death {
     /// The worker's pid.
     pub pid: u32,
@@ -121,6 +134,7 @@ impl TaskError {
             | TaskError::Argument { index, .. }
             | TaskError::Result { index, .. }
             | TaskError::WorkerState { index, .. }
+            | TaskError::Lost { index, .. }
             | TaskError::Cancelled { index } => *index,
         }
     }
@@ -173,6 +187,9 @@ impl fmt::Display for TaskError {
                 f,
                 "task {index}: no usable worker state in worker {pid}: {message}"
             ),
+            TaskError::Lost { index, worker, why } => {
+                write!(f, "task {index}: lost with {worker}: {why}")
+            }
             TaskError::Cancelled { index } => write!(f, "task {index} was cancelled"),
         }
     }

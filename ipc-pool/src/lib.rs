@@ -110,6 +110,7 @@ mod local;
 mod pool;
 #[cfg(feature = "progress")]
 mod progress;
+mod serve;
 mod stateful;
 mod wire;
 mod worker;
@@ -120,4 +121,5 @@ pub use imap::Imap;
 pub use insights::{ChunkSizes, EarlierWorkers, Insights, KEPT_GONE, WorkerInsight};
 pub use job::{AsyncResult, ItemOutcome, as_completed, wait_any};
 pub use pool::{Builder, Chunking, Pool};
+pub use serve::TaskRunner;
 pub use stateful::{Stateful, WorkerExit};

@@ -1038,7 +1038,7 @@ fn put_while_alive(w: &Worker, mut chunk: Chunk) -> bool {
 }
 
 /// A worker's failure of item `index`, as the pool reports it.
-fn task_error(index: u64, pid: u32, f: Failure) -> TaskError {
+pub(crate) fn task_error(index: u64, pid: u32, f: Failure) -> TaskError {
     match f {
         Failure::Panicked { message, backtrace } => TaskError::Panicked {
             index,

@@ -130,8 +130,9 @@ impl Packed {
         self.ends.push(self.data.len() as u32);
     }
 
-    /// The data and the ends, for a [`Batch`](crate::Batch).
-    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<u32>) {
+    /// The data and the ends (item `k` ends at `ends[k]`), as
+    /// [`Batch::complete_run`](crate::Batch::complete_run) takes them.
+    pub fn into_parts(self) -> (Vec<u8>, Vec<u32>) {
         (self.data.into_vec(), self.ends)
     }
 }

@@ -36,13 +36,18 @@ thread_local! {
     static PANIC: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
 }
 
-/// The worker's main function (started by the pool under its start method).
-pub(crate) fn main(mut boot: WorkerBoot) {
-    // A task's panic is the item's error, reported to the pool: record it instead of printing.
+/// Makes a task's panic the item's error, reported to the pool: the hook records the message and
+/// the backtrace for [`run`] instead of printing them.
+pub(crate) fn record_panics() {
     std::panic::set_hook(Box::new(|info| {
         let bt = std::backtrace::Backtrace::force_capture().to_string();
         PANIC.with(|p| *p.borrow_mut() = Some((info.to_string(), bt)));
     }));
+}
+
+/// The worker's main function (started by the pool under its start method).
+pub(crate) fn main(mut boot: WorkerBoot) {
+    record_panics();
     let pid = ipc_core::process::pid();
     if let Some(cpu) = boot.cpu {
         let mut set = rustix::thread::CpuSet::new();
@@ -204,7 +209,7 @@ fn run_chunk(
 }
 
 /// Runs one item, appending its encoded result to `out`, catching a panic.
-fn run(func: &RemoteFn<(), ()>, arg: &[u8], out: &mut Vec<u8>) -> Result<(), Failure> {
+pub(crate) fn run(func: &RemoteFn<(), ()>, arg: &[u8], out: &mut Vec<u8>) -> Result<(), Failure> {
     called_to(catch_unwind(AssertUnwindSafe(|| {
         func.call_plain_into(arg, out)
     })))

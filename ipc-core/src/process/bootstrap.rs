@@ -85,7 +85,7 @@ impl BootInfo {
             parent_name,
             start_method: method,
             lifeline: None,
-            family_key: *function::family_key(),
+            family_key: *function::family_key_ref(),
         })
     }
 
@@ -174,7 +174,8 @@ pub(crate) fn child_main(conn: Connection) -> ! {
 /// A daemon takes hold of its lifeline first: it dies with its parent from then on, and at
 /// once if the parent is already gone.
 pub(crate) fn run_child(conn: Connection, mut boot: BootInfo) -> ! {
-    function::adopt_family_key(boot.family_key);
+    // Before any code of the child's own could make a key: joining cannot fail here.
+    let _ = function::join_family(boot.family_key);
     global::lock().become_child(boot.identity());
     if let Some(line) = boot.lifeline.take()
         && !super::lifeline::hold(line.0)

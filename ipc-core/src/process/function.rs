@@ -241,7 +241,7 @@ fn file_digest() -> Vec<u8> {
 }
 
 /// This process family's key (see the module doc), made on first use.
-pub(crate) fn family_key() -> &'static [u8; 32] {
+pub(crate) fn family_key_ref() -> &'static [u8; 32] {
     FAMILY_KEY.get_or_init(|| {
         let mut k = [0u8; 32];
         getrandom::fill(&mut k).expect("the kernel's random source is unavailable");
@@ -249,19 +249,52 @@ pub(crate) fn family_key() -> &'static [u8; 32] {
     })
 }
 
-/// Takes the family key of the parent (a spawned child, from its boot message, before any code
-/// of its own could make one).
-pub(crate) fn adopt_family_key(key: [u8; 32]) {
-    let _ = FAMILY_KEY.set(key);
+static FAMILY_KEY: OnceLock<[u8; 32]> = OnceLock::new();
+
+/// This process family's key (made now if this process has none yet), for a launcher that
+/// starts processes of this program by other means than ipc-core's start methods (MPI ranks
+/// started by `mpirun`, or spawned by `MPI_Comm_spawn`): it hands the key to them over its own
+/// trusted channel, and they [`join_family`] with it, so that they accept each other's
+/// [`RemoteFn`]s.
+///
+/// Whoever holds the key can make this family run any function of this executable that has
+/// been named by a handle: send it only to processes of this program that you trust (a
+/// communicator of one MPI job), never over a channel that others can read.
+pub fn family_key() -> [u8; 32] {
+    *family_key_ref()
 }
 
-static FAMILY_KEY: OnceLock<[u8; 32]> = OnceLock::new();
+/// Makes this process a member of the family whose key is `key` (see [`family_key`]): from now
+/// on it accepts the handles that family makes, and its own handles are accepted there.
+///
+/// Call it before this process makes or accepts any handle, or starts a child (which would make
+/// its own key). Joining the family it already belongs to is a no-op; a process that already
+/// has another key gets [`Error::Misuse`] (its earlier handles would be refused).
+///
+/// ```
+/// use ipc_core::process::{family_key, join_family};
+///
+/// let key = family_key();
+/// join_family(key)?; // already a member: fine
+/// assert!(join_family([7; 32]).is_err()); // another family: refused
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub fn join_family(key: [u8; 32]) -> Result<()> {
+    if *FAMILY_KEY.get_or_init(|| key) == key {
+        Ok(())
+    } else {
+        Err(Error::misuse(
+            "this process already belongs to another process family (it made or accepted a \
+             function handle, or started a child, before join_family): join before that",
+        ))
+    }
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// The MAC of a handle's fields under the family key (see the module doc).
 fn mac(trampoline: i64, func: i64) -> HmacSha256 {
-    let mut m = HmacSha256::new_from_slice(family_key()).expect("HMAC takes any key length");
+    let mut m = HmacSha256::new_from_slice(family_key_ref()).expect("HMAC takes any key length");
     m.update(executable_id());
     m.update(&trampoline.to_le_bytes());
     m.update(&func.to_le_bytes());
@@ -386,6 +419,16 @@ impl<A, R> Clone for RemoteFn<A, R> {
 }
 
 impl<A, R> Copy for RemoteFn<A, R> {}
+
+/// Two handles are equal when they name the same function with the same trampoline (so a
+/// sender can send a function once for many chunks).
+impl<A, R> PartialEq for RemoteFn<A, R> {
+    fn eq(&self, other: &Self) -> bool {
+        self.trampoline == other.trampoline && self.func == other.func
+    }
+}
+
+impl<A, R> Eq for RemoteFn<A, R> {}
 
 impl<A, R> fmt::Debug for RemoteFn<A, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -73,7 +73,7 @@ where
     g.reap_detached();
     crate::codec::prepare_for_fork();
     // The child must share our family key (to accept our `RemoteFn`s): make it before the copy.
-    crate::process::function::family_key();
+    crate::process::function::family_key_ref();
     // Unflushed output would be printed twice, once by each process.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();

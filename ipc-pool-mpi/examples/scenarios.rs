@@ -1,0 +1,190 @@
+//! The programs the MPI tests run under `mpirun` (see tests/mpi.rs): each checks one part of
+//! the contract from the driver and prints `ok: ...` lines; a failed check panics (exit 101).
+//!
+//! `scenarios <world|spawn N> <contract|lose|bench ...>`
+
+use std::time::{Duration, Instant};
+
+use ipc_pool::{Pool, PoolError, TaskError};
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// This process's pid, after 5 ms (long enough that every rank gets some).
+fn pid_of(_: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(5));
+    std::process::id()
+}
+
+fn add((a, b): (u64, u64)) -> u64 {
+    a + b
+}
+
+fn panics_on_13(x: u64) -> u64 {
+    assert!(x != 13, "thirteen is unlucky");
+    x
+}
+
+/// Kills its own rank (SIGKILL) on item 7.
+fn dies_on_7(x: u64) -> u64 {
+    if x == 7 {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    x
+}
+
+fn main() -> Result<(), PoolError> {
+    let mpi = ipc_pool_mpi::init()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "lose") {
+        // Short, for a quick test; long enough for a loaded 2-core machine (heartbeats come
+        // every 250 ms from a live rank).
+        mpi.silence_limit(Duration::from_secs(2));
+    }
+    let (pool, rest) = match args.first().map(String::as_str) {
+        Some("world") => (mpi.world_pool()?, &args[1..]),
+        Some("spawn") => {
+            let n = args[1].parse().expect("spawn N");
+            (mpi.spawn_pool(n)?, &args[2..])
+        }
+        _ => panic!("usage: scenarios <world|spawn N> <contract|lose|bench>"),
+    };
+    match rest.first().map(String::as_str) {
+        Some("contract") => contract(&pool)?,
+        Some("lose") => lose(&pool)?,
+        Some("bench") => bench(&pool, &rest[1..])?,
+        other => panic!("unknown scenario {other:?}"),
+    }
+    pool.close();
+    pool.join()?;
+    drop(pool);
+    drop(mpi);
+    Ok(())
+}
+
+fn contract(pool: &Pool) -> Result<(), PoolError> {
+    let n = pool.processes();
+    println!("ok: {n} ranks serve");
+    let squares = pool.map(square, 0..1000)?;
+    assert_eq!(squares, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
+    println!("ok: map of 1000 items");
+    let one = pool.map_chunked(square, 0..100, 1)?;
+    assert_eq!(one[99], 99 * 99);
+    println!("ok: map at chunk size 1");
+    let sums = pool.map(add, (0..50u64).map(|k| (k, 2 * k)))?;
+    assert_eq!(sums[49], 147);
+    println!("ok: a starmap (tuple arguments)");
+    let pids: std::collections::BTreeSet<u32> =
+        pool.map_chunked(pid_of, 0..64, 1)?.into_iter().collect();
+    assert!(
+        pids.len() > 1 && !pids.contains(&std::process::id()),
+        "{pids:?}"
+    );
+    println!(
+        "ok: tasks ran in {} rank processes, none in the driver",
+        pids.len()
+    );
+    let mut firsts = Vec::new();
+    for r in pool.imap(square, 1..).take(5) {
+        firsts.push(r?);
+    }
+    assert_eq!(firsts, [1, 4, 9, 16, 25]);
+    println!("ok: imap over an endless input, take(5)");
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(square, 0..200)
+        .collect::<Result<_, _>>()?;
+    unordered.sort();
+    assert_eq!(unordered[199], 199 * 199);
+    println!("ok: imap_unordered");
+    let r = pool.apply_async(square, 12)?;
+    assert_eq!(r.get()?, 144);
+    println!("ok: apply_async");
+    let results = pool.map_results(panics_on_13, 0..20)?;
+    for (k, r) in results.iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v, k as u64),
+            Err(TaskError::Panicked { index, message, .. }) => {
+                assert_eq!((k, *index), (13, 13));
+                assert!(message.contains("thirteen is unlucky"), "{message}");
+            }
+            Err(e) => panic!("item {k}: {e}"),
+        }
+    }
+    match pool.map(panics_on_13, 0..20) {
+        Err(PoolError::Task(TaskError::Panicked { index: 13, .. })) => {}
+        other => panic!("map with a panicking item gave {other:?}"),
+    }
+    println!("ok: a panicking task fails alone (item 13), the ranks serve on");
+    assert_eq!(pool.map(square, 0..10)?[9], 81);
+    println!("ok: the pool runs a map after the failures");
+    Ok(())
+}
+
+fn lose(pool: &Pool) -> Result<(), PoolError> {
+    let started = Instant::now();
+    let results = pool.map_results_chunked(dies_on_7, 0..40, 1)?;
+    let mut lost = Vec::new();
+    for (k, r) in results.iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v, k as u64),
+            Err(TaskError::Lost { index, worker, why }) => {
+                println!("lost: task {index} on {worker}: {why}");
+                lost.push(*index);
+            }
+            Err(e) => panic!("item {k}: {e}"),
+        }
+    }
+    assert_eq!(lost, [7], "only the task that killed its rank fails");
+    println!(
+        "ok: the rank running task 7 died; 39 other results present after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(pool.map(square, 0..10)?[9], 81);
+    println!("ok: the pool runs a map on the remaining ranks");
+    Ok(())
+}
+
+fn busy_10ms(seed: u64) -> u64 {
+    // About 10 ms of arithmetic (measured by the bench's calibration line), never folded.
+    let mut x = seed;
+    for _ in 0..6_000_000u64 {
+        x = std::hint::black_box(
+            x.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407),
+        );
+    }
+    x
+}
+
+fn trivial(x: u64) -> u64 {
+    x
+}
+
+fn bench(pool: &Pool, args: &[String]) -> Result<(), PoolError> {
+    let reps: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let t = Instant::now();
+    busy_10ms(1);
+    println!(
+        "calibration: one CPU task takes {:.2} ms here",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let _ = pool.map_chunked(trivial, 0..1000, 10)?;
+    for _ in 0..reps {
+        for chunk in [1usize, 100] {
+            let t = Instant::now();
+            let out = pool.map_chunked(trivial, 0..10_000, chunk)?;
+            assert_eq!(out.len(), 10_000);
+            println!("trivial_chunk{chunk}: {:.6} s", t.elapsed().as_secs_f64());
+        }
+        let t = Instant::now();
+        let out = pool.map_chunked(busy_10ms, 0..32, 1)?;
+        assert_eq!(out.len(), 32);
+        println!("cpu32: {:.6} s", t.elapsed().as_secs_f64());
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The MPI pool under a real `mpirun` (OpenMPI), in both launch modes: each test runs the
+//! `scenarios` example (built by `cargo test` with the other examples) as an MPI job and checks
+//! its output and exit status. Every job runs under `timeout`, so a hang fails the test instead
+//! of holding CI.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The `scenarios` example beside this test's binary (target/<profile>/examples).
+fn scenarios() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let path = profile.join("examples/scenarios");
+    assert!(
+        path.exists(),
+        "{} is missing: run through cargo test",
+        path.display()
+    );
+    path
+}
+
+/// `mpirun <mpirun_args> <wrapped program> <args>`, bounded by 120 s. The program runs under
+/// `sh -c` so that each rank prints its own exit code (mpirun's own code says less: see
+/// `a_dead_rank_*`).
+fn mpirun(mpirun_args: &[&str], args: &[&str]) -> (Output, String) {
+    let out = Command::new("timeout")
+        .args(["120", "mpirun", "--oversubscribe"])
+        .args(mpirun_args)
+        .args([
+            "sh",
+            "-c",
+            r#""$0" "$@"; echo "exit code $? of pid $$" >&2"#,
+        ])
+        .arg(scenarios())
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .expect("mpirun runs (install openmpi-bin: cargo xtask mpi does)");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(124), "the MPI job hung:\n{text}");
+    (out, text)
+}
+
+/// The `ok:` lines every contract run prints.
+const CONTRACT: [&str; 10] = [
+    "ok: 3 ranks serve",
+    "ok: map of 1000 items",
+    "ok: map at chunk size 1",
+    "ok: a starmap (tuple arguments)",
+    "ok: tasks ran in 3 rank processes, none in the driver",
+    "ok: imap over an endless input, take(5)",
+    "ok: imap_unordered",
+    "ok: apply_async",
+    "ok: a panicking task fails alone (item 13), the ranks serve on",
+    "ok: the pool runs a map after the failures",
+];
+
+fn assert_contract(out: &Output, text: &str) {
+    assert!(out.status.success(), "{text}");
+    for line in CONTRACT {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("exit code 1") && !text.contains("exit code 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn world_mode_keeps_the_pool_contract() {
+    let (out, text) = mpirun(&["-n", "4"], &["world", "contract"]);
+    assert_contract(&out, &text);
+    assert_eq!(
+        text.matches("exit code 0 of").count(),
+        4,
+        "every rank ends with 0:\n{text}"
+    );
+}
+
+#[test]
+fn spawn_mode_keeps_the_pool_contract() {
+    let (out, text) = mpirun(&["-n", "1"], &["spawn", "3", "contract"]);
+    assert_contract(&out, &text);
+    assert_eq!(
+        text.matches("exit code 0 of").count(),
+        1,
+        "the driver ends with 0:\n{text}"
+    );
+}
+
+/// What a run of the `lose` scenario must show: only task 7 (whose rank was SIGKILLed) failed,
+/// as lost, naming its rank; the pool went on; the driver exited 1.
+fn lost_checks(text: &str) {
+    assert!(
+        text.contains("lost: task 7 on rank"),
+        "task 7 fails as lost, naming its rank:\n{text}"
+    );
+    assert!(text.contains("while it ran task 7"), "{text}");
+    assert!(
+        text.contains("ok: the rank running task 7 died; 39 other results present"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok: the pool runs a map on the remaining ranks"),
+        "{text}"
+    );
+    assert!(
+        text.contains("exit code 1 of"),
+        "the driver exits 1:\n{text}"
+    );
+    assert!(
+        text.contains("exit code 137 of"),
+        "the killed rank (SIGKILL):\n{text}"
+    );
+}
+
+#[test]
+fn a_dead_rank_fails_its_task_and_the_driver_exits_non_zero_in_world_mode() {
+    // OpenMPI 4.1's mpirun itself returns 0 under --enable-recovery, whatever its ranks'
+    // codes: the wrapper's lines give the driver's.
+    let (_, text) = mpirun(&["--enable-recovery", "-n", "4"], &["world", "lose"]);
+    lost_checks(&text);
+}
+
+#[test]
+fn a_dead_rank_fails_its_task_and_the_driver_exits_non_zero_in_spawn_mode() {
+    let (_, text) = mpirun(&["--enable-recovery", "-n", "1"], &["spawn", "3", "lose"]);
+    assert!(text.contains("lost: task 7 on rank"), "{text}");
+    assert!(
+        text.contains("ok: the pool runs a map on the remaining ranks"),
+        "{text}"
+    );
+    assert!(
+        text.contains("exit code 1 of"),
+        "the driver exits 1:\n{text}"
+    );
+}
+
+#[test]
+fn without_recovery_mpirun_ends_the_job_non_zero_and_names_the_rank() {
+    let (out, text) = mpirun(&["-n", "4"], &["world", "lose"]);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("exited on signal 9"),
+        "mpirun names the killed rank:\n{text}"
+    );
+}
