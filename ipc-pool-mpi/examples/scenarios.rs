@@ -149,10 +149,10 @@ fn lose(pool: &Pool) -> Result<(), PoolError> {
     Ok(())
 }
 
-fn busy_10ms(seed: u64) -> u64 {
-    // About 10 ms of arithmetic (measured by the bench's calibration line), never folded.
-    let mut x = seed;
-    for _ in 0..6_000_000u64 {
+/// `n` steps of a 64-bit LCG (the same arithmetic as the Python peer's task), never folded.
+fn busy(n: u64) -> u64 {
+    let mut x = 1u64;
+    for _ in 0..n {
         x = std::hint::black_box(
             x.wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407),
@@ -161,18 +161,32 @@ fn busy_10ms(seed: u64) -> u64 {
     x
 }
 
+/// Steps of `busy` that take about 10 ms here, and the median time of 5 runs.
+fn calibrate() -> (u64, Duration) {
+    let t = Instant::now();
+    busy(1_000_000);
+    let per = t.elapsed().as_secs_f64() / 1e6;
+    let n = (0.010 / per) as u64;
+    let mut times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            busy(n);
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    (n, times[2])
+}
+
 fn trivial(x: u64) -> u64 {
     x
 }
 
+/// The lines the MPI compare reads (the same as the mpi4py peer's: see bench/mpi4py_pool.py).
 fn bench(pool: &Pool, args: &[String]) -> Result<(), PoolError> {
     let reps: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let t = Instant::now();
-    busy_10ms(1);
-    println!(
-        "calibration: one CPU task takes {:.2} ms here",
-        t.elapsed().as_secs_f64() * 1e3
-    );
+    let (n, one) = calibrate();
+    println!("calibration: one CPU task takes {:.2} ms here", one.as_secs_f64() * 1e3);
     let _ = pool.map_chunked(trivial, 0..1000, 10)?;
     for _ in 0..reps {
         for chunk in [1usize, 100] {
@@ -182,9 +196,14 @@ fn bench(pool: &Pool, args: &[String]) -> Result<(), PoolError> {
             println!("trivial_chunk{chunk}: {:.6} s", t.elapsed().as_secs_f64());
         }
         let t = Instant::now();
-        let out = pool.map_chunked(busy_10ms, 0..32, 1)?;
+        let out = pool.map_chunked(busy, vec![n; 32], 1)?;
+        let took = t.elapsed();
         assert_eq!(out.len(), 32);
-        println!("cpu32: {:.6} s", t.elapsed().as_secs_f64());
+        println!(
+            "cpu32: {:.6} s speedup {:.3}",
+            took.as_secs_f64(),
+            32.0 * one.as_secs_f64() / took.as_secs_f64()
+        );
     }
     Ok(())
 }

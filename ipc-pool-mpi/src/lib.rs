@@ -260,7 +260,8 @@ impl Drop for Mpi {
 }
 
 /// Polling with back-off: yields for the first 200 us of idleness, then naps that double up to
-/// 1 ms (MPI's own blocking calls would spin a core the whole time).
+/// 100 us, and up to 1 ms after 50 ms of idleness (MPI's own blocking calls would spin a core
+/// the whole time; a pool at rest wakes each of its processes about 1000 times a second).
 pub(crate) struct Nap {
     since: Instant,
     nap: Duration,
@@ -275,11 +276,18 @@ impl Nap {
     }
 
     pub(crate) fn idle(&mut self) {
-        if self.since.elapsed() < Duration::from_micros(200) {
+        let idle = self.since.elapsed();
+        if idle < Duration::from_micros(200) {
             std::thread::yield_now();
         } else {
             std::thread::sleep(self.nap);
-            self.nap = (self.nap * 2).min(Duration::from_millis(1));
+            // Short naps while work is likely to come back (within a map), long ones at rest.
+            let most = if idle < Duration::from_millis(50) {
+                Duration::from_micros(100)
+            } else {
+                Duration::from_millis(1)
+            };
+            self.nap = (self.nap * 2).min(most);
         }
     }
 }

@@ -2,18 +2,23 @@
 //! chunks until `Stop`.
 //!
 //! ```text
-//! main thread:       probe (spin, then sleeps growing to 1 ms) -> Bundle: for each chunk, for
-//!                    each item: slot = (chunk, item); run it; buffer its outcome;
-//!                    send Reports when FLUSH_AGE passed since the oldest buffered outcome,
-//!                    FLUSH_BYTES are buffered, or the bundle ends; slot = IDLE
-//! heartbeat thread:  every heartbeat period, while slot != IDLE: send Heartbeat { slot }
+//! link thread:       probe (yield, then naps growing to 1 ms); a message -> the main thread;
+//!                    while slot != IDLE, every heartbeat period: send Heartbeat { slot }
+//! main thread:       Bundle: for each chunk, for each item: slot = (chunk, item); run it;
+//!                    buffer its outcome; send Reports when FLUSH_AGE passed since the oldest
+//!                    buffered outcome, FLUSH_BYTES are buffered, or the bundle ends;
+//!                    slot = IDLE.  Stop: leave.
 //! ```
+//! The link thread is always ready to receive: a large MPI message is sent only when its
+//! receiver takes it, so a driver sending a large bundle while this rank sends a large report
+//! would otherwise wait for each other forever.
+//!
 //! Reports leave in the order the items ran, so the driver always knows every outcome before
 //! the item after it; the heartbeat tells it which item runs now, which it needs only if the
 //! rank dies (see the crate doc).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ipc_pool::{Packed, TaskRunner};
@@ -74,24 +79,40 @@ pub(crate) fn serve<C: Communicator>(link: fn() -> C, driver: i32) -> i32 {
         return 2;
     }
     let runner = TaskRunner::new();
-    let slot_now = Arc::new(AtomicU64::new(IDLE));
-    let leaving = Arc::new(AtomicBool::new(false));
+    let slot_now = AtomicU64::new(IDLE);
+    let (inbox, messages) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
-        let (slot_now, leaving) = (&slot_now, &leaving);
+        let slot_now = &slot_now;
+        // The link thread: always ready to receive (so the driver's sends, which block until
+        // a large message is taken, always end), and the heartbeat while busy.
         s.spawn(move || {
             let period = Duration::from_millis(heartbeat_ms.max(1));
             let comm = std::mem::ManuallyDrop::new(link());
-            let to_driver = comm.process_at_rank(driver);
-            while !leaving.load(Ordering::Acquire) {
-                std::thread::park_timeout(period);
-                let now = slot_now.load(Ordering::Acquire);
-                if now != IDLE && !leaving.load(Ordering::Acquire) {
-                    to_driver.send(&encode(&FromRank::Heartbeat { slot: now })[..]);
+            let peer = comm.process_at_rank(driver);
+            let mut nap = Nap::new();
+            let mut beat = Instant::now();
+            loop {
+                if let Some(probed) = peer.immediate_matched_probe() {
+                    let bytes = probed.matched_receive_vec::<u8>().0;
+                    let stop = matches!(postcard::from_bytes::<ToRank>(&bytes), Ok(ToRank::Stop));
+                    if inbox.send(bytes).is_err() || stop {
+                        return;
+                    }
+                    nap = Nap::new();
+                    continue;
                 }
+                let now = slot_now.load(Ordering::Acquire);
+                if now == IDLE {
+                    beat = Instant::now();
+                } else if beat.elapsed() >= period {
+                    peer.send(&encode(&FromRank::Heartbeat { slot: now })[..]);
+                    beat = Instant::now();
+                }
+                nap.idle();
             }
         });
-        loop {
-            match postcard::from_bytes::<ToRank>(&next_message(comm, driver)) {
+        while let Ok(bytes) = messages.recv() {
+            match postcard::from_bytes::<ToRank>(&bytes) {
                 Ok(ToRank::Bundle { funcs, chunks }) => {
                     run_bundle(&runner, &funcs, chunks, slot_now, |m| {
                         to_driver.send(&encode(m)[..])
@@ -107,7 +128,6 @@ pub(crate) fn serve<C: Communicator>(link: fn() -> C, driver: i32) -> i32 {
                 }
             }
         }
-        leaving.store(true, Ordering::Release);
     });
     0
 }
