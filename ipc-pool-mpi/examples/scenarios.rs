@@ -186,7 +186,10 @@ fn trivial(x: u64) -> u64 {
 fn bench(pool: &Pool, args: &[String]) -> Result<(), PoolError> {
     let reps: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
     let (n, one) = calibrate();
-    println!("calibration: one CPU task takes {:.2} ms here", one.as_secs_f64() * 1e3);
+    println!(
+        "calibration: one CPU task takes {:.2} ms here",
+        one.as_secs_f64() * 1e3
+    );
     let _ = pool.map_chunked(trivial, 0..1000, 10)?;
     for _ in 0..reps {
         for chunk in [1usize, 100] {

@@ -38,6 +38,10 @@ fn mpirun(mpirun_args: &[&str], args: &[&str]) -> (Output, String) {
         .args(args)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        // One host: MPI's TCP traffic (between a driver and the ranks it spawned) on loopback.
+        // This VM has an interface whose address no peer answers on; OpenMPI tried it once
+        // and hung.
+        .env("OMPI_MCA_btl_tcp_if_include", "lo")
         .output()
         .expect("mpirun runs (install openmpi-bin: cargo xtask mpi does)");
     let text = format!(
@@ -148,8 +152,10 @@ fn a_dead_rank_fails_its_task_and_the_driver_exits_non_zero_in_spawn_mode() {
 fn without_recovery_mpirun_ends_the_job_non_zero_and_names_the_rank() {
     let (out, text) = mpirun(&["-n", "4"], &["world", "lose"]);
     assert!(!out.status.success(), "{text}");
+    // "mpirun noticed that process rank 2 ... exited on signal 9", or "mpirun has exited due
+    // to process rank 2 ... exiting improperly", depending on which it sees first.
     assert!(
-        text.contains("exited on signal 9"),
-        "mpirun names the killed rank:\n{text}"
+        text.contains("process rank"),
+        "mpirun names the dead rank:\n{text}"
     );
 }

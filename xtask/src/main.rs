@@ -9,6 +9,7 @@
 //! cargo xtask bench     criterion benches (arguments go to criterion)
 //! cargo xtask compare   this project side by side with CPython (and Rust peers), see --help
 //! cargo xtask chaos     kills participants at random and at failpoints, counts what was lost
+//! cargo xtask mpi       the opt-in MPI pool: its tests and tour under mpirun; `mpi compare`
 //! ```
 
 mod bench;
@@ -19,6 +20,7 @@ mod demo;
 mod layers;
 mod leaks;
 mod metadata;
+mod mpi;
 mod report;
 mod test;
 mod tidy;
@@ -45,7 +47,10 @@ commands:
                         0) and writes target/chaos/chaos.json
   chaos --fuzz [--inputs N | --full] [--only TARGET,..]
                         fuzzes every decoder that reads another process's bytes (--full: 10^6
-                        inputs per target); writes target/chaos/fuzz.json";
+                        inputs per target); writes target/chaos/fuzz.json
+  mpi [compare [N]]     the opt-in MPI pool (ipc-pool-mpi; needs OpenMPI and libclang): fmt,
+                        clippy, its tests under mpirun and the tour; `compare`: against
+                        mpi4py.futures, N interleaved turns; writes target/mpi/compare.json";
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -60,6 +65,7 @@ fn main() {
         Some("bench") => bench::run(&rest),
         Some("compare") => compare::run(&rest),
         Some("chaos") => chaos::run(&rest),
+        Some("mpi") => mpi::run(&rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
