@@ -22,10 +22,36 @@ fn scenarios() -> PathBuf {
     path
 }
 
-/// `mpirun <mpirun_args> <wrapped program> <args>`, bounded by 120 s. The program runs under
-/// `sh -c` so that each rank prints its own exit code (mpirun's own code says less: see
-/// `a_dead_rank_*`).
+/// A directory of its own for one MPI job's files (OpenMPI's shared-memory segments and session
+/// directory), removed when dropped: a job whose rank was killed, or that was aborted, leaves
+/// its `vader_segment.*` files behind, and they would otherwise stay in /dev/shm.
+struct JobDir(PathBuf);
+
+impl JobDir {
+    fn new() -> JobDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = PathBuf::from(format!(
+            "/dev/shm/ipc-pool-mpi-test.{}.{n}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("a job directory in /dev/shm");
+        JobDir(dir)
+    }
+}
+
+impl Drop for JobDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `mpirun <mpirun_args> <wrapped program> <args>`, bounded by 120 s, its files in a
+/// [`JobDir`]. The program runs under `sh -c` so that each rank prints its own exit code
+/// (mpirun's own code says less: see `a_dead_rank_*`).
 fn mpirun(mpirun_args: &[&str], args: &[&str]) -> (Output, String) {
+    let dir = JobDir::new();
     let out = Command::new("timeout")
         .args(["120", "mpirun", "--oversubscribe"])
         .args(mpirun_args)
@@ -42,6 +68,8 @@ fn mpirun(mpirun_args: &[&str], args: &[&str]) -> (Output, String) {
         // This VM has an interface whose address no peer answers on; OpenMPI tried it once
         // and hung.
         .env("OMPI_MCA_btl_tcp_if_include", "lo")
+        .env("OMPI_MCA_btl_vader_backing_directory", &dir.0)
+        .env("OMPI_MCA_orte_tmpdir_base", &dir.0)
         .output()
         .expect("mpirun runs (install openmpi-bin: cargo xtask mpi does)");
     let text = format!(

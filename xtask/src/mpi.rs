@@ -38,7 +38,18 @@ fn cargo(args: &[&str]) -> Command {
     c
 }
 
-/// `mpirun --oversubscribe <args>`, allowed to run as root (CI runs as root).
+/// Where this run's MPI jobs keep their files (OpenMPI's shared-memory segments and session
+/// directories): one directory under /dev/shm per `cargo xtask mpi`, removed at its end, so an
+/// aborted job's `vader_segment.*` files do not stay behind (the tests do the same per job).
+fn job_dir() -> PathBuf {
+    PathBuf::from(format!(
+        "/dev/shm/ipc-pool-mpi-xtask.{}",
+        std::process::id()
+    ))
+}
+
+/// `mpirun --oversubscribe <args>`, allowed to run as root (CI runs as root), its files in
+/// [`job_dir`].
 fn mpirun(args: &[&str]) -> Command {
     let mut c = Command::new("mpirun");
     c.arg("--oversubscribe")
@@ -46,7 +57,9 @@ fn mpirun(args: &[&str]) -> Command {
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         // One host: MPI's TCP traffic on loopback (see ipc-pool-mpi/tests/mpi.rs).
-        .env("OMPI_MCA_btl_tcp_if_include", "lo");
+        .env("OMPI_MCA_btl_tcp_if_include", "lo")
+        .env("OMPI_MCA_btl_vader_backing_directory", job_dir())
+        .env("OMPI_MCA_orte_tmpdir_base", job_dir());
     c
 }
 
@@ -57,11 +70,20 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
              (.ci/run does)"
         );
     }
-    match args.first().map(String::as_str) {
+    std::fs::create_dir_all(job_dir())?;
+    let result = match args.first().map(String::as_str) {
         None => test_and_tour(),
-        Some("compare") => compare(args.get(1).map_or(Ok(5), |n| n.parse()).context("turns")?),
-        Some(other) => bail!("unknown `cargo xtask mpi` argument {other:?}: none, or compare [N]"),
-    }
+        Some("compare") => args
+            .get(1)
+            .map_or(Ok(5), |n| n.parse())
+            .context("turns")
+            .and_then(compare),
+        Some(other) => Err(anyhow::anyhow!(
+            "unknown `cargo xtask mpi` argument {other:?}: none, or compare [N]"
+        )),
+    };
+    let _ = std::fs::remove_dir_all(job_dir());
+    result
 }
 
 fn test_and_tour() -> anyhow::Result<()> {
