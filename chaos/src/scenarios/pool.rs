@@ -78,14 +78,25 @@ fn started<T: Send + 'static>(
     rx
 }
 
+/// The token file of `pool_worker`, removed when dropped.
+struct TokenFile(std::path::PathBuf);
+
+impl Drop for TokenFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn pool_worker(c: &mut Ctx) -> anyhow::Result<Counts> {
     let mut counts = Counts::default();
-    let token = std::env::temp_dir().join(format!(
+    // Removed after the pool is gone (locals drop in reverse order): a replacement worker runs
+    // the initializer too, and one that started after the map would make the token again.
+    let token = TokenFile(std::env::temp_dir().join(format!(
         "ipc-chaos-{}-token-{}",
         std::process::id(),
         c.rng.next_u64()
-    ));
-    let path = token.to_string_lossy().into_owned();
+    )));
+    let path = token.0.to_string_lossy().into_owned();
     let pool = std::sync::Arc::new(
         Pool::builder()
             .processes(2)
@@ -102,7 +113,7 @@ fn pool_worker(c: &mut Ctx) -> anyhow::Result<Counts> {
     let deadline = Instant::now() + HANG;
     let mut victim = None;
     while victim.is_none() && Instant::now() < deadline {
-        victim = std::fs::read_to_string(&token)
+        victim = std::fs::read_to_string(&token.0)
             .ok()
             .and_then(|s| s.parse::<u32>().ok());
         std::thread::sleep(Duration::from_micros(200));
@@ -111,7 +122,6 @@ fn pool_worker(c: &mut Ctx) -> anyhow::Result<Counts> {
         c.strike_pid(pid);
     }
     let map = map.recv_timeout(HANG * 2).ok();
-    let _ = std::fs::remove_file(&token);
     let Some(results) = map else {
         counts.hangs += 1;
         counts.note("map_results never returned");
