@@ -103,24 +103,39 @@ pub(crate) struct MpiEngine {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Who serves: ranks `ranks` of the communicator the driver thread makes with `connect`.
-pub(crate) type Connect<C> = Box<dyn FnOnce() -> Result<(C, Vec<i32>), String> + Send>;
+/// Makes the communicator, in the driver thread (rsmpi's communicators stay in their thread).
+pub(crate) type Connect<C> = Box<dyn FnOnce() -> Result<C, String> + Send>;
 
 impl MpiEngine {
     /// Starts the driver thread, which connects (`connect`: the world, or a spawn), welcomes
-    /// the ranks and waits for their answers; an error if they do not all answer.
+    /// ranks `ranks` of that communicator and waits for their answers; an error if they do not
+    /// all answer.
     pub(crate) fn start<C: Communicator + 'static>(
         connect: Connect<C>,
+        ranks: Vec<i32>,
         watch: Watch,
         disconnect: bool,
     ) -> Result<Arc<MpiEngine>, PoolError> {
+        let shared = Arc::new(Shared {
+            ledger: Mutex::new(Ledger {
+                pending: VecDeque::new(),
+                pending_items: 0,
+                next_id: 0,
+                open: 0,
+                closed: false,
+                stop: Stop::No,
+                lost: Vec::new(),
+                live: ranks.len(),
+            }),
+            work: Condvar::new(),
+            processes: ranks.len(),
+        });
         let (ready, started) = mpsc::channel();
-        let shared_slot: Arc<Mutex<Option<Arc<Shared>>>> = Arc::default();
-        let slot = shared_slot.clone();
+        let ours = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ipc-pool-mpi driver".into())
             .spawn(move || {
-                let (comm, ranks) = match connect() {
+                let comm = match connect() {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = ready.send(Err(e));
@@ -139,54 +154,29 @@ impl MpiEngine {
                         return;
                     }
                 };
-                let shared = Arc::new(Shared {
-                    ledger: Mutex::new(Ledger {
-                        pending: VecDeque::new(),
-                        pending_items: 0,
-                        next_id: 0,
-                        open: 0,
-                        closed: false,
-                        stop: Stop::No,
-                        lost: Vec::new(),
-                        live: ranks.len(),
-                    }),
-                    work: Condvar::new(),
-                    processes: ranks.len(),
-                });
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
                 let _ = ready.send(Ok(()));
-                driver.run(&comm, &shared);
+                driver.run(&comm, &ours);
                 // Disconnecting a spawn's communicator is collective with its ranks, which a
                 // lost rank never joins: then the process ends without it (see `Mpi`'s drop).
-                if disconnect && shared.lock().lost.is_empty() {
+                if disconnect && ours.lock().lost.is_empty() {
                     drop(comm);
                 } else {
                     std::mem::forget(comm);
                 }
             })
             .map_err(|e| PoolError::Os(ipc_core::Error::from(e)))?;
-        match started.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(PoolError::Misuse(e));
+        let why = match started.recv() {
+            Ok(Ok(())) => {
+                return Ok(Arc::new(MpiEngine {
+                    shared,
+                    thread: Mutex::new(Some(thread)),
+                }));
             }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(PoolError::Misuse(
-                    "the MPI driver thread ended before the ranks answered".into(),
-                ));
-            }
-        }
-        let shared = shared_slot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .expect("set before the driver said it started");
-        Ok(Arc::new(MpiEngine {
-            shared,
-            thread: Mutex::new(Some(thread)),
-        }))
+            Ok(Err(e)) => e,
+            Err(_) => "the MPI driver thread ended before the ranks answered".into(),
+        };
+        let _ = thread.join();
+        Err(PoolError::Misuse(why))
     }
 
     /// The ranks lost so far, in words.
@@ -501,10 +491,6 @@ impl Driver {
                         continue;
                     };
                     let n = values.len() as u32;
-                    let failures = failures
-                        .into_iter()
-                        .map(|(k, e)| (k, with_index(e, c.first + u64::from(first + k))))
-                        .collect();
                     let (data, ends) = values.into_parts();
                     c.batch
                         .complete_run(c.first + u64::from(first), data, ends, failures);
@@ -651,23 +637,6 @@ impl Driver {
     }
 }
 
-/// A rank's failure names the item by its position in its chunk: make it its batch index.
-fn with_index(e: TaskError, index: u64) -> TaskError {
-    let mut e = e;
-    match &mut e {
-        TaskError::Panicked { index: i, .. }
-        | TaskError::WorkerDied { index: i, .. }
-        | TaskError::TimedOut { index: i, .. }
-        | TaskError::Argument { index: i, .. }
-        | TaskError::Result { index: i, .. }
-        | TaskError::WorkerState { index: i, .. }
-        | TaskError::Lost { index: i, .. }
-        | TaskError::Cancelled { index: i } => *i = index,
-        _ => {}
-    }
-    e
-}
-
 /// Takes about `want` items of pending chunks for rank `r` (at least one chunk) and encodes
 /// them; the message and its item count.
 fn bundle(r: &mut Rank, pending: &mut VecDeque<Chunk>, want: usize) -> (Vec<u8>, usize) {
@@ -687,7 +656,7 @@ fn bundle(r: &mut Rank, pending: &mut VecDeque<Chunk>, want: usize) -> (Vec<u8>,
             }
         };
         items += c.args.len();
-        chunks.push((c.id, f as u32, c.args.clone()));
+        chunks.push((c.id, f as u32, c.first, c.args.clone()));
         r.assigned_items += c.args.len();
         r.assigned.push_back(c);
     }

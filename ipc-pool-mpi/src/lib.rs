@@ -40,7 +40,8 @@
 //! driver -> rank   Welcome { family key, heartbeat period }      (first)
 //! rank -> driver   Hello { pid, host, refused? }                 (answer; the pool starts
 //!                                                                  when every rank answered)
-//! driver -> rank   Bundle { funcs, chunks: (id, func, args) }    (chunks run in order)
+//! driver -> rank   Bundle { funcs, chunks: (id, func, first index, args) }
+//!                                                                (chunks run in order)
 //! rank -> driver   Reports { (chunk, first, values, failures)*, busy time }
 //!                                                                (in item order, grouped:
 //!                                                                 at most 1 ms or 256 KiB old)
@@ -197,8 +198,9 @@ impl Mpi {
             ));
         }
         let connect: driver::Connect<SimpleCommunicator> =
-            Box::new(move || Ok((SimpleCommunicator::world(), (1..size).collect())));
-        self.start(MpiEngine::start(connect, self.watch.get(), false)?)
+            Box::new(|| Ok(SimpleCommunicator::world()));
+        let ranks = (1..size).collect();
+        self.start(MpiEngine::start(connect, ranks, self.watch.get(), false)?)
     }
 
     /// A pool on `n` new ranks of this executable, started with `MPI_Comm_spawn` (they serve
@@ -215,9 +217,10 @@ impl Mpi {
                 .process_at_rank(0)
                 .spawn(&command, n as i32)
                 .map_err(|e| format!("MPI_Comm_spawn of {n} ranks failed: {e}"))?;
-            Ok((comm, (0..n as i32).collect()))
+            Ok(comm)
         });
-        self.start(MpiEngine::start(connect, self.watch.get(), true)?)
+        let ranks = (0..n as i32).collect();
+        self.start(MpiEngine::start(connect, ranks, self.watch.get(), true)?)
     }
 
     fn start(&self, engine: Arc<MpiEngine>) -> Result<Pool, PoolError> {

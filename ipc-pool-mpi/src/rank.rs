@@ -136,7 +136,7 @@ pub(crate) fn serve<C: Communicator>(link: fn() -> C, driver: i32) -> i32 {
 fn run_bundle(
     runner: &TaskRunner,
     funcs: &[ipc_core::process::RemoteFn<(), ()>],
-    chunks: Vec<(u64, u32, Packed)>,
+    chunks: Vec<(u64, u32, u64, Packed)>,
     slot_now: &AtomicU64,
     send: impl Fn(&FromRank),
 ) {
@@ -145,7 +145,7 @@ fn run_bundle(
     let mut oldest: Option<Instant> = None;
     let mut group_start = Instant::now();
     let last_chunk = chunks.len().saturating_sub(1);
-    for (c, (id, f, args)) in chunks.into_iter().enumerate() {
+    for (c, (id, f, base, args)) in chunks.into_iter().enumerate() {
         let func = &funcs[f as usize];
         let mut values = Packed::default();
         let mut failures = Vec::new();
@@ -153,8 +153,7 @@ fn run_bundle(
         for k in 0..args.len() {
             let item = k as u32;
             slot_now.store(slot(id, item), Ordering::Release);
-            // The item's index within its chunk: the driver adds the chunk's first index.
-            if let Err(e) = runner.run(func, args.get(k), u64::from(item), &mut values) {
+            if let Err(e) = runner.run(func, args.get(k), base + u64::from(item), &mut values) {
                 failures.push((item - first, e));
             }
             let now = Instant::now();

@@ -14,10 +14,11 @@ pub(crate) enum ToRank {
     /// The first message: the process family's key (so the rank accepts the driver's function
     /// handles) and how often to send a heartbeat while busy.
     Welcome { key: [u8; 32], heartbeat_ms: u64 },
-    /// Chunks to run in order: `(chunk id, index into funcs, arguments)`.
+    /// Chunks to run in order: `(chunk id, index into funcs, the index of its first item in
+    /// its batch, arguments)`.
     Bundle {
         funcs: Vec<RemoteFn<(), ()>>,
-        chunks: Vec<(u64, u32, Packed)>,
+        chunks: Vec<(u64, u32, u64, Packed)>,
     },
     /// No more work: finish and leave.
     Stop,
