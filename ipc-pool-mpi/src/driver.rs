@@ -84,6 +84,35 @@ struct Ledger {
     live: usize,
 }
 
+impl Ledger {
+    /// A new pending chunk, at the back (a submission) or the front (work of a lost rank).
+    fn enqueue(
+        &mut self,
+        batch: Arc<Batch>,
+        func: RemoteFn<(), ()>,
+        first: u64,
+        args: Packed,
+        front: bool,
+    ) {
+        let chunk = Chunk {
+            id: self.next_id,
+            batch,
+            func,
+            first,
+            args,
+            done: 0,
+        };
+        self.next_id += 1;
+        self.open += 1;
+        self.pending_items += chunk.args.len();
+        if front {
+            self.pending.push_front(chunk);
+        } else {
+            self.pending.push_back(chunk);
+        }
+    }
+}
+
 struct Shared {
     ledger: Mutex<Ledger>,
     /// The driver thread sleeps here when nothing is in flight.
@@ -236,18 +265,7 @@ impl Engine for MpiEngine {
             return Ok(());
         }
         for (first, args) in chunks {
-            let id = l.next_id;
-            l.next_id += 1;
-            l.open += 1;
-            l.pending_items += args.len();
-            l.pending.push_back(Chunk {
-                id,
-                batch: batch.clone(),
-                func,
-                first,
-                args,
-                done: 0,
-            });
+            l.enqueue(batch.clone(), func, first, args, false);
         }
         drop(l);
         self.shared.work.notify_all();
@@ -588,18 +606,7 @@ impl Driver {
             // The lost rank's chunks close; what runs again is pending in new chunks.
             l.open -= taken;
             for (batch, func, first, args) in back.into_iter().rev() {
-                let id = l.next_id;
-                l.next_id += 1;
-                l.open += 1;
-                l.pending_items += args.len();
-                l.pending.push_front(Chunk {
-                    id,
-                    batch,
-                    func,
-                    first,
-                    args,
-                    done: 0,
-                });
+                l.enqueue(batch, func, first, args, true);
             }
             if l.live == 0 {
                 let pending = std::mem::take(&mut l.pending);
