@@ -58,6 +58,13 @@ fn main() -> Result<(), PoolError> {
         Some("contract") => contract(&pool)?,
         Some("lose") => lose(&pool)?,
         Some("bench") => bench(&pool, &rest[1..])?,
+        // A pool at rest for N seconds after one map (for measuring its idle CPU from outside).
+        Some("idle") => {
+            pool.map(square, 0..100)?;
+            let secs = rest.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+            println!("ok: idle for {secs} s");
+            std::thread::sleep(Duration::from_secs(secs));
+        }
         other => panic!("unknown scenario {other:?}"),
     }
     pool.close();

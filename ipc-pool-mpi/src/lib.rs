@@ -262,9 +262,17 @@ impl Drop for Mpi {
     }
 }
 
-/// Polling with back-off: yields for the first 200 us of idleness, then naps that double up to
-/// 100 us, and up to 1 ms after 50 ms of idleness (MPI's own blocking calls would spin a core
-/// the whole time; a pool at rest wakes each of its processes about 1000 times a second).
+/// Polling with back-off (MPI's own blocking calls would spin a core the whole time):
+///
+/// ```text
+/// idle for   0-1 ms     sched_yield (a message within a map is taken at once; the yields give
+///                       the core to the other ranks of an oversubscribed host)
+///            1-50 ms    naps doubling from 20 us to 100 us
+///            50 ms-1 s  naps up to 1 ms
+///            past 1 s   naps up to 10 ms (a pool at rest: the 5 processes of a world pool
+///                       used 0.6% of one core here; the first message after rest waits up to
+///                       10 ms)
+/// ```
 pub(crate) struct Nap {
     since: Instant,
     nap: Duration,
@@ -280,15 +288,16 @@ impl Nap {
 
     pub(crate) fn idle(&mut self) {
         let idle = self.since.elapsed();
-        if idle < Duration::from_micros(200) {
+        if idle < Duration::from_millis(1) {
             std::thread::yield_now();
         } else {
             std::thread::sleep(self.nap);
-            // Short naps while work is likely to come back (within a map), long ones at rest.
             let most = if idle < Duration::from_millis(50) {
                 Duration::from_micros(100)
-            } else {
+            } else if idle < Duration::from_secs(1) {
                 Duration::from_millis(1)
+            } else {
+                Duration::from_millis(10)
             };
             self.nap = (self.nap * 2).min(most);
         }
