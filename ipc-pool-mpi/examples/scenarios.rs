@@ -17,6 +17,17 @@ fn pid_of(_: u64) -> u32 {
     std::process::id()
 }
 
+/// A large argument and a large result (they travel in many fragments and messages).
+fn reversed(mut v: Vec<u8>) -> Vec<u8> {
+    v.reverse();
+    v
+}
+
+/// A checksum of a large argument.
+fn sum_of(v: Vec<u8>) -> u64 {
+    v.iter().map(|&b| u64::from(b)).sum()
+}
+
 fn add((a, b): (u64, u64)) -> u64 {
     a + b
 }
@@ -41,7 +52,7 @@ fn dies_on_7(x: u64) -> u64 {
 fn main() -> Result<(), PoolError> {
     let mpi = ipc_pool_mpi::init()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "lose") {
+    if args.iter().any(|a| a == "lose" || a == "stall") {
         // Short, for a quick test; long enough for a loaded 2-core machine (heartbeats come
         // every 250 ms from a live rank).
         mpi.silence_limit(Duration::from_secs(2));
@@ -57,6 +68,7 @@ fn main() -> Result<(), PoolError> {
     match rest.first().map(String::as_str) {
         Some("contract") => contract(&pool)?,
         Some("lose") => lose(&pool)?,
+        Some("stall") => stall(&pool)?,
         Some("bench") => bench(&pool, &rest[1..])?,
         // A pool at rest for N seconds after one map (for measuring its idle CPU from outside).
         Some("idle") => {
@@ -83,6 +95,20 @@ fn contract(pool: &Pool) -> Result<(), PoolError> {
     let one = pool.map_chunked(square, 0..100, 1)?;
     assert_eq!(one[99], 99 * 99);
     println!("ok: map at chunk size 1");
+    let big: Vec<Vec<u8>> = (0..40u8)
+        .map(|k| vec![k; 50_000 + usize::from(k)])
+        .collect();
+    let back = pool.map_chunked(reversed, big.clone(), 3)?;
+    assert_eq!(back, big, "each argument, reversed, is itself");
+    println!("ok: arguments and results of 50 kB");
+    // 100 MB of arguments in chunks of 20 MB: the driver's send budget (32 MiB) holds one
+    // bundle at a time, the next waits for the first rank's report.
+    let sums = pool.map_chunked(sum_of, (0..100u64).map(|k| vec![k as u8; 1 << 20]), 20)?;
+    assert_eq!(sums, (0..100u64).map(|k| k << 20).collect::<Vec<_>>());
+    // One argument larger than the whole budget (a plain send).
+    let huge = pool.apply(sum_of, vec![1u8; 40 << 20])?;
+    assert_eq!(huge, 40 << 20);
+    println!("ok: 100 MB of arguments, and one of 40 MB");
     let sums = pool.map(add, (0..50u64).map(|k| (k, 2 * k)))?;
     assert_eq!(sums[49], 147);
     println!("ok: a starmap (tuple arguments)");
@@ -157,6 +183,51 @@ fn lose(pool: &Pool) -> Result<(), PoolError> {
 }
 
 /// `n` steps of a 64-bit LCG (the same arithmetic as the Python peer's task), never folded.
+/// `reversed`, after 20 ms.
+fn slow_reversed(v: Vec<u8>) -> Vec<u8> {
+    std::thread::sleep(Duration::from_millis(20));
+    reversed(v)
+}
+
+/// A rank that stops answering (SIGSTOP) before a map whose messages to it are larger than
+/// MPI's eager limit: the driver must not wait for it to take them.
+fn stall(pool: &Pool) -> Result<(), PoolError> {
+    let pids: std::collections::BTreeSet<u32> =
+        pool.map_chunked(pid_of, 0..64, 1)?.into_iter().collect();
+    let victim = *pids.iter().next().expect("ranks ran tasks");
+    let _ = std::process::Command::new("kill")
+        .args(["-STOP", &victim.to_string()])
+        .status();
+    println!("stopped rank process {victim}");
+    let big: Vec<Vec<u8>> = (0..30u8)
+        .map(|k| vec![k; 20_000 + usize::from(k)])
+        .collect();
+    let started = Instant::now();
+    let results = pool.map_results_chunked(slow_reversed, big.clone(), 1);
+    // It is lost to the pool: end it, so that the job can end (mpirun waits for every rank).
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status();
+    let results = results?;
+    let mut lost = 0;
+    for (k, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(v, big[k]),
+            Err(TaskError::Lost { worker, .. }) => {
+                assert!(worker.contains(&format!("pid {victim}")), "{worker}");
+                lost += 1;
+            }
+            Err(e) => panic!("item {k}: {e}"),
+        }
+    }
+    assert_eq!(lost, 1, "one item fails with the stopped rank");
+    println!(
+        "ok: a stopped rank was lost after {:?}; 29 of 30 results of 20 kB present",
+        started.elapsed()
+    );
+    Ok(())
+}
+
 fn busy(n: u64) -> u64 {
     let mut x = 1u64;
     for _ in 0..n {

@@ -34,6 +34,17 @@ use crate::wire::{FromRank, IDLE, ToRank, encode, unslot};
 
 /// The work a bundle carries, at the rank's measured pace.
 const BUNDLE_TIME: Duration = Duration::from_micros(200);
+/// The buffer that MPI copies the driver's messages into (`MPI_Bsend`, attached by `init`):
+/// a buffered send returns at once, where a plain one waits for a receiver that a rank that
+/// died or stopped never becomes (measured here: the driver stalled in its first send to a
+/// stopped rank, even of 3 KiB).
+pub(crate) const SEND_BUFFER: usize = 64 << 20;
+/// What the driver lets its messages hold of [`SEND_BUFFER`]: half, as MPI frees a message's
+/// space a little after its receiver took it, which the driver learns from the receiver's
+/// reports. A message larger than this goes by a plain send.
+const SEND_BUDGET: usize = SEND_BUFFER / 2;
+/// MPI's own bookkeeping per buffered message (`MPI_BSEND_OVERHEAD`, well under this).
+const SEND_OVERHEAD: usize = 1 << 10;
 /// The most items in a bundle.
 const MAX_BUNDLE: usize = 4096;
 
@@ -335,6 +346,9 @@ struct Rank {
     /// Measured time per item (0: not yet).
     pace_ns: u64,
     lost: bool,
+    /// Buffered messages it may not have taken yet: (the last chunk of the bundle, its room in
+    /// the send buffer), freed when that chunk closes.
+    unacked: VecDeque<(u64, usize)>,
 }
 
 impl Rank {
@@ -353,6 +367,8 @@ impl Rank {
 struct Driver {
     ranks: Vec<Rank>,
     watch: Watch,
+    /// Room left in the send buffer (of [`SEND_BUDGET`]).
+    send_free: usize,
 }
 
 impl Driver {
@@ -408,6 +424,7 @@ impl Driver {
                         slot: IDLE,
                         pace_ns: 0,
                         lost: false,
+                        unacked: VecDeque::new(),
                     });
                 }
                 _ => {
@@ -420,6 +437,7 @@ impl Driver {
         Ok(Driver {
             ranks: answered.into_iter().flatten().collect(),
             watch,
+            send_free: SEND_BUDGET,
         })
     }
 
@@ -432,7 +450,10 @@ impl Driver {
                 self.receive(status.source_rank(), &bytes, shared);
                 progressed = true;
             }
-            let mut bundles: Vec<(i32, Vec<u8>)> = Vec::new();
+            // Right after taking every message that came (not after the sends below, which
+            // may take a while): a rank is silent only if nothing of it is waiting here.
+            self.find_lost(shared);
+            let mut bundles: Vec<(usize, Vec<u8>, u64)> = Vec::new();
             {
                 let mut l = shared.lock();
                 if l.stop == Stop::Terminate {
@@ -443,12 +464,25 @@ impl Driver {
                 // A fair share caps a bundle, so that a rank whose pace was measured on
                 // another batch's tiny tasks does not take a whole batch of slow ones.
                 let fair = (l.pending_items / (2 * l.live.max(1))).max(1);
-                for r in self.ranks.iter_mut().filter(|r| !r.lost) {
+                // Room in the send buffer for this round; when it is short and live ranks hold
+                // messages whose space their reports will free, wait for those.
+                let mut room = self.send_free;
+                let mut frees_soon = self.ranks.iter().any(|r| !r.lost && !r.unacked.is_empty());
+                'dispatch: for (k, r) in self.ranks.iter_mut().enumerate().filter(|(_, r)| !r.lost)
+                {
                     let want = r.bundle_items().min(fair);
-                    while !l.pending.is_empty() && r.assigned_items < 2 * want {
-                        let (message, items) = bundle(r, &mut l.pending, want);
+                    while let Some(next) = l.pending.front()
+                        && r.assigned_items < 2 * want
+                    {
+                        if estimate(next) + SEND_OVERHEAD > room && frees_soon {
+                            break 'dispatch;
+                        }
+                        let (message, items, last) =
+                            bundle(r, &mut l.pending, want, room.saturating_sub(SEND_OVERHEAD));
                         l.pending_items -= items;
-                        bundles.push((r.rank, message));
+                        room = room.saturating_sub(message.len() + SEND_OVERHEAD);
+                        frees_soon = true;
+                        bundles.push((k, message, last));
                     }
                 }
                 let in_flight = self.ranks.iter().any(|r| !r.assigned.is_empty());
@@ -465,19 +499,35 @@ impl Driver {
                 }
             }
             progressed |= !bundles.is_empty();
-            for (rank, message) in bundles {
-                comm.process_at_rank(rank).send(&message[..]);
+            for (k, message, last) in bundles {
+                self.send(comm, k, &message, last);
             }
-            self.find_lost(shared);
             if progressed {
                 nap = Nap::new();
             } else {
                 nap.idle();
             }
         }
-        for r in self.ranks.iter().filter(|r| !r.lost) {
-            comm.process_at_rank(r.rank)
-                .send(&encode(&ToRank::Stop)[..]);
+        let stop = encode(&ToRank::Stop);
+        for k in 0..self.ranks.len() {
+            if !self.ranks[k].lost {
+                self.send(comm, k, &stop, u64::MAX);
+            }
+        }
+    }
+
+    /// Sends `message` to the `k`th rank: buffered if the send buffer has room (its room is
+    /// freed once chunk `last` closes), else plainly (see [`SEND_BUFFER`]).
+    fn send<C: Communicator>(&mut self, comm: &C, k: usize, message: &[u8], last: u64) {
+        let cost = message.len() + SEND_OVERHEAD;
+        let r = &mut self.ranks[k];
+        let to = comm.process_at_rank(r.rank);
+        if cost <= self.send_free {
+            to.buffered_send(message);
+            self.send_free -= cost;
+            r.unacked.push_back((last, cost));
+        } else {
+            to.send(message);
         }
     }
 
@@ -521,6 +571,13 @@ impl Driver {
                 if closed > 0 {
                     r.assigned.retain(|c| (c.done as usize) < c.args.len());
                     shared.lock().open -= closed;
+                    // Bundles whose chunks all closed were taken: their buffer space is free.
+                    while let Some(&(last, cost)) = r.unacked.front()
+                        && r.assigned.front().is_none_or(|c| c.id > last)
+                    {
+                        r.unacked.pop_front();
+                        self.send_free += cost;
+                    }
                 }
             }
             Ok(other) => {
@@ -644,16 +701,28 @@ impl Driver {
     }
 }
 
-/// Takes about `want` items of pending chunks for rank `r` (at least one chunk) and encodes
-/// them; the message and its item count.
-fn bundle(r: &mut Rank, pending: &mut VecDeque<Chunk>, want: usize) -> (Vec<u8>, usize) {
+/// At least the encoded size of chunk `c` in a bundle.
+fn estimate(c: &Chunk) -> usize {
+    c.args.bytes() + 4 * c.args.len() + 128
+}
+
+/// Takes about `want` items, about `room` bytes, of pending chunks for rank `r` (at least one
+/// chunk) and encodes them; the message, its item count and its last chunk's id.
+fn bundle(
+    r: &mut Rank,
+    pending: &mut VecDeque<Chunk>,
+    want: usize,
+    room: usize,
+) -> (Vec<u8>, usize, u64) {
     let mut funcs: Vec<RemoteFn<(), ()>> = Vec::new();
     let mut chunks = Vec::new();
-    let mut items = 0;
+    let (mut items, mut bytes, mut last) = (0, 0, 0);
     while let Some(c) = pending.front() {
-        if items > 0 && items + c.args.len() > want {
+        if items > 0 && (items + c.args.len() > want || bytes + estimate(c) > room) {
             break;
         }
+        bytes += estimate(c);
+        last = c.id;
         let c = pending.pop_front().expect("just seen");
         let f = match funcs.iter().position(|f| *f == c.func) {
             Some(f) => f,
@@ -667,5 +736,5 @@ fn bundle(r: &mut Rank, pending: &mut VecDeque<Chunk>, want: usize) -> (Vec<u8>,
         r.assigned_items += c.args.len();
         r.assigned.push_back(c);
     }
-    (encode(&ToRank::Bundle { funcs, chunks }), items)
+    (encode(&ToRank::Bundle { funcs, chunks }), items, last)
 }

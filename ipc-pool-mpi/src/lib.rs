@@ -67,6 +67,12 @@
 //!   `mpirun --enable-recovery`. Without it, OpenMPI ends the whole job about a second after
 //!   a rank dies and prints which rank died and how (exit code 137 here): the job still ends
 //!   non-zero without hanging, but no task is named.
+//! - The driver never waits for a rank to take a message: its messages go through a send
+//!   buffer of 64 MiB that MPI copies them into (`MPI_Bsend`; a plain send waits for its
+//!   receiver, which a dead or stopped rank never becomes). It lets its messages hold half of
+//!   it, waiting for ranks' reports to free room; only a single message larger than that (a
+//!   chunk whose arguments exceed 32 MiB) goes by a plain send, which a rank that dies at that
+//!   moment would leave waiting.
 //! - A rank that hangs (a task that never returns) still sends heartbeats: it is not lost, and
 //!   the pool waits for it (there is no per-task timeout on MPI ranks).
 //! - `terminate` fails what has not ended as cancelled; a rank finishes the task it is running
@@ -126,6 +132,9 @@ pub fn init() -> Result<Mpi, PoolError> {
         let code = rank::serve(SimpleCommunicator::world, 0);
         finish(universe, code);
     }
+    let mut universe = universe;
+    // The driver's buffered sends (see `driver::SEND_BUFFER`): pages only as they are used.
+    universe.set_buffer_size(driver::SEND_BUFFER);
     Ok(Mpi {
         universe: Some(universe),
         engines: RefCell::new(Vec::new()),
