@@ -701,6 +701,9 @@ impl Shared {
         let mut roused = self.park.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if std::mem::take(&mut *roused) {
+                // The help that roused it is over: not a reason to linger again (which slept
+                // a whole `LINGER` while nobody collected).
+                *seen = self.helped.load(Ordering::Acquire);
                 return true;
             }
             let now = self.helped.load(Ordering::Acquire);

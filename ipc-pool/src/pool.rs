@@ -654,13 +654,16 @@ impl Pool {
         let mut submitted_any = false;
         let chunks = items.chunks(size).enumerate();
         let last = chunks.len();
+        // Room for a chunk's bytes as the previous chunk's took (no copies as a chunk grows).
+        let mut bytes_per_item = 0;
         for (c, part) in chunks {
-            let mut args = Packed::default();
+            let mut args = Packed::with_capacity(part.len(), part.len() * bytes_per_item);
             let mut step = part
                 .iter()
                 .enumerate()
                 .try_for_each(|(k, a)| encode_into((c * size + k) as u64, a, &mut args));
             if step.is_ok() {
+                bytes_per_item = args.bytes().div_ceil(args.len().max(1));
                 grouped += args.len();
                 group.push(((c * size) as u64, args));
                 if grouped >= group_items || c + 1 == last {

@@ -1,6 +1,6 @@
 //! What travels between the pool and its workers (see the crate doc for the protocol).
 
-use ipc_core::process::RemoteFn;
+use ipc_core::process::{PackedArgs, RemoteFn};
 use serde::de::DeserializeOwned;
 
 use crate::error::{PoolError, TaskError};
@@ -130,6 +130,22 @@ impl Packed {
         self.ends.push(self.data.len() as u32);
     }
 
+    /// No items yet, with room for `items` of `bytes` in all.
+    pub(crate) fn with_capacity(items: usize, bytes: usize) -> Packed {
+        Packed {
+            data: ByteBuf::with_capacity(bytes),
+            ends: Vec::with_capacity(items),
+        }
+    }
+
+    /// Items from their data and ends (item `k` ends at `ends[k]`, rising within the data).
+    pub(crate) fn from_parts(data: Vec<u8>, ends: Vec<u32>) -> Packed {
+        Packed {
+            data: ByteBuf::from(data),
+            ends,
+        }
+    }
+
     /// The data and the ends (item `k` ends at `ends[k]`), as
     /// [`Batch::complete_run`](crate::Batch::complete_run) takes them.
     pub fn into_parts(self) -> (Vec<u8>, Vec<u32>) {
@@ -173,6 +189,16 @@ impl SharedArgs {
     /// Item `k`'s bytes.
     pub(crate) fn get(&self, k: usize) -> &[u8] {
         self.all.get(self.start + k)
+    }
+
+    /// The packed arguments these items are part of, and where they lie in them (for
+    /// [`RemoteFn::call_plain_each`]).
+    pub(crate) fn packed(&self) -> (PackedArgs<'_>, std::ops::Range<usize>) {
+        let args = PackedArgs {
+            data: &self.all.data,
+            ends: &self.all.ends,
+        };
+        (args, self.start..self.start + self.len)
     }
 
     /// The first `n` items and the rest.

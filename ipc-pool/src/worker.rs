@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ipc_core::process::RemoteFn;
@@ -132,15 +133,112 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * rustix::param::page_size() as u64)
 }
 
-/// Outcomes not reported yet.
-struct Pending {
+/// A chunk being run: the outcomes not reported yet, and what ends the run.
+struct ChunkRun<'a> {
+    boot: &'a WorkerBoot,
+    pid: u32,
+    chunk: &'a Chunk,
+    /// Items this worker may still run (counted down).
+    left: &'a mut u64,
+    init_failure: Option<&'a str>,
+    memory: Option<MemoryCheck>,
+    /// The first item not reported, where each item since ends in the result buffer, and the
+    /// failures among them.
     first: u32,
-    values: Packed,
+    ends: Vec<u32>,
     failures: Vec<(u32, Failure)>,
+    /// When the oldest unreported outcome came (coarse clock).
     since: Option<Duration>,
+    group_start: std::time::Instant,
+    /// The next item to run.
+    next: usize,
+    /// The result queue was shut: the pool is going away.
+    shut: bool,
 }
 
-/// Runs a chunk's items (at most `left` of them, counted down), reporting them in groups.
+impl ChunkRun<'_> {
+    /// Room for the next report's outcomes (at most the rest of the chunk, and its results
+    /// at most as large as its arguments, up to `FLUSH_BYTES`): no copies as they grow.
+    fn reserve(&mut self, out: &mut Vec<u8>) {
+        let (args, items) = self.chunk.args.packed();
+        let rest = items.len() - self.next.min(items.len());
+        let start = match items.start + self.next {
+            0 => 0,
+            k => args.ends.get(k - 1).map_or(0, |&e| e as usize),
+        };
+        let arg_bytes = args
+            .ends
+            .get(items.end.wrapping_sub(1))
+            .map_or(0, |&e| e as usize);
+        self.ends.reserve(rest.min(FLUSH_BYTES));
+        out.reserve(arg_bytes.saturating_sub(start).min(FLUSH_BYTES));
+    }
+
+    /// Item `k` ended: its result is at the end of `out`, or `outcome` says why there is none.
+    /// Reports when due, and names the next item in the slot before it runs; whether to run it.
+    fn after(&mut self, k: usize, outcome: Result<(), Failure>, out: &mut Vec<u8>) -> bool {
+        let item = k as u32;
+        if let Err(f) = outcome {
+            let f = match (f, self.init_failure) {
+                (Failure::State(m), Some(why)) => Failure::State(format!("{why} ({m})")),
+                (f, _) => f,
+            };
+            self.failures.push((item, f));
+        }
+        self.ends.push(out.len() as u32);
+        self.next = k + 1;
+        *self.left -= 1;
+        let now = coarse_now();
+        if let (Some(max), Some(m)) = (self.boot.max_memory, self.memory.as_mut())
+            && m.due()
+            && resident_bytes().is_some_and(|r| r > max)
+        {
+            // Retires now: reported, then the exit hook, as with max_tasks.
+            *self.left = 0;
+        }
+        let last = self.next == self.chunk.args.len() || *self.left == 0;
+        let old = now.saturating_sub(*self.since.get_or_insert(now)) >= FLUSH_AGE;
+        if last || old || out.len() >= FLUSH_BYTES {
+            let values = Packed::from_parts(std::mem::take(out), std::mem::take(&mut self.ends));
+            self.reserve(out);
+            let report = Report::Items {
+                chunk: self.chunk.id,
+                first: self.first,
+                pid: self.pid,
+                values,
+                failures: std::mem::take(&mut self.failures),
+                busy_ns: {
+                    let now = std::time::Instant::now();
+                    let busy = now - self.group_start;
+                    self.group_start = now;
+                    busy.as_nanos() as u64
+                },
+            };
+            if self.boot.results.put(report).is_err() {
+                self.shut = true;
+                return false;
+            }
+            ipc_core::failpoint::hit("pool.result.committed");
+            self.first = item + 1;
+            self.since = None;
+        }
+        if last {
+            return false;
+        }
+        self.boot
+            .slot
+            .atomic()
+            .store(pack(self.chunk.id, item + 1), Ordering::Release);
+        ipc_core::failpoint::hit("pool.task.running");
+        true
+    }
+}
+
+/// Runs a chunk's items (at most `left` of them, counted down), reporting them in groups: the
+/// items go through the function's trampoline in one loop ([`RemoteFn::call_plain_each`]),
+/// which calls [`ChunkRun::after`] after each; a panic unwinds out of the loop, is that
+/// item's failure, and the loop starts again after it. An error: the pool shut the result
+/// queue.
 fn run_chunk(
     boot: &WorkerBoot,
     pid: u32,
@@ -148,64 +246,53 @@ fn run_chunk(
     left: &mut u64,
     init_failure: Option<&str>,
 ) -> Result<(), ()> {
-    let mut memory = boot.max_memory.map(|_| MemoryCheck::new());
-    let mut p = Pending {
+    if chunk.args.len() == 0 {
+        return Ok(());
+    }
+    let mut run = ChunkRun {
+        boot,
+        pid,
+        chunk,
+        left,
+        init_failure,
+        memory: boot.max_memory.map(|_| MemoryCheck::new()),
         first: 0,
-        values: Packed::default(),
+        ends: Vec::new(),
         failures: Vec::new(),
         since: None,
+        group_start: std::time::Instant::now(),
+        next: 0,
+        shut: false,
     };
-    let mut group_start = std::time::Instant::now();
-    for k in 0..chunk.args.len() {
-        let item = k as u32;
-        boot.slot.store(pack(chunk.id, item));
-        ipc_core::failpoint::hit("pool.task.running");
-        if let Err(f) = p
-            .values
-            .push_with(|out| run(&chunk.func, chunk.args.get(k), out))
-        {
-            let f = match (f, init_failure) {
-                (Failure::State(m), Some(why)) => Failure::State(format!("{why} ({m})")),
-                (f, _) => f,
-            };
-            p.values.push(&[]);
-            p.failures.push((item, f));
-        }
-        *left -= 1;
-        let now = coarse_now();
-        if let (Some(max), Some(m)) = (boot.max_memory, memory.as_mut())
-            && m.due()
-            && resident_bytes().is_some_and(|r| r > max)
-        {
-            // Retires now: reported, then the exit hook, as with max_tasks.
-            *left = 0;
-        }
-        let last = k + 1 == chunk.args.len() || *left == 0;
-        let old = now.saturating_sub(*p.since.get_or_insert(now)) >= FLUSH_AGE;
-        if last || old || p.values.bytes() >= FLUSH_BYTES {
-            let report = Report::Items {
-                chunk: chunk.id,
-                first: p.first,
-                pid,
-                values: std::mem::take(&mut p.values),
-                failures: std::mem::take(&mut p.failures),
-                busy_ns: {
-                    let now = std::time::Instant::now();
-                    let busy = now - group_start;
-                    group_start = now;
-                    busy.as_nanos() as u64
-                },
-            };
-            boot.results.put(report).map_err(drop)?;
-            ipc_core::failpoint::hit("pool.result.committed");
-            p.first = item + 1;
-            p.since = None;
-        }
-        if *left == 0 {
-            break;
+    let mut out = Vec::new();
+    run.reserve(&mut out);
+    let (args, items) = chunk.args.packed();
+    boot.slot
+        .atomic()
+        .store(pack(chunk.id, 0), Ordering::Release);
+    ipc_core::failpoint::hit("pool.task.running");
+    loop {
+        let from = items.start + run.next;
+        let called = catch_unwind(AssertUnwindSafe(|| {
+            chunk
+                .func
+                .call_plain_each(args, from..items.end, &mut out, &mut |k, outcome, out| {
+                    run.after(k - items.start, outcome.map_err(failure_of), out)
+                })
+        }));
+        match called {
+            // Every item ran, or `after` stopped the run.
+            Ok(()) => break,
+            Err(payload) => {
+                // Item `next` panicked, maybe after writing part of its result.
+                out.truncate(run.ends.last().map_or(0, |&e| e as usize));
+                if !run.after(run.next, Err(panicked(&*payload)), &mut out) {
+                    break;
+                }
+            }
         }
     }
-    Ok(())
+    if run.shut { Err(()) } else { Ok(()) }
 }
 
 /// Runs one item, appending its encoded result to `out`, catching a panic.
@@ -219,16 +306,26 @@ pub(crate) fn run(func: &RemoteFn<(), ()>, arg: &[u8], out: &mut Vec<u8>) -> Res
 fn called_to<T>(called: std::thread::Result<ipc_core::Result<T>>) -> Result<(), Failure> {
     match called {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(ipc_core::Error::Decode(e))) => Err(Failure::Argument(e.to_string())),
-        Ok(Err(ipc_core::Error::Misuse(m))) => Err(Failure::State(m)),
-        Ok(Err(e)) => Err(Failure::Result(e.to_string())),
-        Err(payload) => {
-            let (message, backtrace) = PANIC
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or_else(|| (panic_text(&*payload), String::new()));
-            Err(Failure::Panicked { message, backtrace })
-        }
+        Ok(Err(e)) => Err(failure_of(e)),
+        Err(payload) => Err(panicked(&*payload)),
     }
+}
+
+/// A call's error as the item's failure.
+fn failure_of(e: ipc_core::Error) -> Failure {
+    match e {
+        ipc_core::Error::Decode(e) => Failure::Argument(e.to_string()),
+        ipc_core::Error::Misuse(m) => Failure::State(m),
+        e => Failure::Result(e.to_string()),
+    }
+}
+
+/// A caught panic as the item's failure, with what the hook recorded.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> Failure {
+    let (message, backtrace) = PANIC
+        .with(|p| p.borrow_mut().take())
+        .unwrap_or_else(|| (panic_text(payload), String::new()));
+    Failure::Panicked { message, backtrace }
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {

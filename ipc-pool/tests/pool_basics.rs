@@ -211,6 +211,73 @@ fn cpython_135_map_waits_for_all_and_reports_the_panic() {
     }
 }
 
+/// Panics on a multiple of 7 (items in a row included), and on the last item of a chunk of 25;
+/// writes part of a result first on 13 (a panic inside the result's encoding).
+fn panics_here_and_there(x: u32) -> Halfway {
+    if x.is_multiple_of(7) || x == 8 || x % 25 == 24 {
+        panic!("item {x} panics");
+    }
+    Halfway(x)
+}
+
+/// A result whose encoding panics for 13, after part of it was written.
+#[derive(Debug, PartialEq)]
+struct Halfway(u32);
+
+impl serde::Serialize for Halfway {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.0)?;
+        if self.0 == 13 {
+            panic!("item 13 panics while it is encoded");
+        }
+        t.serialize_element(&self.0)?;
+        t.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Halfway {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (a, b): (u32, u32) = serde::Deserialize::deserialize(d)?;
+        assert_eq!(a, b);
+        Ok(Halfway(a))
+    }
+}
+
+// A worker runs a chunk's items in one loop through the function's trampoline; a panic leaves
+// the loop, is that item's failure (its half-written result discarded), and the loop goes on
+// after it: in chunks of 25, panics at the start, in a row (7 and 8), in the middle of a
+// result's encoding (13) and on a chunk's last item (24, 49, ...) fail exactly those items.
+#[test]
+fn panics_inside_a_chunk_fail_only_their_items() {
+    for m in METHODS {
+        let p = pool(m, 2);
+        let each = p
+            .map_results_chunked(panics_here_and_there, 0..100u32, 25)
+            .unwrap();
+        assert_eq!(each.len(), 100, "{m}");
+        for (i, r) in each.into_iter().enumerate() {
+            let x = i as u32;
+            let fails = x.is_multiple_of(7) || x == 8 || x == 13 || x % 25 == 24;
+            match r {
+                Ok(v) => assert!(!fails && v == Halfway(x), "{m}: item {i} gave {v:?}"),
+                Err(TaskError::Panicked { index, message, .. }) => {
+                    assert!(fails, "{m}: item {i} failed: {message}");
+                    assert_eq!(index, i as u64, "{m}");
+                    assert!(
+                        message.contains(&format!("item {i} panics")),
+                        "{m}: {message}"
+                    );
+                }
+                Err(e) => panic!("{m}: item {i}: {e}"),
+            }
+        }
+        p.close();
+        p.join().unwrap();
+    }
+}
+
 /// A shared lock as a result: it travels by descriptor, which the result queue refuses.
 fn make_a_lock(_: u32) -> ipc_sync::Lock {
     ipc_sync::Lock::new().unwrap()

@@ -222,16 +222,27 @@ macro_rules! atomic_int {
         impl sealed::Sealed for $t {}
         impl AtomicInt for $t {
             type Atomic = $a;
+            #[inline]
             fn load(a: &$a) -> $t { a.load(atomic::Ordering::SeqCst) }
+            #[inline]
             fn store(a: &$a, v: $t) { a.store(v, atomic::Ordering::SeqCst) }
+            #[inline]
             fn swap(a: &$a, v: $t) -> $t { a.swap(v, atomic::Ordering::SeqCst) }
+            #[inline]
             fn fetch_add(a: &$a, v: $t) -> $t { a.fetch_add(v, atomic::Ordering::SeqCst) }
+            #[inline]
             fn fetch_sub(a: &$a, v: $t) -> $t { a.fetch_sub(v, atomic::Ordering::SeqCst) }
+            #[inline]
             fn fetch_and(a: &$a, v: $t) -> $t { a.fetch_and(v, atomic::Ordering::SeqCst) }
+            #[inline]
             fn fetch_or(a: &$a, v: $t) -> $t { a.fetch_or(v, atomic::Ordering::SeqCst) }
+            #[inline]
             fn fetch_xor(a: &$a, v: $t) -> $t { a.fetch_xor(v, atomic::Ordering::SeqCst) }
+            #[inline]
             fn fetch_max(a: &$a, v: $t) -> $t { a.fetch_max(v, atomic::Ordering::SeqCst) }
+            #[inline]
             fn fetch_min(a: &$a, v: $t) -> $t { a.fetch_min(v, atomic::Ordering::SeqCst) }
+            #[inline]
             fn compare_exchange(a: &$a, c: $t, n: $t) -> Result<$t, $t> {
                 a.compare_exchange(c, n, atomic::Ordering::SeqCst, atomic::Ordering::SeqCst)
             }
@@ -281,6 +292,22 @@ impl<T: AtomicInt> AtomicValue<T> {
     /// The current value.
     pub fn load(&self) -> T {
         T::load(&self.cell)
+    }
+    /// The standard atomic in shared memory, for an operation with another ordering than
+    /// `SeqCst` (a flag one process publishes with `Release` costs a plain store on x86-64,
+    /// where `store` costs an `xchg`).
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    ///
+    /// let progress = ipc_sync::AtomicValue::new(0u64)?;
+    /// progress.atomic().store(42, Ordering::Release);
+    /// assert_eq!(progress.atomic().load(Ordering::Acquire), 42);
+    /// assert_eq!(progress.load(), 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn atomic(&self) -> &T::Atomic {
+        &self.cell
     }
     /// Replaces the value.
     pub fn store(&self, v: T) {

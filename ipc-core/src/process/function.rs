@@ -36,7 +36,9 @@
 //! result the same way, decoded and encoded by the trampoline that was paired with the function
 //! where the handle was made. A typed [`RemoteFn::call`] goes through the same bytes, so a
 //! receiver that names other types than the maker gets a decode error, never a call with the
-//! wrong types.
+//! wrong types. [`RemoteFn::call_plain_each`] runs the same trampoline over many packed
+//! arguments in one loop (a pool worker's chunk): one indirect call per chunk instead of one
+//! per item.
 //!
 //! # Safety
 //! Two kinds of `unsafe` here: rebuilding a function pointer from an offset ([`fn_at`], sound
@@ -316,49 +318,125 @@ fn tag_of(trampoline: i64, func: i64) -> [u8; 32] {
 }
 
 /// The monomorphized half of a call: decode the argument, run the function at the offset,
-/// append the encoded result to the buffer. With descriptors (`Some`, maybe empty) the codec
+/// append the encoded result to the buffer ([`Call::One`]), or the same for each of many
+/// arguments in one loop ([`Call::Each`]). With descriptors (`Some`, maybe empty) the codec
 /// hands them to the argument and collects the result's; without (`None`) both are plain bytes,
 /// and a descriptor in either is an error (the cheaper path, for shared-memory queues).
-pub(crate) type Trampoline =
-    fn(i64, &[u8], Option<Vec<OwnedFd>>, &mut Vec<u8>) -> Result<Vec<OwnedFd>>;
+pub(crate) type Trampoline = fn(i64, Call<'_>) -> Result<Vec<OwnedFd>>;
 
-/// A trampoline's argument: with descriptors (`Some`) or as plain bytes (`None`).
-#[inline]
-pub(crate) fn decode_arg<A: DeserializeOwned>(arg: &[u8], fds: Option<Vec<OwnedFd>>) -> Result<A> {
-    match fds {
-        Some(fds) => codec::decode(arg, fds),
-        None => codec::decode_plain(arg),
+/// What [`RemoteFn::call_plain_each`] tells after each call: the item's index, its outcome
+/// (`Ok`: its result was appended to the buffer; `Err`: the buffer is as it was) and the buffer;
+/// it returns whether to go on.
+pub type AfterCall<'a> = dyn FnMut(usize, Result<()>, &mut Vec<u8>) -> bool + 'a;
+
+/// What a trampoline is asked to do.
+pub(crate) enum Call<'a> {
+    /// One call: its argument, the descriptors that came with it, where its result goes.
+    One {
+        arg: &'a [u8],
+        fds: Option<Vec<OwnedFd>>,
+        out: &'a mut Vec<u8>,
+    },
+    /// Calls on plain arguments, one after the other (see [`RemoteFn::call_plain_each`]).
+    Each {
+        args: PackedArgs<'a>,
+        items: std::ops::Range<usize>,
+        out: &'a mut Vec<u8>,
+        after: &'a mut AfterCall<'a>,
+    },
+}
+
+impl Call<'_> {
+    /// Does what is asked with `f` (the function the trampoline rebuilt, with what its kind
+    /// does around it): decodes each argument as an `A`, encodes each result. Inlined into each
+    /// trampoline, so a chunk's loop is compiled whole for the function's types, with one
+    /// indirect call per item (`after`).
+    #[inline(always)]
+    pub(crate) fn run<A: DeserializeOwned, R: Serialize>(
+        self,
+        mut f: impl FnMut(A) -> Result<R>,
+    ) -> Result<Vec<OwnedFd>> {
+        match self {
+            Call::One {
+                arg,
+                fds: Some(fds),
+                out,
+            } => {
+                let result = f(codec::decode(arg, fds)?)?;
+                let start = out.len();
+                codec::encode(&result, out).inspect_err(|_| out.truncate(start))
+            }
+            Call::One {
+                arg,
+                fds: None,
+                out,
+            } => plain_call(&mut f, arg, out).map(|()| Vec::new()),
+            Call::Each {
+                args,
+                items,
+                out,
+                after,
+            } => {
+                for k in items {
+                    let outcome = match args.get(k) {
+                        Some(arg) => plain_call(&mut f, arg, out),
+                        None => Err(Error::Decode(crate::error::CodecError::new(format!(
+                            "item {k} lies outside its packed arguments"
+                        )))),
+                    };
+                    if !after(k, outcome, out) {
+                        break;
+                    }
+                }
+                Ok(Vec::new())
+            }
+        }
     }
 }
 
-/// A trampoline's result, appended to `out` (nothing appended on an error); its descriptors.
-#[inline]
-pub(crate) fn encode_result<R: Serialize>(
-    result: &R,
-    plain: bool,
+/// One call on plain bytes: the argument decoded, the result appended to `out` (nothing
+/// appended on an error).
+#[inline(always)]
+fn plain_call<A: DeserializeOwned, R: Serialize>(
+    f: &mut impl FnMut(A) -> Result<R>,
+    arg: &[u8],
     out: &mut Vec<u8>,
-) -> Result<Vec<OwnedFd>> {
+) -> Result<()> {
+    let result = f(codec::decode_plain(arg)?)?;
     let start = out.len();
-    let encoded = if plain {
-        codec::encode_plain(result, out).map(|()| Vec::new())
-    } else {
-        codec::encode(result, out)
-    };
-    encoded.inspect_err(|_| out.truncate(start))
+    codec::encode_plain(&result, out).inspect_err(|_| out.truncate(start))
+}
+
+/// Encoded arguments end to end in one buffer: item `k` is `data[ends[k - 1]..ends[k]]`
+/// (`data[..ends[0]]` for the first), as a pool packs a chunk's arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct PackedArgs<'a> {
+    /// The items' bytes, end to end.
+    pub data: &'a [u8],
+    /// Where each item ends in `data`.
+    pub ends: &'a [u32],
+}
+
+impl<'a> PackedArgs<'a> {
+    /// Item `k`'s bytes; `None` if `k` or its ends lie outside the data.
+    #[inline]
+    pub fn get(&self, k: usize) -> Option<&'a [u8]> {
+        let start = match k {
+            0 => 0,
+            _ => *self.ends.get(k - 1)? as usize,
+        };
+        self.data.get(start..*self.ends.get(k)? as usize)
+    }
 }
 
 fn trampoline<A: DeserializeOwned, R: Serialize>(
     func: i64,
-    arg: &[u8],
-    fds: Option<Vec<OwnedFd>>,
-    out: &mut Vec<u8>,
+    call: Call<'_>,
 ) -> Result<Vec<OwnedFd>> {
-    let plain = fds.is_none();
-    let arg: A = decode_arg(arg, fds)?;
     // SAFETY: `func` was paired with this trampoline by `RemoteFn::new::<A, R>` from an
     // `fn(A) -> R` of this executable (the tag proves the pairing of a decoded handle).
     let f = unsafe { fn_at::<fn(A) -> R>(func) };
-    encode_result(&f(arg), plain, out)
+    call.run(|arg: A| Ok(f(arg)))
 }
 
 /// A handle to a function `fn(A) -> R` that any process of this program's family can call: send
@@ -499,16 +577,68 @@ impl<A, R> RemoteFn<A, R> {
         self.call_with(arg, None, out).map(drop)
     }
 
+    /// Calls the function on items `items` of `args` in order (each a plain argument, as for
+    /// [`call_plain_into`](Self::call_plain_into)), appending each result to `out`. After
+    /// each call, `after` gets the item's index, its outcome (on an error `out` is as it was
+    /// before that item) and `out`, and says whether to go on. One indirect call for the run
+    /// instead of one per item: how a worker runs a chunk of small tasks. A panic in the
+    /// function unwinds out of this call (`after` has seen every item before it).
+    ///
+    /// ```
+    /// use ipc_core::process::{PackedArgs, RemoteFn};
+    ///
+    /// fn double(x: u32) -> u32 {
+    ///     2 * x
+    /// }
+    ///
+    /// let f = RemoteFn::new(double)?.erase();
+    /// let (mut data, mut ends) = (Vec::new(), Vec::new());
+    /// for x in [1u32, 2, 300] {
+    ///     data.extend(postcard::to_stdvec(&x)?);
+    ///     ends.push(data.len() as u32);
+    /// }
+    /// let args = PackedArgs { data: &data, ends: &ends };
+    /// let (mut out, mut results) = (Vec::new(), Vec::new());
+    /// f.call_plain_each(args, 0..3, &mut out, &mut |k, outcome, out| {
+    ///     outcome.unwrap();
+    ///     results.push((k, postcard::from_bytes::<u32>(&out[..]).unwrap()));
+    ///     out.clear();
+    ///     true
+    /// });
+    /// assert_eq!(results, [(0, 2), (1, 4), (2, 600)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn call_plain_each(
+        &self,
+        args: PackedArgs<'_>,
+        items: std::ops::Range<usize>,
+        out: &mut Vec<u8>,
+        after: &mut AfterCall<'_>,
+    ) {
+        let call = Call::Each {
+            args,
+            items,
+            out,
+            after,
+        };
+        // Each outcome went to `after`.
+        let _ = self.dispatch(call);
+    }
+
     fn call_with(
         &self,
         arg: &[u8],
         fds: Option<Vec<OwnedFd>>,
         out: &mut Vec<u8>,
     ) -> Result<Vec<OwnedFd>> {
+        self.dispatch(Call::One { arg, fds, out })
+    }
+
+    fn dispatch(&self, call: Call<'_>) -> Result<Vec<OwnedFd>> {
         // SAFETY: `trampoline` is the offset of a `Trampoline` in this executable: made here by
         // `new`, or decoded with a matching executable id and family tag.
         let t = unsafe { fn_at::<Trampoline>(self.trampoline) };
-        t(self.func, arg, fds, out)
+        t(self.func, call)
     }
 
     /// The same handle with its types forgotten, for a worker that runs functions of many types

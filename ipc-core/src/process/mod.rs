@@ -67,7 +67,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::{Error, Result};
 use child::{ChildInner, Outcome};
-pub use function::{RemoteFn, family_key, join_family};
+pub use function::{AfterCall, PackedArgs, RemoteFn, family_key, join_family};
 use start::Launched;
 pub use start::forkserver::Zygote;
 

@@ -29,7 +29,7 @@ use std::os::fd::OwnedFd;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::function::{RemoteFn, Trampoline, decode_arg, encode_result, fn_at};
+use super::function::{Call, RemoteFn, Trampoline, fn_at};
 use crate::error::{Error, Result};
 
 thread_local! {
@@ -67,59 +67,45 @@ pub fn has_state() -> bool {
 
 fn init_trampoline<I: DeserializeOwned, S: 'static>(
     func: i64,
-    arg: &[u8],
-    fds: Option<Vec<OwnedFd>>,
-    out: &mut Vec<u8>,
+    call: Call<'_>,
 ) -> Result<Vec<OwnedFd>> {
-    let plain = fds.is_none();
-    let arg: I = decode_arg(arg, fds)?;
     // SAFETY: `func` was paired with this trampoline by `RemoteFn::initializer::<I, S>` from an
     // `fn(I) -> S` of this executable (the tag proves the pairing of a decoded handle).
     let f = unsafe { fn_at::<fn(I) -> S>(func) };
-    put(Box::new(f(arg)));
-    encode_result(&(), plain, out)
+    call.run(|arg: I| {
+        put(Box::new(f(arg)));
+        Ok(())
+    })
 }
 
 fn state_trampoline<S: 'static, A: DeserializeOwned, R: Serialize>(
     func: i64,
-    arg: &[u8],
-    fds: Option<Vec<OwnedFd>>,
-    out: &mut Vec<u8>,
+    call: Call<'_>,
 ) -> Result<Vec<OwnedFd>> {
-    let plain = fds.is_none();
-    let arg: A = decode_arg(arg, fds)?;
     // SAFETY: `func` was paired with this trampoline by `RemoteFn::with_state::<S>` from an
     // `fn(&mut S, A) -> R` of this executable (the tag proves the pairing of a decoded handle).
     let f = unsafe { fn_at::<fn(&mut S, A) -> R>(func) };
-    /// Puts the lent state back, also when the task unwinds.
-    struct Lent<S: 'static>(Option<Box<S>>);
-    impl<S: 'static> Drop for Lent<S> {
-        fn drop(&mut self) {
-            if let Some(s) = self.0.take() {
-                put(s);
+    call.run(|arg: A| {
+        /// Puts the lent state back, also when the task unwinds.
+        struct Lent<S: 'static>(Option<Box<S>>);
+        impl<S: 'static> Drop for Lent<S> {
+            fn drop(&mut self) {
+                if let Some(s) = self.0.take() {
+                    put(s);
+                }
             }
         }
-    }
-    let mut lent = Lent(Some(take::<S>()?));
-    let state = lent.0.as_deref_mut().expect("lent until the guard drops");
-    let result = f(state, arg);
-    drop(lent);
-    encode_result(&result, plain, out)
+        let mut lent = Lent(Some(take::<S>()?));
+        let state = lent.0.as_deref_mut().expect("lent until the guard drops");
+        Ok(f(state, arg))
+    })
 }
 
-fn finish_trampoline<S: 'static, X: Serialize>(
-    func: i64,
-    arg: &[u8],
-    fds: Option<Vec<OwnedFd>>,
-    out: &mut Vec<u8>,
-) -> Result<Vec<OwnedFd>> {
-    let plain = fds.is_none();
-    let (): () = decode_arg(arg, fds)?;
+fn finish_trampoline<S: 'static, X: Serialize>(func: i64, call: Call<'_>) -> Result<Vec<OwnedFd>> {
     // SAFETY: `func` was paired with this trampoline by `RemoteFn::finisher::<S, X>` from an
     // `fn(S) -> X` of this executable (the tag proves the pairing of a decoded handle).
     let f = unsafe { fn_at::<fn(S) -> X>(func) };
-    let state = take::<S>()?;
-    encode_result(&f(*state), plain, out)
+    call.run(|(): ()| Ok(f(*take::<S>()?)))
 }
 
 impl<I: DeserializeOwned> RemoteFn<I, ()> {

@@ -424,6 +424,7 @@ impl Block {
         Block { arena, offset }
     }
 
+    #[inline]
     fn ptr(&self) -> *mut u8 {
         // SAFETY: `offset` lies inside the mapping (checked by `allocate` or `receive_block`),
         // so the pointer stays within the same allocated object.

@@ -121,6 +121,7 @@ impl Segment {
     /// let seg = ipc_core::shm::Segment::new(4096).unwrap();
     /// assert_eq!(seg.as_ptr() as usize % 4096, 0);
     /// ```
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
