@@ -51,10 +51,15 @@
 //!
 //! # Wire protocol (shared-memory queues of ipc-sync)
 //! ```text
-//! parent -> worker w   mailbox_w: Chunk { id, func, args (packed) }
-//!                                  (the one w runs + about 100 us of w's work; at most 32)
-//! worker -> parent     results:   Items { chunk, first, pid, results, failures }
-//!                                  (a group of items: about 1-5 ms or 256 KiB of them)
+//! parent -> worker w   mailbox_w: Parcel { func, chunks: [Chunk { id, args (packed) }] }
+//!                                  (w holds the chunk it runs + about 100 us of its work, at
+//!                                  most 256 chunks; a parcel is at most half of that and
+//!                                  64 KiB of arguments, so the next one comes while w works)
+//! worker -> parent     results:   Items { pid, runs: [Outcomes { chunk, first, results,
+//!                                         failures }], busy time }
+//!                                  (a group of items: about 1-5 ms or 256 KiB of them; a
+//!                                  chunk that took 50 us or more when it ends; the rest of a
+//!                                  parcel when it ends)
 //! supervisor -> parent results:   Died { worker }      (after every record the dead one put)
 //! worker w, before each item:     slot_w = chunk << 24 | item              (shared atomic)
 //! the pool stops:                 results shut down (the collector drains it and leaves)

@@ -6,7 +6,10 @@
 //!                    chunks (id -> batch, func, first index, arguments, items done),
 //!                    pending chunk ids (front first), closed / terminated
 //! take_one (under the state lock; by the collector or a helping caller):
-//!             Items  -> report to the batch; a finished chunk leaves its worker; dispatch
+//!             Items  -> each run to its batch (consecutive runs of a batch as one); a
+//!                       finished chunk leaves its worker; the worker's pace; one dispatch
+//! dispatch:   the front pending chunk to the least loaded worker with room, in a parcel with
+//!             the pending chunks behind it of the same function (room, half the depth, 64 KiB)
 //!             Died   -> account for the dead worker's chunks (crate doc); replace it; dispatch
 //! collector:  loop { take_one until empty (shut down: leave);
 //!                    linger while callers help (1 ms after the last), else wait_ready }
@@ -31,17 +34,24 @@ use ipc_sync::{AtomicValue, GetError, PutError, Queue};
 use crate::engine::{Batch, Engine};
 use crate::error::{Death, PoolError, TaskError};
 use crate::insights::{Counters, Insights};
-use crate::wire::{Chunk, Failure, Packed, PassFd, Report, SharedArgs, WorkerBoot, unpack};
+use crate::wire::{
+    Chunk, Failure, Outcomes, Packed, Parcel, PassFd, Report, SharedArgs, WorkerBoot, unpack,
+};
 
-/// Chunks given to one worker at once, by its recent pace: the one it runs, the next (so it
-/// never waits for the collector between two: a refill costs tens of microseconds here), and
-/// as many more as `AHEAD_TIME` of its work, at most `MAX_AHEAD`; two until its first chunk
-/// is measured. Chunks of `LONG` or more go one at a time, each to the first worker that is
+/// Chunks given to one worker at once, by its recent pace (its own time per chunk, as it
+/// reports): the one it runs, the next (so it never waits for the collector between two: a
+/// refill costs tens of microseconds here), and as many more as `AHEAD_TIME` of its work, at
+/// most `MAX_AHEAD` (one-item chunks of a trivial task: a few hundred nanoseconds each); two
+/// until its first chunk is measured. They travel in parcels of at most half that many. Chunks of `LONG` or more go one at a time, each to the first worker that is
 /// free: the refill is then under 1% of a chunk, and the last chunks end together (a chunk
 /// given ahead could wait behind a long one while another worker idles).
-const MAX_AHEAD: usize = 32;
+const MAX_AHEAD: usize = 256;
 const AHEAD_TIME: Duration = Duration::from_micros(100);
 const LONG: Duration = Duration::from_millis(5);
+
+/// The most argument bytes of the chunks sent to a worker in one parcel (one mailbox record);
+/// a chunk larger than this goes alone.
+const PARCEL_BYTES: usize = 64 << 10;
 
 /// How long a dead worker's reaping may take (its pidfd already said it exited).
 const REAP: Duration = Duration::from_secs(10);
@@ -87,6 +97,28 @@ enum Delivery {
 }
 
 impl Delivery {
+    /// Appends `d` to `out`, joined to the last delivery when both are runs of one batch and
+    /// `d` continues it (a parcel of one-item chunks: one completion of the batch, not one per
+    /// item).
+    fn push_merged(out: &mut Vec<Delivery>, d: Delivery) {
+        if let (
+            Some(Delivery::Run(batch, first, data, ends, failures)),
+            Delivery::Run(b, f, more_data, more_ends, _),
+        ) = (out.last_mut(), &d)
+            && Arc::ptr_eq(batch, b)
+            && *first + ends.len() as u64 == *f
+        {
+            let (offset, shift) = (data.len() as u32, ends.len() as u32);
+            data.extend_from_slice(more_data);
+            ends.extend(more_ends.iter().map(|e| e + offset));
+            if let Delivery::Run(.., more_failures) = d {
+                failures.extend(more_failures.into_iter().map(|(k, e)| (k + shift, e)));
+            }
+            return;
+        }
+        out.push(d);
+    }
+
     fn deliver(self) {
         match self {
             Delivery::Run(batch, first, data, ends, failures) => {
@@ -176,16 +208,16 @@ struct State {
 struct Worker {
     serial: u64,
     handle: JoinHandle<()>,
-    mailbox: Queue<Chunk>,
+    mailbox: Queue<Parcel>,
     slot: AtomicValue<u64>,
     assigned: VecDeque<u64>,
     /// Killed by the pool to stop a cancelled task: the item it ran when it died is not a
     /// failure of its own (it runs again unless its batch was cancelled).
     killed_for_cancel: bool,
-    /// Its time per chunk (a moving average), and when the chunk it runs began (as the
-    /// parent sees it: when the previous one ended, or when it was given work while idle).
+    /// Its time per chunk (a moving average), and the time it reported since its last chunk
+    /// ended (as it measures: running items, not waiting for them).
     pace: Option<Duration>,
-    busy_since: Instant,
+    busy: Duration,
     /// The slot value the supervisor last saw running and since when (task timeouts).
     watch: Option<(u64, Instant)>,
     /// Killed by the supervisor: its item ran this long, past the task timeout.
@@ -205,12 +237,16 @@ impl Worker {
         }
     }
 
-    /// Its chunk ended now: the pace moves a quarter of the way to that chunk's time (the
-    /// first chunk sets it).
-    fn paced(&mut self) {
-        let now = Instant::now();
-        let took = now.saturating_duration_since(self.busy_since);
-        self.busy_since = now;
+    /// It reported items it spent `busy` on, and the last of them ended `n` of its chunks: the
+    /// pace moves a quarter of the way to the time it ran each of those chunks (the first
+    /// chunk sets it). Its own time, not the time between reports: that would count its waits
+    /// for work, make its mailbox shallower, and so its waits longer.
+    fn paced(&mut self, busy: Duration, n: usize) {
+        self.busy += busy;
+        if n == 0 {
+            return;
+        }
+        let took = std::mem::take(&mut self.busy) / n as u32;
         self.pace = Some(self.pace.map_or(took, |p| (p * 3 + took) / 4));
     }
 }
@@ -414,18 +450,27 @@ impl Engine for LocalEngine {
         for w in workers.iter_mut() {
             if w.assigned.iter().any(|id| of_batch(chunks, id)) {
                 let mut queued = Vec::new();
-                while let Ok(chunk) = w.mailbox.try_get() {
-                    queued.push(chunk);
+                while let Ok(parcel) = w.mailbox.try_get() {
+                    queued.push(parcel);
                 }
                 let mut refused = Vec::new();
-                for chunk in queued {
-                    let id = chunk.id;
-                    if of_batch(chunks, &id) {
-                        w.assigned.retain(|&a| a != id);
-                        chunks.remove(&id);
-                    } else if w.mailbox.try_put(chunk).is_err() {
-                        w.assigned.retain(|&a| a != id);
-                        refused.push(id);
+                for mut parcel in queued {
+                    parcel.chunks.retain(|c| {
+                        let theirs = of_batch(chunks, &c.id);
+                        if theirs {
+                            w.assigned.retain(|&a| a != c.id);
+                            chunks.remove(&c.id);
+                        }
+                        !theirs
+                    });
+                    if parcel.chunks.is_empty() {
+                        continue;
+                    }
+                    if let Err(e) = w.mailbox.try_put(parcel) {
+                        for c in e.into_inner().chunks {
+                            w.assigned.retain(|&a| a != c.id);
+                            refused.push(c.id);
+                        }
                     }
                 }
                 for id in refused.into_iter().rev() {
@@ -589,7 +634,7 @@ impl Shared {
             assigned: VecDeque::new(),
             killed_for_cancel: false,
             pace: None,
-            busy_since: Instant::now(),
+            busy: Duration::ZERO,
             watch: None,
             timed_out: None,
         })
@@ -607,6 +652,7 @@ impl Shared {
         } = st;
         // Workers whose mailbox refused the chunk at the front (allocated only then).
         let mut refused: Vec<usize> = Vec::new();
+        let workers_len = workers.len();
         while let Some(&front) = pending.front() {
             let Some(rec) = chunks.get_mut(&front) else {
                 pending.pop_front();
@@ -639,7 +685,6 @@ impl Shared {
             } else {
                 front
             };
-            let rec = &chunks[&id];
             let Some(i) = (0..workers.len())
                 .filter(|&i| {
                     workers[i].assigned.len() < workers[i].depth() && !refused.contains(&i)
@@ -649,26 +694,54 @@ impl Shared {
                 break;
             };
             let w = &mut workers[i];
-            let chunk = Chunk {
-                id,
-                func: rec.func,
-                args: rec.args.clone(),
+            // The parcel: this chunk, and the pending ones behind it of the same function that
+            // go whole, while the worker has room (at most half its depth, so that the next
+            // parcel arrives while it runs this one) and the parcel stays small.
+            let rec = &chunks[&id];
+            let func = rec.func;
+            let mut ids = vec![id];
+            let mut bytes = rec.args.bytes();
+            let room = (w.depth() - w.assigned.len()).min(w.depth() / 2);
+            // (`id` is at the front now, whether or not it was cut from the front chunk.)
+            for &next in pending.iter().skip(1) {
+                if ids.len() >= room {
+                    break;
+                }
+                let Some(r) = chunks.get(&next) else { break };
+                let whole = r.left == r.args.len()
+                    && r.earlier.is_empty()
+                    && r.batch.piece(r.args.len(), workers_len) >= r.args.len();
+                if r.func != func || !whole || bytes + r.args.bytes() > PARCEL_BYTES {
+                    break;
+                }
+                bytes += r.args.bytes();
+                ids.push(next);
+            }
+            let parcel = Parcel {
+                func,
+                chunks: ids
+                    .iter()
+                    .map(|id| Chunk {
+                        id: *id,
+                        args: chunks[id].args.clone(),
+                    })
+                    .collect(),
             };
-            let sent = match w.mailbox.try_put(chunk) {
+            let sent = match w.mailbox.try_put(parcel) {
                 Ok(()) => true,
-                // A chunk larger than the free room: an idle worker takes it as it streams in
+                // A parcel larger than the free room: an idle worker takes it as it streams in
                 // (bounded by the worker's life).
-                Err(PutError::Full(chunk)) if w.assigned.is_empty() => put_while_alive(w, chunk),
+                Err(PutError::Full(parcel)) if w.assigned.is_empty() => put_while_alive(w, parcel),
                 Err(_) => false,
             };
             if sent {
-                counters.dispatched(rec.args.len());
-                rec.batch.undispatched(rec.args.len(), false);
-                if w.assigned.is_empty() {
-                    w.busy_since = Instant::now();
+                for id in &ids {
+                    let rec = &chunks[id];
+                    counters.dispatched(rec.args.len());
+                    rec.batch.undispatched(rec.args.len(), false);
+                    w.assigned.push_back(*id);
+                    pending.pop_front();
                 }
-                w.assigned.push_back(id);
-                pending.pop_front();
                 refused.clear();
             } else {
                 refused.push(i);
@@ -740,22 +813,31 @@ impl Shared {
             Err(_) => return Took::Shut,
         };
         let out: Vec<Delivery> = match report {
-            Report::Items {
-                chunk,
-                first,
-                pid,
-                values,
-                failures,
-                busy_ns,
-            } => {
+            Report::Items { pid, runs, busy_ns } => {
                 let busy = Duration::from_nanos(busy_ns);
-                st.counters.ran(pid, values.len(), busy);
-                if let Some(rec) = st.chunks.get(&chunk) {
-                    rec.batch.paced(values.len(), busy);
+                let total: usize = runs.iter().map(|r| r.values.len()).sum();
+                st.counters.ran(pid, total, busy);
+                let mut out: Vec<Delivery> = Vec::with_capacity(runs.len());
+                let mut ended = 0;
+                for run in runs {
+                    let n = run.values.len();
+                    if let Some(rec) = st.chunks.get(&run.chunk) {
+                        rec.batch
+                            .paced(n, busy.mul_f64(n as f64 / total.max(1) as f64));
+                    }
+                    let (delivery, chunk_ended) = self.on_items(&mut st, pid, run);
+                    ended += usize::from(chunk_ended);
+                    if let Some(d) = delivery {
+                        Delivery::push_merged(&mut out, d);
+                    }
                 }
-                self.on_items(&mut st, chunk, first, pid, values, failures)
-                    .into_iter()
-                    .collect()
+                if let Some(w) = st.workers.iter_mut().find(|w| w.handle.pid() == pid) {
+                    w.paced(busy, ended);
+                }
+                if ended > 0 {
+                    self.dispatch(&mut st);
+                }
+                out
             }
             Report::Died { worker } => self.on_death(&mut st, worker),
             Report::Exited { pid, output } => {
@@ -770,22 +852,22 @@ impl Shared {
         Took::One
     }
 
-    fn on_items(
-        &self,
-        st: &mut State,
-        chunk: u64,
-        first: u32,
-        pid: u32,
-        values: Packed,
-        failures: Vec<(u32, Failure)>,
-    ) -> Option<Delivery> {
+    /// Accounts for a run of outcomes: what to deliver, and whether its chunk ended (the
+    /// caller then dispatches, once for all the runs of a report).
+    fn on_items(&self, st: &mut State, pid: u32, run: Outcomes) -> (Option<Delivery>, bool) {
+        let Outcomes {
+            chunk,
+            first,
+            values,
+            failures,
+        } = run;
         let Some(rec) = st.chunks.get_mut(&chunk) else {
             // Cancelled, or the pool was terminated.
-            return None;
+            return (None, false);
         };
         let (start, n) = (first as usize, values.len());
         if start + n > rec.done.len() || rec.done[start..start + n].iter().any(|&d| d) {
-            return None;
+            return (None, false);
         }
         rec.done[start..start + n].fill(true);
         rec.left -= n;
@@ -798,7 +880,8 @@ impl Shared {
         let (data, ends) = values.into_parts();
         let batch = rec.batch.clone();
         st.counters.completed(n, failed);
-        if rec.left == 0 {
+        let ended = rec.left == 0;
+        if ended {
             st.chunks.remove(&chunk);
             if let Some(w) = st
                 .workers
@@ -806,14 +889,15 @@ impl Shared {
                 .find(|w| w.assigned.front() == Some(&chunk))
             {
                 w.assigned.pop_front();
-                w.paced();
             }
             if st.chunks.is_empty() {
                 self.idle.notify_all();
             }
-            self.dispatch(st);
         }
-        Some(Delivery::Run(batch, base, data, ends, failures))
+        (
+            Some(Delivery::Run(batch, base, data, ends, failures)),
+            ended,
+        )
     }
 
     fn on_death(&self, st: &mut State, serial: u64) -> Vec<Delivery> {
@@ -1029,12 +1113,12 @@ impl Shared {
     }
 }
 
-/// Puts a chunk into an idle worker's mailbox as it streams in; false if the worker died.
-fn put_while_alive(w: &Worker, mut chunk: Chunk) -> bool {
+/// Puts a parcel into an idle worker's mailbox as it streams in; false if the worker died.
+fn put_while_alive(w: &Worker, mut parcel: Parcel) -> bool {
     loop {
-        match w.mailbox.put_timeout(chunk, Duration::from_millis(100)) {
+        match w.mailbox.put_timeout(parcel, Duration::from_millis(100)) {
             Ok(()) => return true,
-            Err(PutError::Full(c)) if w.handle.is_alive() => chunk = c,
+            Err(PutError::Full(p)) if w.handle.is_alive() => parcel = p,
             Err(_) => return false,
         }
     }

@@ -153,12 +153,19 @@ impl Packed {
     }
 }
 
+/// Chunks of one function for one worker to run in order: one mailbox record, so that many
+/// small chunks cost one put and at most one wake-up.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Parcel {
+    pub(crate) func: RemoteFn<(), ()>,
+    pub(crate) chunks: Vec<Chunk>,
+}
+
 /// Items for one worker to run in order.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Chunk {
     /// The ledger's id (at least 1: a slot of 0 names nothing).
     pub(crate) id: u64,
-    pub(crate) func: RemoteFn<(), ()>,
     /// Each item's encoded argument (shared with the ledger, which keeps them for a re-run).
     pub(crate) args: SharedArgs,
 }
@@ -189,6 +196,16 @@ impl SharedArgs {
     /// Item `k`'s bytes.
     pub(crate) fn get(&self, k: usize) -> &[u8] {
         self.all.get(self.start + k)
+    }
+
+    /// The bytes of these items.
+    pub(crate) fn bytes(&self) -> usize {
+        let (args, items) = self.packed();
+        let end = |k: usize| match k {
+            0 => 0,
+            k => args.ends[k - 1] as usize,
+        };
+        end(items.end) - end(items.start)
     }
 
     /// The packed arguments these items are part of, and where they lie in them (for
@@ -230,17 +247,24 @@ impl<'de> Deserialize<'de> for SharedArgs {
     }
 }
 
+/// Outcomes of consecutive items of one chunk: items `first..first + values.len()` of chunk
+/// `chunk`, each one's encoded result (empty for the items that failed, listed with their
+/// failure).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Outcomes {
+    pub(crate) chunk: u64,
+    pub(crate) first: u32,
+    pub(crate) values: Packed,
+    pub(crate) failures: Vec<(u32, Failure)>,
+}
+
 /// The result queue's records.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Report {
-    /// A worker ran items `first..first + values.len()` of chunk `chunk`: each one's encoded
-    /// result (empty for the items that failed, listed with their failure).
+    /// A worker ran these items (of one chunk or of several, in the order it ran them).
     Items {
-        chunk: u64,
-        first: u32,
         pid: u32,
-        values: Packed,
-        failures: Vec<(u32, Failure)>,
+        runs: Vec<Outcomes>,
         /// How long the worker spent on these items.
         busy_ns: u64,
     },
@@ -271,7 +295,7 @@ pub(crate) enum Failure {
 /// What a worker is started with.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WorkerBoot {
-    pub(crate) mailbox: Queue<Chunk>,
+    pub(crate) mailbox: Queue<Parcel>,
     pub(crate) results: Queue<Report>,
     pub(crate) slot: AtomicValue<u64>,
     /// Retire after this many items (Python's `maxtasksperchild`).

@@ -1,14 +1,17 @@
-//! A worker process's life: take a chunk from its mailbox, run each item, report the outcomes,
-//! until the mailbox is shut down (see the crate doc for the slot protocol).
+//! A worker process's life: take a parcel of chunks from its mailbox, run each item, report
+//! the outcomes, until the mailbox is shut down (see the crate doc for the slot protocol).
 //!
 //! ```text
-//! per chunk:  for each item k: slot = (chunk, k); run it; append its result (or failure)
-//!             flush (one Items report for the items since the last) when FLUSH_AGE has passed
-//!             since the oldest unreported one (on the coarse clock: a tick of up to 4 ms),
-//!             when FLUSH_BYTES are buffered, or at the end of the chunk
+//! per parcel: for each chunk, for each item k: slot = (chunk, k); run it; append its result
+//!             (or failure)
+//!             flush (one Items report for every item since the last, of one chunk or several)
+//!             when FLUSH_AGE has passed since the oldest unreported one (on the coarse clock: a
+//!             tick of up to 4 ms), when FLUSH_BYTES are buffered, at the end of a chunk that
+//!             ends GROUP_AGE or more after the last report, or at the end of the parcel
 //! ```
-//! Outcomes are reported in groups so that a chunk of many small items costs one report per
-//! millisecond instead of one per item; an item whose outcome was buffered when the worker
+//! Outcomes are reported in groups so that a chunk of many small items, or a parcel of many
+//! one-item chunks, costs one report per millisecond (or per parcel) instead of one per item;
+//! a slow chunk is reported when it ends. An item whose outcome was buffered when the worker
 //! died runs again elsewhere (see the crate doc).
 
 use std::cell::RefCell;
@@ -18,10 +21,13 @@ use std::time::Duration;
 
 use ipc_core::process::RemoteFn;
 
-use crate::wire::{Chunk, Failure, Packed, Report, WorkerBoot, pack};
+use crate::wire::{Chunk, Failure, Outcomes, Packed, Parcel, Report, WorkerBoot, pack};
 
 /// The longest an outcome waits in the worker before it is reported.
 const FLUSH_AGE: Duration = Duration::from_millis(1);
+/// A chunk that ends this long after the last report is reported at once, even with more of
+/// its parcel to run (a parcel of slow one-item chunks reports each; of fast ones, in groups).
+const GROUP_AGE: Duration = Duration::from_micros(50);
 /// The most result bytes buffered before a report.
 const FLUSH_BYTES: usize = 256 << 10;
 
@@ -71,15 +77,36 @@ pub(crate) fn main(mut boot: WorkerBoot) {
         })
     });
     let mut left = boot.max_tasks.unwrap_or(u64::MAX);
-    while let Ok(chunk) = boot.mailbox.get() {
+    let mut reporter = Reporter {
+        boot: &boot,
+        pid,
+        runs: Vec::new(),
+        bytes: 0,
+        since: None,
+        group_start: std::time::Instant::now(),
+    };
+    'parcels: while let Ok(parcel) = boot.mailbox.get() {
         ipc_core::failpoint::hit("pool.task.taken");
-        match run_chunk(&boot, pid, &chunk, &mut left, init_failure.as_deref()) {
-            Ok(()) if left > 0 => {}
-            // Retired (maxtasksperchild), its last outcome reported: the pool sees the exit,
-            // gives what is left of the chunk to another worker and replaces this one.
-            Ok(()) => break,
-            // The pool shut its result queue: it is going away.
-            Err(()) => return,
+        reporter.group_start = std::time::Instant::now();
+        for chunk in &parcel.chunks {
+            let ran = run_chunk(
+                &mut reporter,
+                &parcel,
+                chunk,
+                &mut left,
+                init_failure.as_deref(),
+            );
+            match ran {
+                Ok(()) if left > 0 => {}
+                // Retired (maxtasksperchild), its last outcome reported: the pool sees the
+                // exit, gives what is left of its chunks to another worker and replaces it.
+                Ok(()) => break 'parcels,
+                // The pool shut its result queue: it is going away.
+                Err(()) => return,
+            }
+        }
+        if reporter.flush().is_err() {
+            return;
         }
     }
     // Leaving in order (retired, or the pool closed the mailbox): the exit hook.
@@ -133,30 +160,61 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * rustix::param::page_size() as u64)
 }
 
-/// A chunk being run: the outcomes not reported yet, and what ends the run.
-struct ChunkRun<'a> {
+/// Outcomes not reported yet: whole chunks' and the running chunk's, in the order they ran.
+struct Reporter<'a> {
     boot: &'a WorkerBoot,
     pid: u32,
-    chunk: &'a Chunk,
+    runs: Vec<Outcomes>,
+    /// The result bytes in `runs`.
+    bytes: usize,
+    /// When the oldest unreported outcome came (coarse clock).
+    since: Option<Duration>,
+    /// When the items since the last report began.
+    group_start: std::time::Instant,
+}
+
+impl Reporter<'_> {
+    /// Reports what `runs` holds (nothing to do if empty); an error if the pool shut the result
+    /// queue.
+    fn flush(&mut self) -> Result<(), ()> {
+        if self.runs.is_empty() {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let report = Report::Items {
+            pid: self.pid,
+            runs: std::mem::take(&mut self.runs),
+            busy_ns: (now - self.group_start).as_nanos() as u64,
+        };
+        self.group_start = now;
+        self.bytes = 0;
+        self.since = None;
+        self.boot.results.put(report).map_err(drop)?;
+        ipc_core::failpoint::hit("pool.result.committed");
+        Ok(())
+    }
+}
+
+/// A chunk being run: its outcomes not yet handed to the reporter, and what ends the run.
+struct ChunkRun<'a, 'r> {
+    reporter: &'r mut Reporter<'a>,
+    chunk: &'r Chunk,
     /// Items this worker may still run (counted down).
-    left: &'a mut u64,
-    init_failure: Option<&'a str>,
+    left: &'r mut u64,
+    init_failure: Option<&'r str>,
     memory: Option<MemoryCheck>,
-    /// The first item not reported, where each item since ends in the result buffer, and the
-    /// failures among them.
+    /// The first item not handed over, where each item since ends in the result buffer, and
+    /// the failures among them.
     first: u32,
     ends: Vec<u32>,
     failures: Vec<(u32, Failure)>,
-    /// When the oldest unreported outcome came (coarse clock).
-    since: Option<Duration>,
-    group_start: std::time::Instant,
     /// The next item to run.
     next: usize,
     /// The result queue was shut: the pool is going away.
     shut: bool,
 }
 
-impl ChunkRun<'_> {
+impl ChunkRun<'_, '_> {
     /// Room for the next report's outcomes (at most the rest of the chunk, and its results
     /// at most as large as its arguments, up to `FLUSH_BYTES`): no copies as they grow.
     fn reserve(&mut self, out: &mut Vec<u8>) {
@@ -189,7 +247,7 @@ impl ChunkRun<'_> {
         self.next = k + 1;
         *self.left -= 1;
         let now = coarse_now();
-        if let (Some(max), Some(m)) = (self.boot.max_memory, self.memory.as_mut())
+        if let (Some(max), Some(m)) = (self.reporter.boot.max_memory, self.memory.as_mut())
             && m.due()
             && resident_bytes().is_some_and(|r| r > max)
         {
@@ -197,35 +255,35 @@ impl ChunkRun<'_> {
             *self.left = 0;
         }
         let last = self.next == self.chunk.args.len() || *self.left == 0;
-        let old = now.saturating_sub(*self.since.get_or_insert(now)) >= FLUSH_AGE;
-        if last || old || out.len() >= FLUSH_BYTES {
-            let values = Packed::from_parts(std::mem::take(out), std::mem::take(&mut self.ends));
-            self.reserve(out);
-            let report = Report::Items {
+        let old = now.saturating_sub(*self.reporter.since.get_or_insert(now)) >= FLUSH_AGE;
+        let full = self.reporter.bytes + out.len() >= FLUSH_BYTES;
+        if last || old || full {
+            let bytes = out.len();
+            self.reporter.runs.push(Outcomes {
                 chunk: self.chunk.id,
                 first: self.first,
-                pid: self.pid,
-                values,
+                values: Packed::from_parts(std::mem::take(out), std::mem::take(&mut self.ends)),
                 failures: std::mem::take(&mut self.failures),
-                busy_ns: {
-                    let now = std::time::Instant::now();
-                    let busy = now - self.group_start;
-                    self.group_start = now;
-                    busy.as_nanos() as u64
-                },
-            };
-            if self.boot.results.put(report).is_err() {
+            });
+            self.reporter.bytes += bytes;
+            self.first = item + 1;
+            // A chunk's end is reported at once when its items took a while, or when the
+            // worker retires.
+            let due = old
+                || full
+                || *self.left == 0
+                || (last && self.reporter.group_start.elapsed() >= GROUP_AGE);
+            if due && self.reporter.flush().is_err() {
                 self.shut = true;
                 return false;
             }
-            ipc_core::failpoint::hit("pool.result.committed");
-            self.first = item + 1;
-            self.since = None;
+            if last {
+                return false;
+            }
+            self.reserve(out);
         }
-        if last {
-            return false;
-        }
-        self.boot
+        self.reporter
+            .boot
             .slot
             .atomic()
             .store(pack(self.chunk.id, item + 1), Ordering::Release);
@@ -234,33 +292,32 @@ impl ChunkRun<'_> {
     }
 }
 
-/// Runs a chunk's items (at most `left` of them, counted down), reporting them in groups: the
-/// items go through the function's trampoline in one loop ([`RemoteFn::call_plain_each`]),
-/// which calls [`ChunkRun::after`] after each; a panic unwinds out of the loop, is that
-/// item's failure, and the loop starts again after it. An error: the pool shut the result
-/// queue.
-fn run_chunk(
-    boot: &WorkerBoot,
-    pid: u32,
-    chunk: &Chunk,
-    left: &mut u64,
-    init_failure: Option<&str>,
+/// Runs a chunk's items (at most `left` of them, counted down), handing their outcomes to the
+/// reporter: the items go through the function's trampoline in one loop
+/// ([`RemoteFn::call_plain_each`]), which calls [`ChunkRun::after`] after each; a panic
+/// unwinds out of the loop, is that item's failure, and the loop starts again after it. An
+/// error: the pool shut the result queue.
+fn run_chunk<'a, 'r>(
+    reporter: &'r mut Reporter<'a>,
+    parcel: &'r Parcel,
+    chunk: &'r Chunk,
+    left: &'r mut u64,
+    init_failure: Option<&'r str>,
 ) -> Result<(), ()> {
     if chunk.args.len() == 0 {
         return Ok(());
     }
+    let boot = reporter.boot;
+    let memory = boot.max_memory.map(|_| MemoryCheck::new());
     let mut run = ChunkRun {
-        boot,
-        pid,
+        reporter,
         chunk,
         left,
         init_failure,
-        memory: boot.max_memory.map(|_| MemoryCheck::new()),
+        memory,
         first: 0,
         ends: Vec::new(),
         failures: Vec::new(),
-        since: None,
-        group_start: std::time::Instant::now(),
         next: 0,
         shut: false,
     };
@@ -274,7 +331,7 @@ fn run_chunk(
     loop {
         let from = items.start + run.next;
         let called = catch_unwind(AssertUnwindSafe(|| {
-            chunk
+            parcel
                 .func
                 .call_plain_each(args, from..items.end, &mut out, &mut |k, outcome, out| {
                     run.after(k - items.start, outcome.map_err(failure_of), out)
