@@ -283,6 +283,66 @@ pub fn encode_plain<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resu
     in_mode(&OUT_MODE, false, || append(value, buf)).map_err(|e| Error::Encode(explain(e)))
 }
 
+/// Encodes `items` as plain bytes end to end, appending to `buf`, and after each one the
+/// length of `buf` to `ends` (item `k` is then `buf[ends[k - 1]..ends[k]]`): how a pool packs a
+/// chunk of arguments, with one serializer for all of them. On an error, the position of the
+/// item that failed and why, with `buf` and `ends` as they were before that item; a descriptor
+/// inside is an error, as for [`encode_plain`].
+///
+/// ```
+/// let (mut buf, mut ends) = (Vec::new(), Vec::new());
+/// ipc_core::codec::encode_plain_each(&[1u32, 300, 7], &mut buf, &mut ends).unwrap();
+/// assert_eq!(ends, [1, 3, 4]);
+/// let second: u32 = ipc_core::codec::decode_plain(&buf[1..3]).unwrap();
+/// assert_eq!(second, 300);
+/// ```
+pub fn encode_plain_each<'a, T: Serialize + 'a>(
+    items: impl IntoIterator<Item = &'a T>,
+    buf: &mut Vec<u8>,
+    ends: &mut Vec<u32>,
+) -> std::result::Result<(), (usize, Error)> {
+    in_mode(&OUT_MODE, false, || {
+        let mut ser = postcard::Serializer {
+            output: Append(buf),
+        };
+        for (k, item) in items.into_iter().enumerate() {
+            let start = ser.output.0.len();
+            if let Err(e) = item.serialize(&mut ser) {
+                ser.output.0.truncate(start);
+                return Err((k, Error::Encode(explain(e))));
+            }
+            ends.push(ser.output.0.len() as u32);
+        }
+        Ok(())
+    })
+}
+
+/// Runs `f` with plain encoding and decoding in force (a descriptor in either is an error), for
+/// a loop of [`encode_in_plain`] and [`decode_in_plain`] calls.
+#[inline]
+pub(crate) fn in_plain<R>(f: impl FnOnce() -> R) -> R {
+    in_mode(&OUT_MODE, false, || in_mode(&IN_MODE, IN_NONE, f))
+}
+
+/// [`encode_plain`] inside [`in_plain`] (one serializer, inlined; nothing appended on an error).
+#[inline]
+pub(crate) fn encode_in_plain<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+    let start = buf.len();
+    let mut ser = postcard::Serializer {
+        output: Append(&mut *buf),
+    };
+    value.serialize(&mut ser).map_err(|e| {
+        buf.truncate(start);
+        Error::Encode(explain(e))
+    })
+}
+
+/// [`decode_plain`] inside [`in_plain`].
+#[inline]
+pub(crate) fn decode_in_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    take_exact(bytes)
+}
+
 /// Runs `f` with the mode cell `key` set to `mode`, restoring it after (also on unwinding).
 /// Every setter restores, so a cell already in `mode` (the usual case: a plain encode or
 /// decode outside any other) is left alone.

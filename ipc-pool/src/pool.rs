@@ -26,7 +26,7 @@ use crate::imap::Imap;
 use crate::job::AsyncResult;
 use crate::local::{LocalEngine, WorkerConfig};
 use crate::stateful::{Stateful, WorkerExit};
-use crate::wire::{MAX_CHUNK, Packed, encode_into, remote};
+use crate::wire::{MAX_CHUNK, Packed, encode_all_into, encode_into, remote};
 
 /// How `map` and its kin cut their input into chunks when the call names no chunk size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -658,10 +658,7 @@ impl Pool {
         let mut bytes_per_item = 0;
         for (c, part) in chunks {
             let mut args = Packed::with_capacity(part.len(), part.len() * bytes_per_item);
-            let mut step = part
-                .iter()
-                .enumerate()
-                .try_for_each(|(k, a)| encode_into((c * size + k) as u64, a, &mut args));
+            let mut step = encode_all_into((c * size) as u64, part, &mut args);
             if step.is_ok() {
                 bytes_per_item = args.bytes().div_ceil(args.len().max(1));
                 grouped += args.len();

@@ -358,6 +358,21 @@ where
     Ok(RemoteFn::new(f)?.erase())
 }
 
+/// Appends the arguments `items` to `args`, the first being item `first` of the input (one
+/// serializer for all); an error for the first that cannot travel through a queue.
+pub(crate) fn encode_all_into<A: Serialize>(
+    first: u64,
+    items: &[A],
+    args: &mut Packed,
+) -> Result<(), PoolError> {
+    ipc_core::codec::encode_plain_each(items, &mut args.data, &mut args.ends).map_err(|(k, e)| {
+        PoolError::Task(TaskError::Argument {
+            index: first + k as u64,
+            message: e.to_string(),
+        })
+    })
+}
+
 /// Appends an argument's bytes to `args`; an error (for item `index`) if it cannot travel
 /// through a queue (it holds a shared object).
 pub(crate) fn encode_into<A: Serialize>(

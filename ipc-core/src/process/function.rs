@@ -376,10 +376,12 @@ impl Call<'_> {
                 items,
                 out,
                 after,
-            } => {
+            } => codec::in_plain(|| {
                 for k in items {
                     let outcome = match args.get(k) {
-                        Some(arg) => plain_call(&mut f, arg, out),
+                        Some(arg) => codec::decode_in_plain(arg)
+                            .and_then(&mut f)
+                            .and_then(|result| codec::encode_in_plain(&result, out)),
                         None => Err(Error::Decode(crate::error::CodecError::new(format!(
                             "item {k} lies outside its packed arguments"
                         )))),
@@ -389,7 +391,7 @@ impl Call<'_> {
                     }
                 }
                 Ok(Vec::new())
-            }
+            }),
         }
     }
 }
