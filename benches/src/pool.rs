@@ -73,7 +73,8 @@ pub fn pool_apply_async_latency(_: &Placement, n: u64) -> anyhow::Result<Duratio
 }
 
 /// The CPU-bound task: the sum of the squares below `n` (as CPython's `sum_of_squares`), kept
-/// from being folded away.
+/// from being folded away. Never inlined, so the sequential baseline runs the workers' code.
+#[inline(never)]
 fn sum_of_squares(n: u64) -> u64 {
     let mut total = 0u64;
     for i in 0..black_box(n) {

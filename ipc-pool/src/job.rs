@@ -31,6 +31,8 @@ pub type ItemOutcome = Result<Vec<u8>, TaskError>;
 /// arrive; the [`Engine`] reports to it.
 #[derive(Default)]
 pub struct Batch {
+    /// Which batch this is: unique in the process (an address may be reused at once).
+    serial: u64,
     state: Mutex<State>,
     changed: Condvar,
     /// `completed`, readable without the lock, for a waiter's brief spin.
@@ -125,7 +127,20 @@ fn decode_bytes<R: DeserializeOwned>(index: u64, bytes: &[u8]) -> Result<R, Task
 
 impl Batch {
     pub(crate) fn new() -> Arc<Batch> {
-        Arc::new(Batch::default())
+        Arc::new(Batch::numbered())
+    }
+
+    fn numbered() -> Batch {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Batch {
+            serial: NEXT.fetch_add(1, Ordering::Relaxed),
+            ..Batch::default()
+        }
+    }
+
+    /// Which batch this is: unique among this process's batches, never 0.
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// Makes the batch's chunks adaptive: the engine cuts them into pieces of about `target`
@@ -178,7 +193,7 @@ impl Batch {
 
     /// A batch whose items are taken in the order they arrive ([`take_next`](Self::take_next)).
     pub(crate) fn unordered() -> Arc<Batch> {
-        let b = Batch::default();
+        let b = Batch::numbered();
         b.lock().arrivals = Some(VecDeque::new());
         Arc::new(b)
     }

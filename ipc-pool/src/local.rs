@@ -214,9 +214,11 @@ struct Worker {
     /// Killed by the pool to stop a cancelled task: the item it ran when it died is not a
     /// failure of its own (it runs again unless its batch was cancelled).
     killed_for_cancel: bool,
-    /// Its time per chunk (a moving average), and the time it reported since its last chunk
-    /// ended (as it measures: running items, not waiting for them).
+    /// Its time per chunk (a moving average) for the batch whose chunks it measured (its
+    /// serial), and the time it reported since its last chunk ended (as it measures: running
+    /// items, not waiting for them).
     pace: Option<Duration>,
+    pace_of: u64,
     busy: Duration,
     /// The slot value the supervisor last saw running and since when (task timeouts).
     watch: Option<(u64, Instant)>,
@@ -225,9 +227,12 @@ struct Worker {
 }
 
 impl Worker {
-    /// How many chunks it may hold (see `AHEAD_TIME`).
-    fn depth(&self) -> usize {
+    /// How many chunks of `batch` it may hold (see `AHEAD_TIME`): by its pace on that batch
+    /// (a pace measured on tiny tasks would hand all of a new batch's long chunks to one
+    /// worker).
+    fn depth(&self, batch: &Arc<Batch>) -> usize {
         match self.pace {
+            _ if self.pace_of != batch_key(batch) => 2,
             None => 2,
             Some(pace) if pace >= LONG => 1,
             Some(pace) => {
@@ -241,14 +246,24 @@ impl Worker {
     /// pace moves a quarter of the way to the time it ran each of those chunks (the first
     /// chunk sets it). Its own time, not the time between reports: that would count its waits
     /// for work, make its mailbox shallower, and so its waits longer.
-    fn paced(&mut self, busy: Duration, n: usize) {
+    /// A new batch (`batch`, the one of the chunks that ended) starts a new pace.
+    fn paced(&mut self, busy: Duration, n: usize, batch: u64) {
         self.busy += busy;
         if n == 0 {
             return;
         }
         let took = std::mem::take(&mut self.busy) / n as u32;
+        if self.pace_of != batch {
+            (self.pace, self.pace_of) = (None, batch);
+        }
         self.pace = Some(self.pace.map_or(took, |p| (p * 3 + took) / 4));
     }
+}
+
+/// A batch's key for a worker's pace: its serial (not its address, which the next batch often
+/// takes: a warm-up's pace on tiny tasks then sent a whole map of long ones to one worker).
+fn batch_key(batch: &Arc<Batch>) -> u64 {
+    batch.serial()
 }
 
 struct ChunkRec {
@@ -634,6 +649,7 @@ impl Shared {
             assigned: VecDeque::new(),
             killed_for_cancel: false,
             pace: None,
+            pace_of: 0,
             busy: Duration::ZERO,
             watch: None,
             timed_out: None,
@@ -685,9 +701,11 @@ impl Shared {
             } else {
                 front
             };
+            let rec = &chunks[&id];
             let Some(i) = (0..workers.len())
                 .filter(|&i| {
-                    workers[i].assigned.len() < workers[i].depth() && !refused.contains(&i)
+                    workers[i].assigned.len() < workers[i].depth(&rec.batch)
+                        && !refused.contains(&i)
                 })
                 .min_by_key(|&i| workers[i].assigned.len())
             else {
@@ -697,11 +715,11 @@ impl Shared {
             // The parcel: this chunk, and the pending ones behind it of the same function that
             // go whole, while the worker has room (at most half its depth, so that the next
             // parcel arrives while it runs this one) and the parcel stays small.
-            let rec = &chunks[&id];
             let func = rec.func;
             let mut ids = vec![id];
             let mut bytes = rec.args.bytes();
-            let room = (w.depth() - w.assigned.len()).min(w.depth() / 2);
+            let depth = w.depth(&rec.batch);
+            let room = (depth - w.assigned.len()).min(depth / 2);
             // (`id` is at the front now, whether or not it was cut from the front chunk.)
             for &next in pending.iter().skip(1) {
                 if ids.len() >= room {
@@ -819,20 +837,26 @@ impl Shared {
                 st.counters.ran(pid, total, busy);
                 let mut out: Vec<Delivery> = Vec::with_capacity(runs.len());
                 let mut ended = 0;
+                let mut ended_batch = 0;
                 for run in runs {
                     let n = run.values.len();
+                    let mut batch = 0;
                     if let Some(rec) = st.chunks.get(&run.chunk) {
                         rec.batch
                             .paced(n, busy.mul_f64(n as f64 / total.max(1) as f64));
+                        batch = batch_key(&rec.batch);
                     }
                     let (delivery, chunk_ended) = self.on_items(&mut st, pid, run);
-                    ended += usize::from(chunk_ended);
+                    if chunk_ended {
+                        ended += 1;
+                        ended_batch = batch;
+                    }
                     if let Some(d) = delivery {
                         Delivery::push_merged(&mut out, d);
                     }
                 }
                 if let Some(w) = st.workers.iter_mut().find(|w| w.handle.pid() == pid) {
-                    w.paced(busy, ended);
+                    w.paced(busy, ended, ended_batch);
                 }
                 if ended > 0 {
                     self.dispatch(&mut st);

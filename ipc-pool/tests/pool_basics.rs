@@ -278,6 +278,33 @@ fn panics_inside_a_chunk_fail_only_their_items() {
     }
 }
 
+fn pid_after_ms(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ipc_core::process::pid()
+}
+
+// A worker's mailbox is as deep as about 100 us of its work on the batch at hand: after a map
+// of tiny tasks (a deep mailbox, chunks sent in parcels of hundreds), a map of long tasks still
+// goes to both workers, not in one parcel to the first.
+#[test]
+fn long_tasks_after_tiny_ones_use_every_worker() {
+    for m in METHODS {
+        let p = pool(m, 2);
+        for _ in 0..3 {
+            assert_eq!(
+                p.map_chunked(square, 0..2000, 1).unwrap().len(),
+                2000,
+                "{m}"
+            );
+            let pids: std::collections::BTreeSet<u32> =
+                p.map(pid_after_ms, [30; 8]).unwrap().into_iter().collect();
+            assert_eq!(pids.len(), 2, "{m}: every task ran on {pids:?}");
+        }
+        p.close();
+        p.join().unwrap();
+    }
+}
+
 /// A shared lock as a result: it travels by descriptor, which the result queue refuses.
 fn make_a_lock(_: u32) -> ipc_sync::Lock {
     ipc_sync::Lock::new().unwrap()
