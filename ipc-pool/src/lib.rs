@@ -55,8 +55,8 @@
 //!                                  (w holds the chunk it runs + about 100 us of its work, at
 //!                                  most 256 chunks; a parcel is at most half of that and
 //!                                  64 KiB of arguments, so the next one comes while w works)
-//! worker -> parent     results:   Items { pid, runs: [Outcomes { chunk, first, results,
-//!                                         failures }], busy time }
+//! worker -> parent     results:   Items { pid, results (packed), runs: [Outcomes { chunk,
+//!                                         first, count, failures }], busy time }
 //!                                  (a group of items: about 1-5 ms or 256 KiB of them; a
 //!                                  chunk that took 50 us or more when it ends; the rest of a
 //!                                  parcel when it ends)

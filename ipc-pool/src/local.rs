@@ -96,29 +96,39 @@ enum Delivery {
     One(Arc<Batch>, u64, TaskError),
 }
 
-impl Delivery {
-    /// Appends `d` to `out`, joined to the last delivery when both are runs of one batch and
-    /// `d` continues it (a parcel of one-item chunks: one completion of the batch, not one per
-    /// item).
-    fn push_merged(out: &mut Vec<Delivery>, d: Delivery) {
-        if let (
-            Some(Delivery::Run(batch, first, data, ends, failures)),
-            Delivery::Run(b, f, more_data, more_ends, _),
-        ) = (out.last_mut(), &d)
-            && Arc::ptr_eq(batch, b)
-            && *first + ends.len() as u64 == *f
-        {
-            let (offset, shift) = (data.len() as u32, ends.len() as u32);
-            data.extend_from_slice(more_data);
-            ends.extend(more_ends.iter().map(|e| e + offset));
-            if let Delivery::Run(.., more_failures) = d {
-                failures.extend(more_failures.into_iter().map(|(k, e)| (k + shift, e)));
-            }
-            return;
-        }
-        out.push(d);
+/// Consecutive runs of a report being gathered into one delivery: their batch, the index of
+/// their first item, which of the report's values they are, and their failures (by position in
+/// the group).
+struct Group {
+    batch: Arc<Batch>,
+    base: u64,
+    range: std::ops::Range<usize>,
+    failures: Vec<(u32, TaskError)>,
+}
+
+impl Group {
+    /// Whether a run of `batch` from index `base`, values from `start`, continues this group.
+    fn continues(&self, batch: &Arc<Batch>, base: u64, start: usize) -> bool {
+        Arc::ptr_eq(&self.batch, batch)
+            && self.range.end == start
+            && self.base + self.range.len() as u64 == base
     }
 
+    fn extend(&mut self, range: std::ops::Range<usize>, failures: Vec<(u32, TaskError)>) {
+        let shift = self.range.len() as u32;
+        self.failures
+            .extend(failures.into_iter().map(|(k, e)| (k + shift, e)));
+        self.range.end = range.end;
+    }
+
+    /// The delivery of the group's values (moved out of `values` when they are all of it).
+    fn deliver(self, values: &mut Packed) -> Delivery {
+        let (data, ends) = values.take_range(self.range);
+        Delivery::Run(self.batch, self.base, data, ends, self.failures)
+    }
+}
+
+impl Delivery {
     fn deliver(self) {
         match self {
             Delivery::Run(batch, first, data, ends, failures) => {
@@ -831,29 +841,62 @@ impl Shared {
             Err(_) => return Took::Shut,
         };
         let out: Vec<Delivery> = match report {
-            Report::Items { pid, runs, busy_ns } => {
+            Report::Items {
+                pid,
+                mut values,
+                runs,
+                busy_ns,
+            } => {
                 let busy = Duration::from_nanos(busy_ns);
-                let total: usize = runs.iter().map(|r| r.values.len()).sum();
+                let total = values.len();
                 st.counters.ran(pid, total, busy);
-                let mut out: Vec<Delivery> = Vec::with_capacity(runs.len());
-                let mut ended = 0;
-                let mut ended_batch = 0;
+                let mut out: Vec<Delivery> = Vec::new();
+                let (mut ended, mut ended_batch) = (0, 0);
+                // Runs accepted one after the other, of one batch, with consecutive indices and
+                // values: delivered as one (`values` itself when they are all of it).
+                let mut group: Option<Group> = None;
+                let mut at = 0;
                 for run in runs {
-                    let n = run.values.len();
+                    let range = at..at + run.count as usize;
+                    if range.end > total {
+                        // A report that does not add up (no worker writes one): the rest is
+                        // left to the worker's death or retirement.
+                        break;
+                    }
+                    at = range.end;
                     let mut batch = 0;
                     if let Some(rec) = st.chunks.get(&run.chunk) {
-                        rec.batch
-                            .paced(n, busy.mul_f64(n as f64 / total.max(1) as f64));
+                        let share = busy.mul_f64(range.len() as f64 / total.max(1) as f64);
+                        rec.batch.paced(range.len(), share);
                         batch = batch_key(&rec.batch);
                     }
-                    let (delivery, chunk_ended) = self.on_items(&mut st, pid, run);
+                    let (accepted, chunk_ended) = self.on_items(&mut st, pid, run);
                     if chunk_ended {
                         ended += 1;
                         ended_batch = batch;
                     }
-                    if let Some(d) = delivery {
-                        Delivery::push_merged(&mut out, d);
+                    let Some((batch, base, failures)) = accepted else {
+                        continue;
+                    };
+                    match &mut group {
+                        Some(g) if g.continues(&batch, base, range.start) => {
+                            g.extend(range, failures)
+                        }
+                        _ => {
+                            if let Some(g) = group.take() {
+                                out.push(g.deliver(&mut values));
+                            }
+                            group = Some(Group {
+                                batch,
+                                base,
+                                range,
+                                failures,
+                            });
+                        }
                     }
+                }
+                if let Some(g) = group {
+                    out.push(g.deliver(&mut values));
                 }
                 if let Some(w) = st.workers.iter_mut().find(|w| w.handle.pid() == pid) {
                     w.paced(busy, ended, ended_batch);
@@ -876,20 +919,27 @@ impl Shared {
         Took::One
     }
 
-    /// Accounts for a run of outcomes: what to deliver, and whether its chunk ended (the
-    /// caller then dispatches, once for all the runs of a report).
-    fn on_items(&self, st: &mut State, pid: u32, run: Outcomes) -> (Option<Delivery>, bool) {
+    /// Accounts for a run of outcomes: its batch, the index of its first item and its failures
+    /// (`None` if it is not to be delivered: cancelled, or already reported), and whether its
+    /// chunk ended (the caller then dispatches, once for all the runs of a report).
+    #[allow(clippy::type_complexity)]
+    fn on_items(
+        &self,
+        st: &mut State,
+        pid: u32,
+        run: Outcomes,
+    ) -> (Option<(Arc<Batch>, u64, Vec<(u32, TaskError)>)>, bool) {
         let Outcomes {
             chunk,
             first,
-            values,
+            count,
             failures,
         } = run;
         let Some(rec) = st.chunks.get_mut(&chunk) else {
             // Cancelled, or the pool was terminated.
             return (None, false);
         };
-        let (start, n) = (first as usize, values.len());
+        let (start, n) = (first as usize, count as usize);
         if start + n > rec.done.len() || rec.done[start..start + n].iter().any(|&d| d) {
             return (None, false);
         }
@@ -901,7 +951,6 @@ impl Shared {
             .into_iter()
             .map(|(k, f)| (k - first, task_error(base + u64::from(k - first), pid, f)))
             .collect();
-        let (data, ends) = values.into_parts();
         let batch = rec.batch.clone();
         st.counters.completed(n, failed);
         let ended = rec.left == 0;
@@ -918,10 +967,7 @@ impl Shared {
                 self.idle.notify_all();
             }
         }
-        (
-            Some(Delivery::Run(batch, base, data, ends, failures)),
-            ended,
-        )
+        (Some((batch, base, failures)), ended)
     }
 
     fn on_death(&self, st: &mut State, serial: u64) -> Vec<Delivery> {

@@ -146,6 +146,25 @@ impl Packed {
         }
     }
 
+    /// Items `range` as data and ends of their own (no copy when `range` is every item).
+    pub(crate) fn take_range(&mut self, range: std::ops::Range<usize>) -> (Vec<u8>, Vec<u32>) {
+        if range.start == 0 && range.end == self.len() {
+            let whole = std::mem::take(self);
+            return whole.into_parts();
+        }
+        let base = match range.start {
+            0 => 0,
+            k => self.ends[k - 1],
+        };
+        let end = match range.end {
+            0 => 0,
+            k => self.ends[k - 1],
+        };
+        let data = self.data[base as usize..end as usize].to_vec();
+        let ends = self.ends[range].iter().map(|e| e - base).collect();
+        (data, ends)
+    }
+
     /// The data and the ends (item `k` ends at `ends[k]`), as
     /// [`Batch::complete_run`](crate::Batch::complete_run) takes them.
     pub fn into_parts(self) -> (Vec<u8>, Vec<u32>) {
@@ -247,23 +266,25 @@ impl<'de> Deserialize<'de> for SharedArgs {
     }
 }
 
-/// Outcomes of consecutive items of one chunk: items `first..first + values.len()` of chunk
-/// `chunk`, each one's encoded result (empty for the items that failed, listed with their
-/// failure).
+/// Outcomes of consecutive items of one chunk: items `first..first + count` of chunk `chunk`,
+/// whose results are the report's next `count` values (empty for the items that failed, listed
+/// here with their failure, by position in the chunk).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Outcomes {
     pub(crate) chunk: u64,
     pub(crate) first: u32,
-    pub(crate) values: Packed,
+    pub(crate) count: u32,
     pub(crate) failures: Vec<(u32, Failure)>,
 }
 
 /// The result queue's records.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Report {
-    /// A worker ran these items (of one chunk or of several, in the order it ran them).
+    /// A worker ran these items (of one chunk or of several, in the order it ran them): their
+    /// results end to end in one buffer, in the order of `runs`.
     Items {
         pid: u32,
+        values: Packed,
         runs: Vec<Outcomes>,
         /// How long the worker spent on these items.
         busy_ns: u64,

@@ -80,8 +80,9 @@ pub(crate) fn main(mut boot: WorkerBoot) {
     let mut reporter = Reporter {
         boot: &boot,
         pid,
+        data: Vec::new(),
+        ends: Vec::new(),
         runs: Vec::new(),
-        bytes: 0,
         since: None,
         group_start: std::time::Instant::now(),
     };
@@ -105,7 +106,7 @@ pub(crate) fn main(mut boot: WorkerBoot) {
                 Err(()) => return,
             }
         }
-        if reporter.flush().is_err() {
+        if reporter.flush_held().is_err() {
             return;
         }
     }
@@ -160,13 +161,16 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * rustix::param::page_size() as u64)
 }
 
-/// Outcomes not reported yet: whole chunks' and the running chunk's, in the order they ran.
+/// Outcomes not reported yet, of whole chunks and of the running one, in the order they ran:
+/// their results end to end in one buffer (the running chunk's loop writes into it), where each
+/// ends, and the runs of chunks they make.
 struct Reporter<'a> {
     boot: &'a WorkerBoot,
     pid: u32,
+    /// The results (moved into the chunk loop while it runs).
+    data: Vec<u8>,
+    ends: Vec<u32>,
     runs: Vec<Outcomes>,
-    /// The result bytes in `runs`.
-    bytes: usize,
     /// When the oldest unreported outcome came (coarse clock).
     since: Option<Duration>,
     /// When the items since the last report began.
@@ -174,28 +178,37 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
-    /// Reports what `runs` holds (nothing to do if empty); an error if the pool shut the result
-    /// queue.
-    fn flush(&mut self) -> Result<(), ()> {
+    /// Reports the runs handed over (nothing to do if none), with their results, which `data`
+    /// holds; an error if the pool shut the result queue.
+    fn flush(&mut self, data: &mut Vec<u8>) -> Result<(), ()> {
         if self.runs.is_empty() {
             return Ok(());
         }
         let now = std::time::Instant::now();
         let report = Report::Items {
             pid: self.pid,
+            values: Packed::from_parts(std::mem::take(data), std::mem::take(&mut self.ends)),
             runs: std::mem::take(&mut self.runs),
             busy_ns: (now - self.group_start).as_nanos() as u64,
         };
         self.group_start = now;
-        self.bytes = 0;
         self.since = None;
         self.boot.results.put(report).map_err(drop)?;
         ipc_core::failpoint::hit("pool.result.committed");
         Ok(())
     }
+
+    /// [`flush`](Self::flush) between chunks (the results are in `data`).
+    fn flush_held(&mut self) -> Result<(), ()> {
+        let mut data = std::mem::take(&mut self.data);
+        let flushed = self.flush(&mut data);
+        self.data = data;
+        flushed
+    }
 }
 
-/// A chunk being run: its outcomes not yet handed to the reporter, and what ends the run.
+/// A chunk being run: the run of its outcomes not yet handed to the reporter, and what ends
+/// the loop.
 struct ChunkRun<'a, 'r> {
     reporter: &'r mut Reporter<'a>,
     chunk: &'r Chunk,
@@ -203,10 +216,8 @@ struct ChunkRun<'a, 'r> {
     left: &'r mut u64,
     init_failure: Option<&'r str>,
     memory: Option<MemoryCheck>,
-    /// The first item not handed over, where each item since ends in the result buffer, and
-    /// the failures among them.
+    /// The first item not handed over, and the failures since.
     first: u32,
-    ends: Vec<u32>,
     failures: Vec<(u32, Failure)>,
     /// The next item to run.
     next: usize,
@@ -215,8 +226,8 @@ struct ChunkRun<'a, 'r> {
 }
 
 impl ChunkRun<'_, '_> {
-    /// Room for the next report's outcomes (at most the rest of the chunk, and its results
-    /// at most as large as its arguments, up to `FLUSH_BYTES`): no copies as they grow.
+    /// Room for the rest of the chunk's outcomes (at most `FLUSH_BYTES` of results, as large
+    /// as the arguments): no copies as they grow.
     fn reserve(&mut self, out: &mut Vec<u8>) {
         let (args, items) = self.chunk.args.packed();
         let rest = items.len() - self.next.min(items.len());
@@ -228,7 +239,7 @@ impl ChunkRun<'_, '_> {
             .ends
             .get(items.end.wrapping_sub(1))
             .map_or(0, |&e| e as usize);
-        self.ends.reserve(rest.min(FLUSH_BYTES));
+        self.reporter.ends.reserve(rest.min(FLUSH_BYTES));
         out.reserve(arg_bytes.saturating_sub(start).min(FLUSH_BYTES));
     }
 
@@ -243,7 +254,7 @@ impl ChunkRun<'_, '_> {
             };
             self.failures.push((item, f));
         }
-        self.ends.push(out.len() as u32);
+        self.reporter.ends.push(out.len() as u32);
         self.next = k + 1;
         *self.left -= 1;
         let now = coarse_now();
@@ -256,16 +267,14 @@ impl ChunkRun<'_, '_> {
         }
         let last = self.next == self.chunk.args.len() || *self.left == 0;
         let old = now.saturating_sub(*self.reporter.since.get_or_insert(now)) >= FLUSH_AGE;
-        let full = self.reporter.bytes + out.len() >= FLUSH_BYTES;
+        let full = out.len() >= FLUSH_BYTES;
         if last || old || full {
-            let bytes = out.len();
             self.reporter.runs.push(Outcomes {
                 chunk: self.chunk.id,
                 first: self.first,
-                values: Packed::from_parts(std::mem::take(out), std::mem::take(&mut self.ends)),
+                count: item + 1 - self.first,
                 failures: std::mem::take(&mut self.failures),
             });
-            self.reporter.bytes += bytes;
             self.first = item + 1;
             // A chunk's end is reported at once when its items took a while, or when the
             // worker retires.
@@ -273,7 +282,7 @@ impl ChunkRun<'_, '_> {
                 || full
                 || *self.left == 0
                 || (last && self.reporter.group_start.elapsed() >= GROUP_AGE);
-            if due && self.reporter.flush().is_err() {
+            if due && self.reporter.flush(out).is_err() {
                 self.shut = true;
                 return false;
             }
@@ -309,6 +318,7 @@ fn run_chunk<'a, 'r>(
     }
     let boot = reporter.boot;
     let memory = boot.max_memory.map(|_| MemoryCheck::new());
+    let mut out = std::mem::take(&mut reporter.data);
     let mut run = ChunkRun {
         reporter,
         chunk,
@@ -316,12 +326,10 @@ fn run_chunk<'a, 'r>(
         init_failure,
         memory,
         first: 0,
-        ends: Vec::new(),
         failures: Vec::new(),
         next: 0,
         shut: false,
     };
-    let mut out = Vec::new();
     run.reserve(&mut out);
     let (args, items) = chunk.args.packed();
     boot.slot
@@ -342,14 +350,17 @@ fn run_chunk<'a, 'r>(
             Ok(()) => break,
             Err(payload) => {
                 // Item `next` panicked, maybe after writing part of its result.
-                out.truncate(run.ends.last().map_or(0, |&e| e as usize));
+                let end = run.reporter.ends.last().map_or(0, |&e| e as usize);
+                out.truncate(end);
                 if !run.after(run.next, Err(panicked(&*payload)), &mut out) {
                     break;
                 }
             }
         }
     }
-    if run.shut { Err(()) } else { Ok(()) }
+    let shut = run.shut;
+    run.reporter.data = out;
+    if shut { Err(()) } else { Ok(()) }
 }
 
 /// Runs one item, appending its encoded result to `out`, catching a panic.
