@@ -134,6 +134,11 @@ impl Batch {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Batch {
             serial: NEXT.fetch_add(1, Ordering::Relaxed),
+            // Nobody sleeps yet: the first completion wakes nobody (a notify is a syscall).
+            state: Mutex::new(State {
+                wake_at: u64::MAX,
+                ..State::default()
+            }),
             ..Batch::default()
         }
     }

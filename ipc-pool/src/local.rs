@@ -11,7 +11,7 @@
 //! dispatch:   the front pending chunk to the least loaded worker with room, in a parcel with
 //!             the pending chunks behind it of the same function (room, half the depth, 64 KiB)
 //!             Died   -> account for the dead worker's chunks (crate doc); replace it; dispatch
-//! collector:  loop { take_one until empty (shut down: leave);
+//! collector:  loop { take_one until empty or a caller collects (shut down: leave);
 //!                    linger while callers help (1 ms after the last), else wait_ready }
 //! caller:     help(done, until): take_one while the queue has records, until done or until
 //! supervisor: poll(control, every worker's pidfd) -> Died on the result queue, once per worker
@@ -781,7 +781,9 @@ impl Shared {
     fn collect(&self) {
         let mut seen = self.helped.load(Ordering::Acquire);
         loop {
-            loop {
+            // A caller collecting now takes every record: racing it for the lock (and being
+            // woken by each report) only slows both.
+            while self.helpers.load(Ordering::Acquire) == 0 {
                 match self.take_one() {
                     Took::One => {}
                     Took::Nothing => break,
