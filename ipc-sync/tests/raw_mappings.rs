@@ -60,7 +60,7 @@ fn abi_sizes_alignments_and_zero_states() {
     assert_eq!((size_of::<RawEvent>(), align_of::<RawEvent>()), (4, 4));
     assert_eq!(
         (size_of::<RawCondition>(), align_of::<RawCondition>()),
-        (12, 4)
+        (20, 4)
     );
     assert_eq!((size_of::<RawBarrier>(), align_of::<RawBarrier>()), (32, 8));
     assert_eq!(
