@@ -370,7 +370,7 @@ impl Call<'_> {
                 arg,
                 fds: None,
                 out,
-            } => plain_call(&mut f, arg, out).map(|()| Vec::new()),
+            } => codec::in_plain(|| plain_call(&mut f, arg, out)).map(|()| Vec::new()),
             Call::Each {
                 args,
                 items,
@@ -379,9 +379,7 @@ impl Call<'_> {
             } => codec::in_plain(|| {
                 for k in items {
                     let outcome = match args.get(k) {
-                        Some(arg) => codec::decode_in_plain(arg)
-                            .and_then(&mut f)
-                            .and_then(|result| codec::encode_in_plain(&result, out)),
+                        Some(arg) => plain_call(&mut f, arg, out),
                         None => Err(Error::Decode(crate::error::CodecError::new(format!(
                             "item {k} lies outside its packed arguments"
                         )))),
@@ -396,17 +394,16 @@ impl Call<'_> {
     }
 }
 
-/// One call on plain bytes: the argument decoded, the result appended to `out` (nothing
-/// appended on an error).
+/// One call on plain bytes, inside [`codec::in_plain`]: the argument decoded, the result
+/// appended to `out` (nothing appended on an error).
 #[inline(always)]
 fn plain_call<A: DeserializeOwned, R: Serialize>(
     f: &mut impl FnMut(A) -> Result<R>,
     arg: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let result = f(codec::decode_plain(arg)?)?;
-    let start = out.len();
-    codec::encode_plain(&result, out).inspect_err(|_| out.truncate(start))
+    let result = f(codec::decode_in_plain(arg)?)?;
+    codec::encode_in_plain(&result, out)
 }
 
 /// Encoded arguments end to end in one buffer: item `k` is `data[ends[k - 1]..ends[k]]`
