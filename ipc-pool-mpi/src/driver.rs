@@ -256,16 +256,6 @@ impl Engine for MpiEngine {
         self.shared.processes
     }
 
-    fn submit(
-        &self,
-        batch: &Arc<Batch>,
-        func: RemoteFn<(), ()>,
-        first: u64,
-        args: Packed,
-    ) -> Result<(), PoolError> {
-        self.submit_many(batch, func, vec![(first, args)])
-    }
-
     fn submit_many(
         &self,
         batch: &Arc<Batch>,

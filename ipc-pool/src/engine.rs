@@ -20,29 +20,26 @@ pub trait Engine: Send + Sync + 'static {
     /// How many tasks can run at once.
     fn processes(&self) -> usize;
 
-    /// Queues one chunk: `args` (encoded arguments) run in order by `func` on one worker, and
-    /// item `k`'s outcome goes to `batch` as item `first + k`.
+    /// Queues chunks of one batch, in order: each `(first, args)` is encoded arguments run in
+    /// order by `func` on one worker, item `k`'s outcome going to `batch` as item `first + k`.
+    /// An engine that takes a lock per submission takes it once for all of them: a `map` with
+    /// a chunk size of 1 submits its items this way in growing groups.
+    fn submit_many(
+        &self,
+        batch: &Arc<Batch>,
+        func: RemoteFn<(), ()>,
+        chunks: Vec<(u64, Packed)>,
+    ) -> Result<(), PoolError>;
+
+    /// Queues one chunk (see [`submit_many`](Self::submit_many)).
     fn submit(
         &self,
         batch: &Arc<Batch>,
         func: RemoteFn<(), ()>,
         first: u64,
         args: Packed,
-    ) -> Result<(), PoolError>;
-
-    /// Queues several chunks of one batch at once (`(first, args)` each, as [`submit`](Self::submit)
-    /// takes them), in order. An engine that takes a lock per submission takes it once here: a
-    /// `map` with a chunk size of 1 submits its items this way in growing groups. The default
-    /// submits them one by one.
-    fn submit_many(
-        &self,
-        batch: &Arc<Batch>,
-        func: RemoteFn<(), ()>,
-        chunks: Vec<(u64, Packed)>,
     ) -> Result<(), PoolError> {
-        chunks
-            .into_iter()
-            .try_for_each(|(first, args)| self.submit(batch, func, first, args))
+        self.submit_many(batch, func, vec![(first, args)])
     }
 
     /// What the engine did so far (see [`Insights`](crate::Insights)); empty by default.

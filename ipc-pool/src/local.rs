@@ -107,18 +107,20 @@ struct Group {
 }
 
 impl Group {
-    /// Whether a run of `batch` from index `base`, values from `start`, continues this group.
-    fn continues(&self, batch: &Arc<Batch>, base: u64, start: usize) -> bool {
-        Arc::ptr_eq(&self.batch, batch)
-            && self.range.end == start
-            && self.base + self.range.len() as u64 == base
-    }
-
-    fn extend(&mut self, range: std::ops::Range<usize>, failures: Vec<(u32, TaskError)>) {
+    /// Joins `next` to this group if it continues it (same batch, consecutive indices and
+    /// values); otherwise gives it back.
+    fn join(&mut self, next: Group) -> Option<Group> {
+        let continues = Arc::ptr_eq(&self.batch, &next.batch)
+            && self.range.end == next.range.start
+            && self.base + self.range.len() as u64 == next.base;
+        if !continues {
+            return Some(next);
+        }
         let shift = self.range.len() as u32;
         self.failures
-            .extend(failures.into_iter().map(|(k, e)| (k + shift, e)));
-        self.range.end = range.end;
+            .extend(next.failures.into_iter().map(|(k, e)| (k + shift, e)));
+        self.range.end = next.range.end;
+        None
     }
 
     /// The delivery of the group's values (moved out of `values` when they are all of it).
@@ -377,16 +379,6 @@ impl LocalEngine {
 impl Engine for LocalEngine {
     fn processes(&self) -> usize {
         self.shared.processes
-    }
-
-    fn submit(
-        &self,
-        batch: &Arc<Batch>,
-        func: RemoteFn<(), ()>,
-        first: u64,
-        args: Packed,
-    ) -> Result<(), PoolError> {
-        self.submit_many(batch, func, vec![(first, args)])
     }
 
     fn submit_many(
@@ -872,29 +864,20 @@ impl Shared {
                         rec.batch.paced(range.len(), share);
                         batch = batch_key(&rec.batch);
                     }
-                    let (accepted, chunk_ended) = self.on_items(&mut st, pid, run);
+                    let (accepted, chunk_ended) = self.on_items(&mut st, pid, run, range);
                     if chunk_ended {
                         ended += 1;
                         ended_batch = batch;
                     }
-                    let Some((batch, base, failures)) = accepted else {
-                        continue;
+                    let rest = match (&mut group, accepted) {
+                        (_, None) => None,
+                        (Some(g), Some(next)) => g.join(next),
+                        (None, next) => next,
                     };
-                    match &mut group {
-                        Some(g) if g.continues(&batch, base, range.start) => {
-                            g.extend(range, failures)
-                        }
-                        _ => {
-                            if let Some(g) = group.take() {
-                                out.push(g.deliver(&mut values));
-                            }
-                            group = Some(Group {
-                                batch,
-                                base,
-                                range,
-                                failures,
-                            });
-                        }
+                    if let Some(next) = rest
+                        && let Some(g) = group.replace(next)
+                    {
+                        out.push(g.deliver(&mut values));
                     }
                 }
                 if let Some(g) = group {
@@ -921,16 +904,16 @@ impl Shared {
         Took::One
     }
 
-    /// Accounts for a run of outcomes: its batch, the index of its first item and its failures
-    /// (`None` if it is not to be delivered: cancelled, or already reported), and whether its
-    /// chunk ended (the caller then dispatches, once for all the runs of a report).
-    #[allow(clippy::type_complexity)]
+    /// Accounts for a run of outcomes, whose results are the report's values `range`: what to
+    /// deliver (`None`: cancelled, or already reported), and whether its chunk ended (the
+    /// caller then dispatches, once for all the runs of a report).
     fn on_items(
         &self,
         st: &mut State,
         pid: u32,
         run: Outcomes,
-    ) -> (Option<(Arc<Batch>, u64, Vec<(u32, TaskError)>)>, bool) {
+        range: std::ops::Range<usize>,
+    ) -> (Option<Group>, bool) {
         let Outcomes {
             chunk,
             first,
@@ -969,7 +952,13 @@ impl Shared {
                 self.idle.notify_all();
             }
         }
-        (Some((batch, base, failures)), ended)
+        let group = Group {
+            batch,
+            base,
+            range,
+            failures,
+        };
+        (Some(group), ended)
     }
 
     fn on_death(&self, st: &mut State, serial: u64) -> Vec<Delivery> {
