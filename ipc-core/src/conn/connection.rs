@@ -3,7 +3,7 @@
 //! The frame format, the read discipline and the error rules are described in the
 //! [module documentation](super).
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::io::{self as cio, Interest};
+use super::ring::{self, Incoming, Outgoing};
 use crate::codec::{self, MAX_FDS_PER_MESSAGE, TransferFd};
 use crate::error::{Error, Os, Result};
 use crate::spin::Adaptive;
@@ -77,6 +78,11 @@ pub struct Connection {
     send_broken: Cell<bool>,
     // Whether a receive polls briefly before it sleeps (see `crate::spin`); not sent along.
     spin: Adaptive,
+    // The ring this end sends large payloads through (records only; made on first use, not
+    // sent along: a connection sent to another process makes its own).
+    outgoing: OnceCell<Outgoing>,
+    // The mapping of the peer's ring, kept between large messages (taken out while in use).
+    incoming: Cell<Option<Incoming>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -153,6 +159,8 @@ impl Connection {
             recv_broken: Cell::new(false),
             send_broken: Cell::new(false),
             spin: Adaptive::new(),
+            outgoing: OnceCell::new(),
+            incoming: Cell::new(None),
         }
     }
 
@@ -303,7 +311,8 @@ impl Connection {
             self.scratch.set(scratch);
             return res;
         }
-        let bytes = self.read_payload_vec(&head, deadline)?;
+        let mut head = head;
+        let bytes = self.read_payload_vec(&mut head, deadline)?;
         codec::decode(&bytes, head.fds)
     }
 
@@ -337,6 +346,7 @@ impl Connection {
         }
         let fd = self.fd.try_clone()?;
         let rx = Connection::with_framing(fd, Kind::Socket, self.records);
+        rx.incoming.set(self.incoming.take());
         rx.max_message.set(self.max_message.get());
         Ok((SendHalf(self), RecvHalf(rx)))
     }
@@ -414,13 +424,14 @@ impl Connection {
     /// }
     /// ```
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        let head = self.read_header(None, self.max_message.get())?;
+        let mut head = self.read_header(None, self.max_message.get())?;
         if head.len > buf.len() {
-            let whole = self.read_payload_vec(&head, None)?;
+            let whole = self.read_payload_vec(&mut head, None)?;
             refuse_fds(&head.fds)?;
             return Err(Error::BufferTooShort(whole));
         }
-        self.read_payload_into(&head, &mut buf[..head.len], None)?;
+        let len = head.len;
+        self.read_payload_into(&mut head, &mut buf[..len], None)?;
         refuse_fds(&head.fds)?;
         Ok(head.len)
     }
@@ -503,15 +514,59 @@ impl Connection {
         }
         let mut sent = 0;
         let fd = self.fd.as_fd();
-        let res = if self.records {
-            cio::write_records(fd, head, body, fds, &mut sent)
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        let payload = head.len() - HEADER_LEN + body.len();
+        let res = if self.records && payload >= ring::RING_MIN && fds.len() < MAX_FDS_PER_MESSAGE {
+            self.write_ring_frame(head, body, borrowed, &mut sent)
+        } else if self.records {
+            cio::write_records(fd, head, body, &borrowed, &mut sent)
         } else {
-            cio::write_stream(fd, self.kind == Kind::Socket, head, body, fds, &mut sent)
+            cio::write_stream(
+                fd,
+                self.kind == Kind::Socket,
+                head,
+                body,
+                &borrowed,
+                &mut sent,
+            )
         };
         if res.is_err() && sent > 0 {
             self.send_broken.set(true);
         }
         res
+    }
+
+    /// Sends a frame whose payload (`head` after the header, then `body`) goes through this
+    /// end's ring: one header record with the payload's start and the ring's descriptor after
+    /// the message's own (see [`ring`]).
+    fn write_ring_frame<'a>(
+        &'a self,
+        head: &[u8],
+        body: &[u8],
+        mut fds: Vec<BorrowedFd<'a>>,
+        sent: &mut usize,
+    ) -> Result<()> {
+        let out = match self.outgoing.get() {
+            Some(out) => out,
+            None => {
+                let _ = self.outgoing.set(Outgoing::new()?);
+                self.outgoing.get().expect("just set")
+            }
+        };
+        let writer = out.begin([&head[HEADER_LEN..], body])?;
+        let mut record = [0u8; HEADER_LEN + ring::START_LEN];
+        record[..8].copy_from_slice(&head[..8]);
+        let with_fd = !out.announced();
+        let mut count = fds.len() as u32 | ring::RING_FLAG;
+        if with_fd {
+            count |= ring::FD_FLAG;
+            fds.push(out.fd());
+        }
+        record[8..HEADER_LEN].copy_from_slice(&count.to_le_bytes());
+        record[HEADER_LEN..].copy_from_slice(&writer.start().to_le_bytes());
+        cio::write_records(self.fd.as_fd(), &record, &[], &fds, sent)?;
+        out.set_announced();
+        writer.finish(self.fd.as_fd())
     }
 
     /// Receives one whole frame: its payload and descriptors.
@@ -523,8 +578,8 @@ impl Connection {
         deadline: Option<Instant>,
         max: u64,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
-        let head = self.read_header(deadline, max)?;
-        let body = self.read_payload_vec(&head, deadline)?;
+        let mut head = self.read_header(deadline, max)?;
+        let body = self.read_payload_vec(&mut head, deadline)?;
         Ok((body, head.fds))
     }
 
@@ -550,7 +605,16 @@ impl Connection {
             0
         };
         let len = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
-        let nfds = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
+        let mut nfds = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
+        let mut ring = None;
+        if nfds & ring::RING_FLAG != 0 {
+            let with_fd = nfds & ring::FD_FLAG != 0;
+            nfds &= !(ring::RING_FLAG | ring::FD_FLAG);
+            ring = match self.ring_start(in_scratch, &mut fds, with_fd) {
+                Ok(r) => Some(r),
+                Err(e) => return self.broken_recv(e),
+            };
+        }
         if len > max {
             return self.broken_recv(Error::MessageTooLarge { len, max });
         }
@@ -567,7 +631,7 @@ impl Connection {
                 max: usize::MAX as u64,
             });
         };
-        if in_scratch > len {
+        if ring.is_none() && in_scratch > len {
             return self.broken_recv(Error::malformed(format!(
                 "the first record holds {in_scratch} payload bytes of a {len}-byte message"
             )));
@@ -575,8 +639,52 @@ impl Connection {
         Ok(Header {
             len,
             fds,
-            in_scratch,
+            in_scratch: if ring.is_some() { 0 } else { in_scratch },
+            ring,
         })
+    }
+
+    /// A ring frame's start position (in the scratch buffer after the header) and the ring's
+    /// descriptor (the last one that came).
+    fn ring_start(
+        &self,
+        in_scratch: usize,
+        fds: &mut Vec<OwnedFd>,
+        with_fd: bool,
+    ) -> Result<(u64, Option<OwnedFd>)> {
+        if !self.records || in_scratch != ring::START_LEN {
+            return Err(Error::malformed(
+                "a ring frame on a byte stream, or with a first record of the wrong size",
+            ));
+        }
+        let fd = match (with_fd, fds.pop()) {
+            (false, fd) => {
+                fds.extend(fd);
+                None
+            }
+            (true, Some(fd)) => Some(fd),
+            (true, None) => {
+                return Err(Error::malformed(
+                    "a ring frame without the ring's descriptor",
+                ));
+            }
+        };
+        let scratch = self.scratch.take();
+        let start = u64::from_le_bytes(scratch[..8].try_into().expect("8 bytes"));
+        self.scratch.set(scratch);
+        Ok((start, fd))
+    }
+
+    /// Maps (or finds mapped) the ring a frame's payload is in.
+    fn incoming(&self, fd: Option<OwnedFd>) -> Result<Incoming> {
+        match (fd, self.incoming.take()) {
+            (Some(fd), current) => Incoming::get(current, fd),
+            (None, Some(current)) => Ok(current),
+            (None, None) => Err(Error::malformed(
+                "a large message in a ring this end was never given (was it rebuilt from its \
+                 descriptor while its peer was sending large messages?)",
+            )),
+        }
     }
 
     /// Reads exactly a header from a byte stream, with the descriptors that come with it.
@@ -655,10 +763,18 @@ impl Connection {
     /// Fills `dst` (exactly the payload's length) with the payload.
     fn read_payload_into(
         &self,
-        head: &Header,
+        head: &mut Header,
         dst: &mut [u8],
         deadline: Option<Instant>,
     ) -> Result<()> {
+        if let Some((start, fd)) = head.ring.take() {
+            let res = self.incoming(fd).and_then(|inc| {
+                let res = inc.read_to_slice(start, dst, deadline, self.fd.as_fd());
+                self.incoming.set(Some(inc));
+                res
+            });
+            return res.or_else(|e| self.broken_recv(e));
+        }
         let mut got = head.in_scratch;
         if got > 0 {
             let scratch = self.scratch.take();
@@ -687,7 +803,7 @@ impl Connection {
     /// with the header) and filled by the reads without being zeroed first; the kernel backs
     /// large reservations lazily, so a peer that announces much and sends little costs address
     /// space, not memory.
-    fn read_payload_vec(&self, head: &Header, deadline: Option<Instant>) -> Result<Vec<u8>> {
+    fn read_payload_vec(&self, head: &mut Header, deadline: Option<Instant>) -> Result<Vec<u8>> {
         let len = head.len;
         let mut body: Vec<u8> = Vec::new();
         if body.try_reserve_exact(len).is_err() {
@@ -702,6 +818,14 @@ impl Connection {
             body.resize(len, 0);
             self.read_payload_into(head, &mut body, deadline)?;
             return Ok(body);
+        }
+        if let Some((start, fd)) = head.ring.take() {
+            let res = self.incoming(fd).and_then(|inc| {
+                let res = inc.read_to_vec(start, len, &mut body, deadline, self.fd.as_fd());
+                self.incoming.set(Some(inc));
+                res
+            });
+            return res.map(|()| body).or_else(|e| self.broken_recv(e));
         }
         if head.in_scratch > 0 {
             let scratch = self.scratch.take();
@@ -733,6 +857,8 @@ struct Header {
     fds: Vec<OwnedFd>,
     /// Payload bytes already received into the scratch buffer with the header (records only).
     in_scratch: usize,
+    /// Where the payload starts in the peer's ring, and the ring (ring frames only).
+    ring: Option<(u64, Option<OwnedFd>)>,
 }
 
 fn record_overflow(len: usize) -> Error {
@@ -795,6 +921,7 @@ impl Serialize for FdRef<'_> {
 #[derive(Serialize)]
 struct WireRef<'a> {
     fd: FdRef<'a>,
+    ring: Option<FdRef<'a>>,
     kind: Kind,
     max_message: u64,
     records: bool,
@@ -805,6 +932,7 @@ struct WireRef<'a> {
 #[derive(Deserialize)]
 struct Wire {
     fd: TransferFd,
+    ring: Option<TransferFd>,
     kind: Kind,
     max_message: u64,
     records: bool,
@@ -814,15 +942,20 @@ struct Wire {
 
 impl Serialize for Connection {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        WireRef {
+        // The mapping of the peer's ring goes along: its sender announced it once.
+        let incoming = self.incoming.take();
+        let res = WireRef {
             fd: FdRef(self.fd.as_fd()),
+            ring: incoming.as_ref().map(|i| FdRef(i.fd())),
             kind: self.kind,
             max_message: self.max_message.get(),
             records: self.records,
             recv_broken: self.recv_broken.get(),
             send_broken: self.send_broken.get(),
         }
-        .serialize(s)
+        .serialize(s);
+        self.incoming.set(incoming);
+        res
     }
 }
 
@@ -833,6 +966,10 @@ impl<'de> Deserialize<'de> for Connection {
         c.max_message.set(w.max_message);
         c.recv_broken.set(w.recv_broken);
         c.send_broken.set(w.send_broken);
+        if let Some(fd) = w.ring {
+            let ring = Incoming::get(None, fd.0).map_err(serde::de::Error::custom)?;
+            c.incoming.set(Some(ring));
+        }
         Ok(c)
     }
 }

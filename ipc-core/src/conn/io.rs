@@ -13,7 +13,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
@@ -122,11 +122,10 @@ pub(super) fn write_stream(
     socket: bool,
     head: &[u8],
     body: &[u8],
-    fds: &[OwnedFd],
+    fds: &[BorrowedFd<'_>],
     sent: &mut usize,
 ) -> Result<()> {
     let total = head.len() + body.len();
-    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
     let mut space = [MaybeUninit::<u8>::uninit(); CMSG_SPACE];
     while *sent < total {
         let iov = frame_slices(head, body, *sent, total);
@@ -134,7 +133,7 @@ pub(super) fn write_stream(
             retry(fd, Interest::Write, None, || {
                 let mut control = SendAncillaryBuffer::new(&mut space);
                 if *sent == 0 {
-                    push_rights(&mut control, &borrowed);
+                    push_rights(&mut control, fds);
                 }
                 rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL)
             })
@@ -169,11 +168,10 @@ pub(super) fn write_records(
     fd: BorrowedFd<'_>,
     head: &[u8],
     body: &[u8],
-    fds: &[OwnedFd],
+    fds: &[BorrowedFd<'_>],
     sent: &mut usize,
 ) -> Result<()> {
     let total = head.len() + body.len();
-    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
     let mut space = [MaybeUninit::<u8>::uninit(); CMSG_SPACE];
     let mut limit = FIRST_RECORD;
     while *sent < total {
@@ -183,7 +181,7 @@ pub(super) fn write_records(
         let res = retry(fd, Interest::Write, None, || {
             let mut control = SendAncillaryBuffer::new(&mut space);
             if *sent == 0 {
-                push_rights(&mut control, &borrowed);
+                push_rights(&mut control, fds);
             }
             rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL)
         });

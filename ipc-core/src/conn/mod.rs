@@ -53,6 +53,14 @@
 //!   to 128 KiB. A small message is one `sendmsg` and one `recvmsg`, the same count as a raw
 //!   socket write and read, which is what small-message ping-pong costs. Record boundaries keep
 //!   every read inside its frame; a record that would cross one is [`Error::Malformed`].
+//! - **Large payloads on records** (32 KiB and more): the payload goes through a ring of shared
+//!   memory that the sending end owns, and the socket carries only the header record, with the
+//!   payload's place in the ring (and, the first time, the ring's memfd). Ordering, end of file
+//!   and [`wait`] stay the socket's; a peer that dies in the middle of a payload is an error on
+//!   the other side within 50 ms, never a hang. A 1 MiB message goes about 4x faster than
+//!   through the socket (27 GB/s against 4.5-6.7 here); the ring costs 2 MiB of shared memory
+//!   per direction that has sent a large message. The layout, frame and waits are in the
+//!   `ring` module (`src/conn/ring.rs`).
 //! - **Byte streams** (TCP, another program's Unix stream socket, one-way pipes). The header and
 //!   the payload leave in one `sendmsg` (`writev` on a pipe); the receiver reads exactly the
 //!   header, then exactly the payload (two reads per message).
@@ -101,6 +109,7 @@ mod auth;
 mod connection;
 mod io;
 mod listener;
+mod ring;
 mod wait;
 
 pub use address::{Address, MAX_ABSTRACT_NAME};
