@@ -14,8 +14,9 @@
 //! (every `crate::module` path outside comments and `#[cfg(test)]` modules, whose tests may
 //! start processes from anywhere):
 //! ```text
-//! rank 3   process
-//! rank 2   shm  conn
+//! rank 4   process
+//! rank 3   conn        (large payloads travel through a shared-memory ring)
+//! rank 2   shm
 //! rank 1   futex  spin  codec
 //! rank 0   error  deadline  sys  failpoint   (leaves)
 //! ```
@@ -85,8 +86,9 @@ fn module_rank(module: &str) -> Option<u8> {
     Some(match module {
         "error" | "deadline" | "sys" | "failpoint" => 0,
         "futex" | "spin" | "codec" => 1,
-        "shm" | "conn" => 2,
-        "process" => 3,
+        "shm" => 2,
+        "conn" => 3,
+        "process" => 4,
         _ => return None,
     })
 }
@@ -301,8 +303,13 @@ mod tests {
         let e = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert!(module_violations(&[e("process", "sys"), e("conn", "spin")]).is_empty());
         let v = module_violations(&[e("sys", "process")]);
-        assert!(v[0].contains("rank 0") && v[0].contains("rank 3"), "{v:?}");
-        assert_eq!(module_violations(&[e("shm", "conn")]).len(), 1, "same rank");
+        assert!(v[0].contains("rank 0") && v[0].contains("rank 4"), "{v:?}");
+        assert_eq!(module_violations(&[e("shm", "conn")]).len(), 1, "upwards");
+        assert_eq!(
+            module_violations(&[e("futex", "spin")]).len(),
+            1,
+            "same rank"
+        );
         assert!(module_violations(&[e("newmod", "sys")])[0].contains("no rank"));
     }
 

@@ -156,10 +156,9 @@ impl Mapped {
         let i = (at & (cap as u64 - 1)) as usize;
         let src = &src[..src.len().min(cap)];
         let first = src.len().min(cap - i);
-        // SAFETY: `i < cap` and `first <= cap - i`; the rest (at most `cap - first`, as `src`
-        // was cut to `cap`) goes to the start of the data. The data pages follow the header
-        // page and hold `cap` bytes. By the protocol only the sender writes free space and
-        // nobody reads it (module doc).
+        // SAFETY: `i < cap`, `first <= cap - i`, the rest (`<= cap - first`: `src` was cut to
+        // `cap`) goes to the data's start; the `cap` data bytes follow the header page. Only
+        // the sender writes free space, and nobody reads it (module doc).
         unsafe {
             let base = self.seg.as_ptr().add(PAGE);
             std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(i), first);
