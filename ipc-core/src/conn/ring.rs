@@ -37,7 +37,7 @@
 //! # States of one message
 //! ```text
 //! sender:   fill what is free now -> send the header record -> stream the rest (waiting for room)
-//! receiver: header record -> tail := start -> copy what is published, free it, until len
+//! receiver: header record -> publish tail := start -> copy what is published, free it, until len
 //! ```
 //! The payload starts at `head` rounded up to 64 bytes (glibc's `memcpy` is several times
 //! slower for some misalignments on this CPU); the receiver moves `tail` to the start it was
@@ -380,11 +380,19 @@ impl Incoming {
     ) -> Result<()> {
         let ring = &self.ring;
         let cap = ring.capacity();
-        let tail = ring.header().receiver.0.pos.load(Ordering::Relaxed);
-        if start < tail || start - tail > cap {
+        // Acquire: the last reader may have been another process (the end moved).
+        let tail = ring.header().receiver.0.pos.load(Ordering::Acquire);
+        // The start is past the alignment padding and any bytes of a header that was never
+        // sent, at most a ring's worth.
+        if start < tail || start - tail > cap + ALIGN {
             return Err(Error::malformed(format!(
                 "a ring frame's payload starts at {start}, outside the ring (freed up to {tail})"
             )));
+        }
+        if start > tail {
+            // Free the padding and any orphaned bytes now: a sender whose orphans filled the
+            // ring waits for this room before it can write the payload.
+            publish(&ring.header().receiver.0, start);
         }
         let mut pos = start;
         let end = start + dst.len() as u64;
