@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use conn_support::{LIVENESS, header, raw_pair, within_liveness, write_and_close};
+use conn_support::{LIVENESS, header, raw_pair, raw_records, within_liveness, write_and_close};
 use ipc_core::Error;
 use ipc_core::codec::TransferFd;
 use ipc_core::conn::{Connection, DEFAULT_MAX_MESSAGE, HEADER_LEN, Kind, pipe, pipe_oneway};
@@ -300,18 +300,6 @@ fn a_peer_that_closes_with_unread_data_still_reads_as_end_of_file() {
     assert!(got == expected);
     assert_eq!(b.recv_bytes().unwrap(), b"last");
     assert!(matches!(b.recv_bytes(), Err(Error::Eof)));
-}
-
-/// A connection over a `SOCK_SEQPACKET` pair, and the raw other end to send records on.
-fn raw_records() -> (Connection, OwnedFd) {
-    let (a, b) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::SEQPACKET,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
-    (Connection::from_socket(a), b)
 }
 
 fn send_record(fd: &OwnedFd, bytes: &[u8]) {

@@ -131,14 +131,7 @@ proptest! {
         chunks in proptest::collection::vec(chunk(), 0..8),
         typed in any::<bool>(),
     ) {
-        let (a, raw) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::SEQPACKET,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
-        let conn = Connection::from_socket(a);
+        let (conn, raw) = conn_support::raw_records();
         for b in bytes_of(&chunks) {
             rustix::net::send(&raw, &b, rustix::net::SendFlags::empty()).unwrap();
         }

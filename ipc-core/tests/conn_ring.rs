@@ -8,7 +8,9 @@ mod conn_support;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use conn_support::{LIVENESS, TestChild, child_connection, header, is_child, within_liveness};
+use conn_support::{
+    LIVENESS, TestChild, child_connection, header, is_child, raw_records, within_liveness,
+};
 use ipc_core::Error;
 use ipc_core::conn::{Connection, pipe};
 use serde_bytes::ByteBuf;
@@ -291,18 +293,6 @@ fn a_receiver_killed_mid_message_is_an_error_for_the_sender_not_a_hang() {
     );
     // The header went out before the kill: the stream is broken on this side.
     assert!(matches!(res.1, Err(Error::Misuse(_))), "{:?}", res.1);
-}
-
-/// A `SOCK_SEQPACKET` connection and the raw other end.
-fn raw_records() -> (Connection, OwnedFd) {
-    let (a, b) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::SEQPACKET,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
-    (Connection::from_socket(a), b)
 }
 
 /// Sends one record with descriptors.

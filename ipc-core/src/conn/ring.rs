@@ -336,14 +336,7 @@ impl Incoming {
         if let Some(c) = current.filter(|c| c.key == key) {
             return Ok(c);
         }
-        let seals = rustix::fs::fcntl_get_seals(&fd).map_err(|_| {
-            Error::malformed("a connection's ring frame came with a descriptor that is not a memfd")
-        })?;
-        if !seals.contains(SealFlags::SHRINK) {
-            return Err(Error::malformed(
-                "a connection's ring frame came with a memfd that is not sealed against shrinking",
-            ));
-        }
+        crate::shm::check_seals(fd.as_fd(), SealFlags::SHRINK, "a connection's ring frame")?;
         let size = usize::try_from(st.st_size).unwrap_or(0);
         if size != PAGE + RING_BYTES {
             return Err(Error::malformed(format!(

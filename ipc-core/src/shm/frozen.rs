@@ -124,14 +124,7 @@ impl<T: ShmSafe + Copy> Frozen<T> {
     /// Maps a frozen memfd holding `len` `T`s, after checking that it is sealed and large
     /// enough.
     fn open(fd: OwnedFd, len: usize) -> Result<Self> {
-        let seals = rustix::fs::fcntl_get_seals(&fd)
-            .map_err(|_| Error::malformed("a frozen segment arrived as something not a memfd"))?;
-        if !seals.contains(FROZEN) {
-            return Err(Error::malformed(
-                "a frozen segment arrived without its seals (write, shrink, grow): another \
-                 process could change it under our references",
-            ));
-        }
+        super::check_seals(fd.as_fd(), FROZEN, "a frozen segment")?;
         let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
             Error::malformed(format!("a frozen segment of {len} items overflows"))
         })?;

@@ -261,16 +261,7 @@ impl Arena {
         if let Some(a) = REGISTRY.lock().get(&key).and_then(Weak::upgrade) {
             return Ok(a);
         }
-        // Only a sealed memfd is safe to map for a peer's objects: an unsealed file could be
-        // shrunk by its owner under our mapping, and reading the lost pages would be a SIGBUS.
-        let seals = rustix::fs::fcntl_get_seals(&fd).map_err(|_| {
-            Error::malformed("a shared-heap handle arrived with a descriptor that is not a memfd")
-        })?;
-        if !seals.contains(SealFlags::SHRINK) {
-            return Err(Error::malformed(
-                "a shared-heap handle arrived with a memfd that is not sealed against shrinking",
-            ));
-        }
+        super::check_seals(fd.as_fd(), SealFlags::SHRINK, "a shared-heap handle")?;
         let size = usize::try_from(st.st_size).unwrap_or(0);
         if size < HEADER {
             return Err(Error::malformed(format!(

@@ -33,3 +33,4 @@ pub use frozen::Frozen;
 pub use heap::{BIG_ALLOCATION, ShmBox, ShmSafe, ShmSlice, ShmSync};
 pub use named::{MAX_NAME_LEN, NamedSegment};
 pub use segment::Segment;
+pub(crate) use segment::check_seals;

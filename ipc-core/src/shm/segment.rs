@@ -151,6 +151,23 @@ impl Segment {
     }
 }
 
+/// Checks that `fd`, which arrived from a peer as `what` (for the error), is a memfd sealed
+/// with at least `needed`. Only a sealed memfd is safe to map for a peer's objects: an unsealed
+/// file could be shrunk by its owner under our mapping (a read of a lost page is a SIGBUS), or
+/// written when it should be frozen.
+pub(crate) fn check_seals(fd: BorrowedFd<'_>, needed: SealFlags, what: &str) -> Result<()> {
+    let seals = rustix::fs::fcntl_get_seals(fd).map_err(|_| {
+        Error::malformed(format!("{what} came with a descriptor that is not a memfd"))
+    })?;
+    if !seals.contains(needed) {
+        return Err(Error::malformed(format!(
+            "{what} came with a memfd that lacks the seals {needed:?}: its owner could change it \
+             under our mapping"
+        )));
+    }
+    Ok(())
+}
+
 impl AsFd for Segment {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

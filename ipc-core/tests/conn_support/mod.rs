@@ -24,6 +24,18 @@ pub(crate) fn raw_pair() -> (Connection, UnixStream) {
     (Connection::from_socket(OwnedFd::from(a)), b)
 }
 
+/// A connection over a `SOCK_SEQPACKET` pair, and the raw other end to send records on.
+pub(crate) fn raw_records() -> (Connection, OwnedFd) {
+    let (a, b) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .expect("socketpair");
+    (Connection::from_socket(a), b)
+}
+
 /// A frame header announcing `len` payload bytes and `nfds` descriptors.
 pub(crate) fn header(len: u64, nfds: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
