@@ -460,3 +460,36 @@ fn a_real_ring_with_lying_positions_is_malformed() {
         );
     });
 }
+
+#[test]
+fn without_a_ring_large_messages_go_through_the_socket() {
+    isolated(
+        "without_a_ring_large_messages_go_through_the_socket",
+        || {
+            use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+            let (a, b) = pipe().unwrap();
+            let maps = memfd_mappings();
+            // With no descriptor to spare, the sender cannot make its ring.
+            let was = getrlimit(Resource::Nofile);
+            // A new descriptor takes the lowest free number: below it, every number is taken.
+            let lowest_free = {
+                use std::os::fd::AsRawFd;
+                rustix::io::dup(std::io::stdin().as_fd())
+                    .unwrap()
+                    .as_raw_fd() as u64
+            };
+            let tight = Rlimit {
+                current: Some(lowest_free), // no descriptor number left below it
+                maximum: was.maximum,
+            };
+            setrlimit(Resource::Nofile, tight).unwrap();
+            let writer = std::thread::spawn(move || a.send_bytes(&pattern(300_000, 9)).map(|()| a));
+            let got = b.recv_bytes();
+            let sent = writer.join().unwrap();
+            setrlimit(Resource::Nofile, was).unwrap();
+            assert!(got.unwrap() == pattern(300_000, 9));
+            drop(sent.unwrap());
+            assert_eq!(memfd_mappings(), maps, "no ring was made");
+        },
+    );
+}

@@ -537,8 +537,9 @@ impl Connection {
     }
 
     /// Sends a frame whose payload (`head` after the header, then `body`) goes through this
-    /// end's ring: one header record with the payload's start and the ring's descriptor after
-    /// the message's own (see [`ring`]).
+    /// end's ring: one header record with the payload's start, and the first time the ring's
+    /// descriptor after the message's own (see [`ring`]). Without a ring (no memfd could be
+    /// made: a descriptor limit, a sandbox), the frame goes as records.
     fn write_ring_frame<'a>(
         &'a self,
         head: &[u8],
@@ -548,10 +549,10 @@ impl Connection {
     ) -> Result<()> {
         let out = match self.outgoing.get() {
             Some(out) => out,
-            None => {
-                let _ = self.outgoing.set(Outgoing::new()?);
-                self.outgoing.get().expect("just set")
-            }
+            None => match Outgoing::new() {
+                Ok(out) => self.outgoing.get_or_init(|| out),
+                Err(_) => return cio::write_records(self.fd.as_fd(), head, body, &fds, sent),
+            },
         };
         let writer = out.begin([&head[HEADER_LEN..], body])?;
         let mut record = [0u8; HEADER_LEN + ring::START_LEN];
