@@ -676,16 +676,28 @@ impl Connection {
         Ok((start, fd))
     }
 
-    /// Maps (or finds mapped) the ring a frame's payload is in.
-    fn incoming(&self, fd: Option<OwnedFd>) -> Result<Incoming> {
-        match (fd, self.incoming.take()) {
+    /// Reads a ring frame's payload with `read` (given the ring, the payload's start and the
+    /// socket): maps the ring or finds it mapped, keeps the mapping, and breaks the receive side
+    /// on an error (the place in the stream is lost).
+    fn read_ring(
+        &self,
+        (start, fd): (u64, Option<OwnedFd>),
+        read: impl FnOnce(&Incoming, u64, BorrowedFd<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let ring = match (fd, self.incoming.take()) {
             (Some(fd), current) => Incoming::get(current, fd),
             (None, Some(current)) => Ok(current),
             (None, None) => Err(Error::malformed(
                 "a large message in a ring this end was never given (was it rebuilt from its \
                  descriptor while its peer was sending large messages?)",
             )),
-        }
+        };
+        let res = ring.and_then(|ring| {
+            let res = read(&ring, start, self.fd.as_fd());
+            self.incoming.set(Some(ring));
+            res
+        });
+        res.or_else(|e| self.broken_recv(e))
     }
 
     /// Reads exactly a header from a byte stream, with the descriptors that come with it.
@@ -768,13 +780,10 @@ impl Connection {
         dst: &mut [u8],
         deadline: Option<Instant>,
     ) -> Result<()> {
-        if let Some((start, fd)) = head.ring.take() {
-            let res = self.incoming(fd).and_then(|inc| {
-                let res = inc.read_to_slice(start, dst, deadline, self.fd.as_fd());
-                self.incoming.set(Some(inc));
-                res
+        if let Some(ring) = head.ring.take() {
+            return self.read_ring(ring, |inc, start, socket| {
+                inc.read_to_slice(start, dst, deadline, socket)
             });
-            return res.or_else(|e| self.broken_recv(e));
         }
         let mut got = head.in_scratch;
         if got > 0 {
@@ -820,13 +829,11 @@ impl Connection {
             self.read_payload_into(head, &mut body, deadline)?;
             return Ok(body);
         }
-        if let Some((start, fd)) = head.ring.take() {
-            let res = self.incoming(fd).and_then(|inc| {
-                let res = inc.read_to_vec(start, len, &mut body, deadline, self.fd.as_fd());
-                self.incoming.set(Some(inc));
-                res
-            });
-            return res.map(|()| body).or_else(|e| self.broken_recv(e));
+        if let Some(ring) = head.ring.take() {
+            self.read_ring(ring, |inc, start, socket| {
+                inc.read_to_vec(start, len, &mut body, deadline, socket)
+            })?;
+            return Ok(body);
         }
         if head.in_scratch > 0 {
             let scratch = self.scratch.take();
