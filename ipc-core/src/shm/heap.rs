@@ -793,6 +793,39 @@ impl<T: ShmSafe> ShmSlice<T> {
         self.len == 0
     }
 
+    /// Maps elements `range` into this process's page tables now, as a writer (`write`) or a
+    /// reader would, without touching their contents: best effort (nothing happens on a kernel
+    /// before 5.14). For a ring that is filled front to back: a page fault costs 2-5 us on this
+    /// kind of VM, and populating 16 pages at once costs about one.
+    ///
+    /// ```
+    /// let s = ipc_core::shm::ShmSlice::<u8>::new(1 << 20).unwrap(); // its own segment
+    /// s.populate(0..65536, true);
+    /// assert!(s.to_vec().iter().all(|&b| b == 0)); // the contents are unchanged
+    /// ```
+    pub fn populate(&self, range: std::ops::Range<usize>, write: bool) {
+        let size = std::mem::size_of::<T>();
+        let end = range.end.min(self.len).saturating_mul(size);
+        let start = range.start.saturating_mul(size);
+        if start >= end {
+            return;
+        }
+        let page = rustix::param::page_size();
+        let base = self.as_ptr() as usize;
+        let from = (base + start) & !(page - 1);
+        let to = (base + end).next_multiple_of(page);
+        let advice = if write {
+            rustix::mm::Advice::LinuxPopulateWrite
+        } else {
+            rustix::mm::Advice::LinuxPopulateRead
+        };
+        // SAFETY: `from..to` covers elements of this slice, widened to whole pages; a mapping is
+        // made of whole pages, so those pages are in the mapping that holds the slice, which
+        // `self.block` keeps alive. Populating faults pages in and leaves their contents as
+        // they are (madvise(2)): no memory anyone reads or writes changes.
+        let _ = unsafe { rustix::mm::madvise(from as *mut std::ffi::c_void, to - from, advice) };
+    }
+
     /// How many handles into this slice's arena are alive in all processes (a diagnostic; see
     /// [`ShmBox::arena_handles`]).
     ///
