@@ -514,3 +514,30 @@ fn wait_ready_sleepers_beside_a_blocked_get() {
     assert!(q.wait_ready(None));
     assert!(t0.elapsed() < LONG);
 }
+
+/// Sleeps in `wait_ready` (no limit) and says how it returned.
+fn wait_ready_once(q: Queue<u64>) -> bool {
+    q.wait_ready(None)
+}
+
+/// A sleeper in `wait_ready` returns when a put wakes it, even if another consumer took the
+/// item before it looked. Before, it slept on, to be woken by every such put and never return
+/// (a pool's collector was woken by every result its caller took itself).
+#[test]
+fn wait_ready_returns_when_woken_even_if_the_item_is_gone() {
+    let q = Queue::<u64>::new().unwrap();
+    let h = builder(StartMethod::ForkServer)
+        .spawn(q.clone(), wait_ready_once)
+        .unwrap();
+    let _reap = Reap(&h);
+    // Long enough for the child to be asleep (its spin lasts microseconds).
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..3u64 {
+        q.put(i).unwrap();
+        // Taken long before the woken child can look.
+        assert_eq!(q.try_get().unwrap(), i);
+    }
+    assert_eq!(h.join_timeout(LONG).unwrap(), 0, "still asleep");
+    drop(_reap);
+    assert!(h.join().unwrap());
+}

@@ -316,7 +316,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// out. For a consumer that takes with [`try_get`](Self::try_get) under a lock of its own
     /// (to keep several consumers' processing in the queue's order): unlike a blocked `get`,
     /// the waiter holds nothing that keeps others from taking. Another consumer may take the
-    /// item first, so look again with `try_get`.
+    /// item first, so look again with `try_get`: a waiter that slept returns as soon as a put
+    /// wakes it, even if the item is gone by then (it does not sleep on, to be woken by every
+    /// put that the other consumer takes first).
     ///
     /// ```
     /// let q = ipc_sync::Queue::<u32>::new()?;

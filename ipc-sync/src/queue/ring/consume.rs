@@ -56,8 +56,8 @@ impl Ring {
     }
 
     /// Waits, without `rlock` and without taking anything, until bytes are published past
-    /// `head` (a record, or the start of a streamed one), the ring is shut, or `deadline`:
-    /// true unless it timed out. For consumers that take with `Wait::No` under a lock of their
+    /// `head` (a record, or the start of a streamed one), the ring is shut, a publisher woke
+    /// it, or `deadline`: true unless it timed out. For consumers that take with `Wait::No` under a lock of their
     /// own, so that a sleeper does not hold `rlock` against them.
     ///
     /// Such a sleeper may sleep beside one in [`get`](Self::get): the handshake (module doc)
@@ -79,7 +79,13 @@ impl Ring {
             }
             // Timed waits look again every slice, as `get`'s do (module doc).
             let until = deadline.map(|d| d.min(Instant::now() + SLICE));
-            self.sleep(&h.not_empty, &h.get_waiters, &h.producer_cpu, empty, until);
+            let slept = self.sleep(&h.not_empty, &h.get_waiters, &h.producer_cpu, empty, until);
+            if let WaitOutcome::Woken = slept {
+                // Something was put (or a spurious wake): the caller looks, even if another
+                // consumer took it first. Sleeping on would be woken by every put that
+                // consumer races us for, and never return.
+                return true;
+            }
         }
     }
 
