@@ -51,7 +51,8 @@
 //!
 //! # Wire protocol (shared-memory queues of ipc-sync)
 //! ```text
-//! parent -> worker w   mailbox_w: Parcel { func, chunks: [Chunk { id, args (packed) }] }
+//! parent -> worker w   mailbox_w: Parcel { cpu (the sender's), func, chunks: [Chunk { id,
+//!                                  args (packed) }] }
 //!                                  (w holds the chunk it runs + about 100 us of its work, at
 //!                                  most 256 chunks; a parcel is at most half of that and
 //!                                  64 KiB of arguments, so the next one comes while w works)

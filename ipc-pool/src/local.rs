@@ -212,6 +212,9 @@ struct State {
     next_worker: u64,
     closed: bool,
     terminated: bool,
+    /// Threads in `join`, waiting on `idle` (a notify is a syscall even when nobody waits:
+    /// without them, the end of every `apply` paid one).
+    joining: usize,
     /// The exit hook's outputs not taken yet, by worker pid, in the order the workers left.
     exits: Vec<(u32, Result<Vec<u8>, String>)>,
     counters: Counters,
@@ -504,9 +507,7 @@ impl Engine for LocalEngine {
                 let _ = w.handle.kill();
             }
         }
-        if st.chunks.is_empty() {
-            self.shared.idle.notify_all();
-        }
+        self.shared.idle_if_done(&st);
         self.shared.dispatch(&mut st);
     }
 
@@ -521,9 +522,11 @@ impl Engine for LocalEngine {
                 "join() before close() (or terminate()) would wait forever".into(),
             ));
         }
+        st.joining += 1;
         while !st.chunks.is_empty() && !st.terminated {
             st = self.shared.idle.wait(st).unwrap_or_else(|p| p.into_inner());
         }
+        st.joining -= 1;
         drop(st);
         self.shared.stop_workers(false);
         self.stop_threads();
@@ -738,6 +741,7 @@ impl Shared {
                 ids.push(next);
             }
             let parcel = Parcel {
+                cpu: ipc_core::spin::cpu_tag(),
                 func,
                 chunks: ids
                     .iter()
@@ -766,6 +770,13 @@ impl Shared {
             } else {
                 refused.push(i);
             }
+        }
+    }
+
+    /// Wakes the threads in `join` if no chunk is left.
+    fn idle_if_done(&self, st: &State) {
+        if st.chunks.is_empty() && st.joining > 0 {
+            self.idle.notify_all();
         }
     }
 
@@ -948,9 +959,7 @@ impl Shared {
             {
                 w.assigned.pop_front();
             }
-            if st.chunks.is_empty() {
-                self.idle.notify_all();
-            }
+            self.idle_if_done(st);
         }
         let group = Group {
             batch,
@@ -1052,9 +1061,7 @@ impl Shared {
                     .map(|(b, i, e)| Delivery::One(b, i, e)),
             );
         }
-        if st.chunks.is_empty() {
-            self.idle.notify_all();
-        }
+        self.idle_if_done(st);
         self.dispatch(st);
         st.counters.completed(failed.len(), failed.len());
         failed

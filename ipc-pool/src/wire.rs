@@ -176,6 +176,8 @@ impl Packed {
 /// small chunks cost one put and at most one wake-up.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Parcel {
+    /// Where the sender ran (`ipc_core::spin::cpu_tag`: CPU + 1, 0 unknown).
+    pub(crate) cpu: u32,
     pub(crate) func: RemoteFn<(), ()>,
     pub(crate) chunks: Vec<Chunk>,
 }

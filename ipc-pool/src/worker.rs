@@ -2,6 +2,8 @@
 //! the outcomes, until the mailbox is shut down (see the crate doc for the slot protocol).
 //!
 //! ```text
+//! take a parcel: on the CPU of the thread that sent it -> move off it (StepAside: at most
+//!             once per ASIDE_EVERY)
 //! per parcel: for each chunk, for each item k: slot = (chunk, k); run it; append its result
 //!             (or failure)
 //!             flush (one Items report for every item since the last, of one chunk or several)
@@ -30,6 +32,46 @@ const FLUSH_AGE: Duration = Duration::from_millis(1);
 const GROUP_AGE: Duration = Duration::from_micros(50);
 /// The most result bytes buffered before a report.
 const FLUSH_BYTES: usize = 256 << 10;
+
+/// How often at most a worker moves off its sender's CPU.
+const ASIDE_EVERY: Duration = Duration::from_millis(10);
+
+/// Moves the worker off the CPU of the thread that sent it a parcel when it finds itself
+/// there. A worker that slept is woken onto its waker's CPU (on this kind of VM an idle vCPU
+/// does not count as idle to the scheduler), where the caller spinning for its result keeps
+/// it waiting: both then take turns on one CPU for good, 12-30 us an `apply` instead of 1.5,
+/// while the other CPU idles. Narrowing the worker's affinity for a moment migrates it; the
+/// full affinity is given back at once. At most once per `ASIDE_EVERY`, so that more workers
+/// than CPUs (collisions then cannot be avoided) cost nothing that matters.
+#[derive(Default)]
+struct StepAside {
+    last: Option<Duration>,
+}
+
+impl StepAside {
+    fn check(&mut self, sender: u32) {
+        let me = ipc_core::spin::cpu_tag();
+        if sender == 0 || me != sender {
+            return;
+        }
+        let now = coarse_now();
+        if self
+            .last
+            .is_some_and(|t| now.saturating_sub(t) < ASIDE_EVERY)
+        {
+            return;
+        }
+        self.last = Some(now);
+        let Ok(all) = rustix::thread::sched_getaffinity(None) else {
+            return;
+        };
+        let mut others = all;
+        others.unset((me - 1) as usize);
+        if others.count() > 0 && rustix::thread::sched_setaffinity(None, &others).is_ok() {
+            let _ = rustix::thread::sched_setaffinity(None, &all);
+        }
+    }
+}
 
 /// The coarse monotonic clock (a few nanoseconds to read, where `Instant::now` takes tens
 /// here; it moves in ticks of a few milliseconds, so an outcome may wait one tick more).
@@ -86,7 +128,9 @@ pub(crate) fn main(mut boot: WorkerBoot) {
         since: None,
         group_start: std::time::Instant::now(),
     };
+    let mut aside = StepAside::default();
     'parcels: while let Ok(parcel) = boot.mailbox.get() {
+        aside.check(parcel.cpu);
         ipc_core::failpoint::hit("pool.task.taken");
         reporter.group_start = std::time::Instant::now();
         for chunk in &parcel.chunks {

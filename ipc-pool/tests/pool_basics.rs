@@ -804,3 +804,37 @@ fn cpython_143_a_failed_worker_start_stops_the_others() {
     assert_ne!(err, "built", "8 workers started with few descriptors");
     assert_eq!(children, 0, "workers left after a failed build ({err})");
 }
+
+/// The CPUs this process may run on now (read by a task, in its worker).
+fn allowed_cpus(_: u32) -> Vec<usize> {
+    let set = rustix::thread::sched_getaffinity(None).unwrap();
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| set.is_set(c))
+        .collect()
+}
+
+/// A worker that finds itself on the CPU of the thread that sent its task moves away by
+/// narrowing its affinity for a moment (see the worker's `StepAside`): every task still sees
+/// the worker's whole affinity. The caller sits on each CPU in turn and lets the worker fall
+/// asleep before each task, so that the worker is woken beside it now and then.
+#[test]
+fn a_worker_that_steps_aside_keeps_its_whole_affinity() {
+    let all = allowed_cpus(0);
+    if all.len() < 2 {
+        return;
+    }
+    let pool = pool(StartMethod::ForkServer, 1);
+    let mine = rustix::thread::sched_getaffinity(None).unwrap();
+    for round in 0..24 {
+        let mut one = rustix::thread::CpuSet::new();
+        one.set(all[round % all.len()]);
+        rustix::thread::sched_setaffinity(None, &one).unwrap();
+        // Longer than the worker's spin and than its rate limit of one step a 10 ms.
+        std::thread::sleep(Duration::from_millis(12));
+        let seen = pool.apply(allowed_cpus, round as u32);
+        rustix::thread::sched_setaffinity(None, &mine).unwrap();
+        assert_eq!(seen.unwrap(), all, "round {round}");
+    }
+    pool.close();
+    pool.join().unwrap();
+}
