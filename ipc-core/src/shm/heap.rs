@@ -819,11 +819,10 @@ impl<T: ShmSafe> ShmSlice<T> {
         } else {
             rustix::mm::Advice::LinuxPopulateRead
         };
-        // SAFETY: `from..to` covers elements of this slice, widened to whole pages; a mapping is
-        // made of whole pages, so those pages are in the mapping that holds the slice, which
-        // `self.block` keeps alive. Populating faults pages in and leaves their contents as
-        // they are (madvise(2)): no memory anyone reads or writes changes.
-        let _ = unsafe { rustix::mm::madvise(from as *mut std::ffi::c_void, to - from, advice) };
+        let at = from as *mut std::ffi::c_void;
+        // SAFETY: whole pages around this slice's elements, in the mapping `self.block` keeps
+        // alive (mappings are whole pages); populating leaves contents as they are (madvise(2)).
+        let _ = unsafe { rustix::mm::madvise(at, to - from, advice) };
     }
 
     /// How many handles into this slice's arena are alive in all processes (a diagnostic; see
