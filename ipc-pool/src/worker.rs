@@ -2,14 +2,14 @@
 //! the outcomes, until the mailbox is shut down (see the crate doc for the slot protocol).
 //!
 //! ```text
-//! take a parcel: on the CPU of the thread that sent it -> move off it (StepAside: at most
-//!             once per ASIDE_EVERY)
 //! per parcel: for each chunk, for each item k: slot = (chunk, k); run it; append its result
 //!             (or failure)
 //!             flush (one Items report for every item since the last, of one chunk or several)
 //!             when FLUSH_AGE has passed since the oldest unreported one (on the coarse clock: a
 //!             tick of up to 4 ms), when FLUSH_BYTES are buffered, at the end of a chunk that
 //!             ends GROUP_AGE or more after the last report, or at the end of the parcel
+//!             a short parcel (under ASIDE_SHORT) ran on the CPU of the thread that sent it:
+//!             move off that CPU (StepAside; at most once per ASIDE_EVERY)
 //! ```
 //! Outcomes are reported in groups so that a chunk of many small items, or a parcel of many
 //! one-item chunks, costs one report per millisecond (or per parcel) instead of one per item;
@@ -35,23 +35,31 @@ const FLUSH_BYTES: usize = 256 << 10;
 
 /// How often at most a worker moves off its sender's CPU.
 const ASIDE_EVERY: Duration = Duration::from_millis(10);
+/// A worker steps aside only after a parcel shorter than this.
+const ASIDE_SHORT: Duration = Duration::from_micros(100);
 
 /// Moves the worker off the CPU of the thread that sent it a parcel when it finds itself
 /// there. A worker that slept is woken onto its waker's CPU (on this kind of VM an idle vCPU
 /// does not count as idle to the scheduler), where the caller spinning for its result keeps
 /// it waiting: both then take turns on one CPU for good, 12-30 us an `apply` instead of 1.5,
 /// while the other CPU idles. Narrowing the worker's affinity for a moment migrates it; the
-/// full affinity is given back at once. At most once per `ASIDE_EVERY`, so that more workers
-/// than CPUs (collisions then cannot be avoided) cost nothing that matters.
+/// full affinity is given back at once.
+///
+/// Only after a short parcel, when waiting for work (and so idle CPUs) is what the pool
+/// mostly does and the sender spins for the result; with long tasks the other CPUs are busy
+/// with the other workers, and moving there at the start of a `map` crowded one
+/// (`pool_map_cpu`'s speedup fell from about 1.95 to 1.8). And at most once per
+/// `ASIDE_EVERY`, so that more workers than CPUs cost nothing that matters.
 #[derive(Default)]
 struct StepAside {
     last: Option<Duration>,
 }
 
 impl StepAside {
-    fn check(&mut self, sender: u32) {
+    /// A parcel from a thread on CPU `sender` (a `cpu_tag`) took `took` to run.
+    fn after(&mut self, took: Duration, sender: u32) {
         let me = ipc_core::spin::cpu_tag();
-        if sender == 0 || me != sender {
+        if took >= ASIDE_SHORT || sender == 0 || me != sender {
             return;
         }
         let now = coarse_now();
@@ -130,9 +138,9 @@ pub(crate) fn main(mut boot: WorkerBoot) {
     };
     let mut aside = StepAside::default();
     'parcels: while let Ok(parcel) = boot.mailbox.get() {
-        aside.check(parcel.cpu);
         ipc_core::failpoint::hit("pool.task.taken");
         reporter.group_start = std::time::Instant::now();
+        let began = reporter.group_start;
         for chunk in &parcel.chunks {
             let ran = run_chunk(
                 &mut reporter,
@@ -153,6 +161,7 @@ pub(crate) fn main(mut boot: WorkerBoot) {
         if reporter.flush_held().is_err() {
             return;
         }
+        aside.after(began.elapsed(), parcel.cpu);
     }
     // Leaving in order (retired, or the pool closed the mailbox): the exit hook.
     if let Some(f) = &boot.exit {
