@@ -19,7 +19,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{LONG, eventually};
+use common::{LONG, allowed_cpus, eventually};
 use ipc_core::process::StartMethod;
 use ipc_pool::{Pool, PoolError, TaskError};
 
@@ -803,14 +803,6 @@ fn cpython_143_a_failed_worker_start_stops_the_others() {
     let (err, children) = h.join().unwrap();
     assert_ne!(err, "built", "8 workers started with few descriptors");
     assert_eq!(children, 0, "workers left after a failed build ({err})");
-}
-
-/// The CPUs this process may run on now (read by a task, in its worker).
-fn allowed_cpus(_: u32) -> Vec<usize> {
-    let set = rustix::thread::sched_getaffinity(None).unwrap();
-    (0..rustix::thread::CpuSet::MAX_CPU)
-        .filter(|&c| set.is_set(c))
-        .collect()
 }
 
 /// A worker that finds itself on the CPU of the thread that sent its task moves away by

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::LONG;
+use common::{LONG, allowed_cpus};
 use ipc_core::process::StartMethod;
 use ipc_pool::{Pool, PoolError, TaskError};
 use ipc_sync::Queue;
@@ -243,13 +243,6 @@ fn workers_carry_their_names() {
         let k: u32 = n.strip_prefix("Resizer-").unwrap().parse().unwrap();
         assert!(k >= 1, "{n}");
     }
-}
-
-fn allowed_cpus(_: u32) -> Vec<usize> {
-    let set = rustix::thread::sched_getaffinity(None).unwrap();
-    (0..rustix::thread::CpuSet::MAX_CPU)
-        .filter(|&c| set.is_set(c))
-        .collect()
 }
 
 // cpu_affinity: every worker runs on the CPU it was given.
