@@ -58,8 +58,11 @@ struct StepAside {
 impl StepAside {
     /// A parcel from a thread on CPU `sender` (a `cpu_tag`) took `took` to run.
     fn after(&mut self, took: Duration, sender: u32) {
+        if took >= ASIDE_SHORT || sender == 0 {
+            return;
+        }
         let me = ipc_core::spin::cpu_tag();
-        if took >= ASIDE_SHORT || sender == 0 || me != sender {
+        if me != sender {
             return;
         }
         let now = coarse_now();

@@ -57,8 +57,8 @@ impl Ring {
 
     /// Waits, without `rlock` and without taking anything, until bytes are published past
     /// `head` (a record, or the start of a streamed one), the ring is shut, a publisher woke
-    /// it, or `deadline`: true unless it timed out. For consumers that take with `Wait::No` under a lock of their
-    /// own, so that a sleeper does not hold `rlock` against them.
+    /// it, or `deadline`: true unless it timed out. For consumers that take with `Wait::No`
+    /// under a lock of their own, so that a sleeper does not hold `rlock` against them.
     ///
     /// Such a sleeper may sleep beside one in [`get`](Self::get): the handshake (module doc)
     /// holds for several sleepers, since every sleeper sleeps on the sequence value it read
