@@ -113,8 +113,19 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     #[inline]
     fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
         // postcard hands every varint over as a slice of 1-10 bytes: a `memcpy` call for each
-        // cost more than the copy (a third of a small item's encoding).
-        if bytes.len() <= 16 {
+        // cost more than the copy (a third of a small item's encoding), and a push per byte
+        // stores the length each time. Up to 8 bytes go as one word (assembled from byte
+        // loads: postcard has just stored them one by one, and a wider load would wait for
+        // them), written whole and cut to length: 4.0 -> 2.8 ns a small `u64` here.
+        if bytes.len() <= 8 {
+            let mut word = 0u64;
+            for (i, &b) in bytes.iter().enumerate() {
+                word |= u64::from(b) << (8 * i);
+            }
+            let len = self.0.len() + bytes.len();
+            self.0.extend_from_slice(&word.to_le_bytes());
+            self.0.truncate(len);
+        } else if bytes.len() <= 16 {
             self.0.reserve(bytes.len());
             for &b in bytes {
                 self.0.push(b);
@@ -274,6 +285,35 @@ fn take_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// may travel. The fast path of [`decode`] for plain bytes.
 pub fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     in_mode(&IN_MODE, IN_NONE, || take_exact(bytes))
+}
+
+/// [`decode_plain`] over many values in a row (a pool's results, end to end), with one switch
+/// of the codec's mode for all of them instead of one each: `each` gets each outcome in order
+/// and says whether to go on.
+///
+/// ```
+/// let mut buf = Vec::new();
+/// let mut ends = Vec::new();
+/// ipc_core::codec::encode_plain_each(&[7u64, 300], &mut buf, &mut ends).unwrap();
+/// let items = [&buf[..ends[0] as usize], &buf[ends[0] as usize..], &[0xff][..]];
+/// let mut got = Vec::new();
+/// ipc_core::codec::decode_plain_each(items, |v: ipc_core::Result<u64>| {
+///     got.push(v.ok());
+///     true
+/// });
+/// assert_eq!(got, [Some(7), Some(300), None]);
+/// ```
+pub fn decode_plain_each<'a, T: DeserializeOwned>(
+    items: impl IntoIterator<Item = &'a [u8]>,
+    mut each: impl FnMut(Result<T>) -> bool,
+) {
+    in_mode(&IN_MODE, IN_NONE, || {
+        for bytes in items {
+            if !each(take_exact(bytes)) {
+                break;
+            }
+        }
+    })
 }
 
 /// Encodes `value` as plain bytes, appending to `buf`: a descriptor inside is an [`Error::Encode`].
