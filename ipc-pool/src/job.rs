@@ -117,12 +117,64 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Items `0..len` decoded, in order, onto `dest`; the first failure stops it (its index
+    /// and error). A run without failures is decoded in one go.
+    fn decode_into<R: DeserializeOwned>(
+        &mut self,
+        first: u64,
+        len: u32,
+        dest: &mut Vec<R>,
+    ) -> Result<(), (u64, TaskError)> {
+        if !self.failures.is_empty() {
+            for k in 0..len {
+                dest.push(
+                    self.decode(first, k)
+                        .map_err(|e| (first + u64::from(k), e))?,
+                );
+            }
+            return Ok(());
+        }
+        let before = dest.len();
+        let mut start = 0;
+        let items = self.ends[..len as usize].iter().map(|&end| {
+            let bytes = &self.data[start..end as usize];
+            start = end as usize;
+            bytes
+        });
+        let mut failed = None;
+        ipc_core::codec::decode_plain_each(items, |v: ipc_core::Result<R>| match v {
+            Ok(v) => {
+                dest.push(v);
+                true
+            }
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        });
+        match failed {
+            None => Ok(()),
+            Some(e) => {
+                // The item after those decoded.
+                let index = first + (dest.len() - before) as u64;
+                Err((index, result_error(index, e)))
+            }
+        }
+    }
+}
+
 /// Decodes item `index`'s result.
 fn decode_bytes<R: DeserializeOwned>(index: u64, bytes: &[u8]) -> Result<R, TaskError> {
-    ipc_core::codec::decode_plain(bytes).map_err(|e| TaskError::Result {
+    ipc_core::codec::decode_plain(bytes).map_err(|e| result_error(index, e))
+}
+
+/// Item `index`'s result that does not decode.
+fn result_error(index: u64, e: ipc_core::Error) -> TaskError {
+    TaskError::Result {
         index,
         message: format!("it does not decode here: {e}"),
-    })
+    }
 }
 
 impl Batch {
@@ -509,16 +561,8 @@ impl Batch {
                 let in_order = first == out.len() as u64;
                 let mut values = Vec::new();
                 let dest = if in_order { &mut out } else { &mut values };
-                for k in 0..len as u32 {
-                    match run.decode(first, k) {
-                        Ok(v) => dest.push(v),
-                        Err(e) => {
-                            failure = Some((first + u64::from(k), e));
-                            break;
-                        }
-                    }
-                }
-                if failure.is_some() {
+                if let Err(f) = run.decode_into(first, len as u32, dest) {
+                    failure = Some(f);
                     continue;
                 }
                 if !in_order {

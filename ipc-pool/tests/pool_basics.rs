@@ -830,3 +830,48 @@ fn a_worker_that_steps_aside_keeps_its_whole_affinity() {
     pool.close();
     pool.join().unwrap();
 }
+
+/// A result that travels but that the parent refuses to decode: 13 (its `Deserialize` says
+/// no), every other value as it is.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "u64")]
+struct NotThirteen(u64);
+
+impl TryFrom<u64> for NotThirteen {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if v == 13 {
+            Err("13 refused".into())
+        } else {
+            Ok(NotThirteen(v))
+        }
+    }
+}
+
+fn not_thirteen(x: u64) -> NotThirteen {
+    NotThirteen(x)
+}
+
+// A result that does not decode in the parent, in the middle of a chunk after other chunks:
+// the error names that item, the others arrive (checklist 135: map waits for every item and
+// gives the first error).
+#[test]
+fn a_result_that_does_not_decode_here_fails_its_item_only() {
+    let p = pool(StartMethod::ForkServer, 2);
+    let err = p.map_chunked(not_thirteen, 0..40, 10).unwrap_err();
+    assert!(
+        matches!(&err, PoolError::Task(TaskError::Result { index: 13, .. })),
+        "{err}"
+    );
+    let each = p.map_results_chunked(not_thirteen, 0..40, 10).unwrap();
+    for (i, r) in each.into_iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(v, NotThirteen(i as u64)),
+            Err(e) => assert!(
+                i == 13 && matches!(e, TaskError::Result { index: 13, .. }),
+                "{e}"
+            ),
+        }
+    }
+    assert_eq!(p.map(not_thirteen, 0..13).unwrap().len(), 13);
+}
