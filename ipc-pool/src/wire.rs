@@ -62,24 +62,44 @@ impl Packed {
 
 impl<'de> Deserialize<'de> for Packed {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (data, raw): (ByteBuf, ByteBuf) = Deserialize::deserialize(d)?;
-        if raw.len() % 4 != 0 {
-            return Err(serde::de::Error::custom("packed ends are not whole u32s"));
-        }
-        let ends: Vec<u32> = raw
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let mut last = 0;
-        for &e in &ends {
-            if e < last || e as usize > data.len() {
-                return Err(serde::de::Error::custom(
-                    "packed ends out of order or range",
-                ));
-            }
-            last = e;
+        let (data, Ends(ends)): (ByteBuf, Ends) = Deserialize::deserialize(d)?;
+        if ends.last().is_some_and(|&e| e as usize > data.len()) {
+            return Err(serde::de::Error::custom("packed ends out of range"));
         }
         Ok(Packed { data, ends })
+    }
+}
+
+/// Packed ends from their wire form (little-endian `u32`s in one byte string), checked to
+/// rise, in one pass over the bytes as they lie in the message (a queue's ring).
+struct Ends(Vec<u32>);
+
+impl<'de> Deserialize<'de> for Ends {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Ends;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("packed ends (little-endian u32s)")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, raw: &[u8]) -> Result<Ends, E> {
+                if !raw.len().is_multiple_of(4) {
+                    return Err(E::custom("packed ends are not whole u32s"));
+                }
+                let mut ends = Vec::with_capacity(raw.len() / 4);
+                let mut last = 0;
+                for b in raw.chunks_exact(4) {
+                    let e = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    if e < last {
+                        return Err(E::custom("packed ends out of order"));
+                    }
+                    last = e;
+                    ends.push(e);
+                }
+                Ok(Ends(ends))
+            }
+        }
+        d.deserialize_bytes(Visit)
     }
 }
 
@@ -410,4 +430,59 @@ pub(crate) fn encode_into<A: Serialize>(
                 message: e.to_string(),
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Packed;
+
+    /// A packed form on the wire: its data, then its ends as little-endian bytes.
+    fn wire(data: &[u8], ends: &[u32]) -> Vec<u8> {
+        let raw: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
+        postcard::to_stdvec(&(serde_bytes::Bytes::new(data), serde_bytes::Bytes::new(&raw)))
+            .unwrap()
+    }
+
+    #[test]
+    fn packed_items_travel_whole_and_in_part() {
+        let mut p = Packed::default();
+        for item in [&b"a"[..], b"", b"bcd", b"ef"] {
+            p.push(item);
+        }
+        let back: Packed = postcard::from_bytes(&postcard::to_stdvec(&p).unwrap()).unwrap();
+        assert_eq!((back.len(), back.bytes()), (4, 6));
+        assert_eq!(
+            [back.get(0), back.get(1), back.get(2), back.get(3)],
+            [&b"a"[..], b"", b"bcd", b"ef"]
+        );
+        let part = postcard::to_stdvec(&PartOf(&p, 2, 2)).unwrap();
+        let back: Packed = postcard::from_bytes(&part).unwrap();
+        assert_eq!([back.get(0), back.get(1)], [&b"bcd"[..], b"ef"]);
+    }
+
+    struct PartOf<'a>(&'a Packed, usize, usize);
+
+    impl serde::Serialize for PartOf<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.0.serialize_range(self.1, self.2, s)
+        }
+    }
+
+    #[test]
+    fn packed_ends_that_do_not_rise_within_the_data_are_refused() {
+        let ok: Packed = postcard::from_bytes(&wire(b"abc", &[1, 1, 3])).unwrap();
+        assert_eq!([ok.get(0), ok.get(1), ok.get(2)], [&b"a"[..], b"", b"bc"]);
+        // Out of order; past the data.
+        for ends in [&[2u32, 1][..], &[1, 4][..]] {
+            assert!(postcard::from_bytes::<Packed>(&wire(b"abc", ends)).is_err());
+        }
+        // Not whole u32s: 7 bytes of ends.
+        let raw = [1u8, 0, 0, 0, 3, 0, 0];
+        let bytes = postcard::to_stdvec(&(
+            serde_bytes::Bytes::new(b"abc"),
+            serde_bytes::Bytes::new(&raw),
+        ))
+        .unwrap();
+        assert!(postcard::from_bytes::<Packed>(&bytes).is_err());
+    }
 }
