@@ -316,6 +316,32 @@ pub fn decode_plain_each<'a, T: DeserializeOwned>(
     })
 }
 
+/// `u32`s as the bytes of their little-endian forms, end to end (a wire form of positions or
+/// lengths): borrowed where the machine is little-endian, so writing them costs no pass.
+///
+/// ```
+/// let bytes = ipc_core::codec::u32s_le_bytes(&[1, 0x0302]);
+/// assert_eq!(&bytes[..], [1, 0, 0, 0, 2, 3, 0, 0]);
+/// ```
+#[cfg(target_endian = "little")]
+#[allow(unsafe_code)]
+pub fn u32s_le_bytes(v: &[u32]) -> std::borrow::Cow<'_, [u8]> {
+    // SAFETY: the bytes of `v` are initialized (a `u32` has no padding) and any byte is a
+    // valid `u8`; `u8` needs no alignment; `size_of_val(v)` bytes from its start lie in the one
+    // allocation `v` borrows, for as long as the result borrows `v`; on a little-endian
+    // machine each `u32`'s bytes in memory are its little-endian form.
+    std::borrow::Cow::Borrowed(unsafe {
+        std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+    })
+}
+
+/// `u32`s as the bytes of their little-endian forms, end to end (copied on a big-endian
+/// machine).
+#[cfg(not(target_endian = "little"))]
+pub fn u32s_le_bytes(v: &[u32]) -> std::borrow::Cow<'_, [u8]> {
+    std::borrow::Cow::Owned(v.iter().flat_map(|e| e.to_le_bytes()).collect())
+}
+
 /// Encodes `value` as plain bytes, appending to `buf`: a descriptor inside is an [`Error::Encode`].
 pub fn encode_plain<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
     // Not collecting: `serialize_fd` fails with a message that says where shared objects may

@@ -47,10 +47,12 @@ impl Packed {
         } else {
             self.ends[start + len - 1]
         };
-        let mut ends = Vec::with_capacity(len * 4);
-        for e in &self.ends[start..start + len] {
-            ends.extend_from_slice(&(e - base).to_le_bytes());
-        }
+        let ends = &self.ends[start..start + len];
+        let ends = if base == 0 {
+            ipc_core::codec::u32s_le_bytes(ends)
+        } else {
+            ends.iter().flat_map(|e| (e - base).to_le_bytes()).collect()
+        };
         let mut t = s.serialize_tuple(2)?;
         t.serialize_element(serde_bytes::Bytes::new(
             &self.data[base as usize..end as usize],
