@@ -326,13 +326,11 @@ pub fn decode_plain_each<'a, T: DeserializeOwned>(
 #[cfg(target_endian = "little")]
 #[allow(unsafe_code)]
 pub fn u32s_le_bytes(v: &[u32]) -> std::borrow::Cow<'_, [u8]> {
-    // SAFETY: the bytes of `v` are initialized (a `u32` has no padding) and any byte is a
-    // valid `u8`; `u8` needs no alignment; `size_of_val(v)` bytes from its start lie in the one
-    // allocation `v` borrows, for as long as the result borrows `v`; on a little-endian
-    // machine each `u32`'s bytes in memory are its little-endian form.
-    std::borrow::Cow::Borrowed(unsafe {
-        std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
-    })
+    // On a little-endian machine each `u32`'s bytes in memory are its little-endian form.
+    // SAFETY: `v`'s bytes are initialized (no padding in a `u32`), any byte is a `u8`, which
+    // needs no alignment, and they lie in the allocation `v` borrows for the result's life.
+    let bytes = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) };
+    std::borrow::Cow::Borrowed(bytes)
 }
 
 /// `u32`s as the bytes of their little-endian forms, end to end (copied on a big-endian
@@ -505,6 +503,29 @@ impl Serialize for BorrowedTransferFd<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appended_encodings_are_postcards_own_for_every_varint_length() {
+        // 1 to 10 bytes of varint (the short path takes up to 8, the byte loop 9 and 10),
+        // appended after other bytes, and a value of many varints (a string and a tuple).
+        let mut values: Vec<u64> = (0..64).map(|s| 1u64 << s).collect();
+        values.extend((0..64).map(|s| (1u64 << s) - 1));
+        values.push(u64::MAX);
+        let mut buf = vec![0xAA];
+        let mut ends = Vec::new();
+        encode_plain_each(&values, &mut buf, &mut ends).unwrap();
+        let mut start = 1;
+        for (v, &end) in values.iter().zip(&ends) {
+            let bytes = &buf[start..end as usize];
+            assert_eq!(bytes, postcard::to_stdvec(v).unwrap(), "{v}");
+            assert_eq!(decode_plain::<u64>(bytes).unwrap(), *v);
+            start = end as usize;
+        }
+        let mixed = ("héllo".to_string(), u32::MAX, -5i64, 1u128 << 100);
+        let mut out = vec![1, 2, 3];
+        encode_plain(&mixed, &mut out).unwrap();
+        assert_eq!(out[3..], postcard::to_stdvec(&mixed).unwrap());
+    }
 
     #[test]
     fn descriptors_travel_beside_the_bytes() {
