@@ -115,9 +115,7 @@ impl Run {
         let bytes = &self.data[start..self.ends[k as usize] as usize];
         decode_bytes(first + u64::from(k), bytes)
     }
-}
 
-impl Run {
     /// Items `0..len` decoded, in order, onto `dest`; the first failure stops it (its index
     /// and error). A run without failures is decoded in one go.
     fn decode_into<R: DeserializeOwned>(

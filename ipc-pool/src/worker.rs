@@ -314,7 +314,7 @@ impl ChunkRun<'_, '_> {
             && *self.left > 1
             && k + 1 < self.chunk.args.len()
             && out.len() < FLUSH_BYTES
-            && self.reporter.boot.max_memory.is_none()
+            && self.memory.is_none()
             && coarse_now() < self.due
         {
             self.reporter.ends.push(out.len() as u32);
@@ -405,7 +405,7 @@ fn run_chunk<'a, 'r>(
     }
     let boot = reporter.boot;
     let memory = boot.max_memory.map(|_| MemoryCheck::new());
-    let reporter_due = reporter.since.map_or(Duration::ZERO, |t| t + FLUSH_AGE);
+    let due = reporter.since.map_or(Duration::ZERO, |t| t + FLUSH_AGE);
     let mut out = std::mem::take(&mut reporter.data);
     let mut run = ChunkRun {
         reporter,
@@ -418,7 +418,7 @@ fn run_chunk<'a, 'r>(
         next: 0,
         shut: false,
         slot: boot.slot.atomic(),
-        due: reporter_due,
+        due,
     };
     run.reserve(&mut out);
     let (args, items) = chunk.args.packed();
