@@ -68,6 +68,7 @@
 //! # A chunk's life (the ledger, in the parent)
 //! ```text
 //! PENDING --dispatch to the least loaded worker--> ASSIGNED(w) --every item reported--> gone
+//! ASSIGNED(w), still in w's mailbox, while another worker has nothing --steal--> PENDING (front)
 //! ASSIGNED(w) and w dies: slot_w says (chunk c, item k)
 //!     chunk c:            items reported are kept; item k, unless reported, fails
 //!                         (WorkerDied: its signal or exit code); every other item not

@@ -10,6 +10,8 @@
 //!                       finished chunk leaves its worker; the worker's pace; one dispatch
 //! dispatch:   the front pending chunk to the least loaded worker with room, in a parcel with
 //!             the pending chunks behind it of the same function (room, half the depth, 64 KiB)
+//!             none pending and a worker idle: the next parcel in the busiest worker's mailbox
+//!             (not taken yet) goes back to the front of the pending chunks, for it (steal)
 //!             Died   -> account for the dead worker's chunks (crate doc); replace it; dispatch
 //! collector:  loop { take_one until empty or a caller collects (shut down: leave);
 //!                    linger while callers help (1 ms after the last), else wait_ready }
@@ -290,6 +292,9 @@ struct ChunkRec {
     left: usize,
     /// Items (by position) that ran before on workers that died (retries).
     earlier: Vec<(u32, Vec<Death>)>,
+    /// Given to a worker before (and taken back from its mailbox: see `Shared::steal`):
+    /// counted in the insights once.
+    counted: bool,
 }
 
 impl LocalEngine {
@@ -599,6 +604,7 @@ impl State {
                 done: vec![false; n],
                 left: n,
                 earlier: Vec::new(),
+                counted: false,
             },
         );
         id
@@ -661,8 +667,55 @@ impl Shared {
         })
     }
 
-    /// Gives pending chunks to workers with room ([`Worker::depth`]), least loaded first.
+    /// Gives pending chunks to workers with room ([`Worker::depth`]), least loaded first; then,
+    /// if none is left and a worker has nothing to run, takes chunks back from a busy worker's
+    /// mailbox for it (`steal`).
     fn dispatch(&self, st: &mut State) {
+        self.dispatch_pending(st);
+        if st.pending.is_empty() && Self::steal(st) {
+            self.dispatch_pending(st);
+        }
+    }
+
+    /// Nothing is pending, and a worker has nothing to run while another holds chunks it has
+    /// not taken from its mailbox yet, behind the one it runs (given ahead, so that it never
+    /// waits for the collector between two). The next parcel in that mailbox goes back to the
+    /// front of the pending chunks, for the idle worker: otherwise chunks wait behind a long
+    /// item (or a worker that shares its CPU with the caller) while the other worker idles. A
+    /// parcel the worker took first is no longer in the mailbox: nothing is moved, nothing runs
+    /// twice. True if chunks were moved.
+    fn steal(st: &mut State) -> bool {
+        let State {
+            workers,
+            chunks,
+            pending,
+            ..
+        } = st;
+        if !workers.iter().any(|w| w.assigned.is_empty()) {
+            return false;
+        }
+        let Some(victim) = workers
+            .iter_mut()
+            .filter(|w| w.assigned.len() >= 2)
+            .max_by_key(|w| w.assigned.len())
+        else {
+            return false;
+        };
+        let Ok(parcel) = victim.mailbox.try_get() else {
+            return false;
+        };
+        for c in parcel.chunks.iter().rev() {
+            victim.assigned.retain(|&a| a != c.id);
+            if let Some(rec) = chunks.get(&c.id) {
+                rec.batch.undispatched(rec.args.len(), true);
+                pending.push_front(c.id);
+            }
+        }
+        true
+    }
+
+    /// Gives pending chunks to workers with room ([`Worker::depth`]), least loaded first.
+    fn dispatch_pending(&self, st: &mut State) {
         let State {
             workers,
             chunks,
@@ -692,6 +745,7 @@ impl Shared {
                     done: vec![false; head.len()],
                     left: head.len(),
                     earlier: Vec::new(),
+                    counted: false,
                     args: head,
                 };
                 rec.first += piece as u64;
@@ -760,8 +814,12 @@ impl Shared {
             };
             if sent {
                 for id in &ids {
-                    let rec = &chunks[id];
-                    counters.dispatched(rec.args.len());
+                    let Some(rec) = chunks.get_mut(id) else {
+                        continue;
+                    };
+                    if !std::mem::replace(&mut rec.counted, true) {
+                        counters.dispatched(rec.args.len());
+                    }
                     rec.batch.undispatched(rec.args.len(), false);
                     w.assigned.push_back(*id);
                     pending.pop_front();

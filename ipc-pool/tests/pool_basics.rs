@@ -553,6 +553,41 @@ fn cancel_kills_a_running_task_and_skips_queued_ones() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Item 0 waits until `<dir>/go` exists (a minute at most); the others return at once.
+fn hold_the_first((dir, x): (std::path::PathBuf, u64)) -> u64 {
+    let until = Instant::now() + Duration::from_secs(60);
+    while x == 0 && !dir.join("go").exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    x
+}
+
+// A chunk given ahead to a worker that is stuck on a long item is taken back from its mailbox
+// for an idle worker: every other item of the map ends while the first one still runs (the
+// chunk queued behind it used to wait for it).
+#[test]
+fn chunks_queued_behind_a_long_item_go_to_an_idle_worker() {
+    for m in METHODS {
+        let dir = std::env::temp_dir().join(format!("ipc-pool-steal-{}-{m}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = pool(m, 2);
+        let n = 8u64;
+        let r = p
+            .map_async(hold_the_first, (0..n).map(|x| (dir.clone(), x)), Some(1))
+            .unwrap();
+        let others_ended = eventually(|| r.progress().0 == n - 1);
+        std::fs::write(dir.join("go"), b"").unwrap();
+        assert!(
+            others_ended,
+            "{m}: {} items ended while the first ran",
+            r.progress().0
+        );
+        assert_eq!(r.get().unwrap(), (0..n).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 // wait_any and as_completed: the first ready, then the completion order.
 #[test]
 fn wait_any_and_as_completed() {
