@@ -814,13 +814,12 @@ impl Shared {
             };
             if sent {
                 for id in &ids {
-                    let Some(rec) = chunks.get_mut(id) else {
-                        continue;
-                    };
-                    if !std::mem::replace(&mut rec.counted, true) {
-                        counters.dispatched(rec.args.len());
+                    if let Some(rec) = chunks.get_mut(id) {
+                        if !std::mem::replace(&mut rec.counted, true) {
+                            counters.dispatched(rec.args.len());
+                        }
+                        rec.batch.undispatched(rec.args.len(), false);
                     }
-                    rec.batch.undispatched(rec.args.len(), false);
                     w.assigned.push_back(*id);
                     pending.pop_front();
                 }
