@@ -74,9 +74,9 @@ where
     crate::codec::prepare_for_fork();
     // The child must share our family key (to accept our `RemoteFn`s): make it before the copy.
     crate::process::function::family_key_ref();
-    // Unflushed output would be printed twice, once by each process.
+    // Unflushed output would be printed twice, once by each process (stdout's: std's stderr
+    // is unbuffered, and taking its lock to flush nothing would cost the child a page copy).
     let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
     let (ours, theirs) = pipe()?;
     let (keep, give) = match id.daemon {
         true => lifeline::new().map(|(k, g)| (Some(k), Some(g)))?,
