@@ -131,6 +131,11 @@ impl Global {
     /// this process's copies of their descriptors; `forkserver::lock` does the same for the
     /// server).
     pub(crate) fn forget_inherited(&mut self) {
+        // (Nothing to look at: no `getpid`, whose answer a forked child would store in a page
+        // of its own, copied for it.)
+        if self.children.is_empty() {
+            return;
+        }
         let mine = crate::sys::pid();
         self.children.retain(|c| c.creator == mine);
     }
