@@ -49,6 +49,8 @@ impl Side {
                 format!("{} ({}-{})", fmt(*median), fmt(*min), fmt(*max))
             }
             Side::NotYet(_) => "not yet".into(),
+            // A run the harness declined (too long for its limit), not a failure.
+            Side::Error(e) if e.starts_with("not run") => "not run".into(),
             Side::Error(_) => "ERROR".into(),
             Side::Missing => "-".into(),
         }
@@ -533,6 +535,12 @@ mod tests {
             }
         );
         assert_eq!(Side::from_json(None), Side::Missing);
+    }
+
+    #[test]
+    fn a_declined_run_is_not_shown_as_a_failure() {
+        assert_eq!(Side::Error("not run: too long".into()).text(), "not run");
+        assert_eq!(Side::Error("Timeout: 120 s".into()).text(), "ERROR");
     }
 
     #[test]
