@@ -127,36 +127,39 @@ impl Ring {
                     return Err(Stop::ShutDown);
                 }
                 let streaming = partial.is_some();
-                let deadline = wait.deadline();
-                let now = Instant::now();
-                // The first time a streamed record runs dry, look at its producer at once: a
-                // record whose producer is already gone would otherwise cost a whole slice.
-                let check = next_check.get_or_insert(now);
-                if streaming && now >= *check {
-                    *check = now + SLICE;
-                    ipc_core::failpoint::hit("queue.get.dry");
-                    if self.producer_gone() {
-                        // Gone now, but it may have published the rest (its LAST chunk) after
-                        // we saw the ring dry and before it went: read that first. Only a
-                        // ring still dry after its death means the record is abandoned (the
-                        // chaos suite found records lost in this window: committed, then
-                        // skipped as remnants).
-                        if pos(h.tail.load(Ordering::SeqCst)) == pos(head) {
-                            partial = None;
-                        }
-                        continue;
-                    }
-                }
-                let check = *check;
                 if !streaming && wait == Wait::No {
                     return Err(Stop::TimedOut);
                 }
-                // A record under way is finished even past the deadline while its producer
-                // lives and holds its lock: giving up would lose it for everybody.
+                let deadline = wait.deadline();
                 let until = if streaming {
-                    Some(check)
+                    let now = Instant::now();
+                    // The first time a streamed record runs dry, look at its producer at once:
+                    // a record whose producer is already gone would otherwise cost a slice.
+                    let check = next_check.get_or_insert(now);
+                    if now >= *check {
+                        *check = now + SLICE;
+                        ipc_core::failpoint::hit("queue.get.dry");
+                        if self.producer_gone() {
+                            // Gone now, but it may have published the rest (its LAST chunk)
+                            // after we saw the ring dry and before it went: read that first.
+                            // Only a ring still dry after its death means the record is
+                            // abandoned (the chaos suite found records lost in this window:
+                            // committed, then skipped as remnants).
+                            if pos(h.tail.load(Ordering::SeqCst)) == pos(head) {
+                                partial = None;
+                            }
+                            continue;
+                        }
+                    }
+                    // A record under way is finished even past the deadline while its
+                    // producer lives and holds its lock: giving up would lose it for everybody.
+                    Some(*check)
                 } else {
-                    deadline.map(|d| d.min(check))
+                    // Until the deadline, looking again every slice as `wait_ready` does. (The
+                    // streaming check's time used to bound this sleep too, and once it had
+                    // passed, a timed get slept for nothing and looked again at once: it spun
+                    // for the whole timeout.)
+                    deadline.map(|d| d.min(Instant::now() + SLICE))
                 };
                 let nothing =
                     || pos(h.tail.load(Ordering::SeqCst)) == pos(head) && self.shut() == OPEN;
