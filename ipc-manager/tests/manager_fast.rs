@@ -184,3 +184,34 @@ fn client_killed(method: StartMethod) {
 fn a_client_killed_mid_call_leaves_nothing_behind() {
     under_each(client_killed);
 }
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+// A client whose call blocks on the server (a get on an empty managed queue) sleeps while it
+// waits for the answer on its replies queue: it used to spin for the whole wait, since a timed
+// get of ipc-sync did. CPU time, not wall time, is measured.
+#[test]
+fn a_client_waiting_on_the_shared_memory_path_sleeps() {
+    let m = start(StartMethod::ForkServer);
+    let q = m.queue::<u32>(0).unwrap();
+    // The first calls go over the socket and set up the queues.
+    for i in 0..3 {
+        q.put(i).unwrap();
+        assert_eq!(q.get().unwrap(), i);
+    }
+    let before = m.stats().unwrap();
+    let wait = Duration::from_millis(300);
+    let (cpu, t0) = (thread_cpu(), Instant::now());
+    assert!(matches!(q.get_timeout(wait), Err(Error::Timeout)));
+    let (cpu, waited) = (thread_cpu() - cpu, t0.elapsed());
+    // The get went through the queues.
+    let (_, shared) = delta(&before, &m.stats().unwrap());
+    assert!(shared >= 2, "the get and the second stats: {shared}");
+    assert!(waited >= wait, "returned after {waited:?}");
+    assert!(cpu < wait / 10, "{cpu:?} of CPU over {waited:?}");
+    m.shutdown().unwrap();
+}
