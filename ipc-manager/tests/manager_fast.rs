@@ -185,15 +185,9 @@ fn a_client_killed_mid_call_leaves_nothing_behind() {
     under_each(client_killed);
 }
 
-/// CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 // A client whose call blocks on the server (a get on an empty managed queue) sleeps while it
 // waits for the answer on its replies queue: it used to spin for the whole wait, since a timed
-// get of ipc-sync did. CPU time, not wall time, is measured.
+// get of ipc-sync did.
 #[test]
 fn a_client_waiting_on_the_shared_memory_path_sleeps() {
     let m = start(StartMethod::ForkServer);
@@ -205,13 +199,11 @@ fn a_client_waiting_on_the_shared_memory_path_sleeps() {
     }
     let before = m.stats().unwrap();
     let wait = Duration::from_millis(300);
-    let (cpu, t0) = (thread_cpu(), Instant::now());
-    assert!(matches!(q.get_timeout(wait), Err(Error::Timeout)));
-    let (cpu, waited) = (thread_cpu() - cpu, t0.elapsed());
+    common::sleeps("a managed queue's get_timeout", wait, || {
+        matches!(q.get_timeout(wait), Err(Error::Timeout))
+    });
     // The get went through the queues.
     let (_, shared) = delta(&before, &m.stats().unwrap());
     assert!(shared >= 2, "the get and the second stats: {shared}");
-    assert!(waited >= wait, "returned after {waited:?}");
-    assert!(cpu < wait / 10, "{cpu:?} of CPU over {waited:?}");
     m.shutdown().unwrap();
 }

@@ -1,11 +1,13 @@
 //! Every timed wait sleeps while it waits: one that times out uses a small fraction of its time
-//! on a CPU (the spin before each sleep costs microseconds, a look at each 100 ms slice
-//! less). A timed queue get once spun for its whole timeout (see CHANGELOG.md); these tests
-//! catch that kind of bug in every primitive. CPU time, not wall time, is measured, so a loaded
-//! machine does not make them fail.
+//! on a CPU (`common::sleeps`). A timed queue get once spun for its whole timeout (see
+//! CHANGELOG.md); these tests catch that kind of bug in every primitive.
+
+mod common;
 
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{LONG, sleeps};
 
 use ipc_sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, Event, GetError, JoinableQueue, Lock,
@@ -14,27 +16,6 @@ use ipc_sync::{
 
 /// How long each wait lasts.
 const WAIT: Duration = Duration::from_millis(300);
-
-/// The most CPU one such wait may use: a tenth of it (a spinning wait uses all of it).
-const BUDGET: Duration = Duration::from_millis(30);
-
-/// CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// Runs `wait`, which says whether it timed out, and checks that it did, after `WAIT`, within
-/// the CPU budget.
-#[track_caller]
-fn sleeps(what: &str, wait: impl FnOnce() -> bool) {
-    let (cpu, t0) = (thread_cpu(), Instant::now());
-    let timed_out = wait();
-    let (cpu, waited) = (thread_cpu() - cpu, t0.elapsed());
-    assert!(timed_out, "{what}: did not time out");
-    assert!(waited >= WAIT, "{what}: returned after {waited:?}");
-    assert!(cpu < BUDGET, "{what}: {cpu:?} of CPU over {waited:?}");
-}
 
 /// Holds `acquire`'s guard on another thread until the returned sender is dropped.
 fn held_elsewhere<F: FnOnce(mpsc::Sender<()>, mpsc::Receiver<()>) + Send + 'static>(
@@ -58,7 +39,7 @@ fn timed_lock_waits_sleep() {
             let _ = release.recv();
         }
     });
-    sleeps("Lock::acquire_timeout", || {
+    sleeps("Lock::acquire_timeout", WAIT, || {
         matches!(lock.acquire_timeout(WAIT), Err(LockTimeoutError::Timeout))
     });
     drop(release);
@@ -73,14 +54,14 @@ fn timed_lock_waits_sleep() {
             let _ = release.recv();
         }
     });
-    sleeps("RLock::acquire_timeout", || {
+    sleeps("RLock::acquire_timeout", WAIT, || {
         matches!(rlock.acquire_timeout(WAIT), Err(LockTimeoutError::Timeout))
     });
     drop(release);
     holder.join().unwrap();
 
     let cond = Condition::new().unwrap();
-    sleeps("Condition::wait_timeout", || {
+    sleeps("Condition::wait_timeout", WAIT, || {
         let (_guard, notified) = cond.acquire().unwrap().wait_timeout(WAIT).unwrap();
         !notified
     });
@@ -89,18 +70,18 @@ fn timed_lock_waits_sleep() {
 #[test]
 fn timed_semaphore_event_and_barrier_waits_sleep() {
     let s = Semaphore::new(0).unwrap();
-    sleeps("Semaphore::acquire_timeout", || {
+    sleeps("Semaphore::acquire_timeout", WAIT, || {
         s.acquire_timeout(WAIT).is_none()
     });
     let b = BoundedSemaphore::new(1).unwrap();
     let _unit = b.acquire();
-    sleeps("BoundedSemaphore::acquire_timeout", || {
+    sleeps("BoundedSemaphore::acquire_timeout", WAIT, || {
         b.acquire_timeout(WAIT).is_none()
     });
     let e = Event::new().unwrap();
-    sleeps("Event::wait_timeout", || !e.wait_timeout(WAIT));
+    sleeps("Event::wait_timeout", WAIT, || !e.wait_timeout(WAIT));
     let barrier = Barrier::new(2).unwrap();
-    sleeps("Barrier::wait_timeout", || {
+    sleeps("Barrier::wait_timeout", WAIT, || {
         matches!(barrier.wait_timeout(WAIT), Err(BarrierError::Timeout))
     });
 }
@@ -108,24 +89,35 @@ fn timed_semaphore_event_and_barrier_waits_sleep() {
 #[test]
 fn timed_queue_waits_sleep() {
     let q = Queue::<u32>::with_maxsize(1).unwrap();
-    sleeps("Queue::get_timeout", || {
+    sleeps("Queue::get_timeout", WAIT, || {
         matches!(q.get_timeout(WAIT), Err(GetError::Empty))
     });
-    sleeps("Queue::wait_ready", || !q.wait_ready(Some(WAIT)));
+    sleeps("Queue::wait_ready", WAIT, || !q.wait_ready(Some(WAIT)));
     q.put(1).unwrap();
-    sleeps("Queue::put_timeout", || {
+    sleeps("Queue::put_timeout", WAIT, || {
         matches!(q.put_timeout(2, WAIT), Err(PutError::Full(2)))
     });
+    // An item put meanwhile still ends a timed get at once (here, long before its timeout).
+    assert_eq!(q.get_timeout(LONG).unwrap(), 1);
+    let producer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(WAIT / 6);
+            q.put(7).unwrap();
+        })
+    };
+    assert_eq!(q.get_timeout(LONG).unwrap(), 7);
+    producer.join().unwrap();
     let s = SimpleQueue::<u32>::new().unwrap();
-    sleeps("SimpleQueue::get_timeout", || {
+    sleeps("SimpleQueue::get_timeout", WAIT, || {
         matches!(s.get_timeout(WAIT), Err(GetError::Empty))
     });
     let j = JoinableQueue::<u32>::new().unwrap();
-    sleeps("JoinableQueue::get_timeout", || {
+    sleeps("JoinableQueue::get_timeout", WAIT, || {
         matches!(j.get_timeout(WAIT), Err(GetError::Empty))
     });
     j.put(1).unwrap();
-    sleeps("JoinableQueue::join_timeout", || {
+    sleeps("JoinableQueue::join_timeout", WAIT, || {
         matches!(j.join_timeout(WAIT), Err(QueueJoinError::TimedOut))
     });
 }

@@ -209,3 +209,23 @@ pub fn blocked_in(pid: u32, tid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
     s.split_whitespace().next()?.parse().ok()
 }
+
+/// CPU time the calling thread has used.
+pub fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Runs `wait`, a wait of `timeout` that says whether it timed out, and checks that it did,
+/// after `timeout`, using less than a tenth of it on a CPU: a timed wait sleeps (its spin
+/// before each sleep costs microseconds), where one that spins uses all of it. CPU time, not
+/// wall time, is measured, so a loaded machine does not make it fail.
+#[track_caller]
+pub fn sleeps(what: &str, timeout: Duration, wait: impl FnOnce() -> bool) {
+    let (cpu, t0) = (thread_cpu(), Instant::now());
+    let timed_out = wait();
+    let (cpu, waited) = (thread_cpu() - cpu, t0.elapsed());
+    assert!(timed_out, "{what}: did not time out");
+    assert!(waited >= timeout, "{what}: returned after {waited:?}");
+    assert!(cpu < timeout / 10, "{what}: {cpu:?} of CPU over {waited:?}");
+}
