@@ -55,7 +55,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
 
     /// Takes the oldest item, blocking at most `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-        self.core.get(Wait::timeout(timeout))
+        self.core.get_within(timeout)
     }
 
     /// Whether the queue holds no complete item (Python's `empty()`).
