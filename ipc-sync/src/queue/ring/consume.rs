@@ -155,10 +155,9 @@ impl Ring {
                     // producer lives and holds its lock: giving up would lose it for everybody.
                     Some(*check)
                 } else {
-                    // Until the deadline, looking again every slice as `wait_ready` does. (The
-                    // streaming check's time used to bound this sleep too, and once it had
-                    // passed, a timed get slept for nothing and looked again at once: it spun
-                    // for the whole timeout.)
+                    // Until the deadline, looking again every slice as `wait_ready` does: a
+                    // bound computed now, never one already past (a sleep until a past time
+                    // returns at once, and the loop would spin).
                     deadline.map(|d| d.min(Instant::now() + SLICE))
                 };
                 let nothing =
