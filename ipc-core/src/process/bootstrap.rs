@@ -36,6 +36,7 @@ use crate::process::StartMethod;
 use crate::process::child::Outcome;
 use crate::process::function;
 use crate::process::global::{self, Identity};
+use crate::process::slot::Slot;
 use crate::sys;
 
 /// The environment variable that marks a spawned child; its value is the parent's pid.
@@ -107,6 +108,7 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(func: i64, conn: &Co
         Err(e) => {
             return report(
                 conn,
+                None,
                 Outcome::<()>::Failed(format!("cannot receive the argument: {e}")),
                 1,
             );
@@ -116,13 +118,17 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(func: i64, conn: &Co
     // and paired it with this trampoline instantiated for the same `A` and `R` (Builder::spawn
     // takes both from one generic call).
     let f = unsafe { function::fn_at::<fn(A) -> R>(func) };
-    run_and_report(conn, move || f(arg))
+    run_and_report(conn, None, move || f(arg))
 }
 
 /// Runs `body`, catching a panic, and sends its outcome on `conn`; returns the exit code.
-pub(crate) fn run_and_report<R: Serialize>(conn: &Connection, body: impl FnOnce() -> R) -> i32 {
+pub(crate) fn run_and_report<R: Serialize>(
+    conn: &Connection,
+    slot: Option<Slot>,
+    body: impl FnOnce() -> R,
+) -> i32 {
     match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(value) => report(conn, Outcome::Returned(value), 0),
+        Ok(value) => report(conn, slot, Outcome::Returned(value), 0),
         Err(payload) => {
             // The panic hook has already printed the message and location on stderr.
             let msg = payload
@@ -130,13 +136,26 @@ pub(crate) fn run_and_report<R: Serialize>(conn: &Connection, body: impl FnOnce(
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic with a non-string payload".to_string());
-            report(conn, Outcome::<()>::Panicked(msg), 1)
+            report(conn, slot, Outcome::<()>::Panicked(msg), 1)
         }
     }
 }
 
-fn report<R: Serialize>(conn: &Connection, outcome: Outcome<R>, code: i32) -> i32 {
-    match conn.send(&outcome) {
+/// Reports `outcome` in the child's slot (fork only) if it fits there, else on `conn`.
+fn report<R: Serialize>(
+    conn: &Connection,
+    slot: Option<Slot>,
+    outcome: Outcome<R>,
+    code: i32,
+) -> i32 {
+    let sent = match slot {
+        Some(s) => s.write(&outcome).and_then(|done| match done {
+            true => Ok(()),
+            false => conn.send(&outcome),
+        }),
+        None => conn.send(&outcome),
+    };
+    match sent {
         Ok(()) => code,
         Err(crate::Error::Encode(e)) => {
             let msg = format!("cannot send the result back: {e}");

@@ -6,6 +6,11 @@
 //! would deadlock. [`ChildInner::wait`] therefore polls the connection and the exit notification
 //! together, drains the message when it arrives, and reaps when the exit is reported.
 //!
+//! A child started by fork leaves a small outcome in a slot of shared memory instead, and
+//! sends nothing (`process::slot`): the parent holds a copy of the child's end of the
+//! connection until it sees the child send or exit, so that the exit is no hang-up on the
+//! connection, and wakes once, at the exit.
+//!
 //! Every child is ours, whatever its start method (the forkserver forks with `CLONE_PARENT`):
 //! `waitpid` reaps it and gives the status; its pidfd gives readiness and safe signalling.
 //!
@@ -19,7 +24,7 @@
 //!
 //! ```text
 //! RUNNING --result readable--> READING (conn taken out, read unlocked) --> RUNNING (outcome in)
-//! RUNNING --pidfd readable--> read what is in the connection, reap --> EXITED (exitcode set)
+//! RUNNING --pidfd readable--> read the slot or what is in the connection, reap --> EXITED
 //! a waiter returns when EXITED and not READING (the outcome is settled), or at its deadline
 //! ```
 
@@ -36,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::conn::Connection;
 use crate::error::{Error, Result};
 use crate::process::StartMethod;
+use crate::process::slot::Slot;
 
 /// What a child reports before it exits.
 #[derive(Debug, Serialize, Deserialize)]
@@ -61,6 +67,9 @@ pub(crate) struct State {
     pub(crate) exitcode: Option<i32>,
     /// A waiter took `conn` out and is reading the outcome without the lock.
     reading: bool,
+    /// A fork child's outcome slot and our copy of the child's end of `conn` (see
+    /// `process::slot`), until the child is seen sending on `conn` or exiting.
+    pub(crate) quiet: Option<(Slot, Connection)>,
 }
 
 impl State {
@@ -108,6 +117,7 @@ impl ChildInner {
                 outcome: None,
                 exitcode: None,
                 reading: false,
+                quiet: None,
             }),
             read_done: Condvar::new(),
         }
@@ -117,15 +127,18 @@ impl ChildInner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Closes this process's copy of the daemon's lifeline (in a child forked from the daemon's
-    /// parent, whose death alone must end the daemon).
-    pub(crate) fn cut_lifeline(&self) {
+    /// In a child forked from this child's parent: closes this process's copies of the
+    /// daemon's lifeline (whose hang-up must come with the parent's death alone) and of the
+    /// child's end of its connection (whose hang-up tells the parent of a cut outcome).
+    pub(crate) fn cut_in_fork(&self) {
         drop(
             self.lifeline
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take(),
         );
+        // The slot is the parent's to release: dropped here without releasing.
+        drop(self.lock().quiet.take());
     }
 
     /// Whether this process started the child (only it may wait for, reap or signal it).
@@ -222,19 +235,28 @@ impl ChildInner {
                 continue; // Another waiter got there first.
             }
             if exited {
-                // The child wrote its outcome before exiting, so the connection already holds
-                // the whole frame, or a cut one, or nothing: reading it cannot block.
+                // The child left its outcome in its slot, or wrote it on the connection before
+                // exiting: then the connection holds the whole frame, or a cut one, or nothing,
+                // and reading it cannot block once our copy of the child's end is closed.
+                let in_slot = st.quiet.take().and_then(|(slot, _)| slot.take());
                 if let Some(c) = st.conn.take() {
-                    st.outcome = Some(if c.poll(Some(Duration::ZERO))? {
-                        c.recv_frame(None, c.max_message_size())
-                    } else {
-                        Err(Error::Eof)
+                    st.outcome = Some(match in_slot {
+                        Some(bytes) => Ok((bytes, Vec::new())),
+                        None if c.poll(Some(Duration::ZERO))? => {
+                            c.recv_frame(None, c.max_message_size())
+                        }
+                        None => Err(Error::Eof),
                     });
                 }
                 st.exitcode = Some(reap(self.pid)?);
             } else if result_ready && let Some(c) = st.conn.take() {
                 // The outcome is arriving and may be larger than the socket buffer: the child
-                // exits only once it is read, so read it now, without the lock.
+                // exits only once it is read, so read it now, without the lock. It did not use
+                // its slot, and our copy of its end must go, for its death mid-message to be an
+                // end of file.
+                if let Some((slot, _)) = st.quiet.take() {
+                    let _ = slot.take();
+                }
                 st.reading = true;
                 drop(st);
                 let outcome = c.recv_frame(None, c.max_message_size());

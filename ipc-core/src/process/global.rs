@@ -64,9 +64,10 @@ impl Global {
         // descriptors, which does not affect the parent. (Its forkserver is forgotten by the
         // fork start method, or was never in this fresh process.) Handles copied with the
         // parent's memory may keep a record alive: close the copies of the daemons' lifelines
-        // now, or the daemons would outlive their parent for as long as we live.
+        // now, or the daemons would outlive their parent for as long as we live (and of the
+        // children's ends held for their slots).
         for c in &self.children {
-            c.cut_lifeline();
+            c.cut_in_fork();
         }
         self.children.clear();
         self.counter = 0;
@@ -162,7 +163,12 @@ pub(crate) fn shutdown() {
     let children = {
         let mut g = lock();
         g.forget_inherited();
-        std::mem::take(&mut g.children)
+        // (An empty list stays: a forked child inherits its parent's buffer, and freeing it
+        // would copy two pages for the child.)
+        match g.children.is_empty() {
+            true => Vec::new(),
+            false => std::mem::take(&mut g.children),
+        }
     };
     if children.is_empty() && server.is_none() {
         // The common case in a child that started nobody: nothing to stop or join.

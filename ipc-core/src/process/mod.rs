@@ -52,6 +52,7 @@ pub(crate) mod child;
 pub(crate) mod function;
 pub(crate) mod global;
 pub(crate) mod lifeline;
+pub(crate) mod slot;
 pub(crate) mod start;
 pub mod state;
 
@@ -209,6 +210,10 @@ impl Builder {
                     Ok(a) => a,
                     Err(e) => panic!("the argument did not decode in the forked child: {e}"),
                 };
+                // Freeing the bytes would write to two pages shared with the parent (the
+                // allocator's and the block's), each then copied for the child: they go with
+                // the child's exit instead.
+                std::mem::forget(arg_frame);
                 f(arg)
             });
         }

@@ -23,6 +23,7 @@ use crate::process::bootstrap::{finish, run_and_report};
 use crate::process::child::ChildInner;
 use crate::process::global::{Global, Identity};
 use crate::process::lifeline;
+use crate::process::slot::Slot;
 use crate::sys::{self, Forked};
 
 /// The global lock, held across the fork.
@@ -78,6 +79,8 @@ where
     // is unbuffered, and taking its lock to flush nothing would cost the child a page copy).
     let _ = std::io::stdout().flush();
     let (ours, theirs) = pipe()?;
+    // A small outcome comes back through a slot (see `process::slot`), waking us only once.
+    let slot = Slot::claim();
     let (keep, give) = match id.daemon {
         true => lifeline::new().map(|(k, g)| (Some(k), Some(g)))?,
         false => (None, None),
@@ -102,23 +105,30 @@ where
             {
                 sys::exit_now(crate::process::bootstrap::BOOT_FAILED);
             }
-            let code = run_and_report(&theirs, body);
+            let code = run_and_report(&theirs, slot, body);
             drop(theirs);
             finish(code)
         }
         Forked::Parent(pid) => {
             drop(server);
-            drop(theirs);
             drop(give);
             let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
                 Ok(fd) => fd,
                 Err(e) => {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                     let _ = crate::process::child::reap(pid);
+                    let _ = slot.map(Slot::take);
                     return Err(Error::os(e));
                 }
             };
-            let child = ChildInner::new(pid, pidfd, ours, name, StartMethod::Fork, keep);
+            // With a slot, we keep the child's end too: its exit must not wake us as a hang-up.
+            let quiet = slot.map(|s| (s, theirs));
+            let mut child = ChildInner::new(pid, pidfd, ours, name, StartMethod::Fork, keep);
+            child
+                .state
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .quiet = quiet;
             Ok((g, Arc::new(child)))
         }
     }
