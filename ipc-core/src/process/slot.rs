@@ -71,7 +71,9 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 /// This process's region, made on the first fork start (a forked child replaces the one it
-/// inherited, whose slots are its parent's to claim).
+/// inherited, whose slots are its parent's to claim). Locked only by [`Slot::claim`], which the
+/// fork start calls under the global lock that it also holds across `fork`: no fork copies
+/// this lock held.
 static REGION: Mutex<Option<&'static Region>> = Mutex::new(None);
 
 /// A claimed slot: the parent's handle to read it after the child's exit, and the child's to
