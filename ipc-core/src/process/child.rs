@@ -262,7 +262,7 @@ impl ChildInner {
                 // its slot, and our copy of its end must go, for its death mid-message to be an
                 // end of file.
                 if let Some((slot, _)) = st.quiet.take() {
-                    let _ = slot.take();
+                    slot.release();
                 }
                 st.reading = true;
                 drop(st);

@@ -168,10 +168,16 @@ impl Slot {
             // and its writes are visible (the Acquire above); the range lies in the mapping.
             unsafe { std::slice::from_raw_parts(self.at().add(HEADER).as_ptr(), len) }.to_vec()
         });
+        self.release();
+        out
+    }
+
+    /// In the parent: frees the slot, whose child will not write it (it was never forked, or
+    /// has exited, or reports on its connection).
+    pub(crate) fn release(&self) {
         self.region
             .taken
             .fetch_and(!(1 << self.index), Ordering::Release);
-        out
     }
 }
 

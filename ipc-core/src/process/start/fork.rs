@@ -79,17 +79,20 @@ where
     // is unbuffered, and taking its lock to flush nothing would cost the child a page copy).
     let _ = std::io::stdout().flush();
     let (ours, theirs) = pipe()?;
-    // A small outcome comes back through a slot (see `process::slot`), waking us only once.
-    let slot = Slot::claim();
     let (keep, give) = match id.daemon {
         true => lifeline::new().map(|(k, g)| (Some(k), Some(g)))?,
         false => (None, None),
     };
     let name = id.name.clone();
+    // A small outcome comes back through a slot (see `process::slot`), waking us only once.
+    let slot = Slot::claim();
     // SAFETY: either this process has one thread (checked above, and we hold the global lock so
     // this crate's own state is consistent), or the caller accepted the multithreaded risk
     // through the unsafe `allow_fork_with_threads`.
-    match unsafe { sys::fork() }? {
+    let forked = unsafe { sys::fork() }.inspect_err(|_| {
+        let _ = slot.as_ref().map(Slot::release);
+    })?;
+    match forked {
         Forked::Child => {
             drop(ours);
             // The parent's forkserver is not ours: forget our copy of its record.
@@ -117,7 +120,7 @@ where
                 Err(e) => {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                     let _ = crate::process::child::reap(pid);
-                    let _ = slot.map(Slot::take);
+                    let _ = slot.as_ref().map(Slot::release);
                     return Err(Error::os(e));
                 }
             };
