@@ -17,7 +17,11 @@
 //! slot k at k * SLOT_BYTES, SLOTS of them
 //! +-------------+-----------+--------------------------------------------+
 //! | state: u32  | len: u32  | bytes: the encoded outcome (len of them)   |
-//! | EMPTY, FULL |           | SLOT_BYTES - 8                             |
+//! | generation  |           | SLOT_BYTES - 8                             |
+//! | << 2, and   |           |                                            |
+//! | EMPTY,      |           |                                            |
+//! | WRITING or  |           |                                            |
+//! | FULL        |           |                                            |
 //! +-------------+-----------+--------------------------------------------+
 //! ```
 //! Which slots are taken is this process's own business (a bitmap in its private memory): only
@@ -26,13 +30,18 @@
 //!
 //! # States
 //! ```text
-//! parent: claim (bit set), state := EMPTY --fork--> child: bytes, len, then state := FULL
-//!   (Release) --exit--> parent (after the exit is reported): reads state (Acquire), copies
-//!   len bytes if FULL, release (bit cleared)
+//! parent: claim (bit set, new generation g), state := EMPTY|g --fork--> child: state
+//!   EMPTY|g -> WRITING|g (CAS), bytes, len, then state := FULL|g (Release) --exit--> parent
+//!   (after the exit is reported): reads state (Acquire), copies len bytes if FULL|g, release
 //! ```
-//! The parent touches a slot's bytes only before the fork and after the child's exit, and the
-//! child only between them: no two processes use a slot's bytes at once. A child killed before
-//! it sets FULL leaves the state EMPTY: no outcome, as on a connection closed without a message.
+//! Only the process that moved the state from EMPTY|g writes the bytes, and the parent reads
+//! them only once they are FULL|g, which their writer sets last. A copy of the child made by a
+//! raw `fork` in its function, which would report too, finds WRITING or FULL and uses the
+//! connection; if it got there first and outlives the child, its late stores carry the old
+//! generation, which the slot's next child and parent ignore (its bytes could still mix with
+//! the next child's: a raw fork whose copies both return from the function is not supported).
+//! A child killed before it sets FULL leaves no outcome, as on a connection closed without a
+//! message.
 //! A slot whose child's record goes away unreaped (a copy of a record in a forked process) is
 //! never released: it stays taken, and a process with every slot taken reports on connections.
 #![allow(unsafe_code)]
@@ -53,7 +62,10 @@ const SLOTS: usize = 64;
 const SLOT_BYTES: usize = 512;
 const HEADER: usize = 8;
 const EMPTY: u32 = 0;
-const FULL: u32 = 1;
+const WRITING: u32 = 1;
+const FULL: u32 = 2;
+/// The state's low bits: the phase; the others: the generation.
+const PHASE_BITS: u32 = 2;
 
 /// One process's mapping and which of its slots are taken.
 struct Region {
@@ -61,6 +73,8 @@ struct Region {
     owner: i32,
     base: NonNull<u8>,
     taken: AtomicU64,
+    /// The last generation handed out.
+    generation: AtomicU32,
 }
 
 // SAFETY: `base` points into a mapping that lives as long as the process and is only reached
@@ -81,6 +95,8 @@ static REGION: Mutex<Option<&'static Region>> = Mutex::new(None);
 pub(crate) struct Slot {
     region: &'static Region,
     index: usize,
+    /// This claim's generation, shifted into place (the phase bits are zero).
+    generation: u32,
 }
 
 impl Slot {
@@ -113,8 +129,17 @@ impl Slot {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    let slot = Slot { region, index };
-                    slot.state().store(EMPTY, Ordering::Relaxed);
+                    let generation = region
+                        .generation
+                        .fetch_add(1, Ordering::Relaxed)
+                        .wrapping_add(1);
+                    let slot = Slot {
+                        region,
+                        index,
+                        generation: generation << PHASE_BITS,
+                    };
+                    slot.state()
+                        .store(slot.generation | EMPTY, Ordering::Relaxed);
                     return Some(slot);
                 }
                 Err(now) => taken = now,
@@ -142,16 +167,29 @@ impl Slot {
     /// In the child: writes `value` into the slot if it fits and carries no descriptor; whether
     /// it did (if not, nothing is reported here, and the caller sends it on the connection).
     pub(crate) fn write<T: Serialize>(&self, value: &T) -> Result<bool> {
-        // SAFETY: between its fork and its exit, the child is the only process that uses this
-        // slot's bytes (module doc), and only this call in it, which holds the one `Slot` the
-        // fork gave it; the range lies inside the mapping.
+        if self
+            .state()
+            .compare_exchange(
+                self.generation | EMPTY,
+                self.generation | WRITING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Ok(false);
+        }
+        // SAFETY: the state moved from EMPTY to WRITING here, so no other process of this
+        // generation writes these bytes, and the parent reads them only after this process
+        // sets FULL (module doc); the range lies inside the mapping.
         let bytes = unsafe {
             std::slice::from_raw_parts_mut(self.at().add(HEADER).as_ptr(), SLOT_BYTES - HEADER)
         };
         match codec::encode_to_slice(value, bytes)? {
             Some((n, fds)) if fds.is_empty() => {
                 self.len().store(n as u32, Ordering::Relaxed);
-                self.state().store(FULL, Ordering::Release);
+                self.state()
+                    .store(self.generation | FULL, Ordering::Release);
                 Ok(true)
             }
             _ => Ok(false),
@@ -161,12 +199,21 @@ impl Slot {
     /// In the parent, once the child's exit was reported: the outcome it left, if it left one;
     /// the slot is free again.
     pub(crate) fn take(self) -> Option<Vec<u8>> {
-        let full = self.state().load(Ordering::Acquire) == FULL;
+        let full = self.state().load(Ordering::Acquire) == self.generation | FULL;
         let len = self.len().load(Ordering::Relaxed) as usize;
         let out = (full && len <= SLOT_BYTES - HEADER).then(|| {
-            // SAFETY: the child has exited, so no process writes the slot now (module doc),
-            // and its writes are visible (the Acquire above); the range lies in the mapping.
-            unsafe { std::slice::from_raw_parts(self.at().add(HEADER).as_ptr(), len) }.to_vec()
+            let mut bytes = vec![0u8; len];
+            // SAFETY: FULL|generation is the last store of this generation's one writer, which
+            // writes nothing more (module doc), and its writes are visible (the Acquire above);
+            // the source lies in the mapping, the destination is `len` bytes of our own.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.at().add(HEADER).as_ptr(),
+                    bytes.as_mut_ptr(),
+                    len,
+                )
+            };
+            bytes
         });
         self.release();
         out
@@ -199,6 +246,7 @@ impl Region {
             owner,
             base: NonNull::new(base.cast())?,
             taken: AtomicU64::new(0),
+            generation: AtomicU32::new(0),
         };
         Some(Box::leak(Box::new(region)))
     }
@@ -206,7 +254,7 @@ impl Region {
 
 #[cfg(test)]
 mod tests {
-    use super::{SLOTS, Slot};
+    use super::{FULL, Ordering, SLOTS, Slot};
 
     #[test]
     fn slots_are_claimed_once_and_read_back() {
@@ -224,12 +272,50 @@ mod tests {
             postcard::from_bytes::<(u64, String)>(&bytes).unwrap(),
             (7, "seven".into())
         );
-        // Too large for a slot: not written, and an empty slot reads as no outcome.
+        // Too large for a slot: not written, and the slot reads as no outcome.
         let s = Slot::claim().expect("the slot just freed");
         assert!(!s.write(&vec![1u8; 600]).unwrap());
         assert_eq!(s.take(), None);
+        // A second writer (a copy of the child made by a raw fork) finds the slot taken.
+        let s = Slot::claim().expect("the slot just freed");
+        assert!(s.write(&1u8).unwrap());
+        assert!(!s.write(&2u8).unwrap());
+        assert_eq!(s.take(), Some(vec![1]));
         for s in held {
             assert_eq!(s.take(), None);
+        }
+    }
+
+    #[test]
+    fn a_late_writer_of_an_old_generation_is_ignored() {
+        let first = Slot::claim().unwrap();
+        // A copy of the child made by a raw fork, still holding the first claim.
+        let late = Slot {
+            region: first.region,
+            index: first.index,
+            generation: first.generation,
+        };
+        let index = first.index;
+        first.release();
+        // The same slot again (other tests may take slots meanwhile: look for it).
+        let mut others = Vec::new();
+        let next = loop {
+            let s = Slot::claim().expect("a free slot");
+            if s.index == index {
+                break s;
+            }
+            others.push(s);
+        };
+        assert!(!late.write(&1u8).unwrap(), "the old generation wrote");
+        late.state()
+            .store(late.generation | FULL, Ordering::Release);
+        assert!(
+            !next.write(&2u8).unwrap(),
+            "the slot looks taken to the next child"
+        );
+        assert_eq!(next.take(), None, "the late writer's store was read");
+        for s in others {
+            s.release();
         }
     }
 }
