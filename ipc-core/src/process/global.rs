@@ -18,6 +18,7 @@ use rustix::process::Signal;
 
 use crate::process::StartMethod;
 use crate::process::child::ChildInner;
+use crate::process::slot::Region;
 
 /// Who this process is, as its parent described it (or "MainProcess" in the root).
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub(crate) struct Global {
     pub(crate) children: Vec<Arc<ChildInner>>,
     pub(crate) counter: u32,
     pub(crate) default_method: Option<StartMethod>,
+    /// Where fork children leave small outcomes (`process::slot`), once this process forked.
+    pub(crate) slots: Option<&'static Region>,
 }
 
 static GLOBAL: Mutex<Global> = Mutex::new(Global {
@@ -48,6 +51,7 @@ static GLOBAL: Mutex<Global> = Mutex::new(Global {
     children: Vec::new(),
     counter: 0,
     default_method: None,
+    slots: None,
 });
 
 static AT_EXIT: Once = Once::new();

@@ -47,7 +47,6 @@
 #![allow(unsafe_code)]
 
 use std::ptr::NonNull;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -67,8 +66,9 @@ const FULL: u32 = 2;
 /// The state's low bits: the phase; the others: the generation.
 const PHASE_BITS: u32 = 2;
 
-/// One process's mapping and which of its slots are taken.
-struct Region {
+/// One process's mapping and which of its slots are taken (kept in the process-wide state,
+/// `Global::slots`).
+pub(crate) struct Region {
     /// The process that made it: the only one that claims its slots.
     owner: i32,
     base: NonNull<u8>,
@@ -84,12 +84,6 @@ unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
 
-/// This process's region, made on the first fork start (a forked child replaces the one it
-/// inherited, whose slots are its parent's to claim). Locked only by [`Slot::claim`], which the
-/// fork start calls under the global lock that it also holds across `fork`: no fork copies
-/// this lock held.
-static REGION: Mutex<Option<&'static Region>> = Mutex::new(None);
-
 /// A claimed slot: the parent's handle to read it after the child's exit, and the child's to
 /// write its outcome.
 pub(crate) struct Slot {
@@ -100,20 +94,18 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// Claims a free slot of this process's region (made on first use), emptied for a child
+    /// Claims a free slot of this process's region `cell` (made on first use, and again in a
+    /// forked child, whose inherited one is its parent's to claim from), emptied for a child
     /// about to be forked; `None` if all are taken or no mapping could be made (the child then
     /// reports on its connection).
-    pub(crate) fn claim() -> Option<Slot> {
-        let region = {
-            let mut cell = REGION.lock().unwrap_or_else(|p| p.into_inner());
-            let me = crate::sys::pid();
-            match *cell {
-                Some(r) if r.owner == me => r,
-                _ => {
-                    let r = Region::new(me)?;
-                    *cell = Some(r);
-                    r
-                }
+    pub(crate) fn claim(cell: &mut Option<&'static Region>) -> Option<Slot> {
+        let me = crate::sys::pid();
+        let region = match *cell {
+            Some(r) if r.owner == me => r,
+            _ => {
+                let r = Region::new(me)?;
+                *cell = Some(r);
+                r
             }
         };
         let mut taken = region.taken.load(Ordering::Relaxed);
@@ -254,11 +246,17 @@ impl Region {
 
 #[cfg(test)]
 mod tests {
-    use super::{FULL, Ordering, SLOTS, Slot};
+    use super::{FULL, Ordering, Region, SLOTS, Slot};
+
+    /// This test binary's region (the fork start keeps its own in `Global`).
+    fn claim() -> Option<Slot> {
+        static CELL: std::sync::Mutex<Option<&'static Region>> = std::sync::Mutex::new(None);
+        Slot::claim(&mut CELL.lock().unwrap())
+    }
 
     #[test]
     fn slots_are_claimed_once_and_read_back() {
-        let mut held: Vec<Slot> = (0..SLOTS).map_while(|_| Slot::claim()).collect();
+        let mut held: Vec<Slot> = (0..SLOTS).map_while(|_| claim()).collect();
         // Other tests of this binary may hold slots meanwhile: at least one was free.
         assert!(!held.is_empty());
         let mut indexes: Vec<usize> = held.iter().map(|s| s.index).collect();
@@ -273,11 +271,11 @@ mod tests {
             (7, "seven".into())
         );
         // Too large for a slot: not written, and the slot reads as no outcome.
-        let s = Slot::claim().expect("the slot just freed");
+        let s = claim().expect("the slot just freed");
         assert!(!s.write(&vec![1u8; 600]).unwrap());
         assert_eq!(s.take(), None);
         // A second writer (a copy of the child made by a raw fork) finds the slot taken.
-        let s = Slot::claim().expect("the slot just freed");
+        let s = claim().expect("the slot just freed");
         assert!(s.write(&1u8).unwrap());
         assert!(!s.write(&2u8).unwrap());
         assert_eq!(s.take(), Some(vec![1]));
@@ -288,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_late_writer_of_an_old_generation_is_ignored() {
-        let first = Slot::claim().unwrap();
+        let first = claim().unwrap();
         // A copy of the child made by a raw fork, still holding the first claim.
         let late = Slot {
             region: first.region,
@@ -300,7 +298,7 @@ mod tests {
         // The same slot again (other tests may take slots meanwhile: look for it).
         let mut others = Vec::new();
         let next = loop {
-            let s = Slot::claim().expect("a free slot");
+            let s = claim().expect("a free slot");
             if s.index == index {
                 break s;
             }

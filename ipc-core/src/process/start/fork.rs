@@ -85,7 +85,7 @@ where
     };
     let name = id.name.clone();
     // A small outcome comes back through a slot (see `process::slot`), waking us only once.
-    let slot = Slot::claim();
+    let slot = Slot::claim(&mut g.slots);
     // SAFETY: either this process has one thread (checked above, and we hold the global lock so
     // this crate's own state is consistent), or the caller accepted the multithreaded risk
     // through the unsafe `allow_fork_with_threads`.
