@@ -276,13 +276,16 @@ fn a_receiver_killed_mid_message_is_an_error_for_the_sender_not_a_hang() {
     let (ours, theirs) = pipe().unwrap();
     let child = TestChild::spawn(NAME, Some(OwnedFd::from(theirs)), &[]);
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    // Made before the killer starts its clock (a debug build on a loaded machine took more
+    // than its 300 ms to make it, and the kill came before the header went out).
+    let payload = pattern(16 << 20, 0);
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
         child
     });
     let res = within_liveness(move || {
-        let res = ours.send_bytes(&pattern(16 << 20, 0));
+        let res = ours.send_bytes(&payload);
         (res, ours.send_bytes(b"more"))
     });
     drop(killer.join().unwrap());
