@@ -69,7 +69,7 @@ pub(crate) struct State {
     reading: bool,
     /// A fork child's outcome slot and our copy of the child's end of `conn` (see
     /// `process::slot`), until the child is seen sending on `conn` or exiting.
-    pub(crate) quiet: Option<(Slot, Connection)>,
+    quiet: Option<(Slot, Connection)>,
 }
 
 impl State {
@@ -121,6 +121,16 @@ impl ChildInner {
             }),
             read_done: Condvar::new(),
         }
+    }
+
+    /// A fork child that reports a small outcome in `slot`: we keep `peer`, the child's end of
+    /// the connection, too, so that its exit does not wake us as a hang-up (module doc).
+    pub(crate) fn reporting_in(mut self, slot: Slot, peer: Connection) -> ChildInner {
+        self.state
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .quiet = Some((slot, peer));
+        self
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {

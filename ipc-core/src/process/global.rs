@@ -169,9 +169,10 @@ pub(crate) fn shutdown() {
         g.forget_inherited();
         // (An empty list stays: a forked child inherits its parent's buffer, and freeing it
         // would copy two pages for the child.)
-        match g.children.is_empty() {
-            true => Vec::new(),
-            false => std::mem::take(&mut g.children),
+        if g.children.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut g.children)
         }
     };
     if children.is_empty() && server.is_none() {

@@ -124,14 +124,11 @@ where
                     return Err(Error::os(e));
                 }
             };
-            // With a slot, we keep the child's end too: its exit must not wake us as a hang-up.
-            let quiet = slot.map(|s| (s, theirs));
-            let mut child = ChildInner::new(pid, pidfd, ours, name, StartMethod::Fork, keep);
-            child
-                .state
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner())
-                .quiet = quiet;
+            let child = ChildInner::new(pid, pidfd, ours, name, StartMethod::Fork, keep);
+            let child = match slot {
+                Some(slot) => child.reporting_in(slot, theirs),
+                None => child,
+            };
             Ok((g, Arc::new(child)))
         }
     }
