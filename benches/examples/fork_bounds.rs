@@ -1,0 +1,166 @@
+//! Where a fork start's time goes, between the bare floor and this project's start (issue #17).
+//!
+//! `cargo run --release -p benches --example fork_bounds [pin]`
+//!
+//! Four ways to fork a child that hands back a `u64`, each timed over 200 starts, taken in turn
+//! 15 times over (so a drifting machine moves all alike), reported as medians:
+//!
+//! ```text
+//! floor      fork + _exit + waitpid (the compare floor: the child returns nothing)
+//! minimal    + pidfd_open + poll (a join that can time out), the child writes its value
+//!            into a shared page: the least any start with a result and a timed join does
+//! + socket   + a socketpair made and closed per start (the channel an outcome of any size,
+//!            or one carrying descriptors, needs)
+//! ours       Builder::spawn(i, echo) + join under the fork start method (as compare's
+//!            process_start_join_fork)
+//! ```
+//!
+//! With `pin`, everything runs on one CPU (children inherit it), so each start's costs add up
+//! one after another instead of overlapping on two CPUs. `perf stat -e page-faults` on the
+//! example shows the other half of the story: ours faults about 26 times a start (parent and
+//! child), the minimal start 11.
+#![allow(unsafe_code)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::process::{Pid, PidfdFlags};
+
+const STARTS: u64 = 200;
+const TURNS: usize = 15;
+
+#[derive(Clone, Copy)]
+enum Way {
+    Floor,
+    Minimal,
+    Socket,
+    Ours,
+}
+
+const WAYS: [(Way, &str); 4] = [
+    (Way::Floor, "floor: fork + _exit + waitpid"),
+    (Way::Minimal, "minimal: + pidfd + poll, value via shm"),
+    (Way::Socket, "minimal + a socketpair per start"),
+    (Way::Ours, "ours: Builder::spawn + join (fork)"),
+];
+
+fn echo(x: u64) -> u64 {
+    x
+}
+
+/// Forks a child that stores `echo(value)` in `*page` (unless `page` is null) and leaves
+/// with `_exit(0)`.
+fn fork_storing(page: *mut u64, value: u64) -> anyhow::Result<libc::pid_t> {
+    // SAFETY: this process is single-threaded (the example starts no thread), so the child may
+    // run any code; it runs only a volatile store into the shared page (when asked) and `_exit`,
+    // which runs no destructor or atexit handler of the parent's.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()).context("fork"),
+        0 => {
+            if !page.is_null() {
+                // SAFETY: `page` points to a shared, writable, aligned page mapped by `main`,
+                // which stays mapped for the whole run; only this child writes it meanwhile.
+                unsafe { std::ptr::write_volatile(page, echo(black_box(value))) };
+            }
+            // SAFETY: ends the child at once, running nothing of the parent's.
+            unsafe { libc::_exit(0) }
+        }
+        pid => Ok(pid),
+    }
+}
+
+/// Waits for `pid` to exit with 0 and reaps it.
+fn reap(pid: libc::pid_t) -> anyhow::Result<()> {
+    let pid = Pid::from_raw(pid).context("fork returned a bad pid")?;
+    let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())?
+        .context("no status")?
+        .1;
+    ensure!(
+        status.exit_status() == Some(0),
+        "child ended with {status:?}"
+    );
+    Ok(())
+}
+
+/// `STARTS` starts the given way: microseconds per start.
+fn run(way: Way, page: *mut u64) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    for i in 0..STARTS {
+        match way {
+            Way::Floor => reap(fork_storing(std::ptr::null_mut(), i)?)?,
+            Way::Minimal | Way::Socket => {
+                let pair = match way {
+                    Way::Socket => Some(rustix::net::socketpair(
+                        AddressFamily::UNIX,
+                        SocketType::SEQPACKET,
+                        SocketFlags::CLOEXEC,
+                        None,
+                    )?),
+                    _ => None,
+                };
+                let pid = fork_storing(page, i)?;
+                let pidfd = rustix::process::pidfd_open(
+                    Pid::from_raw(pid).context("fork returned a bad pid")?,
+                    PidfdFlags::empty(),
+                )?;
+                let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+                rustix::event::poll(&mut fds, None)?;
+                reap(pid)?;
+                // SAFETY: `page` is the mapped shared page; the child that wrote it is reaped.
+                let got = unsafe { std::ptr::read_volatile(page) };
+                ensure!(got == i, "the child stored {got}, expected {i}");
+                drop((pidfd, pair));
+            }
+            Way::Ours => {
+                let child = ipc_core::process::Builder::new()
+                    .start_method(ipc_core::process::StartMethod::Fork)
+                    .spawn(i, echo)?;
+                let got = child.join()?;
+                ensure!(got == i, "the child returned {got}, expected {i}");
+            }
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e6 / STARTS as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("pin") {
+        let mut one = rustix::thread::CpuSet::new();
+        let first = (0..rustix::thread::CpuSet::MAX_CPU)
+            .find(|&c| rustix::thread::sched_getaffinity(None).is_ok_and(|s| s.is_set(c)))
+            .context("no allowed CPU")?;
+        one.set(first);
+        rustix::thread::sched_setaffinity(None, &one)?;
+    }
+    // SAFETY: a fresh anonymous shared mapping of one page, at an address the kernel picks;
+    // nothing else refers to it. It stays mapped until the process exits.
+    let page = unsafe {
+        rustix::mm::mmap_anonymous(
+            std::ptr::null_mut(),
+            4096,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+        )?
+    }
+    .cast::<u64>();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); WAYS.len()];
+    for _ in 0..TURNS {
+        for (k, (way, _)) in WAYS.iter().enumerate() {
+            times[k].push(run(*way, page)?);
+        }
+    }
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    for ((_, name), m) in WAYS.iter().zip(&medians) {
+        println!("{name:42} {m:7.1} us  {:5.2}x floor", m / medians[0]);
+    }
+    Ok(())
+}
