@@ -1,6 +1,6 @@
 //! Where a fork start's time goes, between the bare floor and this project's start (issue #17).
 //!
-//! `cargo run --release -p benches --example fork_bounds [pin]`
+//! `cargo run --release -p benches --example fork_bounds [pin] [floor|minimal|socket|ours]`
 //!
 //! Four ways to fork a child that hands back a `u64`, each timed over 200 starts, taken in turn
 //! 15 times over (so a drifting machine moves all alike), reported as medians:
@@ -15,6 +15,7 @@
 //!            process_start_join_fork)
 //! ```
 //!
+//! Naming one way runs only that one (2000 starts), for `perf stat` and `perf record`.
 //! With `pin`, everything runs on one CPU (children inherit it), so each start's costs add up
 //! one after another instead of overlapping on two CPUs. `perf stat -e page-faults` on the
 //! example shows the other half of the story: ours faults about 26 times a start (parent and
@@ -41,10 +42,10 @@ enum Way {
 }
 
 const WAYS: [(Way, &str); 4] = [
-    (Way::Floor, "floor: fork + _exit + waitpid"),
-    (Way::Minimal, "minimal: + pidfd + poll, value via shm"),
-    (Way::Socket, "minimal + a socketpair per start"),
-    (Way::Ours, "ours: Builder::spawn + join (fork)"),
+    (Way::Floor, "floor"),
+    (Way::Minimal, "minimal"),
+    (Way::Socket, "socket"),
+    (Way::Ours, "ours"),
 ];
 
 fn echo(x: u64) -> u64 {
@@ -133,7 +134,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("pin") {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "pin") {
         let mut one = rustix::thread::CpuSet::new();
         let first = (0..rustix::thread::CpuSet::MAX_CPU)
             .find(|&c| rustix::thread::sched_getaffinity(None).is_ok_and(|s| s.is_set(c)))
@@ -152,6 +154,14 @@ fn main() -> anyhow::Result<()> {
         )?
     }
     .cast::<u64>();
+    if let Some((way, name)) = WAYS.iter().find(|(_, n)| args.iter().any(|a| a == n)) {
+        let per = (0..10)
+            .map(|_| run(*way, page))
+            .sum::<anyhow::Result<f64>>()?
+            / 10.0;
+        println!("{name}: {per:.1} us a start");
+        return Ok(());
+    }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); WAYS.len()];
     for _ in 0..TURNS {
         for (k, (way, _)) in WAYS.iter().enumerate() {
@@ -160,7 +170,7 @@ fn main() -> anyhow::Result<()> {
     }
     let medians: Vec<f64> = times.into_iter().map(median).collect();
     for ((_, name), m) in WAYS.iter().zip(&medians) {
-        println!("{name:42} {m:7.1} us  {:5.2}x floor", m / medians[0]);
+        println!("{name:8} {m:7.1} us  {:5.2}x floor", m / medians[0]);
     }
     Ok(())
 }
