@@ -18,8 +18,8 @@
 //! Naming one way runs only that one (2000 starts), for `perf stat` and `perf record`.
 //! With `pin`, everything runs on one CPU (children inherit it), so each start's costs add up
 //! one after another instead of overlapping on two CPUs. `perf stat -e page-faults` on the
-//! example shows the other half of the story: ours faults about 26 times a start (parent and
-//! child), the minimal start 11.
+//! example shows the other half of the story: ours faults 25 times a start (parent and child),
+//! the minimal start with a socket 11 (the floor 10).
 #![allow(unsafe_code)]
 
 use std::hint::black_box;
