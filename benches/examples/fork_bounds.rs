@@ -26,6 +26,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
+use benches::floor::{fork_child, reap};
+use benches::pin::{Pin, Placement};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, PidfdFlags};
@@ -52,39 +54,17 @@ fn echo(x: u64) -> u64 {
     x
 }
 
-/// Forks a child that stores `echo(value)` in `*page` (unless `page` is null) and leaves
-/// with `_exit(0)`.
+/// Forks a child that stores `echo(value)` in `*page` (nothing if `page` is null).
 fn fork_storing(page: *mut u64, value: u64) -> anyhow::Result<libc::pid_t> {
-    // SAFETY: this process is single-threaded (the example starts no thread), so the child may
-    // run any code; it runs only a volatile store into the shared page (when asked) and `_exit`,
-    // which runs no destructor or atexit handler of the parent's.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(std::io::Error::last_os_error()).context("fork"),
-        0 => {
+    // SAFETY: the child makes one volatile store into the shared page `main` mapped for the
+    // whole run (only this child writes it meanwhile): no allocation, no lock.
+    unsafe {
+        fork_child(|| {
             if !page.is_null() {
-                // SAFETY: `page` points to a shared, writable, aligned page mapped by `main`,
-                // which stays mapped for the whole run; only this child writes it meanwhile.
-                unsafe { std::ptr::write_volatile(page, echo(black_box(value))) };
+                std::ptr::write_volatile(page, echo(black_box(value)));
             }
-            // SAFETY: ends the child at once, running nothing of the parent's.
-            unsafe { libc::_exit(0) }
-        }
-        pid => Ok(pid),
+        })
     }
-}
-
-/// Waits for `pid` to exit with 0 and reaps it.
-fn reap(pid: libc::pid_t) -> anyhow::Result<()> {
-    let pid = Pid::from_raw(pid).context("fork returned a bad pid")?;
-    let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())?
-        .context("no status")?
-        .1;
-    ensure!(
-        status.exit_status() == Some(0),
-        "child ended with {status:?}"
-    );
-    Ok(())
 }
 
 /// `STARTS` starts the given way: microseconds per start.
@@ -135,14 +115,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "pin") {
-        let mut one = rustix::thread::CpuSet::new();
-        let first = (0..rustix::thread::CpuSet::MAX_CPU)
-            .find(|&c| rustix::thread::sched_getaffinity(None).is_ok_and(|s| s.is_set(c)))
-            .context("no allowed CPU")?;
-        one.set(first);
-        rustix::thread::sched_setaffinity(None, &one)?;
-    }
+    let pin = match args.iter().any(|a| a == "pin") {
+        true => Pin::Same,
+        false => Pin::None,
+    };
+    let _placement = Placement::new(pin)?;
     // SAFETY: a fresh anonymous shared mapping of one page, at an address the kernel picks;
     // nothing else refers to it. It stays mapped until the process exits.
     let page = unsafe {

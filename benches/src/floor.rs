@@ -86,10 +86,14 @@ pub fn note(case: &str) -> Option<&'static str> {
     NOTES.iter().find(|n| n.0 == case).map(|n| n.1)
 }
 
-/// Forks a child that runs `child` (system calls only) and then `_exit(0)`s; the child's pid.
-fn fork_child(child: impl FnOnce()) -> anyhow::Result<libc::pid_t> {
-    // SAFETY: the child runs only `child`, which makes system calls on descriptors it owns
-    // (no allocation, no lock that another thread of this process could hold), and leaves with
+/// Forks a child that runs `child` and then `_exit(0)`s; the child's pid (also used by
+/// `examples/fork_bounds.rs`).
+///
+/// # Safety
+/// `child` may only make system calls and touch memory it was given: no allocation, no lock
+/// that another thread of this process could hold at the fork. It must not unwind.
+pub unsafe fn fork_child(child: impl FnOnce()) -> anyhow::Result<libc::pid_t> {
+    // SAFETY: the child runs only `child`, which keeps to the contract above, and leaves with
     // `_exit`, which runs no atexit handler and no destructor.
     let pid = unsafe { libc::fork() };
     match pid {
@@ -111,8 +115,8 @@ fn close_in_child(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
-/// Reaps `pid` and checks that it exited with 0.
-fn reap(pid: libc::pid_t) -> anyhow::Result<()> {
+/// Reaps `pid` (a child made by [`fork_child`]) and checks that it exited with 0.
+pub fn reap(pid: libc::pid_t) -> anyhow::Result<()> {
     let mut status = 0;
     // SAFETY: `pid` is a child of this process that nobody else reaps; `status` is writable.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -128,7 +132,8 @@ fn reap(pid: libc::pid_t) -> anyhow::Result<()> {
 fn fork_exit_wait(_: &Placement, n: u64) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
     for _ in 0..n {
-        reap(fork_child(|| {})?)?;
+        // SAFETY: the child does nothing.
+        reap(unsafe { fork_child(|| {}) }?)?;
     }
     Ok(t0.elapsed())
 }
@@ -147,15 +152,19 @@ fn seqpacket() -> anyhow::Result<(OwnedFd, OwnedFd)> {
 fn seqpacket_pingpong<const LEN: usize>(placement: &Placement, n: u64) -> anyhow::Result<Duration> {
     let (ours, theirs) = seqpacket()?;
     let ours_fd = ours.as_raw_fd();
-    let pid = fork_child(|| {
-        close_in_child(ours_fd);
-        let mut buf = [0u8; LEN];
-        while let Ok(k) = rustix::io::read(&theirs, &mut buf) {
-            if k == 0 || rustix::io::write(&theirs, &buf[..k]).is_err() {
-                break;
+    // SAFETY: the child closes a descriptor, reads and writes a socket it owns, into a buffer
+    // on its stack: system calls only.
+    let pid = unsafe {
+        fork_child(|| {
+            close_in_child(ours_fd);
+            let mut buf = [0u8; LEN];
+            while let Ok(k) = rustix::io::read(&theirs, &mut buf) {
+                if k == 0 || rustix::io::write(&theirs, &buf[..k]).is_err() {
+                    break;
+                }
             }
-        }
-    })?;
+        })
+    }?;
     drop(theirs);
     placement.child_started(pid as u32, 1)?;
     let mut msg = [0u8; LEN];
@@ -196,22 +205,26 @@ fn stream_1m(placement: &Placement, n: u64) -> anyhow::Result<Duration> {
     // Allocated before the fork: the child must not allocate.
     let block = vec![FILL; BLOCK];
     let ours_fd = ours.as_raw_fd();
-    let pid = fork_child(|| {
-        close_in_child(ours_fd);
-        let mut go = [0u8; 1];
-        if rustix::io::read(&theirs, &mut go) != Ok(1) {
-            return;
-        }
-        'blocks: for _ in 0..n {
-            let mut off = 0;
-            while off < BLOCK {
-                match rustix::io::write(&theirs, &block[off..]) {
-                    Ok(k) if k > 0 => off += k,
-                    _ => break 'blocks,
+    // SAFETY: the child closes a descriptor and reads and writes a socket it owns, from the
+    // block allocated before the fork: system calls only.
+    let pid = unsafe {
+        fork_child(|| {
+            close_in_child(ours_fd);
+            let mut go = [0u8; 1];
+            if rustix::io::read(&theirs, &mut go) != Ok(1) {
+                return;
+            }
+            'blocks: for _ in 0..n {
+                let mut off = 0;
+                while off < BLOCK {
+                    match rustix::io::write(&theirs, &block[off..]) {
+                        Ok(k) if k > 0 => off += k,
+                        _ => break 'blocks,
+                    }
                 }
             }
-        }
-    })?;
+        })
+    }?;
     drop(theirs);
     placement.child_started(pid as u32, 1)?;
     let mut buf = vec![0u8; BLOCK];
